@@ -1,0 +1,57 @@
+/**
+ * The one error base class of the project (as libsignal and XMTP do): every error a user or a peer
+ * can meet carries a stable `code`. Messages never contain passwords, credentials, keys or plaintext.
+ */
+export const ERROR_CODES = [
+  // input
+  "BAD_REQUEST",
+  "INVALID_USERNAME",
+  "INVALID_PUBLIC_KEY",
+  "INVALID_SIGNATURE",
+  "FRAME_TOO_LARGE",
+  "MESSAGE_TOO_LONG",
+  // accounts
+  "USERNAME_TAKEN",
+  "UNKNOWN_USER",
+  "WRONG_PASSWORD",
+  "WRONG_KEY",
+  "KEY_UNCHANGED",
+  "SIGNATURE_EXPIRED",
+  "CHALLENGE_INVALID",
+  "UNAUTHORIZED",
+  "SESSION_EXPIRED",
+  "FORBIDDEN",
+  "RATE_LIMITED",
+  // trust
+  "KEY_MISMATCH",
+  "KEY_UNVERIFIED",
+  "ENVELOPE_INVALID",
+  "DUPLICATE",
+  "CERTIFICATE_CHANGED",
+  // infrastructure
+  "CHAIN_UNAVAILABLE",
+  "STORAGE_UNAVAILABLE",
+  "RELAY_UNREACHABLE",
+  "CACHE_STALE",
+  "NOT_FOUND",
+  "INTERNAL",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export class ChatError extends Error {
+  readonly code: ErrorCode;
+  /** Fields safe to show or send (never secrets). */
+  readonly details?: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = "ChatError";
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isChatError(value: unknown): value is ChatError {
+  return value instanceof ChatError;
+}

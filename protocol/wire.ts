@@ -1,0 +1,204 @@
+/**
+ * The relay's wire protocol: HTTP request and response bodies and WebSocket frames, as zod schemas.
+ * Documented for third-party clients in protocol/README.md. All bodies are JSON; all binary values are
+ * 0x-prefixed hex; all times are Unix milliseconds unless named `...Seconds`.
+ */
+import { z } from "zod";
+import { USERNAME_MAX_BYTES, USERNAME_MIN_BYTES } from "./username";
+
+export const PROTOCOL_VERSION = 1;
+
+/** Default limits; the relay may be configured lower or higher and announces them in GET /v1/info. */
+export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
+export const DEFAULT_MAILBOX_TTL_MS = 30 * 24 * 60 * 60 * 1000;
+
+const hex = (bytes: number) => z.string().regex(new RegExp(`^0x[0-9a-fA-F]{${bytes * 2}}$`), `expected ${bytes} bytes of hex`);
+
+export const Username = z
+  .string()
+  .min(USERNAME_MIN_BYTES)
+  .max(USERNAME_MAX_BYTES)
+  .regex(/^[a-z0-9_]+$/, "use a-z, 0-9 and _");
+export const Hex32 = hex(32);
+export const PublicKey = hex(64);
+export const Credential = hex(32);
+/** EIP-2098 compact signature [r, vs]. */
+export const CompactSignature = z.tuple([Hex32, Hex32]);
+/** A 65-byte r || s || v signature (EIP-191 personal messages). */
+export const Signature65 = hex(65);
+/** Unix seconds, as the contract's deadlines. */
+export const DeadlineSeconds = z.number().int().positive().max(2 ** 40);
+/** Client-chosen message id: a UUID (RFC 9562) or any 8..64 url-safe characters. */
+export const MessageId = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/, "8 to 64 characters of A-Z a-z 0-9 _ -");
+
+// ---------------------------------------------------------------------------------------------------
+// HTTP. Errors: any status >= 400 carries ErrorBody. 4xx are the caller's fault, 503 is retryable.
+// ---------------------------------------------------------------------------------------------------
+
+export const ErrorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string(), retryAfterSeconds: z.number().optional() }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+/** GET /v1/info */
+export const InfoResponse = z.object({
+  protocolVersion: z.number().int(),
+  chainId: z.string(),
+  contractAddress: z.string(),
+  maxFrameBytes: z.number().int(),
+  mailboxTtlMs: z.number().int(),
+});
+
+/** GET /healthz: 200 when ok, 503 when degraded. */
+export const HealthResponse = z.object({
+  status: z.enum(["ok", "degraded"]),
+  chain: z.object({ ok: z.boolean(), blockNumber: z.number().optional() }),
+  storage: z.object({ ok: z.boolean(), kind: z.enum(["mysql", "memory"]) }),
+  redis: z.object({ ok: z.boolean(), enabled: z.boolean() }),
+  sync: z.object({ syncedBlock: z.number(), lagBlocks: z.number(), stale: z.boolean() }),
+});
+
+/**
+ * POST /v1/credential-hash: the peppered hash the user must sign over in Register and UpdateCredential.
+ * Rate limited like login. The relay recomputes it from `credential` when the signed request arrives.
+ */
+export const CredentialHashRequest = z.object({ username: Username, credential: Credential });
+export const CredentialHashResponse = z.object({ credentialHash: Hex32 });
+
+/** POST /v1/register: signature by `publicKey` over Register(username, credentialHash, publicKey, nonce 0, deadline). */
+export const RegisterRequest = z.object({
+  username: Username,
+  credential: Credential,
+  publicKey: PublicKey,
+  deadline: DeadlineSeconds,
+  signature: CompactSignature,
+});
+/** Answer of every request that lands a transaction. */
+export const TransactionResponse = z.object({ blockNumber: z.number().int(), transactionHash: Hex32 });
+
+/** POST /v1/rotate: both signatures over RotateKey(username, newPublicKey, nonce, deadline). */
+export const RotateRequest = z.object({
+  username: Username,
+  newPublicKey: PublicKey,
+  deadline: DeadlineSeconds,
+  currentKeySignature: CompactSignature,
+  newKeySignature: CompactSignature,
+});
+
+/** POST /v1/reset: the lost-device path. The relay checks `credential`, then submits resetKey. */
+export const ResetRequest = z.object({
+  username: Username,
+  credential: Credential,
+  newPublicKey: PublicKey,
+  deadline: DeadlineSeconds,
+  newKeySignature: CompactSignature,
+});
+
+/** POST /v1/credential: a password change; signature by the current key over UpdateCredential. */
+export const UpdateCredentialRequest = z.object({
+  username: Username,
+  credential: Credential,
+  deadline: DeadlineSeconds,
+  signature: CompactSignature,
+});
+
+/** POST /v1/login/challenge: a fresh, single-use challenge, valid for a short time. */
+export const ChallengeRequest = z.object({ username: Username });
+export const ChallengeResponse = z.object({ challenge: Hex32, expiresAt: z.number().int() });
+
+/**
+ * The text the user's current key signs to log in, as an EIP-191 personal message
+ * (https://eips.ethereum.org/EIPS/eip-191, version 0x45). Binding the chain and contract stops a
+ * signature for one deployment being used at another.
+ */
+export function loginMessage(params: { username: string; challenge: string; chainId: string; contractAddress: string }): string {
+  return [
+    "eth-chat login",
+    `username: ${params.username}`,
+    `challenge: ${params.challenge}`,
+    `chain: ${params.chainId}`,
+    `contract: ${params.contractAddress.toLowerCase()}`,
+  ].join("\n");
+}
+
+/** POST /v1/login */
+export const LoginRequest = z.object({
+  username: Username,
+  credential: Credential,
+  challenge: Hex32,
+  signature: Signature65,
+});
+export const LoginResponse = z.object({
+  token: z.string(),
+  expiresAt: z.number().int(),
+  keyIndex: z.number().int(),
+});
+
+/** GET /v1/users/:username/keys */
+export const KeyRecordView = z.object({
+  index: z.number().int(),
+  publicKey: PublicKey,
+  address: z.string(),
+  kind: z.enum(["registered", "rotated", "reset"]),
+  blockNumber: z.number().int(),
+  timestamp: z.number().int(), // block time, Unix seconds
+  transactionHash: Hex32,
+});
+export type KeyRecordView = z.infer<typeof KeyRecordView>;
+export const KeysResponse = z.object({
+  username: Username,
+  keys: z.array(KeyRecordView),
+  /** "cache": from the relay's MySQL cache; "chain": read from the chain on a cache miss. */
+  source: z.enum(["cache", "chain"]),
+  /** false when the relay could not reach the chain to confirm its cache is current. */
+  verified: z.boolean(),
+});
+export type KeysResponse = z.infer<typeof KeysResponse>;
+
+// ---------------------------------------------------------------------------------------------------
+// WebSocket: GET /v1/ws with header `Authorization: Bearer <token>`; 401 before the upgrade otherwise.
+// Each frame is one JSON text message, at most maxFrameBytes (else close 1009).
+// ---------------------------------------------------------------------------------------------------
+
+/** The envelope is opaque to the relay: a string produced by protocol/envelope (JSON of EnvelopeV1). */
+export const EnvelopeText = z.string().min(1);
+
+/** client -> relay: send an envelope to `to`. Re-sending the same id is idempotent. */
+export const SendFrame = z.object({ type: z.literal("send"), id: MessageId, to: Username, envelope: EnvelopeText });
+/** client -> relay: the recipient has processed message `id`; the relay forgets it. */
+export const AckFrame = z.object({ type: z.literal("ack"), id: MessageId, from: Username });
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame]);
+export type ClientFrame = z.infer<typeof ClientFrame>;
+
+/** relay -> sender: message `id` is durable ("stored") or was delivered and acknowledged ("delivered"). */
+export const AcceptedFrame = z.object({ type: z.literal("accepted"), id: MessageId, status: z.enum(["stored", "delivered"]) });
+/** relay -> recipient: a message; `from` is the authenticated sender, `receivedAt` the relay's clock. */
+export const MessageFrame = z.object({
+  type: z.literal("message"),
+  id: MessageId,
+  from: Username,
+  envelope: EnvelopeText,
+  receivedAt: z.number().int(),
+});
+/** relay -> client: the mailbox backlog has been sent; live messages follow. */
+export const ReadyFrame = z.object({ type: z.literal("ready"), pending: z.number().int() });
+/** relay -> client: a request failed; `id` names the frame it answers when known. The socket stays open. */
+export const ErrorFrame = z.object({
+  type: z.literal("error"),
+  code: z.string(),
+  message: z.string(),
+  id: z.string().optional(),
+  retryable: z.boolean().optional(),
+});
+export const ServerFrame = z.discriminatedUnion("type", [AcceptedFrame, MessageFrame, ReadyFrame, ErrorFrame]);
+export type ServerFrame = z.infer<typeof ServerFrame>;
+
+/** WebSocket close codes (RFC 6455 §7.4.1). */
+export const CLOSE_CODES = {
+  normal: 1000,
+  goingAway: 1001,
+  policy: 1008,
+  tooBig: 1009,
+  internal: 1011,
+  sessionExpired: 4001,
+} as const;
