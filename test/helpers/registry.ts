@@ -1,0 +1,36 @@
+import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
+import { ChatRegistry__factory } from "../../typechain-types";
+import { anvilPrivateKey } from "./anvil";
+
+export interface DeployedRegistry {
+  address: string;
+  deployBlock: number;
+  chainId: bigint;
+  /** anvil account 0: the admin that deployed. */
+  deployerKey: string;
+  /** anvil account 1 unless given: holds the relayer role. */
+  relayerKey: string;
+}
+
+/** Deploys ChatRegistry from the compiled artifact onto a real node (anvil) over JSON-RPC. */
+export async function deployRegistry(params: { rpcUrl: string; relayerKey?: string }): Promise<DeployedRegistry> {
+  const provider = new JsonRpcProvider(params.rpcUrl);
+  try {
+    const deployerKey = anvilPrivateKey(0);
+    const relayerKey = params.relayerKey ?? anvilPrivateKey(1);
+    const deployer = new NonceManager(new Wallet(deployerKey, provider));
+    const factory = new ChatRegistry__factory(deployer);
+    const contract = await factory.deploy(new Wallet(relayerKey).address);
+    const receipt = await contract.deploymentTransaction()!.wait();
+    const network = await provider.getNetwork();
+    return {
+      address: await contract.getAddress(),
+      deployBlock: receipt!.blockNumber,
+      chainId: network.chainId,
+      deployerKey,
+      relayerKey,
+    };
+  } finally {
+    provider.destroy();
+  }
+}
