@@ -189,6 +189,8 @@ export const ErrorFrame = z.object({
   message: z.string(),
   id: z.string().optional(),
   retryable: z.boolean().optional(),
+  /** for RATE_LIMITED: milliseconds until the relay takes this kind of frame again */
+  retryAfterMs: z.number().int().optional(),
 });
 export const ServerFrame = z.discriminatedUnion("type", [AcceptedFrame, MessageFrame, ReadyFrame, ErrorFrame]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
@@ -200,5 +202,7 @@ export const CLOSE_CODES = {
   policy: 1008,
   tooBig: 1009,
   internal: 1011,
+  /** the relay cannot serve this connection now (storage down, reader too slow): reconnect after a pause */
+  tryAgainLater: 1013,
   sessionExpired: 4001,
 } as const;

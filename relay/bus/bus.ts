@@ -1,0 +1,25 @@
+/**
+ * Routing between relay instances. Every accepted message is already in the shared mailbox before it is
+ * published, so the bus is only the fast path: a message the bus loses is still delivered from the mailbox
+ * on the recipient's next connection.
+ */
+export interface RoutedMessage {
+  to: string;
+  from: string;
+  id: string;
+  envelope: string;
+  receivedAt: number;
+}
+
+export interface MessageBus {
+  /** Hands `message` to the other relay instances that have `message.to` subscribed (never back to this one). */
+  publish(message: RoutedMessage): Promise<void>;
+  /**
+   * Calls `handler` for each message published for `username` by other instances, until the returned
+   * function is called. Resolves once the subscription is active. Subscriptions are counted per username:
+   * several handlers (one per local connection) may watch the same user.
+   */
+  subscribe(username: string, handler: (message: RoutedMessage) => void): Promise<() => Promise<void>>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,67 @@
+import type { Mailbox, MailboxMessage, PutResult, StoredMessage } from "./mailbox";
+
+/** An in-memory mailbox for tests and for a relay without MYSQL_URL: nothing survives a restart. */
+export function createMemoryMailbox(): Mailbox {
+  type Row = StoredMessage & { acked: boolean };
+  let nextSeq = 1n;
+  const byKey = new Map<string, Row>();
+  // Per recipient, rows in seq order (acked rows are skipped when listing and removed by purge).
+  const byRecipient = new Map<string, Row[]>();
+  const keyOf = (recipient: string, sender: string, id: string) => `${recipient}\n${sender}\n${id}`;
+
+  return {
+    kind: "memory",
+    async migrate() {},
+    async ping() {},
+    async put(message: MailboxMessage): Promise<PutResult> {
+      const key = keyOf(message.recipient, message.sender, message.id);
+      const existing = byKey.get(key);
+      if (existing) {
+        return { outcome: existing.acked ? "acked" : "pending", seq: existing.seq, receivedAt: existing.receivedAt };
+      }
+      const row: Row = { ...message, seq: String(nextSeq++), acked: false };
+      byKey.set(key, row);
+      let list = byRecipient.get(message.recipient);
+      if (!list) byRecipient.set(message.recipient, (list = []));
+      list.push(row);
+      return { outcome: "new", seq: row.seq, receivedAt: row.receivedAt };
+    },
+    async pending({ recipient, now, afterSeq, limit }) {
+      const after = afterSeq === undefined ? 0n : BigInt(afterSeq);
+      const out: StoredMessage[] = [];
+      for (const row of byRecipient.get(recipient) ?? []) {
+        if (out.length >= limit) break;
+        if (row.acked || row.expiresAt <= now || BigInt(row.seq) <= after) continue;
+        const { acked: _acked, ...message } = row;
+        out.push(message);
+      }
+      return out;
+    },
+    async ack({ recipient, sender, id }) {
+      const row = byKey.get(keyOf(recipient, sender, id));
+      if (!row || row.acked) return;
+      row.acked = true;
+      row.envelope = "";
+    },
+    async purgeExpired(now) {
+      let purged = 0;
+      for (const [recipient, list] of byRecipient) {
+        const keep = list.filter((row) => {
+          if (row.expiresAt > now) return true;
+          byKey.delete(keyOf(row.recipient, row.sender, row.id));
+          purged++;
+          return false;
+        });
+        if (keep.length === 0) byRecipient.delete(recipient);
+        else byRecipient.set(recipient, keep);
+      }
+      return purged;
+    },
+    async depth() {
+      let n = 0;
+      for (const row of byKey.values()) if (!row.acked) n++;
+      return n;
+    },
+    async close() {},
+  };
+}

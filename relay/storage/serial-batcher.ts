@@ -1,0 +1,58 @@
+/**
+ * Group commit: items pushed while a flush is running wait and go out together in the next flush, and
+ * only one flush runs at a time. One round trip (and one fsync) then serves many messages under load, and
+ * the order of flushes is the order of pushes (so a sender's messages keep their order in the mailbox).
+ */
+export interface SerialBatcher<T, R> {
+  push(item: T): Promise<R>;
+  /** Resolves when nothing is queued or in flight. */
+  idle(): Promise<void>;
+}
+
+export function createSerialBatcher<T, R>(params: {
+  maxBatch: number;
+  /** Returns one result per item, in order; a rejection fails every item of the batch. */
+  flush: (items: T[]) => Promise<R[]>;
+}): SerialBatcher<T, R> {
+  type Entry = { item: T; resolve: (r: R) => void; reject: (e: unknown) => void };
+  let queue: Entry[] = [];
+  let running = false;
+  let scheduled = false;
+  let idleWaiters: Array<() => void> = [];
+
+  const run = async () => {
+    scheduled = false;
+    running = true;
+    while (queue.length > 0) {
+      const batch = queue.slice(0, params.maxBatch);
+      queue = queue.slice(batch.length);
+      try {
+        const results = await params.flush(batch.map((e) => e.item));
+        batch.forEach((e, i) => e.resolve(results[i]));
+      } catch (error) {
+        for (const e of batch) e.reject(error);
+      }
+    }
+    running = false;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
+  };
+
+  return {
+    push(item) {
+      return new Promise<R>((resolve, reject) => {
+        queue.push({ item, resolve, reject });
+        // setImmediate rather than a microtask: frames of every socket read in this turn join the batch.
+        if (!running && !scheduled) {
+          scheduled = true;
+          setImmediate(run);
+        }
+      });
+    },
+    idle() {
+      if (!running && !scheduled && queue.length === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+  };
+}
