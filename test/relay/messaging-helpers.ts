@@ -1,0 +1,163 @@
+/**
+ * Helpers of the messaging tests: a plain-HTTP server with attachMessaging on a free loopback port, and
+ * a small `ws` client that queues the frames it receives. Not a test file (no describe).
+ */
+import http from "node:http";
+import { randomBytes } from "node:crypto";
+import mysql from "mysql2/promise";
+import pino from "pino";
+import { Registry } from "prom-client";
+import WebSocket from "ws";
+import { DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAILBOX_TTL_MS } from "../../protocol/wire";
+import { attachMessaging, type Messaging, type MessagingLimits } from "../../relay/ws/attach";
+import type { Mailbox } from "../../relay/storage/mailbox";
+import type { MessageBus } from "../../relay/bus/bus";
+import { issueSessionToken } from "../../relay/sessions";
+
+export const SECRET = randomBytes(32);
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+
+/** The pool options the relay uses (DESIGN.md §5: BIGINTs as strings on MariaDB). */
+export function createTestPool(url: string) {
+  return mysql.createPool({ uri: url, supportBigNumbers: true, bigNumberStrings: true, connectionLimit: 5 });
+}
+
+export function tokenFor(username: string, options: { now?: number; ttlMs?: number; secret?: Uint8Array } = {}) {
+  return issueSessionToken({
+    secret: options.secret ?? SECRET,
+    username,
+    keyIndex: 0,
+    now: options.now ?? Date.now(),
+    ttlMs: options.ttlMs,
+  }).token;
+}
+
+export interface TestRelay {
+  url: string;
+  server: http.Server;
+  messaging: Messaging;
+  registry: Registry;
+  close(): Promise<void>;
+}
+
+export async function startTestRelay(params: {
+  mailbox: Mailbox;
+  bus?: MessageBus;
+  clock?: () => number;
+  limits?: Partial<MessagingLimits>;
+}): Promise<TestRelay> {
+  const server = http.createServer((_req, res) => {
+    res.statusCode = 404;
+    res.end();
+  });
+  const registry = new Registry();
+  const messaging = attachMessaging({
+    server,
+    sessionSecret: SECRET,
+    mailbox: params.mailbox,
+    bus: params.bus,
+    logger: pino({ level: "silent" }),
+    clock: params.clock ?? Date.now,
+    metrics: registry,
+    limits: { maxFrameBytes: DEFAULT_MAX_FRAME_BYTES, mailboxTtlMs: DEFAULT_MAILBOX_TTL_MS, ...params.limits },
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `ws://127.0.0.1:${port}/v1/ws`,
+    server,
+    messaging,
+    registry,
+    async close() {
+      await messaging.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface TestClient {
+  ws: WebSocket;
+  send(frame: unknown): void;
+  sendRaw(data: string | Buffer): void;
+  /** The next received frame that matches (frames before it that do not match stay queued). */
+  next(match?: (frame: any) => boolean, timeoutMs?: number): Promise<any>;
+  /** Resolves with the close code and reason. */
+  closed: Promise<{ code: number; reason: string }>;
+  close(): Promise<void>;
+}
+
+/** Opens a connection; rejects with the HTTP status and body when the upgrade is refused. */
+export function connectClient(url: string, token?: string): Promise<TestClient> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers: token === undefined ? {} : { Authorization: `Bearer ${token}` } });
+    const queue: any[] = [];
+    const waiters: Array<{ match: (f: any) => boolean; resolve: (f: any) => void }> = [];
+    ws.on("message", (data) => {
+      const frame = JSON.parse(data.toString());
+      const i = waiters.findIndex((w) => w.match(frame));
+      if (i >= 0) waiters.splice(i, 1)[0].resolve(frame);
+      else queue.push(frame);
+    });
+    const closed = new Promise<{ code: number; reason: string }>((resolveClose) =>
+      ws.on("close", (code, reason) => resolveClose({ code, reason: reason.toString() })),
+    );
+    ws.on("unexpected-response", (_req, res) => {
+      let body = "";
+      res.on("data", (chunk) => (body += chunk));
+      res.on("end", () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode, body: JSON.parse(body || "null"), headers: res.headers })));
+    });
+    ws.on("error", (error) => reject(error));
+    ws.on("open", () =>
+      resolve({
+        ws,
+        send: (frame) => ws.send(JSON.stringify(frame)),
+        sendRaw: (data) => ws.send(data),
+        next(match = () => true, timeoutMs = 5_000) {
+          const i = queue.findIndex(match);
+          if (i >= 0) return Promise.resolve(queue.splice(i, 1)[0]);
+          return new Promise((resolveFrame, rejectFrame) => {
+            const waiter = {
+              match,
+              resolve: (f: any) => {
+                clearTimeout(timer);
+                resolveFrame(f);
+              },
+            };
+            const timer = setTimeout(() => {
+              waiters.splice(waiters.indexOf(waiter), 1);
+              rejectFrame(new Error(`no matching frame within ${timeoutMs} ms (queued: ${JSON.stringify(queue).slice(0, 300)})`));
+            }, timeoutMs);
+            waiters.push(waiter);
+          });
+        },
+        closed,
+        async close() {
+          if (ws.readyState === WebSocket.CLOSED) return;
+          ws.close();
+          await Promise.race([closed, new Promise((r) => setTimeout(r, 1_000))]);
+          ws.terminate();
+        },
+      }),
+    );
+  });
+}
+
+export const isType = (type: string) => (f: any) => f.type === type;
+export const isAccepted = (id: string) => (f: any) => f.type === "accepted" && f.id === id;
+export const isError = (f: any) => f.type === "error";
+
+/** Connects, waits for the backlog and ready frame, and returns the backlog's messages in order. */
+export async function connectReady(url: string, username: string): Promise<{ client: TestClient; backlog: any[]; ready: any }> {
+  const client = await connectClient(url, tokenFor(username));
+  const backlog: any[] = [];
+  for (;;) {
+    const frame = await client.next((f) => f.type === "message" || f.type === "ready");
+    if (frame.type === "ready") return { client, backlog, ready: frame };
+    backlog.push(frame);
+  }
+}
+
+export function envelope(n: number | string) {
+  return JSON.stringify({ v: 1, ciphertext: `opaque-${n}` });
+}
