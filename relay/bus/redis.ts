@@ -63,6 +63,20 @@ export function createRedisBus(url: string, options: { logger?: pino.Logger } = 
       };
     },
     async ping() {
+      // The publisher has no offline queue: wait (briefly) for its first connection instead.
+      if (publisher.status === "connecting" || publisher.status === "wait" || publisher.status === "reconnecting") {
+        await new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            publisher.off("ready", onReady);
+            reject(new Error("redis not ready"));
+          }, 2_000);
+          const onReady = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          publisher.once("ready", onReady);
+        });
+      }
       await publisher.ping();
     },
     async close() {

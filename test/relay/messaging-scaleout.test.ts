@@ -1,0 +1,102 @@
+import { expect } from "chai";
+import type { Pool } from "mysql2/promise";
+import type { MessageBus } from "../../relay/bus/bus";
+import { createRedisBus } from "../../relay/bus/redis";
+import { createMysqlMailbox } from "../../relay/storage/mailbox-mysql";
+import type { Mailbox } from "../../relay/storage/mailbox";
+import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import {
+  connectReady,
+  createTestPool,
+  envelope,
+  isAccepted,
+  isType,
+  REDIS_URL,
+  startTestRelay,
+  type TestClient,
+  type TestRelay,
+} from "./messaging-helpers";
+
+/** Two relay instances, one database, one Redis: a user on one reaches a user on the other. */
+describe("messaging: two relays through Redis", function () {
+  let db: TestDatabase;
+  let pool: Pool;
+  const mailboxes: Mailbox[] = [];
+  const buses: MessageBus[] = [];
+  const relays: TestRelay[] = [];
+  const clients: TestClient[] = [];
+
+  before(async () => {
+    db = await createTestDatabase("chat_scaleout");
+    pool = createTestPool(db.url);
+    for (let i = 0; i < 2; i++) {
+      const mailbox = createMysqlMailbox(pool);
+      await mailbox.migrate();
+      const bus = createRedisBus(REDIS_URL);
+      await bus.ping();
+      mailboxes.push(mailbox);
+      buses.push(bus);
+      relays.push(await startTestRelay({ mailbox, bus }));
+    }
+  });
+  after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    for (const r of relays) await r.close();
+    for (const b of buses) await b.close();
+    for (const m of mailboxes) await m.close();
+    await pool?.end();
+    await db?.drop();
+  });
+
+  const open = async (relay: number, username: string) => {
+    const r = await connectReady(relays[relay].url, username);
+    clients.push(r.client);
+    return r;
+  };
+
+  it("delivers live across instances, to each device, in order and once", async () => {
+    const { client: alice } = await open(0, "x_alice");
+    const { client: bobOnOther } = await open(1, "x_bob");
+    const { client: bobOnSame } = await open(0, "x_bob");
+    const ids = Array.from({ length: 50 }, (_, i) => `x-${String(i).padStart(6, "0")}`);
+    for (const [i, id] of ids.entries()) alice.send({ type: "send", id, to: "x_bob", envelope: envelope(i) });
+    for (const id of ids) await alice.next(isAccepted(id));
+    for (const bob of [bobOnOther, bobOnSame]) {
+      const got = [];
+      for (let i = 0; i < ids.length; i++) got.push(await bob.next(isType("message")));
+      expect(got.map((m) => m.id)).to.deep.equal(ids);
+      expect(got.every((m) => m.from === "x_alice")).to.equal(true);
+      // exactly once: nothing else arrives
+      let extra = null;
+      try {
+        extra = await bob.next(isType("message"), 200);
+      } catch {}
+      expect(extra).to.equal(null);
+    }
+    // the ack on one instance empties the shared mailbox
+    for (const id of ids) bobOnOther.send({ type: "ack", id, from: "x_alice" });
+    const deadline = Date.now() + 5_000;
+    while ((await mailboxes[1].pending({ recipient: "x_bob", now: Date.now(), limit: 100 })).length > 0) {
+      if (Date.now() > deadline) throw new Error("mailbox not emptied");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
+
+  it("a message stored through one instance is in the backlog on the other", async () => {
+    const { client: alice } = await open(1, "y_alice");
+    alice.send({ type: "send", id: "y-000001", to: "y_bob", envelope: envelope("offline") });
+    await alice.next(isAccepted("y-000001"));
+    const { backlog } = await open(0, "y_bob");
+    expect(backlog.map((m) => m.id)).to.deep.equal(["y-000001"]);
+  });
+
+  it("a user who left an instance gets what was sent meanwhile from the mailbox, on the other", async () => {
+    const { client: bob } = await open(1, "z_bob");
+    await bob.close();
+    const { client: alice } = await open(0, "z_alice");
+    alice.send({ type: "send", id: "z-000001", to: "z_bob", envelope: envelope("later") });
+    expect((await alice.next(isAccepted("z-000001"))).status).to.equal("stored");
+    const { backlog } = await open(1, "z_bob");
+    expect(backlog.map((m) => m.id)).to.deep.equal(["z-000001"]);
+  });
+});
