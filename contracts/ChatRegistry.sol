@@ -67,7 +67,7 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         _checkDeadline(deadline);
         _checkCredentialHash(credentialHash_);
         bytes32 keyHash = _publicKeyHash(publicKey);
-        bytes32 id = keccak256(bytes(username));
+        bytes32 id = _usernameHash(username);
         if (_users[id].keyCount != 0) revert ChatRegistryUsernameTaken(username);
         address key = _addressOf(keyHash);
         // The nonce of an unregistered user is 0; the signature proves possession of `publicKey`.
@@ -91,21 +91,19 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         bytes32[2] calldata currentKeySignature,
         bytes32[2] calldata newKeySignature
     ) external {
-        (bytes32 id, User memory user) = _loadUser(username);
+        (bytes32 id, address key, uint64 nonce, uint32 count) = _loadUser(username);
         _checkDeadline(deadline);
         bytes32 keyHash = _publicKeyHash(newPublicKey);
         address newKey = _addressOf(keyHash);
-        if (newKey == user.key) revert ChatRegistryKeyUnchanged(newKey);
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(_ROTATE_KEY_TYPEHASH, id, keyHash, uint256(user.nonce), deadline))
-        );
+        if (newKey == key) revert ChatRegistryKeyUnchanged(newKey);
+        bytes32 digest = _hashTypedDataV4(_hashStruct(_ROTATE_KEY_TYPEHASH, id, keyHash, nonce, deadline));
         // Only the current key authorises a change (whoever submits); the new key proves possession.
-        _checkSigner(digest, currentKeySignature, user.key);
+        _checkSigner(digest, currentKeySignature, key);
         _checkSigner(digest, newKeySignature, newKey);
 
-        uint256 index = _appendKey(id, user, newKey, KeyKind.Rotated);
+        _appendKey(id, newKey, nonce, count, KeyKind.Rotated);
 
-        emit KeyRotated(id, index, newPublicKey);
+        emit KeyRotated(id, count, newPublicKey);
     }
 
     /// @inheritdoc IChatRegistry
@@ -116,20 +114,18 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         bytes32[2] calldata newKeySignature
     ) external {
         _checkRelayer();
-        (bytes32 id, User memory user) = _loadUser(username);
+        (bytes32 id, address key, uint64 nonce, uint32 count) = _loadUser(username);
         _checkDeadline(deadline);
         bytes32 keyHash = _publicKeyHash(newPublicKey);
         address newKey = _addressOf(keyHash);
         // A "reset" to the same key would warn every peer for nothing.
-        if (newKey == user.key) revert ChatRegistryKeyUnchanged(newKey);
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(_RESET_KEY_TYPEHASH, id, keyHash, uint256(user.nonce), deadline))
-        );
+        if (newKey == key) revert ChatRegistryKeyUnchanged(newKey);
+        bytes32 digest = _hashTypedDataV4(_hashStruct(_RESET_KEY_TYPEHASH, id, keyHash, nonce, deadline));
         _checkSigner(digest, newKeySignature, newKey);
 
-        uint256 index = _appendKey(id, user, newKey, KeyKind.Reset);
+        _appendKey(id, newKey, nonce, count, KeyKind.Reset);
 
-        emit KeyReset(id, index, newPublicKey);
+        emit KeyReset(id, count, newPublicKey);
     }
 
     /// @inheritdoc IChatRegistry
@@ -139,15 +135,15 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         uint256 deadline,
         bytes32[2] calldata signature
     ) external {
-        (bytes32 id, User memory user) = _loadUser(username);
+        (bytes32 id, address key, uint64 nonce, ) = _loadUser(username);
         _checkDeadline(deadline);
         _checkCredentialHash(credentialHash_);
         bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(_UPDATE_CREDENTIAL_TYPEHASH, id, credentialHash_, uint256(user.nonce), deadline))
+            _hashStruct(_UPDATE_CREDENTIAL_TYPEHASH, id, credentialHash_, nonce, deadline)
         );
-        _checkSigner(digest, signature, user.key);
+        _checkSigner(digest, signature, key);
 
-        _users[id].nonce = user.nonce + 1;
+        _users[id].nonce = nonce + 1;
         _credentials[id] = credentialHash_;
 
         emit CredentialUpdated(id, credentialHash_);
@@ -155,25 +151,26 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
 
     /// @inheritdoc IChatRegistry
     function isRegistered(string calldata username) external view returns (bool) {
-        return _users[keccak256(bytes(username))].keyCount != 0;
+        return _users[_usernameHash(username)].keyCount != 0;
     }
 
     /// @inheritdoc IChatRegistry
     /// @dev Reverts with ChatRegistryUnknownUser for an unknown username (index 0 would be ambiguous).
     function currentKey(string calldata username) external view returns (address key, uint256 index) {
-        (, User memory user) = _loadUser(username);
-        return (user.key, user.keyCount - 1);
+        uint32 count;
+        (, key, , count) = _loadUser(username);
+        index = count - 1;
     }
 
     /// @inheritdoc IChatRegistry
     function keyCount(string calldata username) external view returns (uint256) {
-        return _users[keccak256(bytes(username))].keyCount;
+        return _users[_usernameHash(username)].keyCount;
     }
 
     /// @inheritdoc IChatRegistry
     /// @dev Reverts with ChatRegistryKeyIndexOutOfRange when `index` >= keyCount (count 0 for an unknown user).
     function keyRecord(string calldata username, uint256 index) external view returns (KeyRecord memory) {
-        bytes32 id = keccak256(bytes(username));
+        bytes32 id = _usernameHash(username);
         uint256 count = _users[id].keyCount;
         if (index >= count) revert ChatRegistryKeyIndexOutOfRange(username, index, count);
         return _keys[id][index];
@@ -181,12 +178,12 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
 
     /// @inheritdoc IChatRegistry
     function credentialHash(string calldata username) external view returns (bytes32) {
-        return _credentials[keccak256(bytes(username))];
+        return _credentials[_usernameHash(username)];
     }
 
     /// @inheritdoc IChatRegistry
     function nonces(string calldata username) external view returns (uint256) {
-        return _users[keccak256(bytes(username))].nonce;
+        return _users[_usernameHash(username)].nonce;
     }
 
     /// @inheritdoc IChatRegistry
@@ -236,7 +233,13 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
     /// in its low 20 bytes, the key's Ethereum address (yellow paper, eq. 284).
     function _publicKeyHash(bytes calldata publicKey) private pure returns (bytes32) {
         if (publicKey.length != _PUBLIC_KEY_BYTES) revert ChatRegistryInvalidPublicKey(publicKey.length);
-        return keccak256(publicKey);
+        bytes32 hash;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            calldatacopy(ptr, publicKey.offset, 64)
+            hash := keccak256(ptr, 64)
+        }
+        return hash;
     }
 
     /// @dev The address of a key from its hash: keccak256(x || y)[12:].
@@ -244,11 +247,25 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         return address(uint160(uint256(keyHash)));
     }
 
-    /// @dev The user's id and packed state; reverts with ChatRegistryUnknownUser when not registered.
-    function _loadUser(string calldata username) private view returns (bytes32 id, User memory user) {
-        id = keccak256(bytes(username));
-        user = _users[id];
-        if (user.keyCount == 0) revert ChatRegistryUnknownUser(username);
+    /// @dev The user's id and unpacked state, from one SLOAD onto the stack; reverts with ChatRegistryUnknownUser
+    /// when not registered.
+    function _loadUser(
+        string calldata username
+    ) private view returns (bytes32 id, address key, uint64 nonce, uint32 count) {
+        id = _usernameHash(username);
+        User storage user = _users[id];
+        (key, nonce, count) = (user.key, user.nonce, user.keyCount);
+        if (count == 0) revert ChatRegistryUnknownUser(username);
+    }
+
+    /// @dev keccak256(username), hashed in scratch memory past the free pointer (no allocation: the bytes are
+    /// not needed afterwards). It keys storage and is also the EIP-712 encoding of the `string` member.
+    function _usernameHash(string calldata username) private pure returns (bytes32 id) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            calldatacopy(ptr, username.offset, username.length)
+            id := keccak256(ptr, username.length)
+        }
     }
 
     /// @dev Reverts unless the compact signature (EIP-2098) over `digest` recovers to `expected`. A malformed
@@ -258,10 +275,42 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         if (recovered != expected) revert ChatRegistryInvalidSigner(expected, recovered);
     }
 
-    /// @dev Appends a key record, makes it current and consumes the nonce; returns the new record's index.
-    function _appendKey(bytes32 id, User memory user, address newKey, KeyKind kind) private returns (uint256 index) {
-        index = user.keyCount;
-        _users[id] = User({key: newKey, nonce: user.nonce + 1, keyCount: user.keyCount + 1});
-        _keys[id][index] = KeyRecord({key: newKey, timestamp: uint64(block.timestamp), kind: kind});
+    /// @dev hashStruct of a four-member EIP-712 message (string/bytes members already hashed), in scratch
+    /// memory: keccak256(typeHash || a || b || nonce || deadline).
+    function _hashStruct(
+        bytes32 typeHash,
+        bytes32 a,
+        bytes32 b,
+        uint256 nonce,
+        uint256 deadline
+    ) private pure returns (bytes32 hash) {
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            mstore(add(ptr, 0x20), a)
+            mstore(add(ptr, 0x40), b)
+            mstore(add(ptr, 0x60), nonce)
+            mstore(add(ptr, 0x80), deadline)
+            hash := keccak256(ptr, 0xa0)
+        }
     }
+
+    /// @dev Appends key record `count` (kind `kind`), makes `newKey` current and consumes the nonce. Each slot is
+    /// written whole with one SSTORE, in Solidity's own packing order (first member in the low bytes), so the
+    /// getters read it back unchanged. The increments are checked (a panic, never a wrap into the next field).
+    function _appendKey(bytes32 id, address newKey, uint64 nonce, uint32 count, KeyKind kind) private {
+        uint64 nextNonce = nonce + 1;
+        uint32 nextCount = count + 1;
+        User storage user = _users[id];
+        KeyRecord storage record = _keys[id][count];
+        // Inline assembly sees the full 256-bit stack words, whose bits above a short type may be dirty:
+        // widen each member through uint256 first, so that Solidity cleans it.
+        uint256 userWord = uint256(uint160(newKey)) | (uint256(nextNonce) << 160) | (uint256(nextCount) << 224);
+        uint256 recordWord = uint256(uint160(newKey)) | (uint256(uint64(block.timestamp)) << 160) | (uint256(kind) << 224);
+        assembly ("memory-safe") {
+            sstore(user.slot, userWord)
+            sstore(record.slot, recordWord)
+        }
+    }
+
 }
