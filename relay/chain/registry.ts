@@ -1,0 +1,249 @@
+/**
+ * The relay's view of the chain: ChatRegistry reads, the relayer's writes, blocks and event logs,
+ * behind a small interface so the server and the cache sync can be tested with real nodes.
+ * The JSON-RPC provider is created only once the node has answered eth_chainId, so that a node that is
+ * down at start makes requests fail fast with CHAIN_UNAVAILABLE instead of hanging.
+ */
+import { FetchRequest, JsonRpcProvider, Network, Wallet, ZeroHash, getAddress, type Log } from "ethers";
+import type { Logger } from "pino";
+import { ChatError } from "../../protocol/errors";
+import { publicKeyToAddress } from "../../protocol/keys";
+import { usernameHash } from "../../protocol/username";
+import { ChatRegistry__factory, type ChatRegistry } from "../../typechain-types";
+import { registryInterface, toChainError } from "./errors";
+import { TxSender } from "./tx-sender";
+
+export type KeyKind = "registered" | "rotated" | "reset";
+
+/** One decoded ChatRegistry event, in chain order. */
+export type RegistryEvent =
+  | (EventBase & { type: "registered"; username: string; credentialHash: string; publicKey: string })
+  | (EventBase & { type: "rotated" | "reset"; index: number; publicKey: string })
+  | (EventBase & { type: "credential"; credentialHash: string });
+
+interface EventBase {
+  usernameHash: string;
+  blockNumber: number;
+  blockHash: string;
+  transactionHash: string;
+  logIndex: number;
+}
+
+export interface ChainBlock {
+  number: number;
+  hash: string;
+  /** Unix seconds */
+  timestamp: number;
+}
+
+export interface TransactionResult {
+  blockNumber: number;
+  transactionHash: string;
+}
+
+type Compact = [string, string];
+
+export interface RegistryChain {
+  readonly contractAddress: string;
+  readonly relayerAddress: string;
+  /** The chain id, learned once (throws CHAIN_UNAVAILABLE until the node answers). */
+  chainId(): Promise<bigint>;
+  /** eth_chainId asked now, to notice the endpoint now serves another chain. */
+  liveChainId(): Promise<bigint>;
+  blockNumber(): Promise<number>;
+  getBlock(number: number): Promise<ChainBlock | null>;
+  /** Whether the contract's code is present at its address. */
+  hasCode(): Promise<boolean>;
+  /** Decoded ChatRegistry events of blocks [from, to], optionally of one user. */
+  getEvents(from: number, to: number, username?: string): Promise<RegistryEvent[]>;
+  credentialHash(username: string): Promise<string>;
+  currentKey(username: string): Promise<{ address: string; index: number } | null>;
+  keyCount(username: string): Promise<number>;
+  isRelayer(): Promise<boolean>;
+  register(args: { username: string; credentialHash: string; publicKey: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
+  rotateKey(args: { username: string; newPublicKey: string; deadline: number; currentKeySignature: Compact; newKeySignature: Compact }): Promise<TransactionResult>;
+  resetKey(args: { username: string; newPublicKey: string; deadline: number; newKeySignature: Compact }): Promise<TransactionResult>;
+  updateCredential(args: { username: string; credentialHash: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
+  close(): Promise<void>;
+}
+
+const EVENT_TOPICS = {
+  registered: registryInterface.getEvent("UserRegistered")!.topicHash,
+  rotated: registryInterface.getEvent("KeyRotated")!.topicHash,
+  reset: registryInterface.getEvent("KeyReset")!.topicHash,
+  credential: registryInterface.getEvent("CredentialUpdated")!.topicHash,
+};
+
+export function decodeRegistryLog(log: Log): RegistryEvent | null {
+  const parsed = registryInterface.parseLog({ topics: [...log.topics], data: log.data });
+  if (!parsed) return null;
+  const base: EventBase = {
+    usernameHash: String(parsed.args.usernameHash).toLowerCase(),
+    blockNumber: log.blockNumber,
+    blockHash: log.blockHash,
+    transactionHash: log.transactionHash,
+    logIndex: log.index,
+  };
+  switch (parsed.name) {
+    case "UserRegistered":
+      return {
+        ...base,
+        type: "registered",
+        username: String(parsed.args.username),
+        credentialHash: String(parsed.args.credentialHash).toLowerCase(),
+        publicKey: String(parsed.args.publicKey).toLowerCase(),
+      };
+    case "KeyRotated":
+    case "KeyReset":
+      return {
+        ...base,
+        type: parsed.name === "KeyRotated" ? "rotated" : "reset",
+        index: Number(parsed.args.index),
+        publicKey: String(parsed.args.publicKey).toLowerCase(),
+      };
+    case "CredentialUpdated":
+      return { ...base, type: "credential", credentialHash: String(parsed.args.credentialHash).toLowerCase() };
+    default:
+      return null;
+  }
+}
+
+export function createEthersChain(params: {
+  rpcUrl: string;
+  contractAddress: string;
+  privateKey: string;
+  logger: Logger;
+  /** per JSON-RPC request; default 10 s */
+  requestTimeoutMs?: number;
+  receiptTimeoutMs?: number;
+}): RegistryChain {
+  const contractAddress = getAddress(params.contractAddress);
+  const relayerAddress = new Wallet(params.privateKey).address;
+  const timeout = params.requestTimeoutMs ?? 10_000;
+  let ready: Promise<{ provider: JsonRpcProvider; contract: ChatRegistry; sender: TxSender; chainId: bigint }> | null = null;
+  let closed = false;
+
+  const connection = () => {
+    const request = new FetchRequest(params.rpcUrl);
+    request.timeout = timeout;
+    return request;
+  };
+
+  async function rawChainId(): Promise<bigint> {
+    const response = await fetch(params.rpcUrl, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
+      signal: AbortSignal.timeout(timeout),
+    });
+    const body = (await response.json()) as { result?: string };
+    if (typeof body.result !== "string") throw new Error("eth_chainId gave no result");
+    return BigInt(body.result);
+  }
+
+  function connect() {
+    if (closed) return Promise.reject(new ChatError("CHAIN_UNAVAILABLE", "chain connection closed"));
+    if (!ready) {
+      ready = (async () => {
+        const chainId = await rawChainId();
+        const network = Network.from(chainId);
+        const provider = new JsonRpcProvider(connection(), network, { staticNetwork: network, batchMaxCount: 50 });
+        const wallet = new Wallet(params.privateKey, provider);
+        const contract = ChatRegistry__factory.connect(contractAddress, provider);
+        const sender = new TxSender({ wallet, provider, logger: params.logger, receiptTimeoutMs: params.receiptTimeoutMs });
+        return { provider, contract, sender, chainId };
+      })();
+      // Forget a failed start so the next request tries again.
+      ready.catch(() => (ready = null));
+    }
+    return ready.catch((error) => {
+      throw toChainError(error, "connect");
+    });
+  }
+
+  async function call<T>(action: string, task: (c: Awaited<ReturnType<typeof connect>>) => Promise<T>): Promise<T> {
+    const connected = await connect();
+    try {
+      return await task(connected);
+    } catch (error) {
+      throw toChainError(error, action);
+    }
+  }
+
+  async function transact(action: string, data: string): Promise<TransactionResult> {
+    const { sender, provider } = await connect();
+    const { receipt, hash } = await sender.send({ to: contractAddress, data, action });
+    if (receipt.status !== 1) {
+      // Mined but reverted (the state changed after the estimate): replay it to learn why.
+      try {
+        await provider.call({ from: relayerAddress, to: contractAddress, data, blockTag: receipt.blockNumber });
+      } catch (error) {
+        throw toChainError(error, action);
+      }
+      throw new ChatError("INTERNAL", `${action} transaction reverted`, { transactionHash: hash });
+    }
+    return { blockNumber: receipt.blockNumber, transactionHash: hash };
+  }
+
+  return {
+    contractAddress,
+    relayerAddress,
+    chainId: async () => (await connect()).chainId,
+    liveChainId: () => call("eth_chainId", async ({ provider }) => BigInt(await provider.send("eth_chainId", []))),
+    blockNumber: () => call("eth_blockNumber", ({ provider }) => provider.getBlockNumber()),
+    getBlock: (number) =>
+      call("eth_getBlockByNumber", async ({ provider }) => {
+        const block = await provider.getBlock(number);
+        return block ? { number: block.number, hash: block.hash!, timestamp: block.timestamp } : null;
+      }),
+    hasCode: () => call("eth_getCode", async ({ provider }) => (await provider.getCode(contractAddress)) !== "0x"),
+    getEvents: (from, to, username) =>
+      call("eth_getLogs", async ({ provider }) => {
+        const topics: (string | string[] | null)[] = [Object.values(EVENT_TOPICS)];
+        if (username !== undefined) topics.push(usernameHash(username));
+        const logs = await provider.getLogs({ address: contractAddress, fromBlock: from, toBlock: to, topics });
+        return logs
+          .filter((log) => !log.removed)
+          .sort((a, b) => a.blockNumber - b.blockNumber || a.index - b.index)
+          .map(decodeRegistryLog)
+          .filter((event): event is RegistryEvent => event !== null);
+      }),
+    credentialHash: (username) =>
+      call("credentialHash", async ({ contract }) => String(await contract.credentialHash(username)).toLowerCase()),
+    currentKey: (username) =>
+      call("currentKey", async ({ contract }) => {
+        if ((await contract.keyCount(username)) === 0n) return null;
+        const [address, index] = await contract.currentKey(username);
+        return { address: getAddress(address), index: Number(index) };
+      }),
+    keyCount: (username) => call("keyCount", async ({ contract }) => Number(await contract.keyCount(username))),
+    isRelayer: () => call("isRelayer", ({ contract }) => contract.isRelayer(relayerAddress)),
+    register: (a) =>
+      transact(
+        "register",
+        registryInterface.encodeFunctionData("register", [a.username, a.credentialHash, a.publicKey, a.deadline, a.signature]),
+      ),
+    rotateKey: (a) =>
+      transact(
+        "rotateKey",
+        registryInterface.encodeFunctionData("rotateKey", [a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature]),
+      ),
+    resetKey: (a) =>
+      transact("resetKey", registryInterface.encodeFunctionData("resetKey", [a.username, a.newPublicKey, a.deadline, a.newKeySignature])),
+    updateCredential: (a) =>
+      transact(
+        "updateCredential",
+        registryInterface.encodeFunctionData("updateCredential", [a.username, a.credentialHash, a.deadline, a.signature]),
+      ),
+    close: async () => {
+      closed = true;
+      const current = ready;
+      ready = null;
+      if (current) (await current.catch(() => null))?.provider.destroy();
+    },
+  };
+}
+
+/** The address of a key as the contract stores it; re-exported for callers that hold full keys. */
+export const keyAddress = publicKeyToAddress;
+export const ZERO_HASH = ZeroHash;

@@ -1,0 +1,211 @@
+/**
+ * The relay's settings, parsed and validated from a plain key/value map. relay/main.ts passes
+ * process.env (after dotenv); tests pass their own maps. A missing or malformed setting throws
+ * ConfigError whose message is one line naming the setting, which main.ts prints before exit 1.
+ */
+import { Wallet, getAddress, isAddress } from "ethers";
+import { DEFAULT_MAILBOX_TTL_MS, DEFAULT_MAX_FRAME_BYTES } from "../protocol/wire";
+
+export class ConfigError extends Error {
+  readonly setting: string;
+  constructor(setting: string, problem: string) {
+    super(`invalid setting ${setting}: ${problem}`);
+    this.name = "ConfigError";
+    this.setting = setting;
+  }
+}
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface RateLimitConfig {
+  /** attempts per window per username */
+  perUser: number;
+  /** attempts per window per client address */
+  perAddress: number;
+}
+
+export interface RelayConfig {
+  rpcUrl: string;
+  contractAddress: string;
+  deployBlock: number;
+  /** the relayer's private key; never logged */
+  privateKey: string;
+  /** the relayer's address, derived from privateKey (ACCOUNT must match when given) */
+  account: string;
+  credentialPepper: Uint8Array;
+  sessionSecret: Uint8Array;
+  mysqlUrl: string | null;
+  redisUrl: string | null;
+  host: string;
+  port: number;
+  tlsCertFile: string | null;
+  tlsKeyFile: string | null;
+  insecureHttp: boolean;
+  dataDir: string;
+  maxFrameBytes: number;
+  mailboxTtlMs: number;
+  logLevel: LogLevel;
+  /** relay tuning */
+  syncPollMs: number;
+  syncBlockRange: number;
+  syncConfirmations: number;
+  sessionTtlMs: number;
+  challengeTtlMs: number;
+  rateLimitWindowMs: number;
+  loginRateLimit: RateLimitConfig;
+  registerRateLimit: RateLimitConfig;
+  trustProxy: string | null;
+}
+
+type Env = Record<string, string | undefined>;
+
+/** An empty string counts as unset, as in .env.example where every key is present. */
+function read(env: Env, name: string): string | undefined {
+  const value = env[name];
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  return trimmed === "" ? undefined : trimmed;
+}
+
+function required(env: Env, name: string, hint: string): string {
+  const value = read(env, name);
+  if (value === undefined) throw new ConfigError(name, `missing (${hint})`);
+  return value;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = read(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value)) throw new ConfigError(name, `expected a whole number, got "${value}"`);
+  const n = Number(value);
+  if (n < min || n > max) throw new ConfigError(name, `expected ${min} to ${max}, got ${n}`);
+  return n;
+}
+
+function positiveNumber(env: Env, name: string, fallback: number): number {
+  const value = read(env, name);
+  if (value === undefined) return fallback;
+  if (!/^\d+(\.\d+)?$/.test(value) || Number(value) <= 0) throw new ConfigError(name, `expected a positive number, got "${value}"`);
+  return Number(value);
+}
+
+function boolean(env: Env, name: string): boolean {
+  const value = read(env, name);
+  if (value === undefined) return false;
+  if (/^(1|true|yes)$/i.test(value)) return true;
+  if (/^(0|false|no)$/i.test(value)) return false;
+  throw new ConfigError(name, `expected 1 or 0, got "${value}"`);
+}
+
+/** 32 random bytes as 64 hex characters (optionally 0x-prefixed). The value itself is never echoed. */
+function secret32(env: Env, name: string): Uint8Array {
+  const value = required(env, name, "32 random bytes as 64 hex characters, e.g. `openssl rand -hex 32`");
+  const hex = value.startsWith("0x") ? value.slice(2) : value;
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new ConfigError(name, "expected 64 hex characters (32 bytes)");
+  return Uint8Array.from(Buffer.from(hex, "hex"));
+}
+
+function url(env: Env, name: string, protocols: string[], isRequired: boolean): string | null {
+  const value = isRequired ? required(env, name, `a ${protocols.join(" or ")} URL`) : read(env, name);
+  if (value === undefined) return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    throw new ConfigError(name, `not a URL`);
+  }
+  if (!protocols.includes(parsed.protocol.replace(/:$/, ""))) {
+    throw new ConfigError(name, `expected a ${protocols.join(" or ")} URL, got ${parsed.protocol}`);
+  }
+  return value;
+}
+
+export function parseConfig(env: Env): RelayConfig {
+  const rpcUrl = url(env, "RPC_URL", ["http", "https"], true)!;
+
+  const contractAddress = required(env, "CONTRACT_ADDRESS", "ChatRegistry's 0x address");
+  if (!isAddress(contractAddress)) throw new ConfigError("CONTRACT_ADDRESS", "not an Ethereum address");
+
+  const deployBlock = integer(env, "DEPLOY_BLOCK", 0, 0, Number.MAX_SAFE_INTEGER);
+
+  const privateKey = required(env, "PRIVATE_KEY", "the relayer's 0x-prefixed private key");
+  if (!/^0x[0-9a-fA-F]{64}$/.test(privateKey)) throw new ConfigError("PRIVATE_KEY", "expected 0x and 64 hex characters");
+  let account: string;
+  try {
+    account = new Wallet(privateKey).address;
+  } catch {
+    throw new ConfigError("PRIVATE_KEY", "not a valid secp256k1 private key");
+  }
+  const accountSetting = read(env, "ACCOUNT");
+  if (accountSetting !== undefined) {
+    if (!isAddress(accountSetting)) throw new ConfigError("ACCOUNT", "not an Ethereum address");
+    if (getAddress(accountSetting) !== account) throw new ConfigError("ACCOUNT", "does not match the address of PRIVATE_KEY");
+  }
+
+  const credentialPepper = secret32(env, "CREDENTIAL_PEPPER");
+  const sessionSecret = secret32(env, "SESSION_SECRET");
+
+  const mysqlUrl = url(env, "MYSQL_URL", ["mysql", "mariadb"], false);
+  const redisUrl = url(env, "REDIS_URL", ["redis", "rediss"], false);
+
+  const host = read(env, "HOST") ?? "127.0.0.1";
+  if (!/^[A-Za-z0-9.:\-\[\]]+$/.test(host)) throw new ConfigError("HOST", `not a host name or address: "${host}"`);
+  const port = integer(env, "PORT", 8443, 0, 65535);
+
+  const tlsCertFile = read(env, "TLS_CERT") ?? null;
+  const tlsKeyFile = read(env, "TLS_KEY") ?? null;
+  if (tlsCertFile && !tlsKeyFile) throw new ConfigError("TLS_KEY", "missing (TLS_CERT is set; give both or neither)");
+  if (tlsKeyFile && !tlsCertFile) throw new ConfigError("TLS_CERT", "missing (TLS_KEY is set; give both or neither)");
+  const insecureHttp = boolean(env, "INSECURE_HTTP");
+
+  const dataDir = read(env, "DATA_DIR") ?? "./data";
+  const maxFrameBytes = integer(env, "MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES, 1024, 16 * 1024 * 1024);
+  const mailboxTtlMs = Math.round(
+    positiveNumber(env, "MAILBOX_TTL_DAYS", DEFAULT_MAILBOX_TTL_MS / 86_400_000) * 86_400_000,
+  );
+
+  const logLevel = (read(env, "LOG_LEVEL") ?? "info") as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError("LOG_LEVEL", `expected one of ${LOG_LEVELS.join(", ")}`);
+
+  const trustProxy = read(env, "TRUST_PROXY") ?? null;
+  if (trustProxy !== null && !/^[A-Za-z0-9.,:/ \-]+$/.test(trustProxy)) {
+    throw new ConfigError("TRUST_PROXY", "expected a hop count, loopback, or a list of addresses");
+  }
+
+  return {
+    rpcUrl,
+    contractAddress: getAddress(contractAddress),
+    deployBlock,
+    privateKey,
+    account,
+    credentialPepper,
+    sessionSecret,
+    mysqlUrl,
+    redisUrl,
+    host,
+    port,
+    tlsCertFile,
+    tlsKeyFile,
+    insecureHttp,
+    dataDir,
+    maxFrameBytes,
+    mailboxTtlMs,
+    logLevel,
+    syncPollMs: integer(env, "SYNC_POLL_MS", 500, 10, 600_000),
+    syncBlockRange: integer(env, "SYNC_BLOCK_RANGE", 2000, 1, 1_000_000),
+    syncConfirmations: integer(env, "SYNC_CONFIRMATIONS", 0, 0, 1000),
+    sessionTtlMs: integer(env, "SESSION_TTL_MINUTES", 720, 1, 60 * 24 * 30) * 60_000,
+    challengeTtlMs: integer(env, "LOGIN_CHALLENGE_TTL_SECONDS", 120, 5, 3600) * 1000,
+    rateLimitWindowMs: integer(env, "RATE_LIMIT_WINDOW_SECONDS", 60, 1, 86_400) * 1000,
+    loginRateLimit: {
+      perUser: integer(env, "RATE_LIMIT_LOGIN_PER_USER", 10, 1, 1_000_000),
+      perAddress: integer(env, "RATE_LIMIT_LOGIN_PER_ADDRESS", 60, 1, 1_000_000),
+    },
+    registerRateLimit: {
+      perUser: integer(env, "RATE_LIMIT_REGISTER_PER_USER", 5, 1, 1_000_000),
+      perAddress: integer(env, "RATE_LIMIT_REGISTER_PER_ADDRESS", 20, 1, 1_000_000),
+    },
+    trustProxy,
+  };
+}

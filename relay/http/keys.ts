@@ -1,0 +1,81 @@
+/**
+ * Key lookup: a user's current key and whole history, with kinds and blocks, from the cache; on a miss
+ * (a user registered after the last sync), from the chain's events. Clients must still check keys
+ * against the chain themselves (DESIGN.md §2); `verified` says whether the relay could confirm its
+ * cache against a reachable chain.
+ */
+import { Router } from "express";
+import { ChatError } from "../../protocol/errors";
+import { publicKeyToAddress } from "../../protocol/keys";
+import { Username, type KeyRecordView, type KeysResponse } from "../../protocol/wire";
+import type { RegistryEvent } from "../chain/registry";
+import { assertCacheFresh, cacheVerified, fromStorage, type HttpContext } from "./context";
+import { parseWith } from "./errors";
+
+export function keyRoutes(ctx: HttpContext): Router {
+  const router = Router();
+
+  async function scan(username: string, from: number, head: number): Promise<RegistryEvent[]> {
+    const events: RegistryEvent[] = [];
+    for (let start = from; start <= head; start += ctx.settings.syncBlockRange) {
+      const end = Math.min(head, start + ctx.settings.syncBlockRange - 1);
+      events.push(...(await ctx.chain.getEvents(start, end, username)));
+    }
+    return events;
+  }
+
+  async function fromChain(username: string): Promise<KeyRecordView[]> {
+    const count = await ctx.chain.keyCount(username);
+    if (count === 0) throw new ChatError("UNKNOWN_USER", `no user named ${username}`);
+    const head = await ctx.chain.blockNumber();
+    const synced = ctx.syncer.status().syncedBlock;
+    // A miss normally means the user is newer than the cache: scan only the unsynced blocks first.
+    let events = (await scan(username, Math.max(ctx.settings.deployBlock, synced + 1), head)).filter((e) => e.type !== "credential");
+    if (events[0]?.type !== "registered" || events.length < count) {
+      events = (await scan(username, ctx.settings.deployBlock, head)).filter((e) => e.type !== "credential");
+    }
+    const times = new Map<number, number>();
+    for (const n of new Set(events.map((e) => e.blockNumber))) {
+      const block = await ctx.chain.getBlock(n);
+      if (!block) throw new ChatError("CHAIN_UNAVAILABLE", "the chain lost a block while reading keys; retry");
+      times.set(n, block.timestamp);
+    }
+    return events.map((e, i) => ({
+      index: e.type === "registered" ? 0 : (e as { index: number }).index ?? i,
+      publicKey: (e as { publicKey: string }).publicKey,
+      address: publicKeyToAddress((e as { publicKey: string }).publicKey),
+      kind: e.type as KeyRecordView["kind"],
+      blockNumber: e.blockNumber,
+      timestamp: times.get(e.blockNumber)!,
+      transactionHash: e.transactionHash,
+    }));
+  }
+
+  router.get("/v1/users/:username/keys", async (req, res) => {
+    const username = parseWith(Username, req.params.username, "username");
+    assertCacheFresh(ctx);
+    const cached = await fromStorage(ctx.cache.getKeys(username));
+    let response: KeysResponse;
+    if (cached.length > 0) {
+      response = {
+        username,
+        source: "cache",
+        verified: cacheVerified(ctx),
+        keys: cached.map((k) => ({
+          index: k.index,
+          publicKey: k.publicKey,
+          address: k.address,
+          kind: k.kind,
+          blockNumber: k.blockNumber,
+          timestamp: k.blockTime,
+          transactionHash: k.transactionHash,
+        })),
+      };
+    } else {
+      response = { username, source: "chain", verified: true, keys: await fromChain(username) };
+    }
+    res.json(response);
+  });
+
+  return router;
+}

@@ -1,0 +1,61 @@
+/** GET /healthz, GET /metrics, GET /v1/info. */
+import { Router } from "express";
+import { PROTOCOL_VERSION } from "../../protocol/wire";
+import type { MessageBus } from "../bus/bus";
+import type { Mailbox } from "../storage/mailbox";
+import { fromStorage, type HttpContext } from "./context";
+
+/** Resolves true when `task` settles ok within `ms`. */
+async function healthy(task: () => Promise<unknown>, ms = 2_000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([task(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("timeout")), ms)))]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function opsRoutes(ctx: HttpContext & { mailbox: Mailbox; bus?: MessageBus }): Router {
+  const router = Router();
+
+  router.get("/healthz", async (_req, res) => {
+    const status = ctx.syncer.status();
+    const recent = status.lastContactAt !== null && ctx.clock() - status.lastContactAt <= Math.max(5_000, 4 * ctx.settings.syncPollMs);
+    const chainOk = status.chainOk && recent;
+    const [cacheOk, mailboxOk, redisOk] = await Promise.all([
+      healthy(() => ctx.cache.ping()),
+      healthy(() => ctx.mailbox.ping()),
+      ctx.bus ? healthy(() => ctx.bus!.ping()) : Promise.resolve(true),
+    ]);
+    // Lag within a few blocks of the confirmations is normal between polls.
+    const syncOk = !status.stale && status.lastContactAt !== null && status.lagBlocks <= ctx.settings.syncConfirmations + 5;
+    const ok = chainOk && cacheOk && mailboxOk && redisOk && syncOk;
+    res.status(ok ? 200 : 503).json({
+      status: ok ? "ok" : "degraded",
+      chain: { ok: chainOk, ...(status.headBlock !== null ? { blockNumber: status.headBlock } : {}) },
+      storage: { ok: cacheOk && mailboxOk, kind: ctx.cache.kind },
+      redis: { ok: redisOk, enabled: !!ctx.bus },
+      sync: { syncedBlock: status.syncedBlock, lagBlocks: status.lagBlocks, stale: status.stale },
+    });
+  });
+
+  router.get("/metrics", async (_req, res) => {
+    res.setHeader("content-type", ctx.metrics.contentType);
+    res.send(await fromStorage(ctx.metrics.metrics()));
+  });
+
+  router.get("/v1/info", async (_req, res) => {
+    res.json({
+      protocolVersion: PROTOCOL_VERSION,
+      chainId: (await ctx.chain.chainId()).toString(),
+      contractAddress: ctx.chain.contractAddress,
+      maxFrameBytes: ctx.settings.maxFrameBytes,
+      mailboxTtlMs: ctx.settings.mailboxTtlMs,
+    });
+  });
+
+  return router;
+}
