@@ -68,6 +68,8 @@ interface Connection {
   held: RoutedMessage[];
   /** `${from}\n${id}` of messages pushed on this connection and not yet acknowledged: no double push */
   inflight: Set<string>;
+  /** keys acknowledged while syncing: forgotten only after `held` is flushed, so a held copy is not pushed again */
+  ackedWhileSyncing: string[];
   sends: TokenBucket;
   frames: TokenBucket;
   expiryTimer?: NodeJS.Timeout;
@@ -198,7 +200,10 @@ export function attachMessaging(params: {
     const key = `${frame.from}\n${frame.id}`;
     // Only the session's own mailbox: a user cannot acknowledge (erase) someone else's messages.
     mailbox.ack({ recipient: conn.username, sender: frame.from, id: frame.id }).then(
-      () => conn.inflight.delete(key),
+      () => {
+        if (conn.syncing) conn.ackedWhileSyncing.push(key);
+        else conn.inflight.delete(key);
+      },
       (error) => {
         logFailure("mailbox ack failed", error);
         sendError(conn, "STORAGE_UNAVAILABLE", "the relay cannot record the acknowledgement right now; acknowledge again later", {
@@ -281,6 +286,8 @@ export function attachMessaging(params: {
     const held = conn.held;
     conn.held = [];
     for (const m of held) push(conn, m);
+    for (const key of conn.ackedWhileSyncing) conn.inflight.delete(key);
+    conn.ackedWhileSyncing = [];
   };
 
   const onConnection = (ws: WebSocket, claims: SessionClaims) => {
@@ -293,6 +300,7 @@ export function attachMessaging(params: {
       syncing: true,
       held: [],
       inflight: new Set(),
+      ackedWhileSyncing: [],
       sends: createTokenBucket({ ratePerSecond: messagesPerSecond, burst: messageBurst, now }),
       frames: createTokenBucket({ ratePerSecond: framesPerSecond, burst: 2 * framesPerSecond, now }),
       closed: false,
