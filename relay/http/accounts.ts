@@ -43,7 +43,7 @@ export function accountRoutes(ctx: HttpContext): Router {
   router.post("/v1/credential-hash", (req, res) => {
     const body = parseWith(CredentialHashRequest, req.body);
     // An oracle for the peppered hash: limited like login, or it would allow offline guessing.
-    limit(req, "login", body.username, settings.loginRateLimit);
+    limit(req, "credential", body.username, settings.loginRateLimit);
     res.json({ credentialHash: pepperCredential({ pepper: settings.credentialPepper, credential: body.credential }) });
   });
 
@@ -70,7 +70,7 @@ export function accountRoutes(ctx: HttpContext): Router {
 
   router.post("/v1/reset", async (req, res) => {
     const body = parseWith(ResetRequest, req.body);
-    // A password check: limited like login.
+    // A password check: limited like login, in the same bucket.
     limit(req, "login", body.username, settings.loginRateLimit);
     notExpired(body.deadline);
     const newPublicKey = normalizePublicKey(body.newPublicKey, "newPublicKey");

@@ -1,0 +1,228 @@
+/**
+ * Helpers of the accounts and sync tests (no tests here): a real anvil with ChatRegistry, a relay built
+ * in-process with createRelay (plain HTTP on a free port) over the real MariaDB or memory stores, and a
+ * client that registers, logs in, rotates and resets the way the CLI does.
+ */
+import { randomBytes } from "node:crypto";
+import { JsonRpcProvider, Wallet, hexlify } from "ethers";
+import type mysql from "mysql2/promise";
+import pino from "pino";
+import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
+import { loginMessage } from "../../protocol/wire";
+import { createEthersChain, type RegistryChain } from "../../relay/chain/registry";
+import { parseConfig, type RelayConfig } from "../../relay/config";
+import { createRelay, type Relay } from "../../relay/server";
+import { createMemoryCache } from "../../relay/storage/cache-memory";
+import { createMysqlCache } from "../../relay/storage/cache-mysql";
+import type { CacheStore } from "../../relay/storage/cache-types";
+import { createMemoryMailbox } from "../../relay/storage/mailbox-memory";
+import { createMysqlPool } from "../../relay/storage/mysql-pool";
+import { ChatRegistry__factory, type ChatRegistry } from "../../typechain-types";
+import { newIdentity, signRegister, signReset, signRotate, signUpdateCredential, type Identity } from "../contract/signing";
+import { startAnvil, type AnvilNode } from "../helpers/anvil";
+import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import { freePort } from "../helpers/ports";
+import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+
+export interface ChainFixture {
+  anvil: AnvilNode;
+  deployed: DeployedRegistry;
+  provider: JsonRpcProvider;
+  registry: ChatRegistry;
+  domain: RegistryDomain;
+  close(): Promise<void>;
+}
+
+export async function startChain(): Promise<ChainFixture> {
+  const anvil = await startAnvil();
+  const deployed = await deployRegistry({ rpcUrl: anvil.url });
+  const provider = new JsonRpcProvider(anvil.url, undefined, { staticNetwork: true, pollingInterval: 100 });
+  const registry = ChatRegistry__factory.connect(deployed.address, provider);
+  return {
+    anvil,
+    deployed,
+    provider,
+    registry,
+    domain: registryDomain({ chainId: deployed.chainId, verifyingContract: deployed.address }),
+    close: async () => {
+      provider.destroy();
+      await anvil.stop();
+    },
+  };
+}
+
+export function testEnv(chain: ChainFixture, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    RPC_URL: chain.anvil.url,
+    CONTRACT_ADDRESS: chain.deployed.address,
+    DEPLOY_BLOCK: String(chain.deployed.deployBlock),
+    PRIVATE_KEY: chain.deployed.relayerKey,
+    CREDENTIAL_PEPPER: randomBytes(32).toString("hex"),
+    SESSION_SECRET: randomBytes(32).toString("hex"),
+    PORT: "0",
+    INSECURE_HTTP: "1",
+    SYNC_POLL_MS: "100",
+    LOG_LEVEL: "silent",
+    ...extra,
+  };
+}
+
+export interface RelayFixture {
+  url: string;
+  relay: Relay;
+  config: RelayConfig;
+  chain: RegistryChain;
+  cache: CacheStore;
+  pool: mysql.Pool | null;
+  db: TestDatabase | null;
+  close(): Promise<void>;
+}
+
+/** A relay in this process. `db` given: its MySQL cache; none: memory stores. */
+export async function startRelay(params: {
+  chain: ChainFixture;
+  env?: Record<string, string>;
+  db?: TestDatabase | null;
+  /** reuse a pepper/secret across restarts */
+  config?: RelayConfig;
+}): Promise<RelayFixture> {
+  const config = params.config ?? parseConfig(testEnv(params.chain, { ...params.env }));
+  config.port = await freePort();
+  const logger = pino({ level: process.env.TEST_RELAY_LOG ?? "silent" });
+  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
+  const db = params.db ?? null;
+  const pool = db ? createMysqlPool(db.url, { connectionLimit: 5 }) : null;
+  const cache = pool ? createMysqlCache(pool) : createMemoryCache();
+  const mailbox = createMemoryMailbox();
+  const relay = createRelay({ config, chain, cache, mailbox, logger, tls: null, writeSyncWaitMs: 5_000 });
+  const { url } = await relay.listen();
+  return {
+    url,
+    relay,
+    config,
+    chain,
+    cache,
+    pool,
+    db,
+    close: async () => {
+      await relay.close();
+      await mailbox.close();
+      await chain.close();
+      await pool?.end();
+    },
+  };
+}
+
+export async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; headers: Headers; body: any }> {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : undefined };
+}
+
+export interface TestUser {
+  username: string;
+  identity: Identity;
+  /** what the CLI derives from the password (argon2id); random here */
+  credential: string;
+}
+
+export function newUser(prefix = "u"): TestUser {
+  return { username: `${prefix}_${randomBytes(5).toString("hex")}`, identity: newIdentity(), credential: hexlify(randomBytes(32)) };
+}
+
+export const deadline = () => Math.floor(Date.now() / 1000) + 3600;
+
+export async function registerUser(url: string, domain: RegistryDomain, user: TestUser) {
+  const hash = await api(url, "POST", "/v1/credential-hash", { username: user.username, credential: user.credential });
+  if (hash.status !== 200) return hash;
+  const d = deadline();
+  const signature = signRegister({
+    domain,
+    signer: user.identity,
+    username: user.username,
+    credentialHash: hash.body.credentialHash,
+    deadline: BigInt(d),
+  });
+  return api(url, "POST", "/v1/register", {
+    username: user.username,
+    credential: user.credential,
+    publicKey: user.identity.publicKey,
+    deadline: d,
+    signature,
+  });
+}
+
+export async function login(
+  url: string,
+  domain: RegistryDomain,
+  user: TestUser,
+  options: { credential?: string; signer?: Identity } = {},
+) {
+  const challenge = await api(url, "POST", "/v1/login/challenge", { username: user.username });
+  if (challenge.status !== 200) return challenge;
+  const message = loginMessage({
+    username: user.username,
+    challenge: challenge.body.challenge,
+    chainId: domain.chainId.toString(),
+    contractAddress: domain.verifyingContract,
+  });
+  const signature = await new Wallet((options.signer ?? user.identity).privateKey).signMessage(message);
+  return api(url, "POST", "/v1/login", {
+    username: user.username,
+    credential: options.credential ?? user.credential,
+    challenge: challenge.body.challenge,
+    signature,
+  });
+}
+
+export async function rotateUser(url: string, chain: ChainFixture, user: TestUser, next: Identity) {
+  const nonce = await chain.registry.nonces(user.username);
+  const d = deadline();
+  const common = { domain: chain.domain, username: user.username, newPublicKey: next.publicKey, nonce, deadline: BigInt(d) };
+  return api(url, "POST", "/v1/rotate", {
+    username: user.username,
+    newPublicKey: next.publicKey,
+    deadline: d,
+    currentKeySignature: signRotate({ ...common, signer: user.identity }),
+    newKeySignature: signRotate({ ...common, signer: next }),
+  });
+}
+
+export async function resetUser(url: string, chain: ChainFixture, user: TestUser, next: Identity, credential = user.credential) {
+  const nonce = await chain.registry.nonces(user.username);
+  const d = deadline();
+  return api(url, "POST", "/v1/reset", {
+    username: user.username,
+    credential,
+    newPublicKey: next.publicKey,
+    deadline: d,
+    newKeySignature: signReset({ domain: chain.domain, signer: next, username: user.username, newPublicKey: next.publicKey, nonce, deadline: BigInt(d) }),
+  });
+}
+
+export async function changeCredential(url: string, chain: ChainFixture, user: TestUser, credential: string) {
+  const hash = await api(url, "POST", "/v1/credential-hash", { username: user.username, credential });
+  const nonce = await chain.registry.nonces(user.username);
+  const d = deadline();
+  return api(url, "POST", "/v1/credential", {
+    username: user.username,
+    credential,
+    deadline: d,
+    signature: signUpdateCredential({
+      domain: chain.domain,
+      signer: user.identity,
+      username: user.username,
+      credentialHash: hash.body.credentialHash,
+      nonce,
+      deadline: BigInt(d),
+    }),
+  });
+}
+
+export async function withDatabase(): Promise<TestDatabase> {
+  return createTestDatabase("chat_accounts");
+}
