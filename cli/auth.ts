@@ -1,0 +1,66 @@
+/**
+ * Logging in (shared by login, register, reset and rotate-key): a fresh challenge from the relay,
+ * signed with the current key as an EIP-191 personal message over protocol/wire's loginMessage, sent
+ * with the argon2id credential; the session token and the unlocked keys go to session.json.
+ */
+import { Wallet } from "ethers";
+import { ChallengeResponse, LoginResponse, loginMessage } from "../protocol/wire";
+import { ChatError } from "../protocol/errors";
+import type { Context } from "./context";
+import { readIdentity, unlockKey, type UnlockedKey } from "./keystore";
+import { writeSession, type Session } from "./session";
+
+/** How many older keys a login unlocks too (to read messages still sealed to them). */
+const OLDER_KEYS_UNLOCKED = 1;
+
+export async function loginWithKeys(params: {
+  ctx: Context;
+  username: string;
+  credential: string;
+  /** current key first */
+  keys: UnlockedKey[];
+}): Promise<Session> {
+  const { ctx, username, credential, keys } = params;
+  const deployment = await ctx.deployment();
+  const { challenge } = await ctx.relay.post("/v1/login/challenge", { username }, ChallengeResponse);
+  const message = loginMessage({
+    username,
+    challenge,
+    chainId: deployment.chainId.toString(),
+    contractAddress: deployment.contractAddress,
+  });
+  const signature = await new Wallet(keys[0].privateKey).signMessage(message);
+  const login = await ctx.relay.post("/v1/login", { username, credential, challenge, signature }, LoginResponse);
+  if (login.keyIndex !== keys[0].index) {
+    throw new ChatError("WRONG_KEY", `the relay logged ${username} in with key ${login.keyIndex}, this device holds key ${keys[0].index}`);
+  }
+  const session: Session = {
+    relay: ctx.relay.origin,
+    username,
+    token: login.token,
+    expiresAt: login.expiresAt,
+    keyIndex: login.keyIndex,
+    keys,
+  };
+  writeSession(ctx.home, session);
+  return session;
+}
+
+/** Unlocks the user's current key (index from the chain) and the one before it, with the password. */
+export async function unlockCurrentKeys(ctx: Context, username: string, password: string): Promise<UnlockedKey[]> {
+  const registry = await ctx.registry();
+  if (!(await registry.isRegistered(username))) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
+  const current = await registry.currentKey(username);
+  const local = readIdentity(ctx.home, username).keys.filter((key) => !key.pending);
+  const mine = local.find((key) => key.index === current.index);
+  if (!mine) {
+    const hint = local.length > 0 ? `its key changed on chain to key ${current.index} from another device` : "this device has no key of it";
+    throw new ChatError("WRONG_KEY", `cannot log in as ${username}: ${hint}; to move ${username} to this device run: chat reset ${username}`);
+  }
+  if (mine.address !== current.address) throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the local key ${current.index} is not the one on chain`);
+  const keys = [await ctx.out.progress("unlocking the keystore (scrypt)", unlockKey({ home: ctx.home, username, index: current.index, password }))];
+  for (const older of local.filter((key) => key.index < current.index).slice(-OLDER_KEYS_UNLOCKED)) {
+    keys.push(await unlockKey({ home: ctx.home, username, index: older.index, password }));
+  }
+  return keys;
+}

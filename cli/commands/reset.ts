@@ -1,0 +1,55 @@
+import { ChatError } from "../../protocol/errors";
+import { registryDomain, signRegistryTypedData } from "../../protocol/eip712";
+import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
+import { assertUsername } from "../../protocol/username";
+import { TransactionResponse } from "../../protocol/wire";
+import { loginWithKeys } from "../auth";
+import type { Context } from "../context";
+import { confirmKey, dropPendingKey, newPrivateKey, storeKey } from "../keystore";
+
+/**
+ * chat reset USER: the lost-device path. A new key on this device, proven by the password (the relay
+ * checks the credential and submits resetKey); peers are warned of the reset.
+ */
+export async function reset(ctx: Context, rawUsername: string): Promise<void> {
+  const username = assertUsername(rawUsername);
+  const deployment = await ctx.deployment();
+  const registry = await ctx.registry();
+  if (!(await registry.isRegistered(username))) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
+  const password = await ctx.passwords.password(`Password for ${username}: `);
+  const credential = await ctx.credential(username, password);
+  const index = await registry.keyCount(username);
+  const privateKey = newPrivateKey();
+  const newPublicKey = publicKeyOf(privateKey);
+  const nonce = await registry.nonce(username);
+  const deadline = await ctx.deadline();
+  const newKeySignature = signRegistryTypedData({
+    privateKey,
+    domain: registryDomain({ chainId: deployment.chainId, verifyingContract: deployment.contractAddress }),
+    data: { primaryType: "ResetKey", message: { username, newPublicKey, nonce, deadline: BigInt(deadline) } },
+  });
+  const local = await ctx.out.progress(
+    "encrypting the new key (scrypt)",
+    storeKey({ home: ctx.home, username, index, privateKey, password, fastKdf: ctx.insecureFastKdf, pending: true }),
+  );
+  let receipt;
+  try {
+    receipt = await ctx.out.progress(
+      `resetting ${username}'s key: waiting for the transaction's block`,
+      ctx.relay.post("/v1/reset", { username, credential, newPublicKey, deadline, newKeySignature }, TransactionResponse),
+    );
+  } catch (error) {
+    if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, index);
+    throw error;
+  }
+  const onChain = await registry.currentKey(username);
+  if (onChain.index !== index || onChain.address !== local.address) {
+    throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the chain's current key is not the new key`);
+  }
+  confirmKey(ctx.home, username, index);
+  await loginWithKeys({ ctx, username, credential, keys: [{ index, privateKey }] });
+  ctx.out.data(
+    { type: "reset", username, keyIndex: index, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash, fingerprint: keyFingerprint(newPublicKey) },
+    `Reset ${username}'s key to key ${index} in block ${receipt.blockNumber} and logged in. Your contacts will be warned. New fingerprint: ${keyFingerprint(newPublicKey)}`,
+  );
+}

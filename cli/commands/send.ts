@@ -1,0 +1,31 @@
+import { ChatError } from "../../protocol/errors";
+import { RelayConnection } from "../connection";
+import type { Context } from "../context";
+import { Messenger } from "../messaging";
+import { requireSession } from "../session";
+
+/** chat send USER TEXT: encrypt for USER's chain-checked key, send, wait until the relay accepts it. */
+export async function send(ctx: Context, to: string, text: string): Promise<void> {
+  const session = requireSession(ctx.home, ctx.relay.origin);
+  const messenger = new Messenger(ctx, session);
+  const entry = await messenger.prepare(to, text);
+  const conn = await RelayConnection.open(ctx, session);
+  try {
+    // Left-over messages of earlier runs go first, with their original ids.
+    const results = await ctx.out.progress("sending", messenger.flushOutbox(conn));
+    let failure: ChatError | undefined;
+    for (const result of results) {
+      const mine = result.entry.id === entry.id;
+      if (result.status) {
+        ctx.out.data(
+          { type: "sent", id: result.entry.id, to: result.entry.to, status: result.status, resent: !mine },
+          `${mine ? "Sent" : "Re-sent"} to ${result.entry.to} (${result.status === "delivered" ? "delivered" : "stored for delivery"}) [${result.entry.id}]`,
+        );
+      } else if (mine) failure = result.error;
+      else ctx.out.info(`an earlier message to ${result.entry.to} is still waiting: ${result.error?.message}`);
+    }
+    if (failure) throw failure;
+  } finally {
+    await conn.close();
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The WebSocket connection to the relay (GET /v1/ws, `Authorization: Bearer <token>`), over the same
+ * pinned TLS as the HTTP calls. Frames are validated with protocol/wire.ts.
+ */
+import WebSocket from "ws";
+import { ChatError, ERROR_CODES, type ErrorCode } from "../protocol/errors";
+import { CLOSE_CODES, ServerFrame, type ClientFrame } from "../protocol/wire";
+import type { Context } from "./context";
+import { expireSession, type Session } from "./session";
+
+export type FrameHandler = (frame: ServerFrame) => void;
+
+export class RelayConnection {
+  private handlers = new Set<FrameHandler>();
+  private closedWith?: ChatError;
+  private closeHandlers = new Set<(error?: ChatError) => void>();
+
+  private constructor(private readonly ws: WebSocket) {
+    ws.on("message", (data, isBinary) => {
+      if (isBinary) return;
+      let frame: ServerFrame;
+      try {
+        const parsed = ServerFrame.safeParse(JSON.parse(data.toString()));
+        if (!parsed.success) return; // an unknown frame from a newer relay: ignore
+        frame = parsed.data;
+      } catch {
+        return;
+      }
+      for (const handler of this.handlers) handler(frame);
+    });
+    ws.on("close", (code, reason) => {
+      if (code === CLOSE_CODES.sessionExpired) this.closedWith = new ChatError("SESSION_EXPIRED", "session expired: log in again");
+      else if (code !== CLOSE_CODES.normal) {
+        this.closedWith = new ChatError("RELAY_UNREACHABLE", `the relay closed the connection (${code}${reason.length ? `: ${reason.toString().slice(0, 100)}` : ""})`);
+      }
+      for (const handler of this.closeHandlers) handler(this.closedWith);
+    });
+    ws.on("error", () => undefined); // reported through close
+  }
+
+  static async open(ctx: Context, session: Session): Promise<RelayConnection> {
+    const tlsOptions = await ctx.relay.tls();
+    const url = ctx.relay.wsUrl();
+    const ws = new WebSocket(url, {
+      headers: { authorization: `Bearer ${session.token}` },
+      perMessageDeflate: false,
+      handshakeTimeout: 15_000,
+      ...tlsOptions,
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error) => {
+        cleanup();
+        reject(ctx.relay.connectionError(error));
+      };
+      const onOpen = () => {
+        cleanup();
+        resolve();
+      };
+      const onUnexpected = (_req: unknown, response: import("node:http").IncomingMessage) => {
+        cleanup();
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => {
+          ws.terminate();
+          let code: ErrorCode = response.statusCode === 401 ? "UNAUTHORIZED" : "RELAY_UNREACHABLE";
+          let message = `the relay at ${ctx.relay.origin} refused the connection (${response.statusCode})`;
+          try {
+            const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { error?: { code?: string; message?: string } };
+            if (body.error?.code && (ERROR_CODES as readonly string[]).includes(body.error.code)) code = body.error.code as ErrorCode;
+            if (body.error?.message) message = body.error.message;
+          } catch {}
+          if (code === "SESSION_EXPIRED" || code === "UNAUTHORIZED") {
+            expireSession(ctx.home);
+            reject(new ChatError("SESSION_EXPIRED", "session expired: log in again"));
+          } else reject(new ChatError(code, message));
+        });
+      };
+      const cleanup = () => {
+        ws.off("error", onError);
+        ws.off("open", onOpen);
+        ws.off("unexpected-response", onUnexpected);
+      };
+      ws.on("error", onError);
+      ws.on("open", onOpen);
+      ws.on("unexpected-response", onUnexpected);
+    });
+    return new RelayConnection(ws);
+  }
+
+  onFrame(handler: FrameHandler): () => void {
+    this.handlers.add(handler);
+    return () => this.handlers.delete(handler);
+  }
+
+  onClose(handler: (error?: ChatError) => void): void {
+    this.closeHandlers.add(handler);
+  }
+
+  get isOpen(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  get closeError(): ChatError | undefined {
+    return this.closedWith;
+  }
+
+  send(frame: ClientFrame): void {
+    if (this.ws.readyState !== WebSocket.OPEN) throw this.closedWith ?? new ChatError("RELAY_UNREACHABLE", "the connection to the relay is closed");
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      const timer = setTimeout(() => {
+        this.ws.terminate();
+        resolve();
+      }, 2_000);
+      this.ws.once("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.ws.close(CLOSE_CODES.normal);
+    });
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Identity keys on this device: secp256k1 keys, each in an ethers JSON keystore v3 (Web3 Secret Storage:
+ * scrypt KDF, AES-128-CTR, keccak256 MAC) encrypted with the user's password, one file per key index in
+ * users/<name>/keys/. Older keys stay so that messages still sealed to them can be read.
+ * scrypt parameters: ethers' defaults N=2^17, r=8, p=1; N=2^10 only under CHAT_INSECURE_FAST_KDF=1 (tests).
+ */
+import { Wallet, decryptKeystoreJson, encryptKeystoreJson, type KeystoreAccount } from "ethers";
+import { ChatError } from "../protocol/errors";
+import { publicKeyOf, publicKeyToAddress } from "../protocol/keys";
+import { CliError } from "./errors";
+import type { Home } from "./home";
+
+export interface LocalKey {
+  index: number;
+  publicKey: string;
+  address: string;
+  createdAt: number;
+  /** written before the transaction that puts it on chain; cleared once the chain has it */
+  pending?: boolean;
+}
+
+export interface IdentityFile {
+  username: string;
+  keys: LocalKey[];
+}
+
+export interface UnlockedKey {
+  index: number;
+  privateKey: string;
+}
+
+function identityPath(home: Home, username: string): string {
+  return `${home.userDir(username)}/identity.json`;
+}
+
+function keystorePath(home: Home, username: string, index: number): string {
+  return `${home.userDir(username, "keys")}/${index}.json`;
+}
+
+export function readIdentity(home: Home, username: string): IdentityFile {
+  return home.readJson<IdentityFile>(identityPath(home, username)) ?? { username, keys: [] };
+}
+
+export function localKey(home: Home, username: string, index: number): LocalKey | undefined {
+  return readIdentity(home, username).keys.find((key) => key.index === index && !key.pending);
+}
+
+/** Encrypts `privateKey` with the password and records it as the user's key `index`. */
+export async function storeKey(params: {
+  home: Home;
+  username: string;
+  index: number;
+  privateKey: string;
+  password: string;
+  fastKdf: boolean;
+  pending: boolean;
+}): Promise<LocalKey> {
+  const { home, username, index } = params;
+  const publicKey = publicKeyOf(params.privateKey);
+  const account: KeystoreAccount = { address: publicKeyToAddress(publicKey), privateKey: params.privateKey };
+  const json = await encryptKeystoreJson(account, params.password.normalize("NFC"), params.fastKdf ? { scrypt: { N: 1 << 10 } } : {});
+  home.writeJson(keystorePath(home, username, index), JSON.parse(json));
+  const identity = readIdentity(home, username);
+  const key: LocalKey = { index, publicKey, address: account.address, createdAt: Date.now(), ...(params.pending ? { pending: true } : {}) };
+  identity.keys = [...identity.keys.filter((k) => k.index !== index), key].sort((a, b) => a.index - b.index);
+  home.writeJson(identityPath(home, username), identity);
+  return key;
+}
+
+/** Marks key `index` as on chain. */
+export function confirmKey(home: Home, username: string, index: number): void {
+  const identity = readIdentity(home, username);
+  identity.keys = identity.keys.map((k) => (k.index === index ? { ...k, pending: undefined } : k));
+  home.writeJson(identityPath(home, username), identity);
+}
+
+/** Forgets a key that never reached the chain. */
+export function dropPendingKey(home: Home, username: string, index: number): void {
+  const identity = readIdentity(home, username);
+  if (!identity.keys.some((k) => k.index === index && k.pending)) return;
+  identity.keys = identity.keys.filter((k) => k.index !== index);
+  home.writeJson(identityPath(home, username), identity);
+  home.remove(keystorePath(home, username, index));
+}
+
+/** Decrypts key `index` of `username`; WRONG_PASSWORD when the password does not open it. */
+export async function unlockKey(params: { home: Home; username: string; index: number; password: string }): Promise<UnlockedKey> {
+  const file = keystorePath(params.home, params.username, params.index);
+  const json = params.home.readJson<unknown>(file);
+  if (!json) {
+    throw new CliError("NO_LOCAL_KEY", `no key ${params.index} of ${params.username} on this device (${params.home.root}); on a new device use: chat reset ${params.username}`);
+  }
+  let account: KeystoreAccount;
+  try {
+    account = await decryptKeystoreJson(JSON.stringify(json), params.password.normalize("NFC"));
+  } catch (error) {
+    if (/incorrect password/.test((error as Error).message)) throw new ChatError("WRONG_PASSWORD", `wrong password for ${params.username}`);
+    throw new ChatError("BAD_REQUEST", `the keystore ${file} is damaged`);
+  }
+  return { index: params.index, privateKey: account.privateKey };
+}
+
+/** A fresh identity key from the system's CSPRNG. */
+export function newPrivateKey(): string {
+  return Wallet.createRandom().privateKey;
+}

@@ -1,0 +1,97 @@
+/**
+ * `chat`: the command-line client (issue 4). All cryptography happens here; every key is checked
+ * against the chain over the client's own JSON-RPC before it is used. Data goes to stdout (one JSON
+ * object per line with --json), messages and warnings to stderr; every error is one line on stderr and
+ * a non-zero exit.
+ */
+import { Command, CommanderError, Option } from "commander";
+import { Context, type GlobalOptions } from "./context";
+import { describeError } from "./errors";
+
+type Action = (ctx: Context, ...args: string[]) => Promise<void>;
+
+/** Loads a command's module only when it runs (eth-crypto and friends are slow to load). */
+const lazy =
+  <M extends Record<string, unknown>>(load: () => M, name: keyof M): Action =>
+  (ctx, ...args) =>
+    (load()[name] as unknown as Action)(ctx, ...args);
+
+export function buildProgram(run: (action: Action, args: string[], options: GlobalOptions) => Promise<void>): Command {
+  const program = new Command("chat")
+    .description("End-to-end encrypted chat whose identities live on Ethereum. Run without a command for a menu.")
+    .addOption(new Option("--relay <url>", "relay URL (default: CHAT_RELAY_URL or https://127.0.0.1:8443)"))
+    .addOption(new Option("--rpc <url>", "your own JSON-RPC endpoint to check keys against (default: CHAT_RPC_URL or http://127.0.0.1:8545)"))
+    .addOption(new Option("--home <dir>", "folder for keys, session and history (default: CHAT_HOME or $XDG_CONFIG_HOME/eth-chat)"))
+    .option("--json", "machine-readable output: one JSON object per line on stdout")
+    .option("--password-stdin", "read the password from standard input (a second line for a new password)")
+    .showHelpAfterError()
+    .exitOverride();
+
+  const command = (spec: string, description: string, action: Action) =>
+    program
+      .command(spec)
+      .description(description)
+      .action(async (...received: unknown[]) => {
+        const args = received.filter((value): value is string => typeof value === "string");
+        await run(action, args, program.opts<GlobalOptions>());
+      });
+
+  command("register <user>", "create a key on this device, register USER on chain, log in", lazy(() => require("./commands/register"), "register"));
+  command("login <user>", "log in as USER on this device", lazy(() => require("./commands/login"), "login"));
+  command("logout", "log out (forget the session and unlocked keys)", lazy(() => require("./commands/logout"), "logout"));
+  command("send <user> <text>", "send one message to USER", lazy(() => require("./commands/send"), "send"));
+  command("inbox", "fetch, decrypt, check, save and print new messages", lazy(() => require("./commands/inbox"), "inbox"));
+  command("talk <user>", "a live conversation with USER", lazy(() => require("./commands/talk"), "talk"));
+  command("rotate-key", "replace your key (signed by the current key)", lazy(() => require("./commands/rotate-key"), "rotateKey"));
+  command("reset <user>", "new device: a password-proven new key for USER (contacts are warned)", lazy(() => require("./commands/reset"), "reset"));
+  command("passwd", "change your password", lazy(() => require("./commands/passwd"), "passwd"));
+  command("whois <user>", "USER's key history from the chain and your safety number", lazy(() => require("./commands/whois"), "whois"));
+  command("verify <user>", "mark USER's current key as verified after comparing safety numbers", lazy(() => require("./commands/verify"), "verify"));
+  command("status", "home folder, relay, chain, session, outbox", lazy(() => require("./commands/status"), "status"));
+  command("trust-relay", "trust the relay's current TLS certificate (after a change)", lazy(() => require("./commands/trust-relay"), "trustRelay"));
+  program.action(async () => {
+    await run(lazy(() => require("./menu"), "menu"), [], program.opts<GlobalOptions>());
+  });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  let json = false;
+  const program = buildProgram(async (action, args, options) => {
+    json = Boolean(options.json);
+    const ctx = new Context(options);
+    try {
+      await action(ctx, ...args);
+    } finally {
+      ctx.close();
+    }
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // help and version exit 0; usage errors were already printed by commander
+      return error.exitCode;
+    }
+    const { code, message } = describeError(error);
+    process.stderr.write(`chat: ${code}: ${message}\n`);
+    if (json) process.stdout.write(`${JSON.stringify({ type: "error", code, message })}\n`);
+    exitCode = 1;
+  }
+  return exitCode;
+}
+
+if (require.main === module || process.env.CHAT_CLI_MAIN === "1") {
+  main(process.argv).then(
+    (code) => {
+      process.exitCode = code;
+      // Sockets and the chain provider are closed; anything left (a stuck timer) must not hold the exit.
+      setTimeout(() => process.exit(code), 200).unref();
+    },
+    (error) => {
+      process.stderr.write(`chat: INTERNAL: ${describeError(error).message}\n`);
+      process.exit(1);
+    },
+  );
+}

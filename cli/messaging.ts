@@ -1,0 +1,195 @@
+/**
+ * Sending and receiving on top of the envelope (protocol/envelope.ts): seal for a chain-checked key,
+ * keep in the outbox until the relay says "accepted", re-send unaccepted messages with the same id on
+ * every connection (the relay deduplicates by (from, id)); open, verify, save to history, and only
+ * then acknowledge.
+ */
+import { ChatError } from "../protocol/errors";
+import { assertFitsFrame, maxBodyBytes, openEnvelope, sealEnvelope, type InnerMessageV1 } from "../protocol/envelope";
+import { assertUsername } from "../protocol/username";
+import type { MessageFrame } from "../protocol/wire";
+import type { z } from "zod";
+import type { RelayConnection } from "./connection";
+import type { Context } from "./context";
+import { addToOutbox, appendHistory, historyDedupStore, newMessageId, readOutbox, removeFromOutbox, type OutboxEntry } from "./history";
+import { KeyBook } from "./trust";
+import type { Session } from "./session";
+import { describeError } from "./errors";
+
+const ACCEPT_TIMEOUT_MS = 20_000;
+
+export class Messenger {
+  readonly book: KeyBook;
+  private readonly dedup;
+  private selfChecked = false;
+
+  constructor(
+    private readonly ctx: Context,
+    readonly session: Session,
+  ) {
+    this.book = new KeyBook(ctx, session.username);
+    this.dedup = historyDedupStore(ctx.home, session.username);
+  }
+
+  get me(): string {
+    return this.session.username;
+  }
+
+  /** Our session key must still be our current key on chain (not rotated or reset elsewhere). */
+  private async checkSelf(): Promise<void> {
+    if (this.selfChecked) return;
+    const registry = await this.ctx.registry();
+    const current = await registry.currentKey(this.me);
+    if (current.index !== this.session.keyIndex) {
+      throw new ChatError(
+        "WRONG_KEY",
+        `your key on chain is now key ${current.index} (changed from another device): log in again, or on this device run chat reset ${this.me}`,
+      );
+    }
+    this.selfChecked = true;
+  }
+
+  /** Encrypts `body` for `to`'s current, chain-checked key and puts it in the outbox. */
+  async prepare(to: string, body: string): Promise<OutboxEntry> {
+    assertUsername(to);
+    const { maxFrameBytes } = await this.ctx.deployment();
+    const limit = maxBodyBytes(maxFrameBytes);
+    if (Buffer.byteLength(body, "utf8") > limit) {
+      throw new ChatError("MESSAGE_TOO_LONG", `message too long: ${Buffer.byteLength(body, "utf8")} bytes, the relay allows about ${limit}`);
+    }
+    await this.checkSelf();
+    const recipient = await this.book.current(to);
+    const inner: InnerMessageV1 = {
+      v: 1,
+      sender: this.me,
+      recipient: to,
+      id: newMessageId(),
+      timestamp: Date.now(),
+      senderKeyIndex: this.session.keyIndex,
+      recipientKeyIndex: recipient.index,
+      body,
+    };
+    const envelope = await sealEnvelope({ inner, senderPrivateKey: this.session.keys[0].privateKey, recipientPublicKey: recipient.publicKey });
+    assertFitsFrame({ id: inner.id, to, envelope, maxFrameBytes });
+    const entry: OutboxEntry = { id: inner.id, to, envelope, body, timestamp: inner.timestamp };
+    addToOutbox(this.ctx.home, this.me, entry);
+    return entry;
+  }
+
+  /**
+   * Sends every outbox entry (new and left over) and waits for the relay's answers. Accepted entries
+   * move to the history; the others stay in the outbox for the next connection.
+   */
+  async flushOutbox(conn: RelayConnection, only?: Set<string>): Promise<{ entry: OutboxEntry; status?: string; error?: ChatError }[]> {
+    const entries = readOutbox(this.ctx.home, this.me).filter((entry) => !only || only.has(entry.id));
+    if (entries.length === 0) return [];
+    return Promise.all(entries.map((entry) => this.sendOne(conn, entry)));
+  }
+
+  private sendOne(conn: RelayConnection, entry: OutboxEntry): Promise<{ entry: OutboxEntry; status?: string; error?: ChatError }> {
+    return new Promise((resolve) => {
+      let attempts = 0;
+      let retryTimer: NodeJS.Timeout | undefined;
+      const finish = (result: { status?: string; error?: ChatError }) => {
+        clearTimeout(timer);
+        if (retryTimer) clearTimeout(retryTimer);
+        off();
+        resolve({ entry, ...result });
+      };
+      const timer = setTimeout(
+        () => finish({ error: new ChatError("RELAY_UNREACHABLE", `the relay did not accept message ${entry.id} in time; it stays in the outbox`) }),
+        ACCEPT_TIMEOUT_MS,
+      );
+      const off = conn.onFrame((frame) => {
+        if (frame.type === "accepted" && frame.id === entry.id) {
+          removeFromOutbox(this.ctx.home, this.me, entry.id);
+          appendHistory(this.ctx.home, this.me, {
+            id: entry.id,
+            direction: "out",
+            peer: entry.to,
+            body: entry.body,
+            timestamp: entry.timestamp,
+            at: Date.now(),
+            status: frame.status,
+          });
+          finish({ status: frame.status });
+        } else if (frame.type === "error" && frame.id === entry.id) {
+          if (frame.code === "RATE_LIMITED" && attempts < 5) {
+            retryTimer = setTimeout(trySend, Math.min(frame.retryAfterMs ?? 500, 5_000));
+            return;
+          }
+          const known = frame.code as ChatError["code"];
+          if (!frame.retryable) removeFromOutbox(this.ctx.home, this.me, entry.id); // it can never succeed as it is
+          finish({ error: new ChatError(known, frame.message) });
+        }
+      });
+      const trySend = () => {
+        attempts++;
+        try {
+          conn.send({ type: "send", id: entry.id, to: entry.to, envelope: entry.envelope });
+        } catch (error) {
+          finish({ error: error instanceof ChatError ? error : new ChatError("RELAY_UNREACHABLE", "connection lost") });
+        }
+      };
+      trySend();
+    });
+  }
+
+  /**
+   * Opens an incoming message, saves it to the history and acknowledges it. Returns the opened inner
+   * message, or undefined for a duplicate or a rejected message (acknowledged so that it is not sent
+   * again when it can never be valid; left in the mailbox when the chain could not be checked).
+   */
+  async receive(conn: RelayConnection, frame: z.infer<typeof MessageFrame>): Promise<InnerMessageV1 | undefined> {
+    try {
+      const opened = await openEnvelope({
+        envelope: frame.envelope,
+        from: frame.from,
+        frameId: frame.id,
+        me: this.me,
+        privateKeys: this.session.keys,
+        lookupSenderKey: async (user, index) => (await this.book.keyAt(user, index)).publicKey,
+        dedup: this.dedup,
+      });
+      const inner = opened.inner;
+      const keys = await this.book.keys(inner.sender);
+      if (inner.senderKeyIndex !== keys[keys.length - 1].index) {
+        this.ctx.out.warn({
+          code: "OLD_SENDER_KEY",
+          user: inner.sender,
+          id: inner.id,
+          message: `message ${inner.id} from ${inner.sender} is signed with ${inner.sender}'s older key ${inner.senderKeyIndex}, not the current key`,
+        });
+      }
+      appendHistory(this.ctx.home, this.me, {
+        id: inner.id,
+        direction: "in",
+        peer: inner.sender,
+        body: inner.body,
+        timestamp: inner.timestamp,
+        at: frame.receivedAt,
+      });
+      conn.send({ type: "ack", id: frame.id, from: frame.from });
+      return inner;
+    } catch (error) {
+      const { code, message } = describeError(error);
+      if (code === "DUPLICATE") {
+        conn.send({ type: "ack", id: frame.id, from: frame.from });
+        return undefined;
+      }
+      if (code === "ENVELOPE_INVALID") {
+        this.ctx.out.warn({ code: "MESSAGE_REJECTED", user: frame.from, id: frame.id, reason: message, message: `rejected message ${frame.id} from ${frame.from}: ${message}` });
+        conn.send({ type: "ack", id: frame.id, from: frame.from });
+        return undefined;
+      }
+      // KEY_MISMATCH, CHAIN_UNAVAILABLE...: the message may be genuine; keep it in the mailbox for later.
+      this.ctx.out.warn({ code, user: frame.from, id: frame.id, message: `could not check message ${frame.id} from ${frame.from}: ${message} (kept on the relay)` });
+      return undefined;
+    }
+  }
+}
+
+export function formatMessage(inner: { sender: string; body: string; timestamp: number }): string {
+  const time = new Date(inner.timestamp).toISOString().replace("T", " ").slice(0, 19);
+  return `[${time}] ${inner.sender}: ${inner.body}`;
+}

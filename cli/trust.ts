@@ -1,0 +1,186 @@
+/**
+ * Keys of other users: fetched from the relay, CHECKED against the chain over the client's own JSON-RPC
+ * (each record's address, index and kind), pinned in users/<me>/contacts.json, and every change since
+ * the pin announced before the next message: a rotation as a warning, a reset more loudly.
+ */
+import { ChatError } from "../protocol/errors";
+import { keyFingerprint, normalizePublicKey, publicKeyToAddress } from "../protocol/keys";
+import { KeysResponse } from "../protocol/wire";
+import type { ChainKeyRecord } from "./chain";
+import type { Context } from "./context";
+
+export interface VerifiedKey {
+  index: number;
+  publicKey: string;
+  address: string;
+  kind: ChainKeyRecord["kind"];
+  /** block time from the chain, Unix seconds */
+  timestamp: number;
+  fingerprint: string;
+}
+
+export interface ContactPin {
+  keys: { index: number; publicKey: string; kind: string; timestamp: number }[];
+  verified?: { index: number; publicKey: string; at: number };
+}
+export type Contacts = Record<string, ContactPin>;
+
+const RELAY_CATCH_UP_MS = 6_000;
+
+/** The user's key history as the relay gives it, every record checked against the chain. */
+export async function fetchVerifiedKeys(ctx: Context, username: string): Promise<VerifiedKey[]> {
+  const registry = await ctx.registry();
+  const chainKeys = await registry.keyHistory(username);
+  if (chainKeys.length === 0) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
+  const started = Date.now();
+  let relayKeys: KeysResponse["keys"];
+  for (;;) {
+    let response: KeysResponse;
+    try {
+      response = await ctx.relay.get(`/v1/users/${encodeURIComponent(username)}/keys`, KeysResponse);
+    } catch (error) {
+      if (error instanceof ChatError && (error.code === "UNKNOWN_USER" || error.code === "NOT_FOUND")) {
+        throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the relay does not know ${username}, the chain does`);
+      }
+      throw error;
+    }
+    if (response.username !== username) throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the relay answered for ${response.username}`);
+    relayKeys = response.keys;
+    // The relay's cache may lag the chain by a block or two after a rotation: wait for it, briefly.
+    if (relayKeys.length >= chainKeys.length || Date.now() - started > RELAY_CATCH_UP_MS) break;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  if (relayKeys.length !== chainKeys.length) {
+    throw new ChatError(
+      "KEY_MISMATCH",
+      `key mismatch for ${username}: the relay lists ${relayKeys.length} keys, the chain has ${chainKeys.length}`,
+    );
+  }
+  return chainKeys.map((record) => {
+    const given = relayKeys.find((key) => key.index === record.index);
+    let publicKey: string;
+    try {
+      publicKey = normalizePublicKey(given?.publicKey);
+    } catch {
+      throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the relay gave no valid key ${record.index}`);
+    }
+    if (publicKeyToAddress(publicKey) !== record.address || given!.kind !== record.kind) {
+      throw new ChatError(
+        "KEY_MISMATCH",
+        `key mismatch for ${username}: the relay's key ${record.index} is not the one on chain; not encrypting to it`,
+      );
+    }
+    return { index: record.index, publicKey, address: record.address, kind: record.kind, timestamp: record.timestamp, fingerprint: keyFingerprint(publicKey) };
+  });
+}
+
+function contactsPath(ctx: Context, me: string): string {
+  return `${ctx.home.userDir(me)}/contacts.json`;
+}
+
+export function readContacts(ctx: Context, me: string): Contacts {
+  return ctx.home.readJson<Contacts>(contactsPath(ctx, me)) ?? {};
+}
+
+export function writeContacts(ctx: Context, me: string, contacts: Contacts): void {
+  ctx.home.writeJson(contactsPath(ctx, me), contacts);
+}
+
+function when(seconds: number): string {
+  return new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
+}
+
+/**
+ * Compares the chain-checked keys with the pin, announces every change, and pins the new state.
+ * Returns the warnings announced.
+ */
+export function announceKeyChanges(ctx: Context, me: string, peer: string, keys: VerifiedKey[]): { code: string }[] {
+  const contacts = readContacts(ctx, me);
+  const pin = contacts[peer];
+  const warnings: { code: string }[] = [];
+  if (pin) {
+    for (const pinned of pin.keys) {
+      const now = keys.find((key) => key.index === pinned.index);
+      if (!now || now.publicKey !== pinned.publicKey) {
+        // The chain's history is append-only: a different key at a pinned index means another chain or contract.
+        throw new ChatError("KEY_MISMATCH", `key mismatch for ${peer}: key ${pinned.index} differs from the one pinned earlier`);
+      }
+    }
+    const known = new Set(pin.keys.map((key) => key.index));
+    const verifiedLost = pin.verified !== undefined;
+    for (const key of keys.filter((k) => !known.has(k.index))) {
+      if (key.kind === "reset") {
+        const warning = {
+          code: "KEY_RESET",
+          user: peer,
+          index: key.index,
+          fingerprint: key.fingerprint,
+          at: when(key.timestamp),
+          message:
+            `${peer}'s key was RESET at ${when(key.timestamp)} (a password-proven recovery through the relay, e.g. a new device); ` +
+            `new fingerprint ${key.fingerprint}. If ${peer} did not do this, someone else may be posing as ${peer}: ` +
+            `compare safety numbers (chat whois ${peer}) before trusting it.${verifiedLost ? " The key you verified is no longer current." : ""}`,
+        };
+        ctx.out.warn(warning, true);
+        warnings.push(warning);
+      } else {
+        const warning = {
+          code: "KEY_ROTATED",
+          user: peer,
+          index: key.index,
+          fingerprint: key.fingerprint,
+          at: when(key.timestamp),
+          message:
+            `${peer} changed keys (rotated at ${when(key.timestamp)}, signed by the previous key); new fingerprint ${key.fingerprint}.` +
+            `${verifiedLost ? ` The key you verified is no longer current: compare safety numbers again (chat whois ${peer}).` : ""}`,
+        };
+        ctx.out.warn(warning);
+        warnings.push(warning);
+      }
+    }
+  }
+  const current = keys[keys.length - 1];
+  const verified = pin?.verified && pin.verified.index === current.index && pin.verified.publicKey === current.publicKey ? pin.verified : undefined;
+  contacts[peer] = {
+    keys: keys.map((key) => ({ index: key.index, publicKey: key.publicKey, kind: key.kind, timestamp: key.timestamp })),
+    ...(verified ? { verified } : {}),
+  };
+  writeContacts(ctx, me, contacts);
+  return warnings;
+}
+
+/** Per-process cache of checked and announced keys. */
+export class KeyBook {
+  private cache = new Map<string, Promise<VerifiedKey[]>>();
+  constructor(
+    private readonly ctx: Context,
+    private readonly me: string,
+  ) {}
+
+  /** Checked keys of `peer`, with changes announced once per process. `fresh` re-reads the chain. */
+  keys(peer: string, fresh = false): Promise<VerifiedKey[]> {
+    if (fresh || !this.cache.has(peer)) {
+      const loading = fetchVerifiedKeys(this.ctx, peer).then((keys) => {
+        announceKeyChanges(this.ctx, this.me, peer, keys);
+        return keys;
+      });
+      loading.catch(() => this.cache.delete(peer));
+      this.cache.set(peer, loading);
+    }
+    return this.cache.get(peer)!;
+  }
+
+  /** The key `peer` held at `index` (for checking a signature); refreshes once when the index is new. */
+  async keyAt(peer: string, index: number): Promise<VerifiedKey> {
+    let keys = await this.keys(peer);
+    if (!keys.some((key) => key.index === index)) keys = await this.keys(peer, true);
+    const key = keys.find((k) => k.index === index);
+    if (!key) throw new ChatError("KEY_MISMATCH", `key mismatch for ${peer}: the chain has no key ${index}`);
+    return key;
+  }
+
+  async current(peer: string): Promise<VerifiedKey> {
+    const keys = await this.keys(peer);
+    return keys[keys.length - 1];
+  }
+}
