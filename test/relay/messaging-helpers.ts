@@ -4,7 +4,6 @@
  */
 import http from "node:http";
 import { randomBytes } from "node:crypto";
-import mysql from "mysql2/promise";
 import pino from "pino";
 import { Registry } from "prom-client";
 import WebSocket from "ws";
@@ -13,13 +12,14 @@ import { attachMessaging, type Messaging, type MessagingLimits } from "../../rel
 import type { Mailbox } from "../../relay/storage/mailbox";
 import type { MessageBus } from "../../relay/bus/bus";
 import { issueSessionToken } from "../../relay/sessions";
+import { createMysqlPool } from "../../relay/storage/mysql-pool";
 
 export const SECRET = randomBytes(32);
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
-/** The pool options the relay uses (DESIGN.md §5: BIGINTs as strings on MariaDB). */
+/** The relay's own pool (BIGINTs as strings on MariaDB, DESIGN.md §5), small for tests. */
 export function createTestPool(url: string) {
-  return mysql.createPool({ uri: url, supportBigNumbers: true, bigNumberStrings: true, connectionLimit: 5 });
+  return createMysqlPool(url, { connectionLimit: 5 });
 }
 
 export function tokenFor(username: string, options: { now?: number; ttlMs?: number; secret?: Uint8Array } = {}) {
