@@ -20,6 +20,11 @@ export interface MessageBus {
    * several handlers (one per local connection) may watch the same user.
    */
   subscribe(username: string, handler: (message: RoutedMessage) => void): Promise<() => Promise<void>>;
+  /**
+   * Calls `listener` each time the bus is back after an outage, once its subscriptions are active again:
+   * messages published meanwhile were not routed, so the relay re-reads the mailbox of its connections.
+   */
+  onReconnected?(listener: () => void): void;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

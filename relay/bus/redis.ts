@@ -16,11 +16,25 @@ export function createRedisBus(url: string, options: { logger?: pino.Logger } = 
   // The publisher fails fast while Redis is away (the mailbox holds the message); the subscriber
   // re-subscribes by itself after a reconnect.
   const publisher = new Redis(url, { enableOfflineQueue: false, lazyConnect: false, maxRetriesPerRequest: 1 });
-  const subscriber = new Redis(url, { autoResubscribe: true, maxRetriesPerRequest: null });
+  const subscriber = new Redis(url, { autoResubscribe: true, maxRetriesPerRequest: null, connectionName: `eth-chat-bus-${instanceId}` });
   const onError = (which: string) => (error: Error) =>
     options.logger?.warn({ err: { message: error.message }, which }, "redis bus connection error");
   publisher.on("error", onError("publisher"));
   subscriber.on("error", onError("subscriber"));
+
+  const reconnectListeners: Array<() => void> = [];
+  let wasReady = false;
+  subscriber.on("ready", () => {
+    if (!wasReady) {
+      wasReady = true;
+      return;
+    }
+    // PING answers after the re-SUBSCRIBEs sent on reconnect: the subscriptions are active from here on.
+    subscriber.ping().then(
+      () => reconnectListeners.forEach((listener) => listener()),
+      () => undefined,
+    );
+  });
 
   type Entry = { handlers: Set<(m: RoutedMessage) => void>; ready: Promise<unknown> };
   const channels = new Map<string, Entry>();
@@ -61,6 +75,9 @@ export function createRedisBus(url: string, options: { logger?: pino.Logger } = 
           await subscriber.unsubscribe(channel).catch(() => undefined);
         }
       };
+    },
+    onReconnected(listener) {
+      reconnectListeners.push(listener);
     },
     async ping() {
       // The publisher has no offline queue: wait (briefly) for its first connection instead.

@@ -290,6 +290,24 @@ export function attachMessaging(params: {
     conn.ackedWhileSyncing = [];
   };
 
+  /** After a bus outage: push what other instances stored meanwhile (inflight keys skip what was pushed). */
+  const catchUp = async (conn: Connection) => {
+    let afterSeq: string | undefined;
+    for (;;) {
+      const page = await mailbox.pending({ recipient: conn.username, now: clock(), afterSeq, limit: backlogPageSize });
+      for (const m of page) push(conn, { to: m.recipient, from: m.sender, id: m.id, envelope: m.envelope, receivedAt: m.receivedAt });
+      if (conn.closed || page.length < backlogPageSize) return;
+      afterSeq = page[page.length - 1].seq;
+    }
+  };
+  bus?.onReconnected?.(() => {
+    if (closing) return;
+    for (const conn of connections) {
+      // a connection still syncing reads the mailbox anyway
+      if (!conn.syncing) catchUp(conn).catch((error) => logFailure("mailbox catch-up after a bus outage failed", error));
+    }
+  });
+
   const onConnection = (ws: WebSocket, claims: SessionClaims) => {
     const now = performance.now();
     const conn: Connection = {

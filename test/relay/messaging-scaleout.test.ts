@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import Redis from "ioredis";
 import type { Pool } from "mysql2/promise";
 import type { MessageBus } from "../../relay/bus/bus";
 import { createRedisBus } from "../../relay/bus/redis";
@@ -98,5 +99,29 @@ describe("messaging: two relays through Redis", function () {
     expect((await alice.next(isAccepted("z-000001"))).status).to.equal("stored");
     const { backlog } = await open(1, "z_bob");
     expect(backlog.map((m) => m.id)).to.deep.equal(["z-000001"]);
+  });
+
+  it("nothing is missed while an instance's Redis subscription reconnects", async () => {
+    const { client: bob } = await open(1, "r_bob");
+    const { client: alice } = await open(0, "r_alice");
+    // A real outage of relay 1's subscriber: Redis drops that connection (only ours, found by its name).
+    const admin = new Redis(REDIS_URL);
+    try {
+      const list = String(await admin.client("LIST"));
+      const ids = list
+        .split("\n")
+        .filter((line) => /name=eth-chat-bus-/.test(line) && /sub=[1-9]/.test(line))
+        .map((line) => /id=(\d+)/.exec(line)![1]);
+      expect(ids.length).to.be.greaterThan(0);
+      for (const id of ids) await admin.client("KILL", "ID", id);
+    } finally {
+      admin.disconnect();
+    }
+    const sent = Array.from({ length: 5 }, (_, i) => `r-${String(i).padStart(6, "0")}`);
+    for (const id of sent) alice.send({ type: "send", id, to: "r_bob", envelope: envelope(id) });
+    for (const id of sent) await alice.next(isAccepted(id));
+    const got = [];
+    for (let i = 0; i < sent.length; i++) got.push((await bob.next(isType("message"), 8_000)).id);
+    expect(got.sort()).to.deep.equal(sent);
   });
 });
