@@ -64,6 +64,8 @@ export interface OutboxEntry {
   /** kept to write the history once accepted; the outbox is as private as the history (0600) */
   body: string;
   timestamp: number;
+  /** the recipient's key index the message is sealed to */
+  recipientKeyIndex?: number;
 }
 
 function outboxPath(home: Home, me: string): string {

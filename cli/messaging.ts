@@ -71,7 +71,7 @@ export class Messenger {
     };
     const envelope = await sealEnvelope({ inner, senderPrivateKey: this.session.keys[0].privateKey, recipientPublicKey: recipient.publicKey });
     assertFitsFrame({ id: inner.id, to, envelope, maxFrameBytes });
-    const entry: OutboxEntry = { id: inner.id, to, envelope, body, timestamp: inner.timestamp };
+    const entry: OutboxEntry = { id: inner.id, to, envelope, body, timestamp: inner.timestamp, recipientKeyIndex: recipient.index };
     addToOutbox(this.ctx.home, this.me, entry);
     return entry;
   }

@@ -55,10 +55,13 @@ export class Output {
     }
   }
 
-  /** Shows `text` with a spinner on a terminal until `work` settles. */
-  async progress<T>(text: string, work: Promise<T>): Promise<T> {
+  /**
+   * Shows `text` with a spinner on a terminal until `work` settles. Without a terminal only waits for a
+   * transaction get a line (local work is quick enough to need none, and scripts read stderr).
+   */
+  async progress<T>(text: string, work: Promise<T>, options: { transaction?: boolean } = {}): Promise<T> {
     if (!this.stderr.isTTY) {
-      this.status(`${text}...`);
+      if (options.transaction && !this.json) this.status(`${text}...`);
       return work;
     }
     const frames = ["|", "/", "-", "\\"];

@@ -24,7 +24,7 @@ export async function inbox(ctx: Context): Promise<void> {
             if (!inner) return;
             printed++;
             ctx.out.data(
-              { type: "message", id: inner.id, from: inner.sender, body: inner.body, timestamp: inner.timestamp, receivedAt: frame.receivedAt },
+              { type: "message", id: inner.id, from: inner.sender, body: inner.body, timestamp: inner.timestamp, receivedAt: frame.receivedAt, keyIndex: inner.recipientKeyIndex },
               formatMessage(inner),
             );
           });

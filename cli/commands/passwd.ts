@@ -26,6 +26,7 @@ export async function passwd(ctx: Context): Promise<void> {
   const receipt = await ctx.out.progress(
     "changing the password: waiting for the transaction's block",
     ctx.relay.post("/v1/credential", { username, credential, deadline, signature }, TransactionResponse),
+    { transaction: true },
   );
   // Re-encrypt every local key with the new password.
   for (const key of readIdentity(ctx.home, username).keys.filter((k) => !k.pending)) {

@@ -34,6 +34,7 @@ export async function register(ctx: Context, rawUsername: string): Promise<void>
     receipt = await ctx.out.progress(
       `registering ${username}: waiting for the transaction's block`,
       ctx.relay.post("/v1/register", { username, credential, publicKey, deadline, signature }, TransactionResponse),
+      { transaction: true },
     );
   } catch (error) {
     if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, 0);

@@ -37,6 +37,7 @@ export async function reset(ctx: Context, rawUsername: string): Promise<void> {
     receipt = await ctx.out.progress(
       `resetting ${username}'s key: waiting for the transaction's block`,
       ctx.relay.post("/v1/reset", { username, credential, newPublicKey, deadline, newKeySignature }, TransactionResponse),
+      { transaction: true },
     );
   } catch (error) {
     if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, index);

@@ -33,6 +33,7 @@ export async function rotateKey(ctx: Context): Promise<void> {
     receipt = await ctx.out.progress(
       "rotating: waiting for the transaction's block",
       ctx.relay.post("/v1/rotate", { username, newPublicKey, deadline, currentKeySignature, newKeySignature }, TransactionResponse),
+      { transaction: true },
     );
   } catch (error) {
     if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, index);

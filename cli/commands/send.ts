@@ -18,7 +18,7 @@ export async function send(ctx: Context, to: string, text: string): Promise<void
       const mine = result.entry.id === entry.id;
       if (result.status) {
         ctx.out.data(
-          { type: "sent", id: result.entry.id, to: result.entry.to, status: result.status, resent: !mine },
+          { type: "sent", id: result.entry.id, to: result.entry.to, status: result.status, resent: !mine, ...(mine ? { keyIndex: entry.recipientKeyIndex } : {}) },
           `${mine ? "Sent" : "Re-sent"} to ${result.entry.to} (${result.status === "delivered" ? "delivered" : "stored for delivery"}) [${result.entry.id}]`,
         );
       } else if (mine) failure = result.error;
