@@ -60,6 +60,8 @@ export interface RegistryChain {
   currentKey(username: string): Promise<{ address: string; index: number } | null>;
   keyCount(username: string): Promise<number>;
   isRelayer(): Promise<boolean>;
+  /** Forget the relayer's local nonce (after a chain reset); the next transaction asks the node. */
+  resetNonce(): void;
   register(args: { username: string; credentialHash: string; publicKey: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
   rotateKey(args: { username: string; newPublicKey: string; deadline: number; currentKeySignature: Compact; newKeySignature: Compact }): Promise<TransactionResult>;
   resetKey(args: { username: string; newPublicKey: string; deadline: number; newKeySignature: Compact }): Promise<TransactionResult>;
@@ -235,6 +237,9 @@ export function createEthersChain(params: {
         "updateCredential",
         registryInterface.encodeFunctionData("updateCredential", [a.username, a.credentialHash, a.deadline, a.signature]),
       ),
+    resetNonce: () => {
+      void ready?.then((c) => c.sender.resetNonce()).catch(() => undefined);
+    },
     close: async () => {
       closed = true;
       const current = ready;

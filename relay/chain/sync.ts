@@ -142,6 +142,7 @@ export function createSyncer(params: {
 
     let state = await cache.getSyncState();
     if (!hasCode) {
+      chain.resetNonce();
       markStale(`no contract code at ${chain.contractAddress}`);
       return;
     }
@@ -149,6 +150,7 @@ export function createSyncer(params: {
     if (reason) {
       if (state) markStale(reason); // an empty cache has nothing stale to hide
       logger.info({ reason, deployBlock }, "rebuilding the chain cache from the deployment block");
+      if (state) chain.resetNonce(); // the relayer's nonce on a reset chain starts over
       state = await genesis(chainId);
       await cache.reset(state);
       status.syncedBlock = state.lastBlock;

@@ -38,6 +38,11 @@ export class TxSender {
     this.opts = { receiptTimeoutMs: 120_000, receiptPollMs: 150, ...options };
   }
 
+  /** Forget the local nonce (the chain was reset or replaced): the next send asks the node. */
+  resetNonce(): void {
+    this.nonce = null;
+  }
+
   /** Runs `task` after every task queued before it (a promise-chain mutex). */
   private exclusive<T>(task: () => Promise<T>): Promise<T> {
     const run = this.queue.then(task, task);
@@ -96,12 +101,23 @@ export class TxSender {
     const { provider, receiptTimeoutMs, receiptPollMs } = this.opts;
     const deadline = Date.now() + receiptTimeoutMs;
     let lastError: unknown = null;
+    let nextStuckCheck = Date.now() + 10_000;
     for (;;) {
       try {
         const receipt = await provider.getTransactionReceipt(hash);
         if (receipt) return receipt;
       } catch (error) {
         lastError = error;
+      }
+      if (Date.now() > nextStuckCheck) {
+        nextStuckCheck = Date.now() + 10_000;
+        // A transaction the node no longer knows (dropped, or the chain was reset under a nonce gap)
+        // will never be mined: forget the local nonce so later sends are not stuck behind it.
+        const known = await provider.getTransaction(hash).catch(() => undefined);
+        if (known === null) {
+          this.nonce = null;
+          throw new ChatError("CHAIN_UNAVAILABLE", `transaction for ${action} was dropped by the node; retry`, { transactionHash: hash });
+        }
       }
       if (Date.now() > deadline) {
         throw new ChatError("CHAIN_UNAVAILABLE", `transaction for ${action} not mined in time`, {

@@ -3,6 +3,9 @@
  * then in `users`; fifty concurrent registrations; login with right and wrong password and key; key
  * history after rotate and reset; contract errors as stable 4xx codes; rate limits; chain down -> 503.
  */
+import http from "node:http";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import { newIdentity } from "../contract/signing";
 import type { TestDatabase } from "../helpers/mysql";
@@ -265,4 +268,56 @@ describe("relay accounts limits and failures", function () {
     expect(health.body.status).to.equal("degraded");
     expect(health.body.chain.ok).to.equal(false);
   });
+});
+
+describe("relay accounts: a failed broadcast leaves no nonce gap", function () {
+  this.timeout(60_000);
+  let chain: ChainFixture;
+  let relay: RelayFixture;
+  let proxy: http.Server;
+  /** "drop": the transaction never reaches the node; "lose": it does, but the answer is lost. */
+  let failNext: "drop" | "lose" | null = null;
+
+  before(async () => {
+    chain = await startChain();
+    // A real JSON-RPC proxy in front of anvil that fails one eth_sendRawTransaction on demand.
+    proxy = http.createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const body = Buffer.concat(chunks).toString("utf8");
+      const mode = body.includes("eth_sendRawTransaction") ? failNext : null;
+      if (mode) failNext = null;
+      if (mode === "drop") return res.writeHead(502).end("bad gateway");
+      const upstream = await fetch(chain.anvil.url, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const text = await upstream.text();
+      if (mode === "lose") return res.writeHead(502).end("bad gateway");
+      res.writeHead(upstream.status, { "content-type": "application/json" }).end(text);
+    });
+    proxy.listen(0, "127.0.0.1");
+    await once(proxy, "listening");
+    const port = (proxy.address() as AddressInfo).port;
+    relay = await startRelay({ chain, env: { RPC_URL: `http://127.0.0.1:${port}` } });
+  });
+  after(async () => {
+    await relay?.close();
+    proxy?.closeAllConnections();
+    await new Promise((r) => proxy?.close(r));
+    await chain?.close();
+  });
+
+  for (const mode of ["drop", "lose"] as const) {
+    it(`recovers after a broadcast that ${mode === "drop" ? "never reached the node" : "reached the node but lost its answer"}`, async () => {
+      const relayer = relay.chain.relayerAddress;
+      const before = await chain.provider.getTransactionCount(relayer);
+      failNext = mode;
+      const failed = await registerUser(relay.url, chain.domain, newUser("fail"));
+      expect(failed.status).to.equal(503);
+      expect(failed.body.error.code).to.equal("CHAIN_UNAVAILABLE");
+      const next = await Promise.all([newUser("after"), newUser("after")].map((u) => registerUser(relay.url, chain.domain, u)));
+      for (const r of next) expect(r.status, JSON.stringify(r.body)).to.equal(200);
+      // Every nonce used exactly once, in order: the lost transaction (if it landed) plus the two new ones.
+      expect(await chain.provider.getTransactionCount(relayer)).to.equal(before + (mode === "lose" ? 3 : 2));
+      expect(await chain.provider.getTransactionCount(relayer, "pending")).to.equal(before + (mode === "lose" ? 3 : 2));
+    });
+  }
 });
