@@ -312,5 +312,4 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
             sstore(record.slot, recordWord)
         }
     }
-
 }
