@@ -149,7 +149,12 @@ export function createEthersChain(params: {
       ready = (async () => {
         const chainId = await rawChainId();
         const network = Network.from(chainId);
-        const provider = new JsonRpcProvider(connection(), network, { staticNetwork: network, batchMaxCount: 50 });
+        const provider = new JsonRpcProvider(connection(), network, {
+          staticNetwork: network,
+          batchMaxCount: 50,
+          // No 250 ms response cache: a re-read nonce or head block must be the node's current answer.
+          cacheTimeout: -1,
+        });
         const wallet = new Wallet(params.privateKey, provider);
         const contract = ChatRegistry__factory.connect(contractAddress, provider);
         const sender = new TxSender({ wallet, provider, logger: params.logger, receiptTimeoutMs: params.receiptTimeoutMs });

@@ -84,8 +84,10 @@ export class TxSender {
         } catch (error) {
           this.nonce = null; // re-read from the node next time: never leaves a gap
           const code = (error as { code?: string })?.code;
-          if ((code === "NONCE_EXPIRED" || code === "REPLACEMENT_UNDERPRICED") && attempt < 4) {
+          if ((code === "NONCE_EXPIRED" || code === "REPLACEMENT_UNDERPRICED") && attempt < 6) {
             logger.warn({ action: params.action, attempt }, "relayer nonce was taken; retrying with a fresh nonce");
+            // Another sender on the same account: a short random pause lets its transaction land first.
+            await new Promise((r) => setTimeout(r, 20 + Math.random() * 80 * attempt));
             continue;
           }
           throw toChainError(error, params.action);

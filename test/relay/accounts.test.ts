@@ -221,10 +221,12 @@ describe("relay accounts limits and failures", function () {
   this.timeout(60_000);
   let chain: ChainFixture;
   let relay: RelayFixture;
+  const user = newUser("hank");
 
   before(async () => {
     chain = await startChain();
     relay = await startRelay({ chain, env: { RATE_LIMIT_LOGIN_PER_USER: "3", RATE_LIMIT_WINDOW_SECONDS: "60" } });
+    expect((await registerUser(relay.url, chain.domain, user)).status).to.equal(200);
   });
   after(async () => {
     await relay?.close();
@@ -232,8 +234,6 @@ describe("relay accounts limits and failures", function () {
   });
 
   it("answers 429 with a retry time after too many login attempts for one username", async () => {
-    const user = newUser("hank");
-    expect((await registerUser(relay.url, chain.domain, user)).status).to.equal(200);
     const statuses: number[] = [];
     let limited: any = null;
     for (let i = 0; i < 5; i++) {
@@ -253,8 +253,7 @@ describe("relay accounts limits and failures", function () {
 
   it("answers 503 CHAIN_UNAVAILABLE when the chain is down, and /healthz says degraded", async () => {
     await chain.anvil.stop();
-    const user = newUser("ivy");
-    const response = await registerUser(relay.url, chain.domain, user);
+    const response = await registerUser(relay.url, chain.domain, newUser("ivy"));
     expect(response.status).to.equal(503);
     expect(response.body.error.code).to.equal("CHAIN_UNAVAILABLE");
     // Within a few polls the health check notices.
@@ -267,6 +266,10 @@ describe("relay accounts limits and failures", function () {
     expect(health.status).to.equal(503);
     expect(health.body.status).to.equal("degraded");
     expect(health.body.chain.ok).to.equal(false);
+    // Keys still come from the cache, marked unverified.
+    const keys = await api(relay.url, "GET", `/v1/users/${user.username}/keys`);
+    expect(keys.status).to.equal(200);
+    expect(keys.body).to.include({ source: "cache", verified: false });
   });
 });
 

@@ -104,6 +104,33 @@ describe("relay chain cache (anvil + MariaDB)", function () {
     relay.relay.syncer.start();
   });
 
+  it("lets two relay instances share the cache: either syncs, a challenge from one logs in on the other", async () => {
+    const second = await startRelay({ chain, db, config: { ...relay.config } });
+    try {
+      const users = [newUser("two"), newUser("two"), newUser("two")];
+      // Registrations through both instances, both syncing the same tables concurrently.
+      const results = await Promise.all(users.map((u, i) => registerUser(i % 2 ? second.url : relay.url, chain.domain, u)));
+      for (const r of results) expect(r.status, JSON.stringify(r.body)).to.equal(200);
+      for (const u of users) {
+        const keys = await api(second.url, "GET", `/v1/users/${u.username}/keys`);
+        expect(keys.status).to.equal(200);
+      }
+      const challenge = await api(relay.url, "POST", "/v1/login/challenge", { username: users[0].username });
+      const { Wallet } = await import("ethers");
+      const { loginMessage } = await import("../../protocol/wire");
+      const signature = await new Wallet(users[0].identity.privateKey).signMessage(
+        loginMessage({ username: users[0].username, challenge: challenge.body.challenge, chainId: "31337", contractAddress: chain.deployed.address }),
+      );
+      const body = { username: users[0].username, credential: users[0].credential, challenge: challenge.body.challenge, signature };
+      expect((await api(second.url, "POST", "/v1/login", body)).status).to.equal(200);
+      expect((await api(relay.url, "POST", "/v1/login", body)).body.error.code).to.equal("CHALLENGE_INVALID");
+      const [rows] = await relay.pool!.query<any[]>("SELECT COUNT(*) AS n FROM key_history WHERE username LIKE 'two\\_%'");
+      expect(Number(rows[0].n)).to.equal(3);
+    } finally {
+      await second.close();
+    }
+  });
+
   it("detects a reset chain, refuses keys with CACHE_STALE, and serves again once rebuilt", async () => {
     const alice = newUser("stale");
     expect((await registerUser(relay.url, chain.domain, alice)).status).to.equal(200);
@@ -182,11 +209,13 @@ describe("relay settings", function () {
   }
 
   it("stops main.ts with exit 1 and one line naming a missing or malformed setting", async () => {
-    const missing = await runRelay([], { ...base, SESSION_SECRET: "", LOG_LEVEL: "info" });
+    const [missing, malformed] = await Promise.all([
+      runRelay([], { ...base, SESSION_SECRET: "", LOG_LEVEL: "info" }),
+      runRelay([], { ...base, MAX_FRAME_BYTES: "big" }),
+    ]);
     expect(missing.code).to.equal(1);
     expect(missing.stderr.trim().split("\n")).to.deep.equal(["relay: invalid setting SESSION_SECRET: missing (32 random bytes as 64 hex characters, e.g. `openssl rand -hex 32`)"]);
     expect(missing.stdout).to.equal("");
-    const malformed = await runRelay([], { ...base, MAX_FRAME_BYTES: "big" });
     expect(malformed.code).to.equal(1);
     expect(malformed.stderr.trim().split("\n")).to.have.length(1);
     expect(malformed.stderr).to.include("MAX_FRAME_BYTES");
