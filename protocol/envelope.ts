@@ -18,12 +18,20 @@
  *
  * `v` lets a forward-secret version 2 follow without a flag day: open() refuses unknown versions.
  */
-import EthCrypto from "eth-crypto";
+import type * as EthCryptoTypes from "eth-crypto";
 import { SigningKey, getAddress, hashMessage, recoverAddress } from "ethers";
 import { z } from "zod";
 import { ChatError } from "./errors";
 import { normalizePublicKey, publicKeyToAddress, type PublicKeyHex } from "./keys";
 import { MessageId, Signature65, Username } from "./wire";
+
+// eth-crypto's own modules, not its index: the index also loads its transaction helpers (@ethereumjs),
+// about 0.4 s of start-up that every `chat` command would pay for nothing.
+const EthCrypto = {
+  encryptWithPublicKey: (require("eth-crypto/dist/lib/encrypt-with-public-key") as typeof EthCryptoTypes).encryptWithPublicKey,
+  decryptWithPrivateKey: (require("eth-crypto/dist/lib/decrypt-with-private-key") as typeof EthCryptoTypes).decryptWithPrivateKey,
+  cipher: require("eth-crypto/dist/lib/cipher") as typeof EthCryptoTypes.cipher,
+};
 
 export const ENVELOPE_VERSION = 1;
 export const ENVELOPE_SIGNING_DOMAIN = "eth-chat envelope v1";
@@ -200,7 +208,7 @@ export async function openEnvelope(params: {
   const envelope = EnvelopeV1.safeParse(outer);
   if (!envelope.success) throw invalid("envelope.c must be lowercase hex");
 
-  let encrypted: ReturnType<typeof EthCrypto.cipher.parse>;
+  let encrypted: EthCryptoTypes.Encrypted;
   try {
     encrypted = EthCrypto.cipher.parse(envelope.data.c);
   } catch {
