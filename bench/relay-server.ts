@@ -1,0 +1,88 @@
+/**
+ * The real relay for bench:relay, in a process of its own (so that it has its own core and its own
+ * /proc figures): assembled exactly as relay/main.ts does (createRelay over the real MySQL cache and
+ * mailbox, the ethers chain on anvil, TLS from TLS_CERT/TLS_KEY), from the same settings parsed by
+ * relay/config.ts, with one difference: the per-connection send rate limit (100 msg/s by default, a
+ * policy against abusive users, not a capacity) is raised to BENCH_MESSAGES_PER_SECOND, because the
+ * benchmark pushes each connection far beyond it. Prints {"ready":true,"port":N} on stdout when
+ * listening; SIGTERM closes everything.
+ */
+import { readFile } from "node:fs/promises";
+import { performance } from "node:perf_hooks";
+import type { Pool } from "mysql2/promise";
+import pino from "pino";
+import { createEthersChain } from "../relay/chain/registry";
+import { parseConfig } from "../relay/config";
+import { createRelay } from "../relay/server";
+import { createMysqlCache } from "../relay/storage/cache-mysql";
+import { createMysqlMailbox } from "../relay/storage/mailbox-mysql";
+import { createMysqlPool } from "../relay/storage/mysql-pool";
+
+/**
+ * BENCH_TRACE_SQL=1: time every pool.query by statement kind (first words), to see where the mailbox
+ * waits; the summary goes to stderr on SIGTERM. Wraps the pool object only, never the relay's code.
+ */
+function traceQueries(pool: Pool): () => Record<string, { n: number; avgMs: number; maxMs: number; avgParams: number }> {
+  const stats = new Map<string, { n: number; ms: number; max: number; params: number }>();
+  const original = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+  (pool as unknown as { query: unknown }).query = async (...args: unknown[]) => {
+    const sql = String(typeof args[0] === "string" ? args[0] : (args[0] as { sql?: string })?.sql ?? "");
+    const kind = sql.trim().split(/\s+/).slice(0, 3).join(" ");
+    const started = performance.now();
+    try {
+      return await original(...args);
+    } finally {
+      const ms = performance.now() - started;
+      const s = stats.get(kind) ?? { n: 0, ms: 0, max: 0, params: 0 };
+      s.n++;
+      s.ms += ms;
+      s.max = Math.max(s.max, ms);
+      s.params += Array.isArray(args[1]) ? args[1].length : 0;
+      stats.set(kind, s);
+    }
+  };
+  return () =>
+    Object.fromEntries(
+      [...stats].map(([k, s]) => [k, { n: s.n, avgMs: Math.round((s.ms / s.n) * 10) / 10, maxMs: Math.round(s.max), avgParams: Math.round(s.params / s.n) }]),
+    );
+}
+
+async function main() {
+  const config = parseConfig(process.env);
+  if (!config.mysqlUrl || !config.tlsCertFile || !config.tlsKeyFile) throw new Error("bench relay needs MYSQL_URL, TLS_CERT and TLS_KEY");
+  const logger = pino({ level: config.logLevel, base: { service: "bench-relay" } });
+  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
+  const pool = createMysqlPool(config.mysqlUrl);
+  const trace = process.env.BENCH_TRACE_SQL === "1" ? traceQueries(pool) : null;
+  const cache = createMysqlCache(pool);
+  const mailbox = createMysqlMailbox(pool);
+  const rate = Number(process.env.BENCH_MESSAGES_PER_SECOND || 1_000_000);
+  const relay = createRelay({
+    config,
+    chain,
+    cache,
+    mailbox,
+    logger,
+    tls: { cert: await readFile(config.tlsCertFile, "utf8"), key: await readFile(config.tlsKeyFile, "utf8") },
+    messagingLimits: { messagesPerSecond: rate, messageBurst: 2 * rate, framesPerSecond: 10 * rate, maxConnections: 100_000 },
+  });
+  const { port } = await relay.listen();
+  process.stdout.write(`${JSON.stringify({ ready: true, port, pid: process.pid })}\n`);
+
+  const stop = async () => {
+    if (trace) process.stderr.write(`${JSON.stringify({ sql: trace() })}\n`);
+    await relay.close().catch(() => undefined);
+    await mailbox.close().catch(() => undefined);
+    await cache.close().catch(() => undefined);
+    await pool.end().catch(() => undefined);
+    await chain.close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop());
+  process.once("SIGINT", () => void stop());
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench relay: ${error?.stack ?? error}\n`);
+  process.exit(1);
+});
