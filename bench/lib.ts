@@ -62,7 +62,14 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 
 /** The machine, for the result: the figures mean little without it. */
 export function machine() {
-  return { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? "unknown", node: process.version, memGiB: round(os.totalmem() / 2 ** 30, 1) };
+  // The load average says how much of the machine was ours: other jobs share these VMs.
+  return {
+    cpus: os.cpus().length,
+    cpu: os.cpus()[0]?.model ?? "unknown",
+    node: process.version,
+    memGiB: round(os.totalmem() / 2 ** 30, 1),
+    loadavg_1m_at_end: round(os.loadavg()[0], 2),
+  };
 }
 
 /** VmRSS / VmHWM of a process in bytes, from /proc/PID/status (Linux). */
