@@ -4,7 +4,7 @@
  * its key and the other is warned, and the key history is shown from the chain.
  * The demo's passwords are generated here and never printed; each run uses fresh usernames.
  */
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
@@ -24,19 +24,22 @@ function step(title: string): void {
   process.stdout.write(`\n\x1b[1m== ${title}\x1b[0m\n`);
 }
 
-function chat(who: "alice" | "bob", args: string[], withPassword = false): void {
+/** Runs the real CLI and shows its stdout and stderr interleaved, as a terminal would. */
+async function chat(who: "alice" | "bob", args: string[], withPassword = false): Promise<void> {
   const shown = ["chat", ...args].join(" ");
   process.stdout.write(`\n${who}$ ${shown}${withPassword ? "   (password typed at the prompt)" : ""}\n`);
-  const result = spawnSync(process.execPath, [path.join(ROOT, "bin", "chat.js"), "--home", homes[who], ...extra, ...(withPassword ? ["--password-stdin"] : []), ...args], {
+  const child = spawn(process.execPath, [path.join(ROOT, "bin", "chat.js"), "--home", homes[who], ...extra, ...(withPassword ? ["--password-stdin"] : []), ...args], {
     cwd: ROOT,
-    input: withPassword ? `${passwords[who]}\n` : "",
-    encoding: "utf8",
-    timeout: 180_000,
+    stdio: ["pipe", "pipe", "pipe"],
   });
-  process.stdout.write(indent(result.stdout));
-  process.stdout.write(indent(result.stderr));
-  if (result.status !== 0) {
-    process.stderr.write(`\ndemo: "${shown}" failed (exit ${result.status}). Is the stack running? Start it with: npm start\n`);
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
+  child.stdin.end(withPassword ? `${passwords[who]}\n` : "");
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  process.stdout.write(indent(output));
+  if (code !== 0) {
+    process.stderr.write(`\ndemo: "${shown}" failed (exit ${code}). Is the stack running? Start it with: npm start\n`);
     process.exit(1);
   }
 }
@@ -45,30 +48,34 @@ function indent(text: string): string {
   return text ? text.replace(/^/gm, "    ").replace(/\s*$/, "\n") : "";
 }
 
-mkdirSync(homes.alice, { recursive: true, mode: 0o700 });
-mkdirSync(homes.bob, { recursive: true, mode: 0o700 });
+async function main(): Promise<void> {
+  mkdirSync(homes.alice, { recursive: true, mode: 0o700 });
+  mkdirSync(homes.bob, { recursive: true, mode: 0o700 });
 
-step("1. Two people register: each key is made on their machine and its registration lands on chain");
-chat("alice", ["register", users.alice], true);
-chat("bob", ["register", users.bob], true);
+  step("1. Two people register: each key is made on their machine and its registration lands on chain");
+  await chat("alice", ["register", users.alice], true);
+  await chat("bob", ["register", users.bob], true);
 
-step("2. Alice writes to Bob while he is offline; the relay keeps only ciphertext in its mailbox");
-chat("alice", ["send", users.bob, "Hi Bob! This message is encrypted for your key on chain."]);
-chat("alice", ["send", users.bob, "The relay cannot read it."]);
+  step("2. Alice writes to Bob while he is offline; the relay keeps only ciphertext in its mailbox");
+  await chat("alice", ["send", users.bob, "Hi Bob! This message is encrypted for your key on chain."]);
+  await chat("alice", ["send", users.bob, "The relay cannot read it."]);
 
-step("3. Bob reads his inbox: each message is decrypted and its signature checked against Alice's key on chain");
-chat("bob", ["inbox"]);
-chat("bob", ["send", users.alice, "Hi Alice, got both."]);
-chat("alice", ["inbox"]);
+  step("3. Bob reads his inbox: each message is decrypted and its signature checked against Alice's key on chain");
+  await chat("bob", ["inbox"]);
+  await chat("bob", ["send", users.alice, "Hi Alice, got both."]);
+  await chat("alice", ["inbox"]);
 
-step("4. Bob rotates his key (signed by his current key, verified by the contract)");
-chat("bob", ["rotate-key"], true);
+  step("4. Bob rotates his key (signed by his current key, verified by the contract)");
+  await chat("bob", ["rotate-key"], true);
 
-step("5. Alice writes again: her client notices the new key on chain and warns her before sending");
-chat("alice", ["send", users.bob, "Did you get a new key?"]);
-chat("bob", ["inbox"]);
+  step("5. Alice writes again: her client notices the new key on chain and warns her before sending");
+  await chat("alice", ["send", users.bob, "Did you get a new key?"]);
+  await chat("bob", ["inbox"]);
 
-step("6. The whole key history of Bob, read from the chain, and the safety number Alice and Bob can compare");
-chat("alice", ["whois", users.bob]);
+  step("6. The whole key history of Bob, read from the chain, and the safety number Alice and Bob can compare");
+  await chat("alice", ["whois", users.bob]);
 
-process.stdout.write(`\nDemo done. The users' folders are under ${path.join(DATA_DIR, "demo")}.\n`);
+  process.stdout.write(`\nDemo done. The users' folders are under ${path.join(DATA_DIR, "demo")}.\n`);
+}
+
+void main();
