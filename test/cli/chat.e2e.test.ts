@@ -4,6 +4,7 @@
  */
 import { expect } from "chai";
 import { mkdtempSync, readFileSync, rmSync, statSync, cpSync, readdirSync } from "node:fs";
+import { spawn } from "node:child_process";
 import http from "node:http";
 import https from "node:https";
 import os from "node:os";
@@ -297,6 +298,37 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     // dropped: they do not come back
     const again = ok(await chat("bob_new", ["--json", "inbox"]), "inbox again");
     expect(again.json).to.deep.equal([]);
+  });
+
+  it("`chat talk`: history first, incoming lines appear live, typed lines are sent", async () => {
+    const child = spawn(
+      process.execPath,
+      [path.resolve(__dirname, "../../bin/chat.js"), "--home", homes.bob_new, "--relay", relay.url, "--rpc", anvil.url, "talk", "alice"],
+      { env: { PATH: process.env.PATH ?? "", HOME: homes.bob_new }, stdio: ["pipe", "pipe", "pipe"] },
+    );
+    cleanups.push(() => void child.kill("SIGKILL"));
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c) => (stdout += c));
+    child.stderr.on("data", (c) => (stderr += c));
+    const waitFor = async (test: () => boolean, what: string) => {
+      const started = Date.now();
+      while (!test()) {
+        if (Date.now() - started > 30_000 || child.exitCode !== null) throw new Error(`timed out waiting for ${what}:\n${stdout}\n${stderr}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await waitFor(() => stderr.includes("Talking with alice"), "talk to start");
+    expect(stdout).to.include("alice: Are you on a new device?"); // recent history first
+    ok(await chat("alice", ["send", "bob", "live hello"]), "send while bob talks");
+    await waitFor(() => stdout.includes("alice: live hello"), "the live message");
+    child.stdin.write("hi alice, live\n");
+    await waitFor(() => stdout.includes("bob: hi alice, live"), "the sent line");
+    child.stdin.end("/quit\n");
+    await new Promise((resolve) => child.once("close", resolve));
+    expect(child.exitCode).to.equal(0);
+    const inbox = ok(await chat("alice", ["--json", "inbox"]), "alice inbox");
+    expect(inbox.json.filter((o) => o.type === "message").map((m) => [m.from, m.body])).to.deep.equal([["bob", "hi alice, live"]]);
   });
 
   it("session expired, message too long, relay or chain unreachable: one line each, naming what was tried", async () => {
