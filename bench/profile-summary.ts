@@ -8,6 +8,7 @@ import { ROOT, round } from "./lib";
 
 interface ProfileNode {
   id: number;
+  children?: number[];
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
 }
@@ -17,7 +18,7 @@ export interface ProfileSummary {
   /** share of non-idle time, by package or folder */
   byPackage: { name: string; ms: number; pct: number }[];
   /** heaviest functions by self time (share of non-idle time) */
-  topFunctions: { fn: string; where: string; ms: number; pct: number }[];
+  topFunctions: { fn: string; where: string; ms: number; pct: number; calledFrom: string }[];
 }
 
 function packageOf(url: string, fn: string): string {
@@ -39,6 +40,20 @@ export function summarizeCpuProfile(file: string, top = 15): ProfileSummary {
     timeDeltas: number[];
   };
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  // The callers of a node, nearest first, as "fn (file:line)", skipping anonymous wrappers' noise.
+  const callers = (id: number, depth = 4): string => {
+    const out: string[] = [];
+    for (let p = parent.get(id); p !== undefined && out.length < depth; p = parent.get(p)) {
+      const f = byId.get(p)!.callFrame;
+      if (f.functionName === "(root)") break;
+      const file = f.url.replace(/^file:\/\//, "").replace(`${ROOT}/`, "").replace(/^.*node_modules\//, "");
+      out.push(`${f.functionName || "(anonymous)"}${file ? ` ${file}:${f.lineNumber + 1}` : ""}`);
+    }
+    return out.join(" < ");
+  };
+  const chains = new Map<string, Map<string, number>>(); // function key -> caller chain -> µs
   const self = new Map<number, number>(); // node id -> µs
   profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
   let totalUs = 0;
@@ -57,6 +72,10 @@ export function summarizeCpuProfile(file: string, top = 15): ProfileSummary {
     const where = frame.url ? `${frame.url.replace(/^file:\/\//, "").replace(`${ROOT}/`, "")}:${frame.lineNumber + 1}` : "";
     const key = `${frame.functionName || "(anonymous)"}\t${where}`;
     functions.set(key, (functions.get(key) ?? 0) + us);
+    const chain = callers(id);
+    const byChain = chains.get(key) ?? new Map<string, number>();
+    byChain.set(chain, (byChain.get(chain) ?? 0) + us);
+    chains.set(key, byChain);
   }
   const busyUs = totalUs - idleUs || 1;
   const rows = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1]);
@@ -69,7 +88,8 @@ export function summarizeCpuProfile(file: string, top = 15): ProfileSummary {
       .slice(0, top)
       .map(([key, us]) => {
         const [fn, where] = key.split("\t");
-        return { fn, where, ms: round(us / 1000, 0), pct: round((100 * us) / busyUs, 1) };
+        const calledFrom = rows(chains.get(key)!)[0]?.[0] ?? "";
+        return { fn, where, ms: round(us / 1000, 0), pct: round((100 * us) / busyUs, 1), calledFrom };
       }),
   };
 }

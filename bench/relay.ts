@@ -27,7 +27,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -383,6 +383,7 @@ async function main() {
         TLS_CERT: certFile,
         TLS_KEY: keyFile,
         LOG_LEVEL: "warn",
+        SYNC_POLL_MS: "", // the relay's default (relayEnv's 100 ms is for tests)
         BENCH_TRACE_SQL: opts["trace-sql"] ? "1" : "",
       },
     });
@@ -474,7 +475,10 @@ async function main() {
     if (opts.profile) {
       const file = (await readdir(profileDir)).find((f) => f.endsWith(".cpuprofile"));
       if (file) {
-        profile = summarizeCpuProfile(path.join(profileDir, file), 12);
+        const kept = path.join(os.tmpdir(), `bench-relay-${Date.now()}.cpuprofile`);
+        await copyFile(path.join(profileDir, file), kept);
+        log(`relay CPU profile kept at ${kept} (open it in Chrome DevTools or: tsx bench/profile-summary.ts ${kept})`);
+        profile = summarizeCpuProfile(kept, 12);
         log(`relay CPU profile: ${JSON.stringify(profile, null, 1)}`);
       }
     }

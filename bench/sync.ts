@@ -18,7 +18,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { JsonRpcProvider, NonceManager, Wallet, hexlify } from "ethers";
+import { JsonRpcProvider, NonceManager, Wallet, hexlify, type TransactionReceipt } from "ethers";
 import mysql from "mysql2/promise";
 import { registryDomain } from "../protocol/eip712";
 import { ChatRegistry__factory } from "../typechain-types";
@@ -76,7 +76,7 @@ async function runMode(blockTime: number, samples: number) {
       const deadlineAt = performance.now() + 30_000;
       while (!receipt || !row) {
         if (performance.now() > deadlineAt) throw new Error(`sample ${i}: no ${receipt ? "users row" : "receipt"} within 30 s`);
-        const [r, [rows]] = await Promise.all([
+        const [r, [rows]]: [TransactionReceipt | null, [unknown[]]] = await Promise.all([
           receipt ? null : provider.getTransactionReceipt(tx.hash),
           row ? [[]] : (pool.query("SELECT 1 FROM users WHERE username = ?", [username]) as Promise<any>),
         ]);
