@@ -153,7 +153,15 @@ export class Messenger {
       });
       const inner = opened.inner;
       const keys = await this.book.keys(inner.sender);
-      if (inner.senderKeyIndex !== keys[keys.length - 1].index) {
+      const successor = keys.find((key) => key.index === inner.senderKeyIndex + 1);
+      if (successor && frame.receivedAt > successor.timestamp * 1000 + SUPERSEDED_KEY_GRACE_MS) {
+        // A superseded key may have been lost or stolen: only messages the relay held before the change count.
+        throw new ChatError(
+          "ENVELOPE_INVALID",
+          `signed with ${inner.sender}'s key ${inner.senderKeyIndex}, which was replaced (${successor.kind}) before the message arrived`,
+        );
+      }
+      if (successor) {
         this.ctx.out.warn({
           code: "OLD_SENDER_KEY",
           user: inner.sender,
@@ -188,6 +196,12 @@ export class Messenger {
     }
   }
 }
+
+/**
+ * Messages signed with a key that was replaced are accepted only when the relay received them before the
+ * replacement landed on chain (plus this allowance for clock skew between the relay and block time).
+ */
+const SUPERSEDED_KEY_GRACE_MS = 60_000;
 
 export function formatMessage(inner: { sender: string; body: string; timestamp: number }): string {
   const time = new Date(inner.timestamp).toISOString().replace("T", " ").slice(0, 19);
