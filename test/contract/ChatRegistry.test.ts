@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import hre from "hardhat";
 import { loadFixture, time } from "@nomicfoundation/hardhat-toolbox/network-helpers";
-import { ZeroAddress, ZeroHash, concat, id as keccakUtf8, keccak256, toUtf8Bytes, zeroPadValue } from "ethers";
+import { ZeroAddress, ZeroHash, concat, id as keccakUtf8, keccak256, toBeHex, toUtf8Bytes, zeroPadValue } from "ethers";
 import { registryDomain, type CompactSignature, type RegistryDomain } from "../../protocol/eip712";
 import { isValidUsername, usernameHash } from "../../protocol/username";
 import { publicKeyToAddress } from "../../protocol/keys";
@@ -91,10 +91,10 @@ describe("ChatRegistry", function () {
       for (const name of [
         "register", "rotateKey", "resetKey", "updateCredential", "isRegistered", "currentKey", "keyCount",
         "keyRecord", "credentialHash", "nonces", "isRelayer",
-      ]) {
+      ] as const) {
         chatRegistryId ^= BigInt(iface.getFunction(name)!.selector);
       }
-      expect(await registry.supportsInterface(zeroPadValue(`0x${chatRegistryId.toString(16)}`, 4))).to.equal(true);
+      expect(await registry.supportsInterface(toBeHex(chatRegistryId, 4))).to.equal(true);
       expect(await registry.supportsInterface("0x7965db0b")).to.equal(true); // IAccessControl
       expect(await registry.supportsInterface("0x01ffc9a7")).to.equal(true); // IERC165
       expect(await registry.supportsInterface("0xffffffff")).to.equal(false);
