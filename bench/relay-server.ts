@@ -53,6 +53,13 @@ async function main() {
   const logger = pino({ level: config.logLevel, base: { service: "bench-relay" } });
   const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
   const pool = createMysqlPool(config.mysqlUrl);
+  if (process.env.BENCH_READ_COMMITTED === "1") {
+    // Experiment only (bench:relay --read-committed 1): without REPEATABLE READ's gap locks, an ack's
+    // UPDATE no longer blocks the INSERT of the same sender's next message to the same recipient.
+    (pool as unknown as { pool: { on(e: string, f: (c: { query(sql: string): void }) => void): void } }).pool.on("connection", (c) =>
+      c.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+    );
+  }
   const trace = process.env.BENCH_TRACE_SQL === "1" ? traceQueries(pool) : null;
   const cache = createMysqlCache(pool);
   const mailbox = createMysqlMailbox(pool);

@@ -55,6 +55,7 @@ const opts = options({
   "mailbox-messages": 20_000,
   profile: 0,
   "trace-sql": 0,
+  "read-committed": 0,
 });
 
 type Frame = { type: string; id?: string; from?: string; code?: string; message?: string };
@@ -385,6 +386,7 @@ async function main() {
         LOG_LEVEL: "warn",
         SYNC_POLL_MS: "", // the relay's default (relayEnv's 100 ms is for tests)
         BENCH_TRACE_SQL: opts["trace-sql"] ? "1" : "",
+        BENCH_READ_COMMITTED: opts["read-committed"] ? "1" : "",
       },
     });
     cleanups.push(() => relayChild.stop());
