@@ -46,10 +46,13 @@ export interface RelayProcessOptions {
 
 const ROOT = path.resolve(__dirname, "../..");
 
-/** Spawns `tsx relay/main.ts [args]` with exactly `env` on top of PATH/HOME (no inherited .env surprises). */
+/**
+ * Spawns `node --import tsx relay/main.ts [args]` with exactly `env` on top of PATH/HOME (no inherited
+ * .env surprises). One process, not the `tsx` launcher: the launcher runs the relay in a child of its
+ * own, so a SIGKILL to it left the relay running (orphaned) instead of crashing it.
+ */
 export function spawnRelay(args: string[], env: Record<string, string>): ChildProcess {
-  const tsx = path.join(ROOT, "node_modules/.bin/tsx");
-  return spawn(tsx, ["relay/main.ts", ...args], {
+  return spawn(process.execPath, ["--import", "tsx", "relay/main.ts", ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
