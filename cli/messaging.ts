@@ -5,7 +5,7 @@
  * then acknowledge.
  */
 import { ChatError } from "../protocol/errors";
-import { assertFitsFrame, maxBodyBytes, openEnvelope, sealEnvelope, type InnerMessageV1 } from "../protocol/envelope";
+import { assertFitsFrame, maxBodyBytes, openEnvelope, sealEnvelope, supersededAtReceipt, type InnerMessageV1 } from "../protocol/envelope";
 import { assertUsername } from "../protocol/username";
 import type { MessageFrame } from "../protocol/wire";
 import type { z } from "zod";
@@ -153,15 +153,14 @@ export class Messenger {
       });
       const inner = opened.inner;
       const keys = await this.book.keys(inner.sender);
-      const successor = keys.find((key) => key.index === inner.senderKeyIndex + 1);
-      if (successor && frame.receivedAt > successor.timestamp * 1000 + SUPERSEDED_KEY_GRACE_MS) {
-        // A superseded key may have been lost or stolen: only messages the relay held before the change count.
+      const replacedBy = supersededAtReceipt({ senderKeyIndex: inner.senderKeyIndex, history: keys, receivedAt: frame.receivedAt });
+      if (replacedBy) {
         throw new ChatError(
           "ENVELOPE_INVALID",
-          `signed with ${inner.sender}'s key ${inner.senderKeyIndex}, which was replaced (${successor.kind}) before the message arrived`,
+          `signed with ${inner.sender}'s key ${inner.senderKeyIndex}, which was replaced (${replacedBy.kind}) before the message arrived`,
         );
       }
-      if (successor) {
+      if (inner.senderKeyIndex !== keys[keys.length - 1].index) {
         this.ctx.out.warn({
           code: "OLD_SENDER_KEY",
           user: inner.sender,
@@ -196,12 +195,6 @@ export class Messenger {
     }
   }
 }
-
-/**
- * Messages signed with a key that was replaced are accepted only when the relay received them before the
- * replacement landed on chain (plus this allowance for clock skew between the relay and block time).
- */
-const SUPERSEDED_KEY_GRACE_MS = 60_000;
 
 export function formatMessage(inner: { sender: string; body: string; timestamp: number }): string {
   const time = new Date(inner.timestamp).toISOString().replace("T", " ").slice(0, 19);

@@ -264,3 +264,26 @@ export async function openEnvelope(params: {
   await params.dedup.add(key);
   return { inner, signer: recovered };
 }
+
+/**
+ * Messages signed with a key that was later replaced are accepted only when the relay received them before
+ * the replacement landed on chain, plus this allowance for clock skew between the relay and block time.
+ */
+export const SUPERSEDED_KEY_GRACE_MS = 60_000;
+
+/**
+ * Whether the sender's signing key still vouches for a message that reached the relay at `receivedAt`.
+ * A replaced key may have been lost or stolen (the usual reason to rotate or reset), so after its
+ * replacement is on chain it signs nothing new. Returns the replacing record when the message is late.
+ */
+export function supersededAtReceipt(params: {
+  senderKeyIndex: number;
+  /** the sender's chain-checked key history; timestamps are block times in Unix seconds */
+  history: readonly { index: number; kind: string; timestamp: number }[];
+  /** the relay's receive time, Unix ms */
+  receivedAt: number;
+}): { index: number; kind: string; timestamp: number } | undefined {
+  const successor = params.history.find((key) => key.index === params.senderKeyIndex + 1);
+  if (successor && params.receivedAt > successor.timestamp * 1000 + SUPERSEDED_KEY_GRACE_MS) return successor;
+  return undefined;
+}
