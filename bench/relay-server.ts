@@ -8,7 +8,7 @@
  * listening; SIGTERM closes everything.
  */
 import { readFile } from "node:fs/promises";
-import { performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Pool } from "mysql2/promise";
 import pino from "pino";
 import { createEthersChain } from "../relay/chain/registry";
@@ -61,6 +61,9 @@ async function main() {
     );
   }
   const trace = process.env.BENCH_TRACE_SQL === "1" ? traceQueries(pool) : null;
+  // Event-loop delay: how long ready work waited for this process's single thread.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  if (trace) loopDelay.enable();
   const cache = createMysqlCache(pool);
   const mailbox = createMysqlMailbox(pool);
   const rate = Number(process.env.BENCH_MESSAGES_PER_SECOND || 1_000_000);
@@ -77,7 +80,10 @@ async function main() {
   process.stdout.write(`${JSON.stringify({ ready: true, port, pid: process.pid })}\n`);
 
   const stop = async () => {
-    if (trace) process.stderr.write(`${JSON.stringify({ sql: trace() })}\n`);
+    if (trace) {
+      const ms = (ns: number) => Math.round(ns / 1e5) / 10;
+      process.stderr.write(`${JSON.stringify({ sql: trace(), eventLoopDelayMs: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) } })}\n`);
+    }
     await relay.close().catch(() => undefined);
     await mailbox.close().catch(() => undefined);
     await cache.close().catch(() => undefined);

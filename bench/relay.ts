@@ -202,17 +202,20 @@ async function closedLoopRound(target: Target, clients: Client[], total: number,
     };
   });
   const cpuBefore = procCpuMs(target.pid);
+  const clientCpuBefore = process.cpuUsage();
   const started = performance.now();
   for (let ci = 0; ci < clients.length; ci++) pump(ci);
   await waitFor(() => received === count, 120_000, `${target.kind} round ${tag}`, () => `(${received}/${count} delivered) ${errorSummary(clients)}`);
   const seconds = (lastDelivery - started) / 1000;
   const cpuMs = procCpuMs(target.pid) - cpuBefore;
+  const clientCpu = process.cpuUsage(clientCpuBefore);
   return {
     messages: count,
     msgs_per_s: round(count / seconds, 0),
     ...latencyStats(latency),
     server_cpu_pct: round((100 * cpuMs) / (seconds * 1000), 0),
     server_cpu_us_per_msg: round((cpuMs * 1000) / count, 1),
+    client_cpu_pct: round((clientCpu.user + clientCpu.system) / 10 / (seconds * 1000), 0),
     duplicates,
   };
 }
@@ -449,6 +452,7 @@ async function main() {
       p99_ms: median(list.map((x) => x.p99_ms)),
       server_cpu_pct: median(list.map((x) => x.server_cpu_pct)),
       server_cpu_us_per_msg: median(list.map((x) => x.server_cpu_us_per_msg)),
+      client_cpu_pct: median(list.map((x) => x.client_cpu_pct)),
       rounds_msgs_per_s: list.map((x) => x.msgs_per_s),
     });
     const relaySummary = summary(rounds.relay);
