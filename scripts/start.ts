@@ -241,7 +241,9 @@ async function main(): Promise<void> {
   if (made.length > 0) say(`made local development settings in ${localEnvFile}:\n  - ${made.join("\n  - ")}`);
 
   say("starting the relay...");
-  const relay = spawn(path.join(BIN, "tsx"), [path.join(ROOT, "relay", "main.ts")], {
+  // One node process with tsx's loader (not the tsx launcher, which forks a second process), so that
+  // signals reach the relay itself.
+  const relay = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "relay", "main.ts")], {
     cwd: ROOT,
     stdio: ["ignore", "inherit", "inherit"],
     env: relayEnv as NodeJS.ProcessEnv,
