@@ -86,7 +86,6 @@ export class Context {
   async deployment(): Promise<Deployment> {
     if (this.deploymentCache) return this.deploymentCache;
     const info = await this.relay.get("/v1/info", InfoResponse);
-    const chain = await this.chain();
     const origin = this.relay.origin;
     const pin = readPins(this.home)[origin];
     let infoChainId: bigint;
@@ -104,6 +103,17 @@ export class Context {
           `the relay at ${origin} now names chain ${infoChainId} contract ${contractAddress}, but chain ${pin.chainId} contract ${pin.contractAddress} is pinned; refusing`,
         );
       }
+    }
+    let chain: ChainReader;
+    try {
+      chain = await this.chain();
+    } catch (error) {
+      // Chain unreachable: the deployment pinned after an earlier check still names the chain and contract
+      // (the relay agrees, checked above). Not cached: every chain read still needs the chain itself.
+      if (error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE" && pin?.chainId === infoChainId.toString() && pin.contractAddress === contractAddress) {
+        return { chainId: infoChainId, contractAddress, maxFrameBytes: info.maxFrameBytes > 0 ? info.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES };
+      }
+      throw error;
     }
     if (chain.chainId !== infoChainId) {
       throw new CliError("CHAIN_MISMATCH", `your chain at ${this.rpcUrl} is chain ${chain.chainId}, but the relay at ${origin} serves chain ${infoChainId}`);

@@ -179,8 +179,48 @@ export class KeyBook {
     return key;
   }
 
+  /**
+   * The key to encrypt to: the chain-checked current key; when the chain cannot be reached, only the
+   * exact key the person verified earlier (chat verify), and only while the relay still names it current.
+   */
   async current(peer: string): Promise<VerifiedKey> {
-    const keys = await this.keys(peer);
+    let keys: VerifiedKey[];
+    try {
+      keys = await this.keys(peer);
+    } catch (error) {
+      if (error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE") return verifiedKeyWithoutChain(this.ctx, this.me, peer, error);
+      throw error;
+    }
     return keys[keys.length - 1];
   }
+}
+
+async function verifiedKeyWithoutChain(ctx: Context, me: string, peer: string, cause: ChatError): Promise<VerifiedKey> {
+  const pin = readContacts(ctx, me)[peer];
+  const verified = pin?.verified;
+  if (!verified) {
+    throw new ChatError("KEY_UNVERIFIED", `cannot check ${peer}'s key against the chain (${cause.message}) and you have not verified it (chat verify ${peer}): not encrypting`);
+  }
+  const response = await ctx.relay.get(`/v1/users/${encodeURIComponent(peer)}/keys`, KeysResponse);
+  const current = response.keys[response.keys.length - 1];
+  let publicKey: string | undefined;
+  try {
+    publicKey = normalizePublicKey(current?.publicKey);
+  } catch {}
+  if (response.username !== peer || current?.index !== verified.index || publicKey !== verified.publicKey) {
+    throw new ChatError(
+      "KEY_UNVERIFIED",
+      `cannot check ${peer}'s key against the chain (${cause.message}), and the relay's current key is not the key #${verified.index} you verified: not encrypting`,
+    );
+  }
+  const pinned = pin.keys.find((key) => key.index === verified.index);
+  ctx.out.info(`note: the chain is unreachable; encrypting to ${peer}'s key #${verified.index}, which you verified on ${new Date(verified.at).toISOString().slice(0, 10)}`, { always: true });
+  return {
+    index: verified.index,
+    publicKey: verified.publicKey,
+    address: publicKeyToAddress(verified.publicKey),
+    kind: (pinned?.kind ?? "registered") as VerifiedKey["kind"],
+    timestamp: pinned?.timestamp ?? 0,
+    fingerprint: keyFingerprint(verified.publicKey),
+  };
 }
