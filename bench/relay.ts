@@ -348,6 +348,15 @@ async function mailboxPath(target: Target, pairs: number, total: number, window:
   };
 }
 
+/** MariaDB's CPU time; NaN if it went away (another job may restart the shared server). */
+function dbCpu(pid: number): number {
+  try {
+    return procCpuMs(pid);
+  } catch {
+    return NaN;
+  }
+}
+
 function mariadbPid(): number | null {
   try {
     const out = execFileSync("pidof", ["mariadbd"], { encoding: "utf8" }).trim().split(/\s+/)[0];
@@ -439,9 +448,9 @@ async function main() {
     for (let r = 0; r < opts.rounds; r++) {
       const order = r % 2 === 0 ? [relay, forwarder] : [forwarder, relay];
       for (const t of order) {
-        const dbBefore = dbPid ? procCpuMs(dbPid) : 0;
+        const dbBefore = dbPid ? dbCpu(dbPid) : 0;
         const out = await closedLoopRound(t, clientsOf(t), opts.messages, opts.window, `r${r}_${t.kind}_`, envelope);
-        if (t === relay && dbPid) dbCpuMs += procCpuMs(dbPid) - dbBefore;
+        if (t === relay && dbPid) dbCpuMs += dbCpu(dbPid) - dbBefore;
         rounds[t.kind].push(out);
         log(`round ${r} ${t.kind}: ${JSON.stringify(out)}`);
       }
@@ -511,7 +520,7 @@ async function main() {
         forwarder: forwarderSummary,
         throughput_ratio: round(median(ratios), 2),
         p99_ratio: round(relaySummary.p99_ms / forwarderSummary.p99_ms, 2),
-        mariadb_cpu_us_per_msg: dbPid ? round((dbCpuMs * 1000) / relayMessages, 1) : null,
+        mariadb_cpu_us_per_msg: dbPid && Number.isFinite(dbCpuMs) ? round((dbCpuMs * 1000) / relayMessages, 1) : null,
       },
       fixed_rate: { relay: fixedRelay, forwarder: fixedForwarder, relay_p99_goal_ms: 50, relay_p99_met: fixedRelay.p99_ms < 50 },
       mailbox,
