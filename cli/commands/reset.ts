@@ -5,7 +5,8 @@ import { assertUsername } from "../../protocol/username";
 import { TransactionResponse } from "../../protocol/wire";
 import { loginWithKeys } from "../auth";
 import type { Context } from "../context";
-import { confirmKey, dropPendingKey, newPrivateKey, storeKey } from "../keystore";
+import { submitKeyChange } from "../key-change";
+import { newPrivateKey } from "../keystore";
 
 /**
  * chat reset USER: the lost-device path. A new key on this device, proven by the password (the relay
@@ -28,26 +29,16 @@ export async function reset(ctx: Context, rawUsername: string): Promise<void> {
     domain: registryDomain({ chainId: deployment.chainId, verifyingContract: deployment.contractAddress }),
     data: { primaryType: "ResetKey", message: { username, newPublicKey, nonce, deadline: BigInt(deadline) } },
   });
-  const local = await ctx.out.progress(
-    "encrypting the new key (scrypt)",
-    storeKey({ home: ctx.home, username, index, privateKey, password, fastKdf: ctx.insecureFastKdf, pending: true }),
-  );
-  let receipt;
-  try {
-    receipt = await ctx.out.progress(
-      `resetting ${username}'s key: waiting for the transaction's block`,
-      ctx.relay.post("/v1/reset", { username, credential, newPublicKey, deadline, newKeySignature }, TransactionResponse),
-      { transaction: true },
-    );
-  } catch (error) {
-    if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, index);
-    throw error;
-  }
-  const onChain = await registry.currentKey(username);
-  if (onChain.index !== index || onChain.address !== local.address) {
-    throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the chain's current key is not the new key`);
-  }
-  confirmKey(ctx.home, username, index);
+  const receipt = await submitKeyChange({
+    ctx,
+    registry,
+    username,
+    index,
+    privateKey,
+    password,
+    waitingFor: `resetting ${username}'s key: waiting for the transaction's block`,
+    submit: () => ctx.relay.post("/v1/reset", { username, credential, newPublicKey, deadline, newKeySignature }, TransactionResponse),
+  });
   await loginWithKeys({ ctx, username, credential, keys: [{ index, privateKey }] });
   ctx.out.data(
     { type: "reset", username, keyIndex: index, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash, fingerprint: keyFingerprint(newPublicKey) },
