@@ -144,6 +144,15 @@ export class Messenger {
    * again when it can never be valid; left in the mailbox when the chain could not be checked).
    */
   async receive(conn: RelayConnection, frame: z.infer<typeof MessageFrame>): Promise<InnerMessageV1 | undefined> {
+    // Once saved, a message is shown even if the connection died before the ack went out: the relay
+    // delivers it again and the dedup store drops that copy (failing here lost it from view for good).
+    const ack = () => {
+      try {
+        conn.send({ type: "ack", id: frame.id, from: frame.from });
+      } catch {
+        /* connection lost: acknowledged on the next delivery */
+      }
+    };
     try {
       const opened = await openEnvelope({
         envelope: frame.envelope,
@@ -179,17 +188,17 @@ export class Messenger {
         timestamp: inner.timestamp,
         at: frame.receivedAt,
       });
-      conn.send({ type: "ack", id: frame.id, from: frame.from });
+      ack();
       return inner;
     } catch (error) {
       const { code, message } = describeError(error);
       if (code === "DUPLICATE") {
-        conn.send({ type: "ack", id: frame.id, from: frame.from });
+        ack();
         return undefined;
       }
       if (code === "ENVELOPE_INVALID") {
         this.ctx.out.warn({ code: "MESSAGE_REJECTED", user: frame.from, id: frame.id, reason: message, message: `rejected message ${frame.id} from ${frame.from}: ${message}` });
-        conn.send({ type: "ack", id: frame.id, from: frame.from });
+        ack();
         return undefined;
       }
       // KEY_MISMATCH, CHAIN_UNAVAILABLE...: the message may be genuine; keep it in the mailbox for later.
