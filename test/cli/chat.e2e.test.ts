@@ -355,4 +355,21 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     expect(noChain.code).to.equal(1);
     expect(noChain.stderr.trim()).to.equal(`chat: CHAIN_UNAVAILABLE: chain unreachable at http://127.0.0.1:${deadPort} (ECONNREFUSED)`);
   });
+
+  it("`passwd` changes carol's password on chain: the old one stops working, the new one logs in; `logout` and `status`", async () => {
+    const newPassword = "carol-New-pw-4";
+    const changed = ok(await chat("carol", ["--password-stdin", "passwd"], `${PASSWORDS.carol}\n${newPassword}\n`), "passwd");
+    expect(changed.stdout + changed.stderr).to.not.include(newPassword);
+    ok(await chat("carol", ["logout"]), "logout");
+    expect(() => statSync(path.join(homes.carol, "session.json"))).to.throw();
+    const loggedOut = ok(await chat("carol", ["--json", "status"]), "status after logout");
+    expect(loggedOut.json.find((o) => o.type === "status")?.user ?? null).to.equal(null);
+
+    const old = await chat("carol", ["--password-stdin", "login", "carol"], `${PASSWORDS.carol}\n`);
+    expect(old.code).to.equal(1);
+    expect(old.stderr.trim()).to.equal("chat: WRONG_PASSWORD: wrong password for carol");
+    ok(await chat("carol", ["--password-stdin", "login", "carol"], `${newPassword}\n`), "login with the new password");
+    const status = ok(await chat("carol", ["--json", "status"]), "status");
+    expect(status.json.find((o) => o.type === "status")?.user).to.equal("carol");
+  });
 });
