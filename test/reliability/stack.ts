@@ -174,3 +174,66 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 export function homeOf(root: string, username: string): string {
   return path.join(root, username);
 }
+
+/**
+ * A TCP proxy on a fixed loopback port: each connection goes to the first target that accepts (a
+ * stand-in for a load balancer with health checks), or is refused like a dead service while `down()`.
+ */
+export interface TcpProxy {
+  port: number;
+  url(scheme: string): string;
+  /** Stops listening and cuts every open connection (the service "goes away"). */
+  down(): Promise<void>;
+  /** Listens again on the same port. */
+  up(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startTcpProxy(targets: () => number[]): Promise<TcpProxy> {
+  const { freePort } = await import("../helpers/ports");
+  const net = await import("node:net");
+  const port = await freePort();
+  const sockets = new Set<import("node:net").Socket>();
+  const track = (s: import("node:net").Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+    s.on("error", () => s.destroy());
+  };
+  const connect = (client: import("node:net").Socket, list: number[]) => {
+    if (list.length === 0) return client.destroy();
+    const upstream = net.connect(list[0], "127.0.0.1");
+    let connected = false;
+    track(upstream);
+    upstream.once("connect", () => {
+      connected = true;
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+      upstream.on("close", () => client.destroy());
+      client.on("close", () => upstream.destroy());
+    });
+    // A target that refuses (a dead instance): try the next one.
+    upstream.once("error", () => (connected ? client.destroy() : connect(client, list.slice(1))));
+  };
+  let server: import("node:net").Server | null = null;
+  const up = () =>
+    new Promise<void>((resolve, reject) => {
+      const s = net.createServer({ pauseOnConnect: true }, (client) => {
+        track(client);
+        connect(client, targets());
+      });
+      s.once("error", reject);
+      s.listen(port, "127.0.0.1", () => {
+        server = s;
+        resolve();
+      });
+    });
+  const down = async () => {
+    const s = server;
+    server = null;
+    for (const socket of sockets) socket.destroy();
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+  };
+  await up();
+  return { port, url: (scheme) => `${scheme}://127.0.0.1:${port}`, down, up, close: down };
+}
