@@ -372,4 +372,33 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     const status = ok(await chat("carol", ["--json", "status"]), "status");
     expect(status.json.find((o) => o.type === "status")?.user).to.equal("carol");
   });
+
+  it("`chat` alone opens the interactive menu on a terminal (a real pseudo-terminal through script(1))", async () => {
+    const command = [process.execPath, path.join(__dirname, "../../bin/chat.js"), "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url]
+      .map((part) => `'${part}'`)
+      .join(" ");
+    const child = spawn("script", ["-qec", command, "/dev/null"], { env: { PATH: process.env.PATH ?? "", HOME: homes.alice, TERM: "dumb" } });
+    cleanups.push(() => void child.kill("SIGKILL"));
+    let screen = "";
+    child.stdout.on("data", (chunk) => (screen += chunk));
+    const waitFor = async (text: string, after: number) => {
+      const started = Date.now();
+      while (screen.indexOf(text, after) < 0) {
+        if (Date.now() - started > 30_000) throw new Error(`menu never showed "${text}":\n${screen}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return screen.indexOf(text, after) + text.length;
+    };
+    let at = await waitFor("Choose:", 0);
+    expect(screen).to.include("(logged in as alice)");
+    child.stdin.write("6\r");
+    at = await waitFor("Username:", at);
+    child.stdin.write("bob\r");
+    at = await waitFor("Choose:", at);
+    expect(screen).to.match(/bob: \d+ keys? on chain/);
+    expect(screen).to.include("Safety number of alice and bob");
+    child.stdin.write("7\r");
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    expect(code).to.equal(0);
+  });
 });
