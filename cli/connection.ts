@@ -6,6 +6,7 @@ import WebSocket from "ws";
 import { ChatError, ERROR_CODES, type ErrorCode } from "../protocol/errors";
 import { CLOSE_CODES, ServerFrame, type ClientFrame } from "../protocol/wire";
 import type { Context } from "./context";
+import type { Output } from "./output";
 import { expireSession, type Session } from "./session";
 
 export type FrameHandler = (frame: ServerFrame) => void;
@@ -15,13 +16,30 @@ export class RelayConnection {
   private closedWith?: ChatError;
   private closeHandlers = new Set<(error?: ChatError) => void>();
 
-  private constructor(private readonly ws: WebSocket) {
+  private constructor(
+    private readonly ws: WebSocket,
+    private readonly out?: Output,
+  ) {
     ws.on("message", (data, isBinary) => {
       if (isBinary) return;
       let frame: ServerFrame;
       try {
-        const parsed = ServerFrame.safeParse(JSON.parse(data.toString()));
-        if (!parsed.success) return; // an unknown frame from a newer relay: ignore
+        const json = JSON.parse(data.toString());
+        const parsed = ServerFrame.safeParse(json);
+        if (!parsed.success) {
+          // A message without a valid sender, id or envelope is the relay's doing (stripped or altered): say
+          // so; other unknown frames may come from a newer relay and are ignored.
+          if (json?.type === "message") {
+            const issue = parsed.error.issues[0];
+            const field = issue.path.join(".") || "frame";
+            this.out?.warn({
+              code: "MESSAGE_REJECTED",
+              reason: `${field}: ${issue.message}`,
+              message: `rejected a message frame from the relay: ${field}: ${issue.message} (a relay that strips or alters the sender?)`,
+            });
+          }
+          return;
+        }
         frame = parsed.data;
       } catch {
         return;
@@ -84,7 +102,7 @@ export class RelayConnection {
       ws.on("open", onOpen);
       ws.on("unexpected-response", onUnexpected);
     });
-    return new RelayConnection(ws);
+    return new RelayConnection(ws, ctx.out);
   }
 
   onFrame(handler: FrameHandler): () => void {
