@@ -110,8 +110,9 @@ export class RelayConnection {
     return () => this.handlers.delete(handler);
   }
 
-  onClose(handler: (error?: ChatError) => void): void {
+  onClose(handler: (error?: ChatError) => void): () => void {
     this.closeHandlers.add(handler);
+    return () => this.closeHandlers.delete(handler);
   }
 
   get isOpen(): boolean {

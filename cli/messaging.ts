@@ -97,8 +97,13 @@ export class Messenger {
         clearTimeout(timer);
         if (retryTimer) clearTimeout(retryTimer);
         off();
+        offClose();
         resolve({ entry, ...result });
       };
+      // A connection that dies (relay crash) fails the send at once, not after the timeout; the outbox keeps it.
+      const offClose = conn.onClose((error) =>
+        finish({ error: error ?? new ChatError("RELAY_UNREACHABLE", `the connection closed before the relay accepted message ${entry.id}; it stays in the outbox`) }),
+      );
       const timer = setTimeout(
         () => finish({ error: new ChatError("RELAY_UNREACHABLE", `the relay did not accept message ${entry.id} in time; it stays in the outbox`) }),
         ACCEPT_TIMEOUT_MS,
