@@ -6,7 +6,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import path from "node:path";
 import { hexlify } from "ethers";
 import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
 import type { ServerFrame } from "../../protocol/wire";
@@ -137,12 +136,6 @@ export async function loginCli(params: { relayUrl: string; rpcUrl: string; home:
   return { user: params.user, home: params.home, ctx, session, messenger: new Messenger(ctx, session), out, close: () => ctx.close() };
 }
 
-/** A client on another relay URL (another instance, a restart elsewhere) with the same home and session. */
-export function sameClientAt(client: CliClient, relayUrl: string): CliClient {
-  const { ctx, out } = cliContext({ relayUrl, rpcUrl: client.ctx.rpcUrl, home: client.home });
-  return { ...client, ctx, out, messenger: new Messenger(ctx, client.session), close: () => ctx.close() };
-}
-
 /**
  * A live receiver made of the CLI's code: opens each MessageFrame with Messenger.receive (checks,
  * history, ack) in arrival order, and records every message it shows.
@@ -169,10 +162,6 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(everyMs);
   }
-}
-
-export function homeOf(root: string, username: string): string {
-  return path.join(root, username);
 }
 
 /**
