@@ -24,7 +24,7 @@ import { loginCli, newTestUser, registerUsers, relayOptions, relaySecrets, start
 
 type Tamper = (frame: any) => any[];
 
-/** The double: forwards HTTP and WebSocket to the real relay; `tamper` rewrites relay->client frames; `inject` adds frames on connect. */
+/** The double: forwards HTTP and WebSocket to the real relay; `tamper` rewrites relay->client frames; `inject` adds frames to the backlog. */
 async function startHostileProxy(relay: RelayProcess) {
   const port = await freePort();
   const state: { tamper: Tamper; inject: any[]; seen: any[] } = { tamper: (f) => [f], inject: [], seen: [] };
@@ -49,11 +49,12 @@ async function startHostileProxy(relay: RelayProcess) {
     upstream.on("open", () =>
       wss.handleUpgrade(req, socket, head, (client) => {
         sockets.add(client).add(upstream);
-        for (const frame of state.inject) client.send(JSON.stringify(frame));
         upstream.on("message", (data) => {
           const frame = JSON.parse(data.toString());
           if (frame.type === "message") state.seen.push(frame);
-          for (const out of state.tamper(frame)) client.send(JSON.stringify(out));
+          // injected frames join the backlog, just before the relay's "ready"
+          const out = frame.type === "ready" ? [...state.inject, ...state.tamper(frame)] : state.tamper(frame);
+          for (const f of out) client.send(JSON.stringify(f));
         });
         client.on("message", (data) => upstream.readyState === WebSocket.OPEN && upstream.send(data.toString()));
         client.on("close", () => upstream.close());
@@ -118,7 +119,8 @@ describe("a hostile relay is caught", function () {
   });
 
   it("(2) an old envelope replayed is dropped as a duplicate, and rejected under a new id", async () => {
-    expect((await chatAlice(["send", bob.username, "pay 10 to carol"])).code).to.equal(0);
+    const sent = await chatAlice(["send", bob.username, "pay 10 to carol"]);
+    expect(sent.code, sent.stderr + sent.stdout).to.equal(0);
     const first = await bobInbox();
     expect(first.messages.map((m) => m.body)).to.deep.equal(["pay 10 to carol"]);
     const old = proxy.state.seen.find((f) => f.id === first.messages[0].id);
