@@ -22,6 +22,7 @@ export class Messenger {
   readonly book: KeyBook;
   private readonly dedup;
   private selfChecked = false;
+  private receiving: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly ctx: Context,
@@ -148,7 +149,15 @@ export class Messenger {
    * message, or undefined for a duplicate or a rejected message (acknowledged so that it is not sent
    * again when it can never be valid; left in the mailbox when the chain could not be checked).
    */
-  async receive(conn: RelayConnection, frame: z.infer<typeof MessageFrame>): Promise<InnerMessageV1 | undefined> {
+  receive(conn: RelayConnection, frame: z.infer<typeof MessageFrame>): Promise<InnerMessageV1 | undefined> {
+    // One message at a time per device: after a reconnect the old connection may still be opening a message
+    // that the new one delivers again; run together, both passed the duplicate check and it was shown twice.
+    const run = this.receiving.then(() => this.receiveOne(conn, frame));
+    this.receiving = run.catch(() => undefined);
+    return run;
+  }
+
+  private async receiveOne(conn: RelayConnection, frame: z.infer<typeof MessageFrame>): Promise<InnerMessageV1 | undefined> {
     // Once saved, a message is shown even if the connection died before the ack went out: the relay
     // delivers it again and the dedup store drops that copy (failing here lost it from view for good).
     const ack = () => {
