@@ -147,10 +147,12 @@ describe("fault: two relays with Redis, one is killed", function () {
     const lostAlice = fromBob.ids.filter((id) => !shownToAlice.includes(id)).length;
     const lostDave = fromCarol.ids.filter((id) => !daveIds.includes(id)).length;
     const duplicates = shownToAlice.length - new Set(shownToAlice).size + daveIds.length - new Set(daveIds).size;
-    console.log(`      two relays, one killed: ${JSON.stringify({ sent: 200, delivered: new Set(shownToAlice).size + new Set(daveIds).size, lost: lostAlice + lostDave, duplicates_shown: duplicates, ms: Date.now() - started })}`);
+    console.log(`      two relays, one killed: ${JSON.stringify({ lostAlice, lostDave, shown: shownToAlice.length, dave: daveIds.length, sent: 200, delivered: new Set(shownToAlice).size + new Set(daveIds).size, lost: lostAlice + lostDave, duplicates_shown: duplicates, ms: Date.now() - started })}`);
     expect(lostAlice + lostDave).to.equal(0);
     expect(duplicates).to.equal(0);
-    expect([...a.out.warnings, ...b.out.warnings, ...c.out.warnings]).to.deep.equal([]);
+    // A key lookup cut by the kill is reported and the message kept on the relay (it arrived later, above).
+    const unexpected = [...a.out.warnings, ...b.out.warnings, ...c.out.warnings].filter((w) => !(w.code === "RELAY_UNREACHABLE" && /kept on the relay/.test(w.message)));
+    expect(unexpected).to.deep.equal([]);
   });
 });
 
