@@ -120,6 +120,7 @@ describe("a hostile relay is caught", function () {
 
   it("(2) an old envelope replayed is dropped as a duplicate, and rejected under a new id", async () => {
     const sent = await chatAlice(["send", bob.username, "pay 10 to carol"]);
+    if (sent.code !== 0) console.log(`      chat send failed (${sent.code}); relay output:\n${relay.output().slice(-3000)}`);
     expect(sent.code, sent.stderr + sent.stdout).to.equal(0);
     const first = await bobInbox();
     expect(first.messages.map((m) => m.body)).to.deep.equal(["pay 10 to carol"]);
