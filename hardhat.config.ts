@@ -32,6 +32,12 @@ const config: HardhatUserConfig = {
   },
   networks: {
     localhost: { url: process.env.RPC_URL ?? "http://127.0.0.1:8545" },
+    // Any other EVM chain (a testnet, an L2, a private geth/Besu network): the node at RPC_URL, paying with
+    // DEPLOYER_PRIVATE_KEY (read from the environment only, never from a committed file).
+    remote: {
+      url: process.env.RPC_URL ?? "http://127.0.0.1:8545",
+      accounts: /^0x[0-9a-fA-F]{64}$/.test(process.env.DEPLOYER_PRIVATE_KEY ?? "") ? [process.env.DEPLOYER_PRIVATE_KEY!] : [],
+    },
   },
   mocha: { timeout: 120_000 },
   gasReporter: { enabled: false },
