@@ -13,6 +13,12 @@ export type FrameHandler = (frame: ServerFrame) => void;
 
 export class RelayConnection {
   private handlers = new Set<FrameHandler>();
+  /**
+   * Frames that arrived while no handler listened. ws emits the frames that came in the same packet as the
+   * upgrade's answer right after "open", before the code awaiting the connection has run: keep them for
+   * the first handler instead of losing them (a lost "ready" would leave `chat inbox` waiting forever).
+   */
+  private unhandled: ServerFrame[] = [];
   private closedWith?: ChatError;
   private closeHandlers = new Set<(error?: ChatError) => void>();
 
@@ -44,6 +50,7 @@ export class RelayConnection {
       } catch {
         return;
       }
+      if (this.handlers.size === 0) this.unhandled.push(frame);
       for (const handler of this.handlers) handler(frame);
     });
     ws.on("close", (code, reason) => {
@@ -65,6 +72,8 @@ export class RelayConnection {
       handshakeTimeout: 15_000,
       ...tlsOptions,
     });
+    // Listen from the start, so that no frame or close is missed between "open" and the caller's handlers.
+    const connection = new RelayConnection(ws, ctx.out);
     await new Promise<void>((resolve, reject) => {
       const onError = (error: Error) => {
         cleanup();
@@ -102,16 +111,20 @@ export class RelayConnection {
       ws.on("open", onOpen);
       ws.on("unexpected-response", onUnexpected);
     });
-    return new RelayConnection(ws, ctx.out);
+    return connection;
   }
 
   onFrame(handler: FrameHandler): () => void {
     this.handlers.add(handler);
+    const early = this.unhandled.splice(0);
+    for (const frame of early) handler(frame);
     return () => this.handlers.delete(handler);
   }
 
   onClose(handler: (error?: ChatError) => void): () => void {
     this.closeHandlers.add(handler);
+    // Closed before anyone listened: tell this handler too.
+    if (this.ws.readyState === WebSocket.CLOSED) queueMicrotask(() => handler(this.closedWith));
     return () => this.closeHandlers.delete(handler);
   }
 
