@@ -1,8 +1,13 @@
 /**
- * Identity keys on this device: secp256k1 keys, each in an ethers JSON keystore v3 (Web3 Secret Storage:
- * scrypt KDF, AES-128-CTR, keccak256 MAC) encrypted with the user's password, one file per key index in
- * users/<name>/keys/. Older keys stay so that messages still sealed to them can be read.
+ * Identity keys on this device: secp256k1 keys, each in a JSON keystore version 3 (Web3 Secret Storage
+ * definition: scrypt KDF, AES-128-CTR, keccak256 MAC) encrypted with the user's password, one file per key
+ * index in users/<name>/keys/. Older keys stay so that messages still sealed to them can be read.
  * scrypt parameters: ethers' defaults N=2^17, r=8, p=1; N=2^10 only under CHAT_INSECURE_FAST_KDF=1 (tests).
+ *
+ * ethers writes the cipher section under `Crypto`, but the definition names it `crypto` and some readers
+ * (web3.js) match it case-sensitively and reject `Crypto`; so the file is written with `crypto`. Reading
+ * accepts either spelling (ethers looks keys up case-insensitively), so files written by older versions
+ * of chat, or by ethers directly, still open.
  */
 import { Wallet, decryptKeystoreJson, encryptKeystoreJson, type KeystoreAccount } from "ethers";
 import { ChatError } from "../protocol/errors";
@@ -59,12 +64,22 @@ export async function storeKey(params: {
   const publicKey = publicKeyOf(params.privateKey);
   const account: KeystoreAccount = { address: publicKeyToAddress(publicKey), privateKey: params.privateKey };
   const json = await encryptKeystoreJson(account, params.password.normalize("NFC"), params.fastKdf ? { scrypt: { N: 1 << 10 } } : {});
-  home.writeJson(keystorePath(home, username, index), JSON.parse(json));
+  home.writeJson(keystorePath(home, username, index), toWeb3SecretStorage(JSON.parse(json) as Record<string, unknown>));
   const identity = readIdentity(home, username);
   const key: LocalKey = { index, publicKey, address: account.address, createdAt: Date.now(), ...(params.pending ? { pending: true } : {}) };
   identity.keys = [...identity.keys.filter((k) => k.index !== index), key].sort((a, b) => a.index - b.index);
   home.writeJson(identityPath(home, username), identity);
   return key;
+}
+
+/**
+ * The keystore with its cipher section under the lowercase `crypto` key of the Web3 Secret Storage
+ * definition, whatever the case it came with; other fields and their order are kept.
+ */
+export function toWeb3SecretStorage(keystore: Record<string, unknown>): Record<string, unknown> {
+  const cryptoKeys = Object.keys(keystore).filter((key) => key.toLowerCase() === "crypto");
+  if (cryptoKeys.length !== 1) throw new ChatError("BAD_REQUEST", "a keystore must have exactly one crypto section");
+  return Object.fromEntries(Object.entries(keystore).map(([key, value]) => [key.toLowerCase() === "crypto" ? "crypto" : key, value]));
 }
 
 /** Marks key `index` as on chain. */
