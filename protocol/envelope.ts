@@ -8,8 +8,10 @@
  * encrypts {m: inner, s: signature} for the recipient's current public key with eth-crypto's
  * `encryptWithPublicKey`: ECIES over secp256k1 (SEC 1 §5.1: ephemeral ECDH, SHA-512 as KDF,
  * AES-256-CBC, HMAC-SHA256 over iv || ephemeral key || ciphertext, encrypt-then-MAC).
- * The envelope text is JSON `{"v":1,"c":"<hex>"}`: nothing outside the ciphertext names the sender,
- * the recipient, the id or the body. Signing inside the encryption hides who signed from the relay.
+ * The envelope text is JSON `{"v":1,"c":"0x<hex>"}`, where c is iv (16) || compressed ephemeral public
+ * key (33) || mac (32) || AES-CBC ciphertext, as lowercase 0x-prefixed hex like every binary value of the
+ * protocol. Nothing outside the ciphertext names the sender, the recipient, the id or the body. Signing
+ * inside the encryption hides who signed from the relay. protocol/README.md specifies every byte.
  *
  * open: decrypt with one of this device's keys, parse, and check: the signature recovers to the
  * sender's key at the claimed index (looked up by the caller, who has checked it against the chain);
@@ -55,7 +57,31 @@ export const InnerMessageV1 = z.object({
 export type InnerMessageV1 = z.infer<typeof InnerMessageV1>;
 
 const SignedInner = z.object({ m: InnerMessageV1, s: Signature65 });
-const EnvelopeV1 = z.object({ v: z.literal(1), c: z.string().regex(/^[0-9a-f]+$/) });
+
+/** iv (16) + compressed ephemeral key (33) + mac (32) + at least one AES block (16). */
+const MIN_CIPHERTEXT_BYTES = 16 + 33 + 32 + 16;
+
+/**
+ * `c` as written: 0x-prefixed hex. Reading also accepts it without the prefix, as the first v1 clients
+ * wrote it, so that envelopes already waiting in mailboxes and kept in local histories stay readable.
+ */
+const EnvelopeV1 = z.object({ v: z.literal(1), c: z.string().regex(/^(0x)?([0-9a-fA-F]{2})+$/) });
+
+/** The envelope's `c`: eth-crypto's compact layout (iv || compressed ephemeral key || mac || ciphertext). */
+export function encodeCiphertext(encrypted: EthCryptoTypes.Encrypted): string {
+  return `0x${EthCrypto.cipher.stringify(encrypted)}`;
+}
+
+/** Parses `c`, with or without 0x; throws ENVELOPE_INVALID when it cannot be the compact layout. */
+export function decodeCiphertext(c: string): EthCryptoTypes.Encrypted {
+  const hex = (c.startsWith("0x") ? c.slice(2) : c).toLowerCase();
+  if (hex.length / 2 < MIN_CIPHERTEXT_BYTES) throw invalid("envelope ciphertext is too short");
+  try {
+    return EthCrypto.cipher.parse(hex);
+  } catch {
+    throw invalid("envelope ciphertext is malformed");
+  }
+}
 
 /** The exact text the sender signs (EIP-191 personal message). */
 export function innerSigningText(inner: InnerMessageV1): string {
@@ -113,7 +139,7 @@ export async function sealEnvelope(params: {
     ? { iv: Buffer.from(params.deterministic.iv), ephemPrivateKey: Buffer.from(params.deterministic.ephemPrivateKey) }
     : undefined;
   const encrypted = await EthCrypto.encryptWithPublicKey(recipientPublicKey.slice(2), plaintext, options);
-  return JSON.stringify({ v: ENVELOPE_VERSION, c: EthCrypto.cipher.stringify(encrypted) });
+  return JSON.stringify({ v: ENVELOPE_VERSION, c: encodeCiphertext(encrypted) });
 }
 
 /** The byte size of the SendFrame that carries an envelope, as the relay measures it. */
@@ -206,14 +232,8 @@ export async function openEnvelope(params: {
     throw invalid(`unsupported envelope version ${String((outer as { v: unknown }).v)}`);
   }
   const envelope = EnvelopeV1.safeParse(outer);
-  if (!envelope.success) throw invalid("envelope.c must be lowercase hex");
-
-  let encrypted: EthCryptoTypes.Encrypted;
-  try {
-    encrypted = EthCrypto.cipher.parse(envelope.data.c);
-  } catch {
-    throw invalid("envelope ciphertext is malformed");
-  }
+  if (!envelope.success) throw invalid("envelope.c must be 0x-prefixed hex of whole bytes");
+  const encrypted = decodeCiphertext(envelope.data.c);
 
   // The recipient key index is inside the ciphertext (so the relay does not see it): try each key.
   // A wrong key or an altered ciphertext fails the HMAC (encrypt-then-MAC), so nothing is parsed.

@@ -86,11 +86,22 @@ describe("protocol/envelope v1", () => {
       deterministic: { iv: new Uint8Array(16).fill(7), ephemPrivateKey: new Uint8Array(32).fill(9) },
     });
     expect(envelope).to.equal(
-      '{"v":1,"c":"070707070707070707070707070707070256b328b30c8bf5839e24058747879408bdb36241dc9c2e7c619faa12b2920967c0cbc0a799f6515ccea55d4eb84e7cb977236a392e60268060b5b3161cb776355f30dd13fee045a81bfbf6f38ab1f1b7f4dc878b46ddb250d2f940eb9d60255e86126f44c14cf7007f93e7a2b88617127474ec55ab937689e2e898686a2fc8936c4e1badff015f0aa4ef49c5cb4d8fab8205fc6f77eb1e4e506f6c46e6f0fc480de7beb0a1612d86978295a5cbf7a2667d0ce717e99cac66db887721e9a49b8419787832b615ede34a0aa4881ac3b4e2093c4895fedc2107b259e4ba8e3fed1f373624444f2fe7510e3fdaf27160ae174a87ac0960fdeeef8f85515157c3dd0b42481c496d824fcf9c21bc1851490ceaf2774874adf00c1751769249915a03d50dcbbb61ddd9ba0f0401a048344089e443c2cc9edeb98dc5d63f408c52e4d38ca574766a627cf14a97b7e26441f4d72dac3916fe94efead2c96e6cd587a35412765c429cf65dd47053887c8979744c91"}',
+      '{"v":1,"c":"0x070707070707070707070707070707070256b328b30c8bf5839e24058747879408bdb36241dc9c2e7c619faa12b2920967c0cbc0a799f6515ccea55d4eb84e7cb977236a392e60268060b5b3161cb776355f30dd13fee045a81bfbf6f38ab1f1b7f4dc878b46ddb250d2f940eb9d60255e86126f44c14cf7007f93e7a2b88617127474ec55ab937689e2e898686a2fc8936c4e1badff015f0aa4ef49c5cb4d8fab8205fc6f77eb1e4e506f6c46e6f0fc480de7beb0a1612d86978295a5cbf7a2667d0ce717e99cac66db887721e9a49b8419787832b615ede34a0aa4881ac3b4e2093c4895fedc2107b259e4ba8e3fed1f373624444f2fe7510e3fdaf27160ae174a87ac0960fdeeef8f85515157c3dd0b42481c496d824fcf9c21bc1851490ceaf2774874adf00c1751769249915a03d50dcbbb61ddd9ba0f0401a048344089e443c2cc9edeb98dc5d63f408c52e4d38ca574766a627cf14a97b7e26441f4d72dac3916fe94efead2c96e6cd587a35412765c429cf65dd47053887c8979744c91"}',
     );
     const opened = await open(envelope);
     expect(opened.inner).to.deep.equal(INNER);
     expect(opened.signer).to.equal(publicKeyToAddress(publicKeyOf(ALICE)));
+  });
+
+  it("writes c as 0x-prefixed lowercase hex, and still opens v1 envelopes whose c has no 0x (the first clients' form)", async () => {
+    const envelope = await sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
+    const { c } = JSON.parse(envelope) as { c: string };
+    expect(c).to.match(/^0x([0-9a-f]{2})+$/);
+    // the same bytes in the old form: no prefix
+    const legacy = JSON.stringify({ v: 1, c: c.slice(2) });
+    expect((await open(legacy)).inner).to.deep.equal(INNER);
+    // and written by eth-crypto directly, as the first clients did
+    expect((await open(await encryptRaw({ m: INNER, s: signInner({ inner: INNER, privateKey: ALICE }) }))).inner).to.deep.equal(INNER);
   });
 
   it("the signature is an EIP-191 personal message that any wallet library can check", async () => {
@@ -183,6 +194,9 @@ describe("protocol/envelope v1", () => {
     await expectRejected(open(JSON.stringify({ v: 2, c: "00" })), "ENVELOPE_INVALID", /version 2/);
     await expectRejected(open("not json"), "ENVELOPE_INVALID");
     await expectRejected(open(JSON.stringify({ v: 1, c: "XYZ" })), "ENVELOPE_INVALID");
+    await expectRejected(open(JSON.stringify({ v: 1, c: "0x" })), "ENVELOPE_INVALID", /0x-prefixed hex/);
+    await expectRejected(open(JSON.stringify({ v: 1, c: "0x" + "ab".repeat(40) + "a" })), "ENVELOPE_INVALID", /whole bytes/);
+    await expectRejected(open(JSON.stringify({ v: 1, c: "0x" + "ab".repeat(96) })), "ENVELOPE_INVALID", /too short/);
     await expectRejected(open(await encryptRaw({ m: { ...INNER, v: 7 }, s: "0x00" })), "ENVELOPE_INVALID", /malformed/);
   });
 
