@@ -102,12 +102,16 @@ export function innerDigest(inner: InnerMessageV1): string {
   return hashMessage(innerSigningText(inner));
 }
 
+/** A UTF-16 surrogate without its partner: it has no UTF-8 form, so it cannot survive encryption intact. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function parseInner(value: unknown, field: string): InnerMessageV1 {
   const parsed = InnerMessageV1.safeParse(value);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new ChatError("BAD_REQUEST", `${field}.${issue.path.join(".")}: ${issue.message}`);
   }
+  if (LONE_SURROGATE.test(parsed.data.body)) throw new ChatError("BAD_REQUEST", `${field}.body: not well-formed Unicode (a lone surrogate)`);
   return parsed.data;
 }
 

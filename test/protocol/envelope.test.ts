@@ -218,6 +218,12 @@ describe("protocol/envelope v1", () => {
       expect((error as ChatError).code).to.equal("BAD_REQUEST");
       expect((error as Error).message).to.match(/inner\.id/);
     }
+    // a lone surrogate would become U+FFFD on the way to UTF-8 and break the signature: refused up front
+    await expectRejected(
+      sealEnvelope({ inner: { ...INNER, body: "a\ud800b" }, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) }),
+      "BAD_REQUEST",
+      /inner\.body/,
+    );
     await expectRejected(
       sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: "0x1234" }),
       "INVALID_PUBLIC_KEY",
