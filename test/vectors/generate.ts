@@ -38,7 +38,7 @@ function lengthPrefixed(value: string): Buffer {
   return Buffer.concat([length, bytes]);
 }
 
-export const VECTOR_DEPLOYER = keyInfo(key("d0"));
+const VECTOR_DEPLOYER = keyInfo(key("d0"));
 const CHAIN_ID = "31337";
 // The registry's address when VECTOR_DEPLOYER deploys it as its first transaction, so a test can put the
 // real contract at the vectors' address and submit the vectors' signatures to it.
@@ -203,7 +203,7 @@ function safetyNumberVectors() {
   return [{ a: alice, b: bob, aDigits: partyDigits(alice), bDigits: partyDigits(bob), safetyNumber: digits, formatted: formatSafetyNumber(digits) }];
 }
 
-export async function generateVectors() {
+async function generateVectors() {
   const credential = await credentialVectors();
   return {
     name: "eth-chat protocol v1 known-answer vectors",
