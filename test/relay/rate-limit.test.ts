@@ -6,8 +6,12 @@ import Redis from "ioredis";
 import { ChatError } from "../../protocol/errors";
 import { RateLimiter } from "../../relay/http/rate-limit";
 import { backoffDelayMs, type AttemptLimiter, type BackoffPolicy, type LimitEntry } from "../../relay/limits/limits";
+import type { Pool } from "mysql2/promise";
+import pino from "pino";
+import { createAttemptLimits, type AttemptLimits } from "../../relay/limits/create";
 import { MemoryAttemptLimiter, MemoryPasswordBackoff } from "../../relay/limits/memory";
-import { createRedisLimits, type RedisLimits } from "../../relay/limits/redis";
+import { createMysqlPool } from "../../relay/storage/mysql-pool";
+import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { freePort } from "../helpers/ports";
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -147,12 +151,20 @@ describe("rate limits", function () {
   describe("in Redis", () => {
     let admin: Redis;
     let prefix: string;
-    const opened: RedisLimits[] = [];
+    const opened: AttemptLimits[] = [];
 
-    const open = async (options: { windowMs?: number; url?: string } = {}) => {
-      const limits = createRedisLimits({ url: options.url ?? REDIS_URL, windowMs: options.windowMs ?? 60_000, policy, keyPrefix: prefix });
+    const open = async (options: { windowMs?: number; url?: string; logger?: pino.Logger } = {}) => {
+      const limits = createAttemptLimits({
+        redisUrl: options.url ?? REDIS_URL,
+        pool: null,
+        windowMs: options.windowMs ?? 60_000,
+        policy,
+        keyPrefix: prefix,
+        logger: options.logger,
+      });
       opened.push(limits);
-      if (!options.url) await limits.ping();
+      expect(limits.store).to.equal("redis");
+      if (!options.url) await limits.ready();
       return limits;
     };
 
@@ -190,7 +202,7 @@ describe("rate limits", function () {
       expect(await admin.get(prefix + "w:login:user:alice")).to.equal("6");
     });
 
-    it("allows again once the window has expired", async () => {
+    it("allows again once the window has expired, and the key is gone from Redis", async () => {
       const limiter = (await open({ windowMs: 300 })).limiter;
       const entries = [{ key: "login:user:bob", limit: 2 }];
       await hitTimes(limiter, entries, 2);
@@ -211,27 +223,33 @@ describe("rate limits", function () {
       expect(retryAfter(await refused(() => b.backoff.checkAllowed("carol")))).to.be.within(7, 8);
       await b.backoff.checkAllowed("dave");
       const failKey = prefix + "f:carol";
+      expect(await admin.get(failKey)).to.equal("8");
       expect(await admin.pttl(failKey)).to.be.within(1, policy.forgetAfterMs);
       await a.backoff.recordSuccess("carol");
       await b.backoff.checkAllowed("carol");
       expect(await admin.exists(failKey, prefix + "b:carol")).to.equal(0);
     });
 
-    it("falls back to this instance's memory while Redis is unreachable, and still limits", async () => {
+    it("falls back to this instance's memory while Redis is unreachable, still limits, and says so once", async () => {
       const port = await freePort(); // nothing listens there
-      const limits = await open({ url: `redis://127.0.0.1:${port}` });
+      const lines: string[] = [];
+      const logger = pino({ level: "info" }, { write: (line: string) => lines.push(line) });
+      const limits = await open({ url: `redis://127.0.0.1:${port}`, logger });
       const entries = [{ key: "login:user:erin", limit: 3 }];
       await hitTimes(limits.limiter, entries, 3);
       await refused(() => limits.limiter.hit(entries));
       for (let i = 0; i < 4; i++) await limits.backoff.recordFailure("erin");
       await refused(() => limits.backoff.checkAllowed("erin"));
+      expect(lines.filter((line) => line.includes("counting on this instance only"))).to.have.length(1);
     });
 
     describe("with a Redis that goes away and comes back", () => {
       let server: ChildProcess | null = null;
       let port: number;
       const start = async () => {
-        server = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: ["ignore", "pipe", "ignore"] });
+        server = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+          stdio: ["ignore", "pipe", "ignore"],
+        });
         let out = "";
         server.stdout!.on("data", (chunk) => (out += chunk));
         const deadline = Date.now() + 5_000;
@@ -256,8 +274,8 @@ describe("rate limits", function () {
       it("counts locally during the outage and across instances again after it", async () => {
         const url = `redis://127.0.0.1:${port}`;
         const [a, b] = [await open({ url }), await open({ url })];
-        await a.ping();
-        await b.ping();
+        await a.ready();
+        await b.ready();
         const entries = [{ key: "login:user:frank", limit: 3 }];
         await hitTimes(a.limiter, entries, 3);
         await refused(() => b.limiter.hit(entries));
@@ -271,12 +289,94 @@ describe("rate limits", function () {
         await refused(() => b.limiter.hit(fresh));
 
         await start();
-        await a.ping();
-        await b.ping();
-        const after = [{ key: "login:user:heidi", limit: 2 }];
-        await hitTimes(a.limiter, after, 2);
-        await refused(() => b.limiter.hit(after));
+        await a.ready();
+        await b.ready();
+        const shared = [{ key: "login:user:heidi", limit: 2 }];
+        await hitTimes(a.limiter, shared, 2);
+        await refused(() => b.limiter.hit(shared));
       });
+    });
+  });
+
+  describe("in MySQL (no Redis configured)", () => {
+    let db: TestDatabase;
+    let pool: Pool;
+    let now: number;
+    const clock = () => now;
+    const open = async (windowMs = 60_000) => {
+      const limits = createAttemptLimits({ redisUrl: null, pool, windowMs, policy, clock });
+      expect(limits.store).to.equal("mysql");
+      await limits.migrate();
+      return limits;
+    };
+    const rowCount = async (table: string) => {
+      const [rows] = await pool.query<any[]>(`SELECT COUNT(*) AS n FROM ${table}`);
+      return Number(rows[0].n);
+    };
+
+    before(async () => {
+      db = await createTestDatabase("chat_limits");
+      pool = createMysqlPool(db.url, { connectionLimit: 4 });
+    });
+    beforeEach(() => {
+      now = 1_700_000_000_000;
+    });
+    after(async () => {
+      await pool?.end();
+      await db?.drop();
+    });
+
+    it("shares the count between two instances and starts a new window after expiry", async () => {
+      const [a, b] = [await open(), await open()];
+      const entries = [
+        { key: "login:user:ivan", limit: 3 },
+        { key: "login:addr:10.0.0.2", limit: 100 },
+      ];
+      await hitTimes(a.limiter, entries, 2);
+      await b.limiter.hit(entries);
+      now += 15_000;
+      expect(retryAfter(await refused(() => b.limiter.hit(entries)))).to.equal(45);
+      await refused(() => a.limiter.hit(entries));
+      now += 45_000;
+      await a.limiter.hit(entries);
+      await hitTimes(b.limiter, entries, 2);
+      await refused(() => a.limiter.hit(entries));
+    });
+
+    it("shares the password backoff between instances", async () => {
+      const [a, b] = [await open(), await open()];
+      const delays: number[] = [];
+      for (let n = 1; n <= 6; n++) delays.push((await (n % 2 ? a : b).backoff.recordFailure("judy")).delayMs);
+      expect(delays).to.deep.equal([1, 2, 3, 4, 5, 6].map((n) => backoffDelayMs(policy, n)));
+      expect(retryAfter(await refused(() => a.backoff.checkAllowed("judy")))).to.equal(4);
+      now += 4_000;
+      await b.backoff.checkAllowed("judy");
+      await b.backoff.recordSuccess("judy");
+      expect((await a.backoff.recordFailure("judy")).failures).to.equal(1);
+    });
+
+    it("purges expired rows, so the tables hold about one window of keys", async () => {
+      const limits = await open(1_000);
+      await pool.query("DELETE FROM rate_limit_windows"); // rows of the tests above
+      for (let i = 0; i < 300; i++) await limits.limiter.hit([{ key: `junk:${i}`, limit: 5 }]);
+      expect(await rowCount("rate_limit_windows")).to.be.at.least(300);
+      now += 1_000;
+      await limits.limiter.hit([{ key: "fresh", limit: 5 }]); // starts the purge in the background
+      const deadline = Date.now() + 5_000;
+      while ((await rowCount("rate_limit_windows")) > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(await rowCount("rate_limit_windows")).to.equal(1);
+    });
+
+    it("falls back to memory while the database is unreachable, and still limits", async () => {
+      const deadPool = createMysqlPool(`mysql://root@127.0.0.1:${await freePort()}/none`, { connectionLimit: 1 });
+      try {
+        const limits = createAttemptLimits({ redisUrl: null, pool: deadPool, windowMs: 60_000, policy, clock });
+        const entries = [{ key: "login:user:mallory", limit: 2 }];
+        await hitTimes(limits.limiter, entries, 2);
+        await refused(() => limits.limiter.hit(entries));
+      } finally {
+        await deadPool.end();
+      }
     });
   });
 });
