@@ -2,7 +2,8 @@
  * The routes' synchronous limiter: fixed-window attempt counters per key (a username or a client address)
  * in this process's memory, bounded in keys (see relay/limits/memory.ts). Counts attempts, not only
  * failures, so that guessing passwords costs the same whether guesses fail or not. Limits shared across
- * relay instances are the AttemptLimiter of relay/limits/ (async: `await limiter.hit([...])`).
+ * relay instances are the AttemptLimiter built by createAttemptLimits() in relay/limits/create.ts (async:
+ * `await limiter.hit([...])`).
  */
 import { rateLimitedError, type LimitEntry } from "../limits/limits";
 import { BoundedFixedWindows } from "../limits/memory";

@@ -41,6 +41,10 @@ export const DEFAULT_BACKOFF_POLICY: BackoffPolicy = {
   forgetAfterMs: 24 * 60 * 60_000,
 };
 
+/**
+ * For each password check (login, reset): `await limiter.hit(...)`, then `await backoff.checkAllowed(user)`,
+ * then the check, then `recordFailure(user)` or `recordSuccess(user)`.
+ */
 export interface PasswordBackoff {
   /** Throws RATE_LIMITED (with the wait) while the user is inside a backoff delay. */
   checkAllowed(username: string): Promise<void>;
