@@ -25,7 +25,7 @@ import {
   type PutResult,
   type StoredMessage,
 } from "./mailbox";
-import { frameRecord, readFrames } from "./record-frame";
+import { FRAME_HEADER_BYTES, frameRecord, readFrames } from "./record-frame";
 import { createSerialBatcher } from "./serial-batcher";
 
 const LOG_NAME = "mailbox.log";
@@ -124,8 +124,6 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   let failure: MailboxError | undefined;
   let compactionQueued = false;
 
-  const tombstoneBytes = (row: Row) => row.bytes - Buffer.byteLength(row.envelope, "utf8");
-
   const insertRow = (row: Row) => {
     byKey.set(keyOf(row.recipient, row.sender, row.id), row);
     let list = byRecipient.get(row.recipient);
@@ -140,10 +138,11 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   const ackRow = (recipient: string, sender: string, id: string): boolean => {
     const row = byKey.get(keyOf(recipient, sender, id));
     if (!row || row.acked) return false;
-    liveBytes -= row.bytes - tombstoneBytes(row);
-    row.bytes = tombstoneBytes(row);
     row.acked = true;
     row.envelope = "";
+    liveBytes -= row.bytes;
+    row.bytes = encode(putRecordOf(row)).length; // what compaction will write for the tombstone
+    liveBytes += row.bytes;
     unacked--;
     const list = byRecipient.get(recipient)!;
     list.acked++;
@@ -238,6 +237,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
       out = undefined;
       await rename(compactPath, logPath);
       fileBytes = position;
+      liveBytes = position;
     } catch (error) {
       // Before the rename the old log is untouched and still current: keep using it.
       await out?.close().catch(() => {});
@@ -313,8 +313,9 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
 
   const ops = createSerialBatcher<Op, unknown>({ maxBatch: MAX_BATCH, flush });
 
-  const replay = (records: LogRecord[]) => {
-    for (const record of records) {
+  /** Applies the log's records in order; `frameBytes[i]` is the on-disk size of record i. */
+  const replay = (records: LogRecord[], frameBytes: number[]) => {
+    for (const [index, record] of records.entries()) {
       switch (record.t) {
         case "m":
           if (record.nextSeq > nextSeq) nextSeq = record.nextSeq;
@@ -329,9 +330,8 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
             expiresAt: record.ea,
             seq: record.seq,
             acked: record.a === 1,
-            bytes: 0,
+            bytes: frameBytes[index],
           };
-          row.bytes = encode(putRecordOf(row)).length;
           if (!byKey.has(keyOf(row.recipient, row.sender, row.id))) insertRow(row);
           break;
         }
@@ -375,19 +375,22 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
       }
       const { payloads } = readFrames(bytes);
       const records: LogRecord[] = [];
+      const frameBytes: number[] = [];
       let usableBytes = 0;
       for (const payload of payloads) {
         const record = parseRecord(payload);
+        // a checksum can pass on a record this version cannot apply: the log is cut there like a torn tail
         if (!record || (records.length === 0) !== (record.t === "m")) break;
         records.push(record);
-        usableBytes += 8 + payload.length;
+        frameBytes.push(FRAME_HEADER_BYTES + payload.length);
+        usableBytes += FRAME_HEADER_BYTES + payload.length;
       }
       const header = records[0] as HeaderRecord | undefined;
       // The header is written whole before the log exists (rename), so a bad one means this is not our file.
       if (!header || header.format !== FORMAT || header.v !== FORMAT_VERSION) {
         throw new MailboxError("MAILBOX_UNREADABLE", `${logPath} is not a mailbox log of format ${FORMAT} v${FORMAT_VERSION}`);
       }
-      replay(records);
+      replay(records, frameBytes);
       handle = await open(logPath, "r+");
       if (usableBytes < bytes.length) {
         await handle.truncate(usableBytes);

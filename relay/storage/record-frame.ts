@@ -6,7 +6,7 @@
  */
 import { crc32 } from "./crc32";
 
-const HEADER_BYTES = 8;
+export const FRAME_HEADER_BYTES = 8;
 /** Larger than any envelope the relay accepts; a bigger length can only be damage. */
 export const MAX_RECORD_PAYLOAD_BYTES = 64 * 1024 * 1024;
 
@@ -14,10 +14,10 @@ export function frameRecord(payload: Uint8Array): Buffer {
   if (payload.length === 0 || payload.length > MAX_RECORD_PAYLOAD_BYTES) {
     throw new RangeError(`record payload must be 1..${MAX_RECORD_PAYLOAD_BYTES} bytes (got ${payload.length})`);
   }
-  const frame = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payload.length);
   frame.writeUInt32LE(payload.length, 0);
   frame.writeUInt32LE(crc32(payload), 4);
-  frame.set(payload, HEADER_BYTES);
+  frame.set(payload, FRAME_HEADER_BYTES);
   return frame;
 }
 
@@ -31,11 +31,11 @@ export interface ReadFramesResult {
 export function readFrames(bytes: Buffer): ReadFramesResult {
   const payloads: Buffer[] = [];
   let offset = 0;
-  while (offset + HEADER_BYTES <= bytes.length) {
+  while (offset + FRAME_HEADER_BYTES <= bytes.length) {
     const length = bytes.readUInt32LE(offset);
     // Zero length is refused too: a run of zero bytes would otherwise read as valid empty records.
     if (length === 0 || length > MAX_RECORD_PAYLOAD_BYTES) break;
-    const start = offset + HEADER_BYTES;
+    const start = offset + FRAME_HEADER_BYTES;
     const end = start + length;
     if (end > bytes.length) break;
     if (crc32(bytes, start, end) !== bytes.readUInt32LE(offset + 4)) break;
