@@ -1,7 +1,8 @@
 /**
  * One process per data directory: a LOCK file holding the owner's pid, created exclusively. A lock left by
  * a process that no longer runs (a crash, SIGKILL) is taken over; a live owner makes the second opener fail
- * with MAILBOX_LOCKED instead of two writers interleaving one log.
+ * with MAILBOX_LOCKED instead of two writers interleaving one log. (Two processes starting at the same
+ * instant over a stale lock could both take it over; Node has no flock, and a relay is started once.)
  */
 import { open, readFile, unlink } from "node:fs/promises";
 import path from "node:path";

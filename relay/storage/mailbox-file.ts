@@ -32,6 +32,8 @@ const LOG_NAME = "mailbox.log";
 const COMPACT_NAME = "mailbox.log.compacting";
 const FORMAT = "eth-chat-mailbox";
 const FORMAT_VERSION = 1;
+/** Owner only: the log holds ciphertexts and who wrote to whom and when. */
+const FILE_MODE = 0o600;
 /** Operations per group commit; bounds one write (and the memory it holds) under a burst. */
 const MAX_BATCH = 512;
 /** Records per write while compacting, so a large mailbox is not copied into one buffer. */
@@ -218,7 +220,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     const beforeBytes = fileBytes;
     let out: FileHandle | undefined;
     try {
-      out = await open(compactPath, "w");
+      out = await open(compactPath, "w", FILE_MODE);
       let position = 0;
       let chunk: Buffer[] = [encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq })];
       const flushChunk = async () => {
@@ -347,7 +349,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   };
 
   const createLog = async () => {
-    const h = await open(compactPath, "w");
+    const h = await open(compactPath, "w", FILE_MODE);
     try {
       const header = encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 });
       await writeFully(h, header, 0);
@@ -360,7 +362,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   };
 
   const openLog = async () => {
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     lock = await lockDirectory(dir);
     try {
       // A leftover temporary file is a compaction cut short before its rename: the log itself is whole.
