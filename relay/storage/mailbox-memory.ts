@@ -1,6 +1,6 @@
-import type { Mailbox, MailboxMessage, PutResult, StoredMessage } from "./mailbox";
+import { distinctAskedIds, type Mailbox, type MailboxMessage, type PendingIdsResult, type PutResult, type StoredMessage } from "./mailbox";
 
-/** An in-memory mailbox for tests and for a relay without MYSQL_URL: nothing survives a restart. */
+/** An in-memory mailbox for tests: nothing survives a restart (mailbox-file.ts is the durable one without MySQL). */
 export function createMemoryMailbox(): Mailbox {
   type Row = StoredMessage & { acked: boolean };
   let nextSeq = 1n;
@@ -42,6 +42,15 @@ export function createMemoryMailbox(): Mailbox {
       if (!row || row.acked) return;
       row.acked = true;
       row.envelope = "";
+    },
+    async pendingIds({ recipient, sender, ids, now }) {
+      const result: PendingIdsResult = { pending: [], delivered: [], unknown: [] };
+      for (const id of distinctAskedIds(ids)) {
+        const row = byKey.get(keyOf(recipient, sender, id));
+        if (!row || row.expiresAt <= now) result.unknown.push(id);
+        else (row.acked ? result.delivered : result.pending).push(id);
+      }
+      return result;
     },
     async purgeExpired(now) {
       let purged = 0;

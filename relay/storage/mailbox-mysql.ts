@@ -1,5 +1,5 @@
 import type { Pool, ResultSetHeader, RowDataPacket } from "mysql2/promise";
-import type { Mailbox, MailboxMessage, PutResult, StoredMessage } from "./mailbox";
+import { distinctAskedIds, type Mailbox, type MailboxMessage, type PendingIdsResult, type PutResult, type StoredMessage } from "./mailbox";
 import { createSerialBatcher } from "./serial-batcher";
 
 /** Rows per multi-row INSERT/UPDATE; bounded so that one statement stays far below max_allowed_packet. */
@@ -136,6 +136,24 @@ export function createMysqlMailbox(pool: Pool): Mailbox {
       );
     },
     ack: (key) => acks.push({ recipient: key.recipient, sender: key.sender, id: key.id }),
+    async pendingIds({ recipient, sender, ids, now }) {
+      const asked = distinctAskedIds(ids);
+      const result: PendingIdsResult = { pending: [], delivered: [], unknown: [] };
+      if (asked.length === 0) return result;
+      // One lookup on the unique key (recipient, sender, id); expired rows count as gone even before the purge.
+      const [rows] = await pool.query<RowDataPacket[]>(
+        `SELECT id, state FROM mailbox WHERE recipient = ? AND sender = ? AND id IN (?) AND expires_at > ?`,
+        [recipient, sender, asked, now],
+      );
+      const stateById = new Map<string, number>();
+      for (const r of rows) stateById.set(String(r.id), Number(r.state));
+      for (const id of asked) {
+        const state = stateById.get(id);
+        if (state === undefined) result.unknown.push(id);
+        else (state === 0 ? result.pending : result.delivered).push(id);
+      }
+      return result;
+    },
     async purgeExpired(now) {
       let total = 0;
       for (;;) {

@@ -35,9 +35,55 @@ export interface PutResult {
   receivedAt: number;
 }
 
+/** At most this many ids per pendingIds() question, so that one request stays one cheap lookup. */
+export const MAX_PENDING_IDS = 500;
+
+/** Where each asked-about message stands; every distinct asked id appears in exactly one list, in asked order. */
+export interface PendingIdsResult {
+  /** stored and waiting for the recipient's acknowledgement */
+  pending: string[];
+  /** delivered and acknowledged (the tombstone is still kept) */
+  delivered: string[];
+  /** never stored, expired, or lost: the sender should send it again (a re-send is idempotent) */
+  unknown: string[];
+}
+
+export type MailboxErrorCode =
+  /** another process (or another mailbox in this one) has the directory open */
+  | "MAILBOX_LOCKED"
+  /** used before migrate() opened it, or after close() */
+  | "MAILBOX_CLOSED"
+  /** a write or fsync failed: what reached the disk is unknown, so the store refuses further work */
+  | "MAILBOX_FAILED"
+  /** the directory holds something that is not a mailbox log of a known format */
+  | "MAILBOX_UNREADABLE"
+  /** a caller passed a malformed or oversized request */
+  | "MAILBOX_BAD_REQUEST";
+
+export class MailboxError extends Error {
+  readonly code: MailboxErrorCode;
+  constructor(code: MailboxErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "MailboxError";
+    this.code = code;
+  }
+}
+
+/** Validates a pendingIds() request the same way for every store; returns the distinct ids in asked order. */
+export function distinctAskedIds(ids: readonly string[]): string[] {
+  if (!Array.isArray(ids)) throw new MailboxError("MAILBOX_BAD_REQUEST", "ids must be an array");
+  if (ids.length > MAX_PENDING_IDS) {
+    throw new MailboxError("MAILBOX_BAD_REQUEST", `at most ${MAX_PENDING_IDS} ids per question (got ${ids.length})`);
+  }
+  for (const id of ids) {
+    if (typeof id !== "string" || id.length === 0) throw new MailboxError("MAILBOX_BAD_REQUEST", "every id must be a non-empty string");
+  }
+  return [...new Set(ids)];
+}
+
 export interface Mailbox {
-  readonly kind: "mysql" | "memory";
-  /** Creates the tables when missing; safe to call on every start. */
+  readonly kind: "mysql" | "memory" | "file";
+  /** Creates the tables (or opens the files) when missing; safe to call on every start; call before anything else. */
   migrate(): Promise<void>;
   /** Resolves when the storage answers; rejects otherwise. */
   ping(): Promise<void>;
@@ -47,6 +93,11 @@ export interface Mailbox {
   pending(params: { recipient: string; now: number; afterSeq?: string; limit: number }): Promise<StoredMessage[]>;
   /** The recipient has processed the message: erase its envelope (idempotent; unknown messages are ignored). */
   ack(params: { recipient: string; sender: string; id: string }): Promise<void>;
+  /**
+   * Where the messages `sender` sent to `recipient` under `ids` stand (at most MAX_PENDING_IDS), so that a
+   * sender whose accepted message was later lost by the relay learns of it. Expired messages are "unknown".
+   */
+  pendingIds(params: { recipient: string; sender: string; ids: readonly string[]; now: number }): Promise<PendingIdsResult>;
   /** Deletes every message (and tombstone) whose expiry has passed; returns how many. */
   purgeExpired(now: number): Promise<number>;
   /** Number of unacknowledged messages (all recipients), for the mailbox depth metric. */

@@ -1,0 +1,499 @@
+/**
+ * The mailbox in a directory of its own, for a relay without MySQL: an append-only log of CRC-framed
+ * records (record-frame.ts) replayed into an in-memory index on open. The index holds what the memory
+ * mailbox holds; the log is what makes it survive restarts and crashes.
+ *
+ * Durability: every put, ack and purge goes through one group-commit queue (serial-batcher.ts); a batch is
+ * appended and fdatasync'ed before any of its callers resolves, so "accepted" is only ever said about a
+ * message on disk. Readers see a new message only once its batch is on disk (visibleSeq), so nothing is
+ * delivered that a crash could still take back. A torn or damaged tail (a crash mid-append) is cut off on
+ * open and reported; what precedes it is intact.
+ *
+ * When most of the log is garbage (acknowledged envelopes, purged messages) it is compacted: the live index
+ * is written to a temporary file, fsync'ed, renamed over the log, and the directory fsync'ed, so a crash at
+ * any point leaves either the old or the new log whole.
+ */
+import { mkdir, open, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { lockDirectory, type DirectoryLock } from "./directory-lock";
+import {
+  MailboxError,
+  distinctAskedIds,
+  type Mailbox,
+  type MailboxMessage,
+  type PendingIdsResult,
+  type PutResult,
+  type StoredMessage,
+} from "./mailbox";
+import { FRAME_HEADER_BYTES, frameRecord, readFrames } from "./record-frame";
+import { createSerialBatcher } from "./serial-batcher";
+
+const LOG_NAME = "mailbox.log";
+const COMPACT_NAME = "mailbox.log.compacting";
+const FORMAT = "eth-chat-mailbox";
+const FORMAT_VERSION = 1;
+/** Owner only: the log holds ciphertexts and who wrote to whom and when. */
+const FILE_MODE = 0o600;
+/** Operations per group commit; bounds one write (and the memory it holds) under a burst. */
+const MAX_BATCH = 512;
+/** Records per write while compacting, so a large mailbox is not copied into one buffer. */
+const COMPACT_CHUNK_RECORDS = 2_048;
+
+export type FileMailboxEvent =
+  | { type: "tail-truncated"; file: string; validBytes: number; truncatedBytes: number }
+  | { type: "compacted"; file: string; beforeBytes: number; afterBytes: number }
+  | { type: "compaction-failed"; file: string; error: unknown };
+
+export interface FileMailboxOptions {
+  /** The directory of this mailbox (created if missing); one process at a time. */
+  dir: string;
+  /** Compaction is considered once the log exceeds this size. Default 8 MiB. */
+  compactMinBytes?: number;
+  /** ...and runs when the log is more than this many times the size of its live records. Default 2. */
+  compactGarbageRatio?: number;
+  /** Recoveries and compactions, for the relay's log; never carries envelopes. */
+  onEvent?: (event: FileMailboxEvent) => void;
+}
+
+// Records as JSON: short keys keep the log small; seq as a number (safe far beyond any mailbox's life).
+type HeaderRecord = { t: "m"; format: string; v: number; nextSeq: number };
+type PutRecord = { t: "p"; seq: number; r: string; s: string; i: string; e: string; ra: number; ea: number; a?: 1 };
+type AckRecord = { t: "a"; r: string; s: string; i: string };
+type PurgeRecord = { t: "x"; now: number };
+type LogRecord = HeaderRecord | PutRecord | AckRecord | PurgeRecord;
+
+type Row = { recipient: string; sender: string; id: string; envelope: string; receivedAt: number; expiresAt: number; seq: number; acked: boolean; bytes: number };
+type RecipientRows = { rows: Row[]; acked: number };
+
+type Op =
+  | { kind: "put"; message: MailboxMessage }
+  | { kind: "ack"; recipient: string; sender: string; id: string }
+  | { kind: "purge"; now: number }
+  | { kind: "compact" };
+
+const keyOf = (recipient: string, sender: string, id: string) => `${recipient}\n${sender}\n${id}`;
+const encode = (record: LogRecord) => frameRecord(Buffer.from(JSON.stringify(record), "utf8"));
+
+function parseRecord(payload: Buffer): LogRecord | undefined {
+  try {
+    const value = JSON.parse(payload.toString("utf8")) as LogRecord;
+    return value && typeof value === "object" && typeof value.t === "string" ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeFully(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export function createFileMailbox(options: FileMailboxOptions): Mailbox {
+  const dir = path.resolve(options.dir);
+  const logPath = path.join(dir, LOG_NAME);
+  const compactPath = path.join(dir, COMPACT_NAME);
+  const compactMinBytes = options.compactMinBytes ?? 8 * 1024 * 1024;
+  const compactGarbageRatio = options.compactGarbageRatio ?? 2;
+  const emit = (event: FileMailboxEvent) => options.onEvent?.(event);
+
+  // The index (as in mailbox-memory.ts). byKey keeps insertion order, which is seq order, for compaction.
+  const byKey = new Map<string, Row>();
+  const byRecipient = new Map<string, RecipientRows>();
+  let nextSeq = 1;
+  /** Highest seq whose record is on disk: readers never see beyond it. */
+  let visibleSeq = 0;
+  let unacked = 0;
+  /** Bytes the live rows would take in a compacted log. */
+  let liveBytes = 0;
+
+  let handle: FileHandle | undefined;
+  let lock: DirectoryLock | undefined;
+  let fileBytes = 0;
+  let opening: Promise<void> | undefined;
+  let closed = false;
+  let failure: MailboxError | undefined;
+  let compactionQueued = false;
+
+  const insertRow = (row: Row) => {
+    byKey.set(keyOf(row.recipient, row.sender, row.id), row);
+    let list = byRecipient.get(row.recipient);
+    if (!list) byRecipient.set(row.recipient, (list = { rows: [], acked: 0 }));
+    list.rows.push(row);
+    if (row.acked) list.acked++;
+    else unacked++;
+    liveBytes += row.bytes;
+    if (row.seq >= nextSeq) nextSeq = row.seq + 1;
+  };
+
+  const ackRow = (recipient: string, sender: string, id: string): boolean => {
+    const row = byKey.get(keyOf(recipient, sender, id));
+    if (!row || row.acked) return false;
+    row.acked = true;
+    row.envelope = "";
+    liveBytes -= row.bytes;
+    row.bytes = encode(putRecordOf(row)).length; // what compaction will write for the tombstone
+    liveBytes += row.bytes;
+    unacked--;
+    const list = byRecipient.get(recipient)!;
+    list.acked++;
+    // Tombstones stay in byKey until expiry; drop them from the recipient's list once they dominate it,
+    // so that listing a backlog does not walk past thousands of delivered messages.
+    if (list.acked > 64 && list.acked * 2 > list.rows.length) {
+      list.rows = list.rows.filter((r) => !r.acked);
+      list.acked = 0;
+    }
+    return true;
+  };
+
+  const purgeRows = (now: number): number => {
+    let purged = 0;
+    const touched = new Set<string>();
+    for (const [key, row] of byKey) {
+      if (row.expiresAt > now) continue;
+      byKey.delete(key);
+      liveBytes -= row.bytes;
+      if (!row.acked) unacked--;
+      touched.add(row.recipient);
+      purged++;
+    }
+    for (const recipient of touched) {
+      const list = byRecipient.get(recipient)!;
+      const rows = list.rows.filter((r) => r.expiresAt > now);
+      if (rows.length === 0) byRecipient.delete(recipient);
+      else byRecipient.set(recipient, { rows, acked: rows.filter((r) => r.acked).length });
+    }
+    return purged;
+  };
+
+  const putRecordOf = (row: Row): PutRecord => ({
+    t: "p",
+    seq: row.seq,
+    r: row.recipient,
+    s: row.sender,
+    i: row.id,
+    e: row.envelope,
+    ra: row.receivedAt,
+    ea: row.expiresAt,
+    ...(row.acked ? { a: 1 as const } : {}),
+  });
+
+  const usable = () => {
+    if (failure) throw failure;
+    if (closed || !handle) throw new MailboxError("MAILBOX_CLOSED", `mailbox ${dir} is not open`);
+    return handle;
+  };
+
+  const fail = (what: string, error: unknown): MailboxError => {
+    // After a failed write or fsync the disk holds an unknown prefix of what we meant; the index can no
+    // longer be trusted to match it, so everything stops until a restart replays the log.
+    failure ??= new MailboxError("MAILBOX_FAILED", `mailbox ${dir}: ${what} failed; restart to recover from the log`, { cause: error });
+    return failure;
+  };
+
+  const append = async (frames: Buffer[]) => {
+    if (frames.length === 0) return;
+    const h = usable();
+    const bytes = frames.length === 1 ? frames[0] : Buffer.concat(frames);
+    try {
+      await writeFully(h, bytes, fileBytes);
+      await h.datasync();
+    } catch (error) {
+      throw fail("append", error);
+    }
+    fileBytes += bytes.length;
+  };
+
+  const compact = async () => {
+    compactionQueued = false;
+    const beforeBytes = fileBytes;
+    let out: FileHandle | undefined;
+    try {
+      out = await open(compactPath, "w", FILE_MODE);
+      let position = 0;
+      let chunk: Buffer[] = [encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq })];
+      const flushChunk = async () => {
+        const bytes = Buffer.concat(chunk);
+        await writeFully(out!, bytes, position);
+        position += bytes.length;
+        chunk = [];
+      };
+      for (const row of byKey.values()) {
+        chunk.push(encode(putRecordOf(row)));
+        if (chunk.length >= COMPACT_CHUNK_RECORDS) await flushChunk();
+      }
+      await flushChunk();
+      await out.sync();
+      await out.close();
+      out = undefined;
+      await rename(compactPath, logPath);
+      fileBytes = position;
+      liveBytes = position;
+    } catch (error) {
+      // Before the rename the old log is untouched and still current: keep using it.
+      await out?.close().catch(() => {});
+      await unlink(compactPath).catch(() => {});
+      emit({ type: "compaction-failed", file: logPath, error });
+      return;
+    }
+    // From here the new log is in place; the open handle still points at the old (unlinked) file.
+    try {
+      await fsyncDirectory(dir);
+      const old = handle;
+      handle = await open(logPath, "r+");
+      await old?.close();
+    } catch (error) {
+      throw fail("switching to the compacted log", error);
+    }
+    emit({ type: "compacted", file: logPath, beforeBytes, afterBytes: fileBytes });
+  };
+
+  const maybeQueueCompaction = () => {
+    if (compactionQueued || fileBytes < compactMinBytes || fileBytes <= compactGarbageRatio * liveBytes) return;
+    compactionQueued = true;
+    // Runs as the next item of the commit queue, between batches; its caller is nobody.
+    ops.push({ kind: "compact" }).catch(() => {});
+  };
+
+  const flush = async (batch: Op[]): Promise<unknown[]> => {
+    usable();
+    const results: unknown[] = [];
+    let frames: Buffer[] = [];
+    for (const op of batch) {
+      switch (op.kind) {
+        case "put": {
+          const m = op.message;
+          const existing = byKey.get(keyOf(m.recipient, m.sender, m.id));
+          if (existing) {
+            results.push({ outcome: existing.acked ? "acked" : "pending", seq: String(existing.seq), receivedAt: existing.receivedAt } satisfies PutResult);
+            break;
+          }
+          const row: Row = { ...pick(m), seq: nextSeq, acked: false, bytes: 0 };
+          const frame = encode(putRecordOf(row));
+          row.bytes = frame.length;
+          insertRow(row);
+          frames.push(frame);
+          results.push({ outcome: "new", seq: String(row.seq), receivedAt: row.receivedAt } satisfies PutResult);
+          break;
+        }
+        case "ack":
+          if (ackRow(op.recipient, op.sender, op.id)) frames.push(encode({ t: "a", r: op.recipient, s: op.sender, i: op.id }));
+          results.push(undefined);
+          break;
+        case "purge": {
+          const purged = purgeRows(op.now);
+          if (purged > 0) frames.push(encode({ t: "x", now: op.now }));
+          results.push(purged);
+          break;
+        }
+        case "compact":
+          // Everything before it in this batch goes to the old log first, so the snapshot is all on disk.
+          await append(frames);
+          frames = [];
+          visibleSeq = nextSeq - 1;
+          await compact();
+          results.push(undefined);
+          break;
+      }
+    }
+    await append(frames);
+    visibleSeq = nextSeq - 1;
+    maybeQueueCompaction();
+    return results;
+  };
+
+  const ops = createSerialBatcher<Op, unknown>({ maxBatch: MAX_BATCH, flush });
+
+  /** Applies the log's records in order; `frameBytes[i]` is the on-disk size of record i. */
+  const replay = (records: LogRecord[], frameBytes: number[]) => {
+    for (const [index, record] of records.entries()) {
+      switch (record.t) {
+        case "m":
+          if (record.nextSeq > nextSeq) nextSeq = record.nextSeq;
+          break;
+        case "p": {
+          const row: Row = {
+            recipient: record.r,
+            sender: record.s,
+            id: record.i,
+            envelope: record.e,
+            receivedAt: record.ra,
+            expiresAt: record.ea,
+            seq: record.seq,
+            acked: record.a === 1,
+            bytes: frameBytes[index],
+          };
+          if (!byKey.has(keyOf(row.recipient, row.sender, row.id))) insertRow(row);
+          break;
+        }
+        case "a":
+          ackRow(record.r, record.s, record.i);
+          break;
+        case "x":
+          purgeRows(record.now);
+          break;
+      }
+    }
+    visibleSeq = nextSeq - 1;
+  };
+
+  const createLog = async () => {
+    const h = await open(compactPath, "w", FILE_MODE);
+    try {
+      const header = encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 });
+      await writeFully(h, header, 0);
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+    await rename(compactPath, logPath);
+    await fsyncDirectory(dir);
+  };
+
+  const openLog = async () => {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    lock = await lockDirectory(dir);
+    try {
+      // A leftover temporary file is a compaction cut short before its rename: the log itself is whole.
+      await unlink(compactPath).catch(() => {});
+      let bytes = await readFile(logPath).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === "ENOENT") return undefined;
+        throw error;
+      });
+      if (bytes === undefined) {
+        await createLog();
+        bytes = await readFile(logPath);
+      }
+      const { payloads } = readFrames(bytes);
+      const records: LogRecord[] = [];
+      const frameBytes: number[] = [];
+      let usableBytes = 0;
+      for (const payload of payloads) {
+        const record = parseRecord(payload);
+        // a checksum can pass on a record this version cannot apply: the log is cut there like a torn tail
+        if (!record || (records.length === 0) !== (record.t === "m")) break;
+        records.push(record);
+        frameBytes.push(FRAME_HEADER_BYTES + payload.length);
+        usableBytes += FRAME_HEADER_BYTES + payload.length;
+      }
+      const header = records[0] as HeaderRecord | undefined;
+      // The header is written whole before the log exists (rename), so a bad one means this is not our file.
+      if (!header || header.format !== FORMAT || header.v !== FORMAT_VERSION) {
+        throw new MailboxError("MAILBOX_UNREADABLE", `${logPath} is not a mailbox log of format ${FORMAT} v${FORMAT_VERSION}`);
+      }
+      replay(records, frameBytes);
+      handle = await open(logPath, "r+");
+      if (usableBytes < bytes.length) {
+        await handle.truncate(usableBytes);
+        await handle.sync();
+        emit({ type: "tail-truncated", file: logPath, validBytes: usableBytes, truncatedBytes: bytes.length - usableBytes });
+      }
+      fileBytes = usableBytes;
+    } catch (error) {
+      await handle?.close().catch(() => {});
+      handle = undefined;
+      await lock.release();
+      lock = undefined;
+      throw error;
+    }
+  };
+
+  const visible = (row: Row, now: number) => !row.acked && row.seq <= visibleSeq && row.expiresAt > now;
+
+  return {
+    kind: "file",
+    migrate() {
+      if (closed) return Promise.reject(new MailboxError("MAILBOX_CLOSED", `mailbox ${dir} is closed`));
+      opening ??= openLog().catch((error) => {
+        opening = undefined;
+        throw error;
+      });
+      return opening;
+    },
+    async ping() {
+      usable();
+    },
+    async put(message) {
+      usable();
+      checkMessage(message);
+      return (await ops.push({ kind: "put", message })) as PutResult;
+    },
+    async pending({ recipient, now, afterSeq, limit }) {
+      usable();
+      const after = afterSeq === undefined ? 0 : Number(afterSeq);
+      const rows = byRecipient.get(recipient)?.rows ?? [];
+      // rows are in seq order: start at the first one after `after`
+      let lo = 0;
+      let hi = rows.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (rows[mid].seq <= after) lo = mid + 1;
+        else hi = mid;
+      }
+      const out: StoredMessage[] = [];
+      for (let i = lo; i < rows.length && out.length < limit; i++) {
+        const row = rows[i];
+        if (!visible(row, now)) continue;
+        out.push({ ...pick(row), seq: String(row.seq) });
+      }
+      return out;
+    },
+    async ack({ recipient, sender, id }) {
+      usable();
+      await ops.push({ kind: "ack", recipient, sender, id });
+    },
+    async pendingIds({ recipient, sender, ids, now }) {
+      usable();
+      const result: PendingIdsResult = { pending: [], delivered: [], unknown: [] };
+      for (const id of distinctAskedIds(ids)) {
+        const row = byKey.get(keyOf(recipient, sender, id));
+        if (!row || row.seq > visibleSeq || row.expiresAt <= now) result.unknown.push(id);
+        else (row.acked ? result.delivered : result.pending).push(id);
+      }
+      return result;
+    },
+    async purgeExpired(now) {
+      usable();
+      return (await ops.push({ kind: "purge", now })) as number;
+    },
+    async depth() {
+      usable();
+      return unacked;
+    },
+    async close() {
+      if (closed) return;
+      await opening?.catch(() => {});
+      await ops.idle();
+      closed = true;
+      await handle?.close().catch(() => {});
+      handle = undefined;
+      await lock?.release();
+      lock = undefined;
+    },
+  };
+}
+
+/** The log stores JSON: a non-finite number or a non-string would not read back as written. */
+function checkMessage(m: MailboxMessage): void {
+  for (const field of ["recipient", "sender", "id", "envelope"] as const) {
+    if (typeof m[field] !== "string") throw new MailboxError("MAILBOX_BAD_REQUEST", `message.${field} must be a string`);
+  }
+  for (const field of ["receivedAt", "expiresAt"] as const) {
+    if (!Number.isSafeInteger(m[field])) throw new MailboxError("MAILBOX_BAD_REQUEST", `message.${field} must be an integer (Unix ms)`);
+  }
+}
+
+function pick(m: MailboxMessage): MailboxMessage {
+  return { recipient: m.recipient, sender: m.sender, id: m.id, envelope: m.envelope, receivedAt: m.receivedAt, expiresAt: m.expiresAt };
+}
