@@ -4,6 +4,8 @@
  * client that registers, logs in, rotates and resets the way the CLI does.
  */
 import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { JsonRpcProvider, Wallet, hexlify } from "ethers";
 import pino from "pino";
 import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
@@ -16,6 +18,7 @@ import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { relayEnv } from "../helpers/relay-process";
 
 export interface ChainFixture {
   anvil: AnvilNode;
@@ -44,20 +47,20 @@ export async function startChain(): Promise<ChainFixture> {
   };
 }
 
+/**
+ * The environment of an in-process relay: the relay processes' own (every setting explicit), on plain
+ * HTTP (so DATA_DIR, where only a TLS certificate would go, stays unused), quiet, port chosen later.
+ */
 export function testEnv(chain: ChainFixture, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    RPC_URL: chain.anvil.url,
-    CONTRACT_ADDRESS: chain.deployed.address,
-    DEPLOY_BLOCK: String(chain.deployed.deployBlock),
-    PRIVATE_KEY: chain.deployed.relayerKey,
-    CREDENTIAL_PEPPER: randomBytes(32).toString("hex"),
-    SESSION_SECRET: randomBytes(32).toString("hex"),
-    PORT: "0",
-    INSECURE_HTTP: "1",
-    SYNC_POLL_MS: "100",
-    LOG_LEVEL: "silent",
-    ...extra,
-  };
+  return relayEnv({
+    rpcUrl: chain.anvil.url,
+    contractAddress: chain.deployed.address,
+    deployBlock: chain.deployed.deployBlock,
+    relayerKey: chain.deployed.relayerKey,
+    dataDir: path.join(tmpdir(), "chat-relay-in-process"),
+    port: 0,
+    env: { INSECURE_HTTP: "1", LOG_LEVEL: "silent", ...extra },
+  });
 }
 
 export interface RelayFixture {
@@ -94,8 +97,8 @@ export async function startRelay(params: {
   }
 }
 
-export async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; headers: Headers; body: any }> {
-  const response = await fetch(`${url}${path}`, {
+export async function api(url: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; headers: Headers; body: any }> {
+  const response = await fetch(`${url}${pathname}`, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
