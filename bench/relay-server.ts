@@ -1,22 +1,17 @@
 /**
  * The real relay for bench:relay, in a process of its own (so that it has its own core and its own
- * /proc figures): assembled exactly as relay/main.ts does (createRelay over the real MySQL cache and
- * mailbox, the ethers chain on anvil, TLS from TLS_CERT/TLS_KEY), from the same settings parsed by
+ * /proc figures): assembled by the same createRelayStack as relay/main.ts (the MySQL cache and mailbox,
+ * the ethers chain on anvil, TLS from TLS_CERT/TLS_KEY), from the same settings parsed by
  * relay/config.ts, with one difference: the per-connection send rate limit (100 msg/s by default, a
  * policy against abusive users, not a capacity) is raised to BENCH_MESSAGES_PER_SECOND, because the
  * benchmark pushes each connection far beyond it. Prints {"ready":true,"port":N} on stdout when
  * listening; SIGTERM closes everything.
  */
-import { readFile } from "node:fs/promises";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Pool } from "mysql2/promise";
 import pino from "pino";
-import { createEthersChain } from "../relay/chain/registry";
 import { parseConfig } from "../relay/config";
-import { createRelay } from "../relay/server";
-import { createMysqlCache } from "../relay/storage/cache-mysql";
-import { createMysqlMailbox } from "../relay/storage/mailbox-mysql";
-import { createMysqlPool } from "../relay/storage/mysql-pool";
+import { createRelayStack } from "../relay/stack";
 
 /**
  * BENCH_TRACE_SQL=1: time every pool.query by statement kind (first words), to see where the mailbox
@@ -51,8 +46,14 @@ async function main() {
   const config = parseConfig(process.env);
   if (!config.mysqlUrl || !config.tlsCertFile || !config.tlsKeyFile) throw new Error("bench relay needs MYSQL_URL, TLS_CERT and TLS_KEY");
   const logger = pino({ level: config.logLevel, base: { service: "bench-relay" } });
-  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
-  const pool = createMysqlPool(config.mysqlUrl);
+  const rate = Number(process.env.BENCH_MESSAGES_PER_SECOND || 1_000_000);
+  const stack = await createRelayStack({
+    config,
+    logger,
+    overrides: { messagingLimits: { messagesPerSecond: rate, messageBurst: 2 * rate, framesPerSecond: 10 * rate, maxConnections: 100_000 } },
+  });
+  // The pool opens its connections lazily: both experiments below apply to every connection it makes.
+  const pool = stack.pool!;
   if (process.env.BENCH_READ_COMMITTED === "1") {
     // Experiment only (bench:relay --read-committed 1): without REPEATABLE READ's gap locks, an ack's
     // UPDATE no longer blocks the INSERT of the same sender's next message to the same recipient.
@@ -64,19 +65,7 @@ async function main() {
   // Event-loop delay: how long ready work waited for this process's single thread.
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   if (trace) loopDelay.enable();
-  const cache = createMysqlCache(pool);
-  const mailbox = createMysqlMailbox(pool);
-  const rate = Number(process.env.BENCH_MESSAGES_PER_SECOND || 1_000_000);
-  const relay = createRelay({
-    config,
-    chain,
-    cache,
-    mailbox,
-    logger,
-    tls: { cert: await readFile(config.tlsCertFile, "utf8"), key: await readFile(config.tlsKeyFile, "utf8") },
-    messagingLimits: { messagesPerSecond: rate, messageBurst: 2 * rate, framesPerSecond: 10 * rate, maxConnections: 100_000 },
-  });
-  const { port } = await relay.listen();
+  const { port } = await stack.listen();
   process.stdout.write(`${JSON.stringify({ ready: true, port, pid: process.pid })}\n`);
 
   const stop = async () => {
@@ -84,11 +73,7 @@ async function main() {
       const ms = (ns: number) => Math.round(ns / 1e5) / 10;
       process.stderr.write(`${JSON.stringify({ sql: trace(), eventLoopDelayMs: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) } })}\n`);
     }
-    await relay.close().catch(() => undefined);
-    await mailbox.close().catch(() => undefined);
-    await cache.close().catch(() => undefined);
-    await pool.end().catch(() => undefined);
-    await chain.close();
+    await stack.close();
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop());

@@ -1,7 +1,7 @@
 /**
- * Assembles the relay from its parts: an express 5 app with the HTTP API, the messaging half
- * (WebSocket on the same server), and the chain cache sync, on HTTPS (or plain HTTP when no TLS material
- * is given). Every part is passed in, so tests build it with real or in-memory stores and a real chain.
+ * The relay's server: an express 5 app with the HTTP API and the messaging half (WebSocket on the same
+ * server), on HTTPS (or plain HTTP when no TLS material is given). Its parts (stores, chain, syncer, bus)
+ * are built and closed by relay/stack.ts; this file only serves them.
  */
 import http from "node:http";
 import https from "node:https";
@@ -12,7 +12,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { ChatError } from "../protocol/errors";
 import type { MessageBus } from "./bus/bus";
 import type { RegistryChain } from "./chain/registry";
-import { createSyncer, type Syncer } from "./chain/sync";
+import type { Syncer } from "./chain/sync";
 import type { RelayConfig } from "./config";
 import { accountRoutes } from "./http/accounts";
 import type { HttpContext } from "./http/context";
@@ -51,11 +51,11 @@ export interface RelayDeps {
   cache: CacheStore;
   mailbox: Mailbox;
   bus?: MessageBus;
+  /** Keeps `cache` true to the chain; started by listen(), stopped by close(). */
+  syncer: Syncer;
   logger: Logger;
-  clock?: () => number;
   /** PEM certificate and key; null serves plain HTTP. */
   tls: { cert: string; key: string } | null;
-  metrics?: Registry;
   /** Extra messaging limits (rates, ping interval) beyond maxFrameBytes and mailboxTtlMs. */
   messagingLimits?: Partial<MessagingLimits>;
   /** How long a write waits for the cache to show it; default 10 s. */
@@ -63,32 +63,17 @@ export interface RelayDeps {
 }
 
 export interface Relay {
-  app: express.Express;
-  server: http.Server | https.Server;
-  syncer: Syncer;
-  metrics: Registry;
-  /** Migrates the cache and mailbox tables, starts the sync, and listens on HOST:PORT. */
+  /** Starts the sync and messaging and listens on HOST:PORT (the tables must be migrated already). */
   listen(): Promise<{ url: string; port: number }>;
+  /** Stops the sync, closes every connection and the server; the parts passed in stay open. */
   close(): Promise<void>;
 }
 
 export function createRelay(deps: RelayDeps): Relay {
-  const { config, chain, cache, mailbox, bus } = deps;
-  const clock = deps.clock ?? Date.now;
-  const logger = deps.logger;
-  const metrics = deps.metrics ?? new Registry();
+  const { config, chain, cache, mailbox, bus, syncer, logger } = deps;
+  const clock = Date.now;
+  const metrics = new Registry();
   collectDefaultMetrics({ register: metrics, prefix: "chat_relay_" });
-
-  const syncer = createSyncer({
-    chain,
-    cache,
-    deployBlock: config.deployBlock,
-    pollMs: config.syncPollMs,
-    blockRange: config.syncBlockRange,
-    confirmations: config.syncConfirmations,
-    logger: logger.child({ component: "sync" }),
-    clock,
-  });
 
   const failedLogins = new Counter({
     name: "chat_relay_failed_logins_total",
@@ -183,13 +168,7 @@ export function createRelay(deps: RelayDeps): Relay {
   let listening = false;
 
   return {
-    app,
-    server,
-    syncer,
-    metrics,
     async listen() {
-      await cache.migrate();
-      await mailbox.migrate();
       messaging = attachMessaging({
         server,
         sessionSecret: config.sessionSecret,

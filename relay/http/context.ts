@@ -1,4 +1,4 @@
-/** What the HTTP routes share: parts built by createRelay, passed in so tests choose real or memory ones. */
+/** What the HTTP routes share: built once by relay/server.ts from the parts relay/stack.ts assembles. */
 import type { Request } from "express";
 import type { Logger } from "pino";
 import type { Counter, Registry } from "prom-client";

@@ -31,3 +31,5 @@ export function messagingMetrics(registry: Registry, depth: () => Promise<number
       }),
   };
 }
+
+export type MessagingMetrics = ReturnType<typeof messagingMetrics>;

@@ -64,7 +64,7 @@ export function spawnRelay(args: string[], env: Record<string, string>): ChildPr
  * that exists, so a developer's .env cannot leak into tests. Rate limits are generous unless overridden,
  * so suites that register many users do not trip them by accident.
  */
-export function relayEnv(options: Omit<RelayProcessOptions, "dataDir"> & { dataDir: string; port: number }): Record<string, string> {
+export function relayEnv(options: RelayProcessOptions & { port: number }): Record<string, string> {
   return {
     RPC_URL: options.rpcUrl,
     CONTRACT_ADDRESS: options.contractAddress,

@@ -1,28 +1,24 @@
 /**
  * Helpers of the accounts and sync tests (no tests here): a real anvil with ChatRegistry, a relay built
- * in-process with createRelay (plain HTTP on a free port) over the real MariaDB or memory stores, and a
+ * in-process with createRelayStack (plain HTTP on a free port) over the real MariaDB or memory stores, and a
  * client that registers, logs in, rotates and resets the way the CLI does.
  */
 import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { JsonRpcProvider, Wallet, hexlify } from "ethers";
-import type mysql from "mysql2/promise";
 import pino from "pino";
 import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
 import { loginMessage } from "../../protocol/wire";
-import { createEthersChain, type RegistryChain } from "../../relay/chain/registry";
 import { parseConfig, type RelayConfig } from "../../relay/config";
-import { createRelay, type Relay } from "../../relay/server";
-import { createMemoryCache } from "../../relay/storage/cache-memory";
-import { createMysqlCache } from "../../relay/storage/cache-mysql";
-import type { CacheStore } from "../../relay/storage/cache-types";
-import { createMemoryMailbox } from "../../relay/storage/mailbox-memory";
-import { createMysqlPool } from "../../relay/storage/mysql-pool";
+import { createRelayStack, type RelayStack } from "../../relay/stack";
 import { ChatRegistry__factory, type ChatRegistry } from "../../typechain-types";
 import { newIdentity, signRegister, signReset, signRotate, signUpdateCredential, type Identity } from "../contract/signing";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { relayEnv } from "../helpers/relay-process";
 
 export interface ChainFixture {
   anvil: AnvilNode;
@@ -51,34 +47,34 @@ export async function startChain(): Promise<ChainFixture> {
   };
 }
 
+/**
+ * The environment of an in-process relay: the relay processes' own (every setting explicit), on plain
+ * HTTP (so DATA_DIR, where only a TLS certificate would go, stays unused), quiet, port chosen later.
+ */
 export function testEnv(chain: ChainFixture, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    RPC_URL: chain.anvil.url,
-    CONTRACT_ADDRESS: chain.deployed.address,
-    DEPLOY_BLOCK: String(chain.deployed.deployBlock),
-    PRIVATE_KEY: chain.deployed.relayerKey,
-    CREDENTIAL_PEPPER: randomBytes(32).toString("hex"),
-    SESSION_SECRET: randomBytes(32).toString("hex"),
-    PORT: "0",
-    INSECURE_HTTP: "1",
-    SYNC_POLL_MS: "100",
-    LOG_LEVEL: "silent",
-    ...extra,
-  };
+  return relayEnv({
+    rpcUrl: chain.anvil.url,
+    contractAddress: chain.deployed.address,
+    deployBlock: chain.deployed.deployBlock,
+    relayerKey: chain.deployed.relayerKey,
+    dataDir: path.join(tmpdir(), "chat-relay-in-process"),
+    port: 0,
+    env: { INSECURE_HTTP: "1", LOG_LEVEL: "silent", ...extra },
+  });
 }
 
 export interface RelayFixture {
   url: string;
-  relay: Relay;
+  /** the relay's parts (pool, cache, chain, syncer, ...) */
+  relay: RelayStack;
   config: RelayConfig;
-  chain: RegistryChain;
-  cache: CacheStore;
-  pool: mysql.Pool | null;
+  chain: RelayStack["chain"];
+  pool: RelayStack["pool"];
   db: TestDatabase | null;
   close(): Promise<void>;
 }
 
-/** A relay in this process. `db` given: its MySQL cache; none: memory stores. */
+/** A relay in this process. `db` given: its MySQL cache and mailbox; none: memory stores. */
 export async function startRelay(params: {
   chain: ChainFixture;
   env?: Record<string, string>;
@@ -88,33 +84,21 @@ export async function startRelay(params: {
 }): Promise<RelayFixture> {
   const config = params.config ?? parseConfig(testEnv(params.chain, { ...params.env }));
   config.port = await freePort();
-  const logger = pino({ level: process.env.TEST_RELAY_LOG ?? "silent" });
-  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
   const db = params.db ?? null;
-  const pool = db ? createMysqlPool(db.url, { connectionLimit: 5 }) : null;
-  const cache = pool ? createMysqlCache(pool) : createMemoryCache();
-  const mailbox = createMemoryMailbox();
-  const relay = createRelay({ config, chain, cache, mailbox, logger, tls: null, writeSyncWaitMs: 5_000 });
-  const { url } = await relay.listen();
-  return {
-    url,
-    relay,
-    config,
-    chain,
-    cache,
-    pool,
-    db,
-    close: async () => {
-      await relay.close();
-      await mailbox.close();
-      await chain.close();
-      await pool?.end();
-    },
-  };
+  config.mysqlUrl = db?.url ?? null;
+  const logger = pino({ level: process.env.TEST_RELAY_LOG ?? "silent" });
+  const relay = await createRelayStack({ config, logger, overrides: { poolConnectionLimit: 5, writeSyncWaitMs: 5_000 } });
+  try {
+    const { url } = await relay.listen();
+    return { url, relay, config, chain: relay.chain, pool: relay.pool, db, close: () => relay.close() };
+  } catch (error) {
+    await relay.close();
+    throw error;
+  }
 }
 
-export async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; headers: Headers; body: any }> {
-  const response = await fetch(`${url}${path}`, {
+export async function api(url: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; headers: Headers; body: any }> {
+  const response = await fetch(`${url}${pathname}`, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),

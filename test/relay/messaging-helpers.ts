@@ -1,6 +1,7 @@
 /**
- * Helpers of the messaging tests: a plain-HTTP server with attachMessaging on a free loopback port, and
- * a small `ws` client that queues the frames it receives. Not a test file (no describe).
+ * Helpers of the messaging tests: the messaging half alone (attachMessaging on a plain-HTTP server on a
+ * free loopback port, with the mailbox, bus, clock and limits each test chooses), and a small `ws`
+ * client that queues the frames it receives. Not a test file (no describe).
  */
 import http from "node:http";
 import { randomBytes } from "node:crypto";

@@ -18,7 +18,7 @@ import type { Session } from "../../cli/session";
 import { newIdentity, signRegister, type Identity } from "../contract/signing";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
-import { startRelayProcess, type RelayProcess, type RelayProcessOptions } from "../helpers/relay-process";
+import type { RelayProcess, RelayProcessOptions } from "../helpers/relay-process";
 
 export interface Chain {
   anvil: AnvilNode;

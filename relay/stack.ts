@@ -1,0 +1,130 @@
+/**
+ * The one place where a relay is assembled from its settings: the MySQL pool, the users cache and the
+ * mailbox over it (or in memory without MYSQL_URL), the Redis bus, the chain, the syncer that keeps the
+ * cache true to the chain, the TLS material, and the server. relay/main.ts, the benchmark's relay and the
+ * in-process test relays all call createRelayStack, and one close() releases everything it built.
+ */
+import type { Pool } from "mysql2/promise";
+import type { Logger } from "pino";
+import { createRedisBus } from "./bus/redis";
+import type { MessageBus } from "./bus/bus";
+import { createEthersChain, type RegistryChain } from "./chain/registry";
+import { createSyncer, type Syncer } from "./chain/sync";
+import type { RelayConfig } from "./config";
+import { createRelay } from "./server";
+import { createMemoryCache } from "./storage/cache-memory";
+import { createMysqlCache } from "./storage/cache-mysql";
+import type { CacheStore } from "./storage/cache-types";
+import type { Mailbox } from "./storage/mailbox";
+import { createMemoryMailbox } from "./storage/mailbox-memory";
+import { createMysqlMailbox } from "./storage/mailbox-mysql";
+import { createMysqlPool } from "./storage/mysql-pool";
+import { loadOrCreateCertificate } from "./tls";
+import type { MessagingLimits } from "./ws/attach";
+
+/** The chain half of a relay: what `relay resync` needs, and what the server answers keys from. */
+export interface ChainCache {
+  /** null without MYSQL_URL */
+  pool: Pool | null;
+  cache: CacheStore;
+  chain: RegistryChain;
+  syncer: Syncer;
+}
+
+/** Builds the pool, the cache over it (memory without MYSQL_URL), the chain and its syncer. Nothing is opened yet. */
+export function createChainCache(params: { config: RelayConfig; logger: Logger; poolConnectionLimit?: number }): ChainCache {
+  const { config, logger } = params;
+  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
+  const pool = config.mysqlUrl ? createMysqlPool(config.mysqlUrl, { connectionLimit: params.poolConnectionLimit }) : null;
+  const cache = pool ? createMysqlCache(pool) : createMemoryCache();
+  const syncer = createSyncer({
+    chain,
+    cache,
+    deployBlock: config.deployBlock,
+    pollMs: config.syncPollMs,
+    blockRange: config.syncBlockRange,
+    confirmations: config.syncConfirmations,
+    logger: logger.child({ component: "sync" }),
+  });
+  return { pool, cache, chain, syncer };
+}
+
+/** What tests and benchmarks change; everything else follows the settings. */
+export interface RelayStackOverrides {
+  poolConnectionLimit?: number;
+  /** How long a write waits for the cache to show it; default 10 s. */
+  writeSyncWaitMs?: number;
+  /** Messaging limits beyond MAX_FRAME_BYTES and the mailbox TTL (the benchmark raises the send rate). */
+  messagingLimits?: Partial<MessagingLimits>;
+}
+
+export interface RelayStack extends ChainCache {
+  config: RelayConfig;
+  mailbox: Mailbox;
+  bus: MessageBus | null;
+  /** Migrates the tables, starts the sync, the mailbox purge and messaging, and listens on HOST:PORT. */
+  listen(): Promise<{ url: string; port: number }>;
+  /** Closes the server, then the mailbox, bus, cache, pool and chain; safe to call more than once. */
+  close(): Promise<void>;
+}
+
+export async function createRelayStack(params: { config: RelayConfig; logger: Logger; overrides?: RelayStackOverrides }): Promise<RelayStack> {
+  const { config, logger } = params;
+  const overrides = params.overrides ?? {};
+  const tls = config.insecureHttp
+    ? null
+    : await loadOrCreateCertificate({ certFile: config.tlsCertFile, keyFile: config.tlsKeyFile, dataDir: config.dataDir, host: config.host });
+  if (tls) logger.info({ certificate: tls.certFile, source: tls.source }, "TLS certificate");
+  else logger.warn("INSECURE_HTTP=1: serving plain HTTP; anyone on the network can read and change traffic (local development only)");
+
+  const parts = createChainCache({ config, logger, poolConnectionLimit: overrides.poolConnectionLimit });
+  const { pool, cache, chain, syncer } = parts;
+  if (!pool) logger.warn("MYSQL_URL is not set: users cache and mailbox are in memory; nothing survives a restart");
+  const mailbox = pool ? createMysqlMailbox(pool) : createMemoryMailbox();
+  const bus = config.redisUrl ? createRedisBus(config.redisUrl, { logger }) : null;
+  if (!bus) logger.info("REDIS_URL is not set: single relay instance");
+
+  const relay = createRelay({
+    config,
+    chain,
+    cache,
+    mailbox,
+    bus: bus ?? undefined,
+    syncer,
+    logger,
+    tls: tls ? { cert: tls.cert, key: tls.key } : null,
+    messagingLimits: overrides.messagingLimits,
+    writeSyncWaitMs: overrides.writeSyncWaitMs,
+  });
+
+  let closed: Promise<void> | null = null;
+  return {
+    ...parts,
+    config,
+    mailbox,
+    bus,
+    async listen() {
+      try {
+        if (!(await chain.isRelayer())) {
+          logger.warn({ account: chain.relayerAddress }, "this account is not an authorised relayer: registrations and resets will fail with FORBIDDEN");
+        }
+      } catch {
+        logger.warn("chain unreachable at start; the relay serves and retries (chain requests answer 503 meanwhile)");
+      }
+      await cache.migrate();
+      await mailbox.migrate();
+      return relay.listen();
+    },
+    close() {
+      closed ??= (async () => {
+        await relay.close().catch((error) => logger.error({ err: String(error?.message ?? error) }, "close failed"));
+        await mailbox.close().catch(() => undefined);
+        await bus?.close().catch(() => undefined);
+        await cache.close().catch(() => undefined);
+        await pool?.end().catch(() => undefined);
+        await chain.close();
+      })();
+      return closed;
+    },
+  };
+}

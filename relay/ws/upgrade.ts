@@ -1,0 +1,61 @@
+/**
+ * The WebSocket upgrade on /v1/ws: admission (shutting down, too many connections) and authentication
+ * (the session token as a Bearer header) happen here, so a refused client gets an HTTP status and a JSON
+ * error body and no socket is ever accepted for it.
+ */
+import type { IncomingMessage } from "node:http";
+import { STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
+import type { WebSocket, WebSocketServer } from "ws";
+import { isChatError, type ErrorCode } from "../../protocol/errors";
+import { verifySessionToken, type SessionClaims } from "../sessions";
+
+const WS_PATH = "/v1/ws";
+
+function refuse(socket: Duplex, status: number, code: ErrorCode, message: string, headers: string[] = []): void {
+  const body = JSON.stringify({ error: { code, message } });
+  const head = [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
+    "Content-Type: application/json",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    "Connection: close",
+    ...headers,
+  ];
+  socket.once("finish", () => socket.destroy());
+  socket.end(`${head.join("\r\n")}\r\n\r\n${body}`);
+}
+
+/** The server's `upgrade` listener: refuses or accepts, then hands the socket and its session on. */
+export function createUpgradeHandler(params: {
+  wss: WebSocketServer;
+  sessionSecret: Uint8Array;
+  clock: () => number;
+  isClosing: () => boolean;
+  connectionCount: () => number;
+  maxConnections: number;
+  onConnection: (ws: WebSocket, claims: SessionClaims) => void;
+}): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return (req, socket, head) => {
+    socket.on("error", () => socket.destroy());
+    let pathname = "";
+    try {
+      pathname = new URL(req.url ?? "/", "http://relay").pathname;
+    } catch {}
+    if (pathname !== WS_PATH) return refuse(socket, 404, "NOT_FOUND", `no WebSocket endpoint here; use ${WS_PATH}`);
+    if (params.isClosing()) return refuse(socket, 503, "RELAY_UNREACHABLE", "relay shutting down", ["Retry-After: 1"]);
+    if (params.connectionCount() >= params.maxConnections) {
+      return refuse(socket, 503, "RATE_LIMITED", "too many connections on this relay", ["Retry-After: 5"]);
+    }
+    const match = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/.exec(req.headers.authorization ?? "");
+    let claims: SessionClaims;
+    try {
+      claims = verifySessionToken({ secret: params.sessionSecret, token: match?.[1], now: params.clock() });
+    } catch (error) {
+      const code: ErrorCode = isChatError(error) ? error.code : "UNAUTHORIZED";
+      const message = isChatError(error) ? error.message : "invalid session token";
+      // RFC 6750 §3: a Bearer challenge with every 401.
+      return refuse(socket, 401, code, message, [`WWW-Authenticate: Bearer realm="eth-chat", error="invalid_token"`]);
+    }
+    params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims));
+  };
+}
