@@ -4,8 +4,9 @@
  * client that registers, logs in, rotates and resets the way the CLI does.
  */
 import { randomBytes } from "node:crypto";
-import { JsonRpcProvider, Wallet, hexlify } from "ethers";
+import { Wallet, hexlify, type JsonRpcProvider } from "ethers";
 import type mysql from "mysql2/promise";
+import { createRpcProvider } from "../../chain/rpc";
 import pino from "pino";
 import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
 import { loginMessage } from "../../protocol/wire";
@@ -36,7 +37,7 @@ export interface ChainFixture {
 export async function startChain(): Promise<ChainFixture> {
   const anvil = await startAnvil();
   const deployed = await deployRegistry({ rpcUrl: anvil.url });
-  const provider = new JsonRpcProvider(anvil.url, undefined, { staticNetwork: true, pollingInterval: 100 });
+  const provider = createRpcProvider(anvil.url, deployed.chainId, { pollingIntervalMs: 100 });
   const registry = ChatRegistry__factory.connect(deployed.address, provider);
   return {
     anvil,
