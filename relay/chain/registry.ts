@@ -6,11 +6,11 @@
  */
 import { Wallet, getAddress, type JsonRpcProvider, type Log } from "ethers";
 import type { Logger } from "pino";
-import { toChainError } from "./errors";
 import { connectRegistry, registryInterface, type RegistryContract } from "../../chain/registry";
 import { createRpcProvider, fetchChainId, hasContractCode } from "../../chain/rpc";
 import { ChatError } from "../../protocol/errors";
 import { usernameHash } from "../../protocol/username";
+import { toChainError } from "./errors";
 import { TxSender } from "./tx-sender";
 
 export type KeyKind = "registered" | "rotated" | "reset";
