@@ -2,10 +2,12 @@
  * The client's own view of the chain, over its own JSON-RPC endpoint (--rpc): the relay is never
  * trusted for what the chain says. Reads only; the client sends no transaction itself.
  */
-import { Contract, JsonRpcProvider, Network, getAddress } from "ethers";
+import { getAddress, type JsonRpcProvider } from "ethers";
+import { registryRevertError } from "../chain/errors";
+import { connectRegistry, type RegistryContract } from "../chain/registry";
+import { connectRpc, hasContractCode } from "../chain/rpc";
 import { ChatError } from "../protocol/errors";
 import { KEY_KINDS, keyKindName, type KeyKindName } from "../protocol/eip712";
-import { REGISTRY_READ_ABI } from "./abi";
 
 export interface ChainKeyRecord {
   index: number;
@@ -16,26 +18,16 @@ export interface ChainKeyRecord {
   kind: KeyKindName;
 }
 
-const RPC_TIMEOUT_MS = 10_000;
-
-async function rpc(url: string, method: string, params: unknown[]): Promise<unknown> {
-  let response: Response;
-  try {
-    response = await fetch(url, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
-      signal: AbortSignal.timeout(RPC_TIMEOUT_MS),
-    });
-  } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).name;
-    throw new ChatError("CHAIN_UNAVAILABLE", `chain unreachable at ${url} (${cause})`);
-  }
-  const json = (await response.json().catch(() => undefined)) as { result?: unknown; error?: { message?: string } } | undefined;
-  if (!response.ok || !json || json.error || json.result === undefined) {
-    throw new ChatError("CHAIN_UNAVAILABLE", `chain at ${url} failed ${method} (status ${response.status})`);
-  }
-  return json.result;
+/**
+ * A failed chain read as a ChatError: the contract's own custom error (unknown user, no such key record)
+ * keeps its code; anything else means the endpoint failed us.
+ */
+function readError(error: unknown, url: string, what: string): ChatError {
+  if (error instanceof ChatError) return error;
+  const reverted = registryRevertError(error);
+  if (reverted) return reverted;
+  const reason = (error as { shortMessage?: string }).shortMessage ?? "call failed";
+  return new ChatError("CHAIN_UNAVAILABLE", `chain at ${url} failed ${what}: ${reason}`);
 }
 
 export class ChainReader {
@@ -54,9 +46,7 @@ export class ChainReader {
       throw new ChatError("BAD_REQUEST", `--rpc: not a URL: ${url}`);
     }
     if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new ChatError("BAD_REQUEST", "--rpc: use an http(s):// URL");
-    const chainId = BigInt(String(await rpc(url, "eth_chainId", [])));
-    // staticNetwork: ethers would otherwise retry network detection forever on a dead endpoint
-    const provider = new JsonRpcProvider(url, Network.from(chainId), { staticNetwork: true, batchMaxCount: 1 });
+    const { chainId, provider } = await connectRpc(url);
     return new ChainReader(url, chainId, provider);
   }
 
@@ -66,15 +56,13 @@ export class ChainReader {
 
   private wrap<T>(what: string, work: Promise<T>): Promise<T> {
     return work.catch((error: unknown) => {
-      if (error instanceof ChatError) throw error;
-      throw new ChatError("CHAIN_UNAVAILABLE", `chain at ${this.url} failed ${what}`);
+      throw readError(error, this.url, what);
     });
   }
 
   /** Whether there is contract code at `address`. */
   async hasCode(address: string): Promise<boolean> {
-    const code = await this.wrap("eth_getCode", this.provider.getCode(address));
-    return code !== "0x";
+    return this.wrap("eth_getCode", hasContractCode(this.provider, address));
   }
 
   async latestTimestamp(): Promise<number> {
@@ -83,30 +71,30 @@ export class ChainReader {
   }
 
   registry(address: string): RegistryReader {
-    return new RegistryReader(new Contract(getAddress(address), REGISTRY_READ_ABI, this.provider), this.url);
+    return new RegistryReader(connectRegistry(getAddress(address), this.provider), this.url);
   }
 }
 
 export class RegistryReader {
   constructor(
-    private readonly contract: Contract,
+    private readonly contract: RegistryContract,
     private readonly url: string,
   ) {}
 
-  private async call<T>(name: string, ...args: unknown[]): Promise<T> {
+  private async call<T>(name: string, read: (contract: RegistryContract) => Promise<T>): Promise<T> {
     try {
-      return (await this.contract.getFunction(name).staticCall(...args)) as T;
+      return await read(this.contract);
     } catch (error) {
-      throw new ChatError("CHAIN_UNAVAILABLE", `chain at ${this.url} failed ${name}: ${(error as { shortMessage?: string }).shortMessage ?? "call failed"}`);
+      throw readError(error, this.url, name);
     }
   }
 
   async keyCount(username: string): Promise<number> {
-    return Number(await this.call<bigint>("keyCount", username));
+    return Number(await this.call("keyCount", (c) => c.keyCount(username)));
   }
 
   async keyRecord(username: string, index: number): Promise<ChainKeyRecord> {
-    const record = await this.call<{ key: string; timestamp: bigint; kind: bigint }>("keyRecord", username, index);
+    const record = await this.call("keyRecord", (c) => c.keyRecord(username, index));
     if (Number(record.kind) === 0 || Number(record.kind) >= KEY_KINDS.length) {
       throw new ChatError("KEY_MISMATCH", `the chain has no valid key record ${index} for ${username}`);
     }
@@ -120,15 +108,15 @@ export class RegistryReader {
   }
 
   async currentKey(username: string): Promise<{ address: string; index: number }> {
-    const [key, index] = await this.call<[string, bigint]>("currentKey", username);
+    const [key, index] = await this.call("currentKey", (c) => c.currentKey(username));
     return { address: getAddress(key), index: Number(index) };
   }
 
   async nonce(username: string): Promise<bigint> {
-    return this.call<bigint>("nonces", username);
+    return this.call("nonces", (c) => c.nonces(username));
   }
 
   async isRegistered(username: string): Promise<boolean> {
-    return this.call<boolean>("isRegistered", username);
+    return this.call("isRegistered", (c) => c.isRegistered(username));
   }
 }

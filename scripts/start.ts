@@ -15,7 +15,8 @@ import { createServer } from "node:net";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseDotenv } from "dotenv";
-import { HDNodeWallet, JsonRpcProvider, Wallet, isAddress } from "ethers";
+import { HDNodeWallet, Wallet, isAddress } from "ethers";
+import { connectRpc, fetchChainId, hasContractCode } from "../chain/rpc";
 
 const ROOT = path.resolve(__dirname, "..");
 const BIN = path.join(ROOT, "node_modules", ".bin");
@@ -90,12 +91,8 @@ async function waitFor(what: string, probe: () => Promise<boolean>, child: Child
 }
 
 async function rpcReady(url: string): Promise<boolean> {
-  const response = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
-  });
-  return response.ok;
+  await fetchChainId(url, { timeoutMs: 2000 });
+  return true;
 }
 
 let stopping = false;
@@ -190,10 +187,9 @@ async function main(): Promise<void> {
     }
 
     // Deploy unless the remembered address still holds code (a deleted state file means a new chain).
-    const provider = new JsonRpcProvider(rpcUrl, undefined, { staticNetwork: true });
-    const chainId = (await provider.getNetwork()).chainId;
-    const knownCode = local.CONTRACT_ADDRESS && isAddress(local.CONTRACT_ADDRESS) ? await provider.getCode(local.CONTRACT_ADDRESS) : "0x";
-    if (knownCode === "0x") {
+    const { chainId, provider } = await connectRpc(rpcUrl);
+    const deployed = local.CONTRACT_ADDRESS && isAddress(local.CONTRACT_ADDRESS) ? await hasContractCode(provider, local.CONTRACT_ADDRESS) : false;
+    if (!deployed) {
       const deployBlock = await provider.getBlockNumber();
       const paramsFile = path.join(dataDir, "ignition-parameters.json");
       writeFileSync(paramsFile, JSON.stringify({ ChatRegistryModule: { relayer: local.ACCOUNT } }));

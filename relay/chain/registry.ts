@@ -4,13 +4,13 @@
  * The JSON-RPC provider is created only once the node has answered eth_chainId, so that a node that is
  * down at start makes requests fail fast with CHAIN_UNAVAILABLE instead of hanging.
  */
-import { FetchRequest, JsonRpcProvider, Network, Wallet, ZeroHash, getAddress, type Log } from "ethers";
+import { Wallet, getAddress, type JsonRpcProvider, type Log } from "ethers";
 import type { Logger } from "pino";
+import { connectRegistry, registryInterface, type RegistryContract } from "../../chain/registry";
+import { createRpcProvider, fetchChainId, hasContractCode } from "../../chain/rpc";
 import { ChatError } from "../../protocol/errors";
-import { publicKeyToAddress } from "../../protocol/keys";
 import { usernameHash } from "../../protocol/username";
-import { ChatRegistry__factory, type ChatRegistry } from "../../typechain-types";
-import { registryInterface, toChainError } from "./errors";
+import { toChainError } from "./errors";
 import { TxSender } from "./tx-sender";
 
 export type KeyKind = "registered" | "rotated" | "reset";
@@ -122,41 +122,18 @@ export function createEthersChain(params: {
   const contractAddress = getAddress(params.contractAddress);
   const relayerAddress = new Wallet(params.privateKey).address;
   const timeout = params.requestTimeoutMs ?? 10_000;
-  let ready: Promise<{ provider: JsonRpcProvider; contract: ChatRegistry; sender: TxSender; chainId: bigint }> | null = null;
+  let ready: Promise<{ provider: JsonRpcProvider; contract: RegistryContract; sender: TxSender; chainId: bigint }> | null = null;
   let closed = false;
-
-  const connection = () => {
-    const request = new FetchRequest(params.rpcUrl);
-    request.timeout = timeout;
-    return request;
-  };
-
-  async function rawChainId(): Promise<bigint> {
-    const response = await fetch(params.rpcUrl, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
-      signal: AbortSignal.timeout(timeout),
-    });
-    const body = (await response.json()) as { result?: string };
-    if (typeof body.result !== "string") throw new Error("eth_chainId gave no result");
-    return BigInt(body.result);
-  }
 
   function connect() {
     if (closed) return Promise.reject(new ChatError("CHAIN_UNAVAILABLE", "chain connection closed"));
     if (!ready) {
       ready = (async () => {
-        const chainId = await rawChainId();
-        const network = Network.from(chainId);
-        const provider = new JsonRpcProvider(connection(), network, {
-          staticNetwork: network,
-          batchMaxCount: 50,
-          // No 250 ms response cache: a re-read nonce or head block must be the node's current answer.
-          cacheTimeout: -1,
-        });
+        // RPC_URL may carry an API key: messages name the setting, not its value.
+        const chainId = await fetchChainId(params.rpcUrl, { endpointName: "RPC_URL", timeoutMs: timeout });
+        const provider = createRpcProvider(params.rpcUrl, chainId, { timeoutMs: timeout, batchMaxCount: 50 });
         const wallet = new Wallet(params.privateKey, provider);
-        const contract = ChatRegistry__factory.connect(contractAddress, provider);
+        const contract = connectRegistry(contractAddress, provider);
         const sender = new TxSender({ wallet, provider, logger: params.logger, receiptTimeoutMs: params.receiptTimeoutMs });
         return { provider, contract, sender, chainId };
       })();
@@ -177,8 +154,13 @@ export function createEthersChain(params: {
     }
   }
 
-  async function transact(action: string, data: string): Promise<TransactionResult> {
-    const { sender, provider } = await connect();
+  /** Sends the call `populate` builds with the typed contract (so its arguments are checked at build time). */
+  async function transact(
+    action: string,
+    populate: (contract: RegistryContract) => Promise<{ data: string }>,
+  ): Promise<TransactionResult> {
+    const { sender, provider, contract } = await connect();
+    const { data } = await populate(contract);
     const { receipt, hash } = await sender.send({ to: contractAddress, data, action });
     if (receipt.status !== 1) {
       // Mined but reverted (the state changed after the estimate): replay it to learn why.
@@ -203,7 +185,7 @@ export function createEthersChain(params: {
         const block = await provider.getBlock(number);
         return block ? { number: block.number, hash: block.hash!, timestamp: block.timestamp } : null;
       }),
-    hasCode: () => call("eth_getCode", async ({ provider }) => (await provider.getCode(contractAddress)) !== "0x"),
+    hasCode: () => call("eth_getCode", ({ provider }) => hasContractCode(provider, contractAddress)),
     getEvents: (from, to, username) =>
       call("eth_getLogs", async ({ provider }) => {
         const topics: (string | string[] | null)[] = [Object.values(EVENT_TOPICS)];
@@ -226,22 +208,14 @@ export function createEthersChain(params: {
     keyCount: (username) => call("keyCount", async ({ contract }) => Number(await contract.keyCount(username))),
     isRelayer: () => call("isRelayer", ({ contract }) => contract.isRelayer(relayerAddress)),
     register: (a) =>
-      transact(
-        "register",
-        registryInterface.encodeFunctionData("register", [a.username, a.credentialHash, a.publicKey, a.deadline, a.signature]),
-      ),
+      transact("register", (c) => c.register.populateTransaction(a.username, a.credentialHash, a.publicKey, a.deadline, a.signature)),
     rotateKey: (a) =>
-      transact(
-        "rotateKey",
-        registryInterface.encodeFunctionData("rotateKey", [a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature]),
+      transact("rotateKey", (c) =>
+        c.rotateKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature),
       ),
-    resetKey: (a) =>
-      transact("resetKey", registryInterface.encodeFunctionData("resetKey", [a.username, a.newPublicKey, a.deadline, a.newKeySignature])),
+    resetKey: (a) => transact("resetKey", (c) => c.resetKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature)),
     updateCredential: (a) =>
-      transact(
-        "updateCredential",
-        registryInterface.encodeFunctionData("updateCredential", [a.username, a.credentialHash, a.deadline, a.signature]),
-      ),
+      transact("updateCredential", (c) => c.updateCredential.populateTransaction(a.username, a.credentialHash, a.deadline, a.signature)),
     resetNonce: () => {
       void ready?.then((c) => c.sender.resetNonce()).catch(() => undefined);
     },
@@ -254,6 +228,3 @@ export function createEthersChain(params: {
   };
 }
 
-/** The address of a key as the contract stores it; re-exported for callers that hold full keys. */
-export const keyAddress = publicKeyToAddress;
-export const ZERO_HASH = ZeroHash;

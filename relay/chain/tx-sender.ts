@@ -6,8 +6,8 @@
  * awaited concurrently outside the queue.
  *
  * Gap-free recovery: a nonce counts as used only after the node accepted the transaction. Any broadcast
- * failure forgets the local nonce, so the next send re-reads the account's pending count from the node:
- * if the failed transaction never arrived, its nonce is reused; if it did, the count includes it.
+ * failure forgets the local nonce, so the next send re-reads the account's pending count from the node (never
+ * from a cache): if the failed transaction never arrived, its nonce is reused; if it did, the count includes it.
  * "nonce too low" (another sender on the same account) re-reads the count and retries.
  */
 import { type JsonRpcProvider, type TransactionReceipt, type Wallet } from "ethers";
@@ -75,7 +75,7 @@ export class TxSender {
     const hash = await this.exclusive(async () => {
       for (let attempt = 1; ; attempt++) {
         try {
-          if (this.nonce === null) this.nonce = await provider.getTransactionCount(wallet.address, "pending");
+          if (this.nonce === null) this.nonce = await this.pendingCount();
           const nonce = this.nonce;
           const signed = await wallet.signTransaction({ to: params.to, data: params.data, gasLimit, chainId, nonce, ...feeFields });
           const response = await provider.broadcastTransaction(signed);
@@ -97,6 +97,17 @@ export class TxSender {
 
     const receipt = await this.waitForReceipt(hash, params.action);
     return { receipt, hash };
+  }
+
+  /**
+   * The account's pending transaction count, asked of the node itself: a provider's getTransactionCount may
+   * answer an identical request of the last 250 ms from its cache, and a stale count reuses a nonce.
+   */
+  private async pendingCount(): Promise<number> {
+    const { provider, wallet } = this.opts;
+    const count: unknown = await provider.send("eth_getTransactionCount", [wallet.address, "pending"]);
+    if (typeof count !== "string" || !/^0x[0-9a-fA-F]+$/.test(count)) throw new ChatError("CHAIN_UNAVAILABLE", "the node gave no transaction count");
+    return Number(BigInt(count));
   }
 
   private async waitForReceipt(hash: string, action: string): Promise<TransactionReceipt> {

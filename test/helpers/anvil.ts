@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { HDNodeWallet } from "ethers";
+import { fetchChainId } from "../../chain/rpc";
 import { freePort } from "./ports";
 
 /** anvil's well-known development mnemonic (never use it outside a local chain). */
@@ -32,12 +33,8 @@ export async function startAnvil(options: { stateFile?: string; blockTime?: numb
   for (;;) {
     if (child.exitCode !== null) throw new Error(`anvil exited (${child.exitCode}): ${stderr}`);
     try {
-      const response = await fetch(url, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_blockNumber", params: [] }),
-      });
-      if (response.ok) break;
+      await fetchChainId(url, { timeoutMs: 2000 });
+      break;
     } catch {
       if (Date.now() - started > 15_000) throw new Error(`anvil did not start on ${url}: ${stderr}`);
       await new Promise((r) => setTimeout(r, 50));

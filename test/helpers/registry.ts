@@ -1,4 +1,5 @@
-import { JsonRpcProvider, NonceManager, Wallet } from "ethers";
+import { NonceManager, Wallet } from "ethers";
+import { connectRpc } from "../../chain/rpc";
 import { ChatRegistry__factory } from "../../typechain-types";
 import { anvilPrivateKey } from "./anvil";
 
@@ -14,7 +15,7 @@ export interface DeployedRegistry {
 
 /** Deploys ChatRegistry from the compiled artifact onto a real node (anvil) over JSON-RPC. */
 export async function deployRegistry(params: { rpcUrl: string; relayerKey?: string }): Promise<DeployedRegistry> {
-  const provider = new JsonRpcProvider(params.rpcUrl);
+  const { chainId, provider } = await connectRpc(params.rpcUrl);
   try {
     const deployerKey = anvilPrivateKey(0);
     const relayerKey = params.relayerKey ?? anvilPrivateKey(1);
@@ -22,11 +23,10 @@ export async function deployRegistry(params: { rpcUrl: string; relayerKey?: stri
     const factory = new ChatRegistry__factory(deployer);
     const contract = await factory.deploy(new Wallet(relayerKey).address);
     const receipt = await contract.deploymentTransaction()!.wait();
-    const network = await provider.getNetwork();
     return {
       address: await contract.getAddress(),
       deployBlock: receipt!.blockNumber,
-      chainId: network.chainId,
+      chainId,
       deployerKey,
       relayerKey,
     };

@@ -6,7 +6,8 @@
 import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { JsonRpcProvider, Wallet, hexlify } from "ethers";
+import { Wallet, hexlify, type JsonRpcProvider } from "ethers";
+import { createRpcProvider } from "../../chain/rpc";
 import pino from "pino";
 import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
 import { loginMessage } from "../../protocol/wire";
@@ -32,7 +33,7 @@ export interface ChainFixture {
 export async function startChain(): Promise<ChainFixture> {
   const anvil = await startAnvil();
   const deployed = await deployRegistry({ rpcUrl: anvil.url });
-  const provider = new JsonRpcProvider(anvil.url, undefined, { staticNetwork: true, pollingInterval: 100 });
+  const provider = createRpcProvider(anvil.url, deployed.chainId, { pollingIntervalMs: 100 });
   const registry = ChatRegistry__factory.connect(deployed.address, provider);
   return {
     anvil,
