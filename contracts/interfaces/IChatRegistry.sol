@@ -12,7 +12,7 @@ pragma solidity 0.8.28;
 /// @dev Public keys are uncompressed secp256k1 points without the 0x04 prefix (64 bytes, x || y).
 /// Signatures are EIP-2098 compact signatures (r, vs) (https://eips.ethereum.org/EIPS/eip-2098).
 interface IChatRegistry {
-    /// @notice How a key record came to be. `None` is the zero value and never stored.
+    /// @notice How a key record came to be. `None` is the zero value and never in a key history.
     enum KeyKind {
         None,
         Registered,
