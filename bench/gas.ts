@@ -2,11 +2,25 @@
  * Gas of each ChatRegistry operation, read from transaction receipts on Hardhat's in-process network.
  * Run: npm run bench:gas. The headline figures use the worst-case username (32 bytes: the most non-zero
  * calldata and event bytes); a typical 5-byte username is printed above them for comparison.
- * Last line: {"register_gas":N,"rotate_gas":N,"reset_gas":N,"update_credential_gas":N}
+ * A reset is time-locked: requestReset (relayer), then cancelReset (current key) or, once the delay has passed on
+ * the chain's clock (moved forward here), completeReset (anyone); reset_gas is request plus complete.
+ * Last line: {"register_gas":N,"rotate_gas":N,"request_reset_gas":N,"cancel_reset_gas":N,"complete_reset_gas":N,
+ * "reset_gas":N,"rotate_cancelling_reset_gas":N,"update_credential_gas":N}
  */
 import hre from "hardhat";
+import { time } from "@nomicfoundation/hardhat-toolbox/network-helpers";
 import { keccak256, toUtf8Bytes, type ContractTransactionResponse } from "ethers";
-import { domainOf, newIdentity, signRegister, signReset, signRotate, signUpdateCredential } from "../test/contract/signing";
+import {
+  domainOf,
+  newIdentity,
+  signCancelReset,
+  signRegister,
+  signReset,
+  signRotate,
+  signUpdateCredential,
+} from "../test/contract/signing";
+
+const RESET_DELAY_SECONDS = 86_400n;
 
 async function gasOf(tx: Promise<ContractTransactionResponse>): Promise<number> {
   const receipt = await (await tx).wait();
@@ -15,14 +29,16 @@ async function gasOf(tx: Promise<ContractTransactionResponse>): Promise<number> 
 
 async function measure(username: string) {
   const [admin, relayer, stranger] = await hre.ethers.getSigners();
-  const registry = await hre.ethers.deployContract("ChatRegistry", [relayer.address], admin);
+  const registry = await hre.ethers.deployContract("ChatRegistry", [relayer.address, RESET_DELAY_SECONDS], admin);
   await registry.waitForDeployment();
   const domain = await domainOf(registry);
-  const deadline = BigInt(Math.floor(Date.now() / 1000) + 3600);
+  // Far enough ahead to survive the clock moves below.
+  const deadline = BigInt(await time.latest()) + 30n * RESET_DELAY_SECONDS;
   const credential = keccak256(toUtf8Bytes(`credential of ${username}`));
   const first = newIdentity();
   const second = newIdentity();
   const third = newIdentity();
+  const fourth = newIdentity();
 
   const register = await gasOf(
     registry.connect(relayer).register(username, credential, first.publicKey, deadline,
@@ -34,16 +50,31 @@ async function measure(username: string) {
     registry.connect(stranger).rotateKey(username, second.publicKey, deadline,
       signRotate({ ...rotateMessage, signer: first }), signRotate({ ...rotateMessage, signer: second })),
   );
-  const reset = await gasOf(
-    registry.connect(relayer).resetKey(username, third.publicKey, deadline,
-      signReset({ domain, signer: third, username, newPublicKey: third.publicKey, nonce: 2n, deadline })),
+  const resetTo = (key: typeof third, nonce: bigint) =>
+    registry.connect(relayer).requestReset(username, key.publicKey, deadline,
+      signReset({ domain, signer: key, username, newPublicKey: key.publicKey, nonce, deadline }));
+  const requestReset = await gasOf(resetTo(third, 2n));
+  const cancelReset = await gasOf(
+    registry.connect(stranger).cancelReset(username, deadline,
+      signCancelReset({ domain, signer: second, username, nonce: 3n, deadline })),
   );
+  // A rotation by the current key while a reset is pending drops it.
+  await gasOf(resetTo(third, 4n));
+  const rotateAwayMessage = { domain, username, newPublicKey: fourth.publicKey, nonce: 5n, deadline };
+  const rotateCancellingReset = await gasOf(
+    registry.connect(stranger).rotateKey(username, fourth.publicKey, deadline,
+      signRotate({ ...rotateAwayMessage, signer: second }), signRotate({ ...rotateAwayMessage, signer: fourth })),
+  );
+  await gasOf(resetTo(third, 6n));
+  await time.increase(RESET_DELAY_SECONDS);
+  // Anyone may complete a reset that is due: a stranger pays here.
+  const completeReset = await gasOf(registry.connect(stranger).completeReset(username, third.publicKey));
   const newCredential = keccak256(toUtf8Bytes(`new credential of ${username}`));
   const updateCredential = await gasOf(
     registry.connect(stranger).updateCredential(username, newCredential, deadline,
-      signUpdateCredential({ domain, signer: third, username, credentialHash: newCredential, nonce: 3n, deadline })),
+      signUpdateCredential({ domain, signer: third, username, credentialHash: newCredential, nonce: 8n, deadline })),
   );
-  return { register, rotate, reset, updateCredential };
+  return { register, rotate, requestReset, cancelReset, completeReset, rotateCancellingReset, updateCredential };
 }
 
 async function main() {
@@ -56,7 +87,11 @@ async function main() {
     JSON.stringify({
       register_gas: worst.register,
       rotate_gas: worst.rotate,
-      reset_gas: worst.reset,
+      request_reset_gas: worst.requestReset,
+      cancel_reset_gas: worst.cancelReset,
+      complete_reset_gas: worst.completeReset,
+      reset_gas: worst.requestReset + worst.completeReset,
+      rotate_cancelling_reset_gas: worst.rotateCancellingReset,
       update_credential_gas: worst.updateCredential,
     }),
   );

@@ -10,13 +10,17 @@ import {IChatRegistry} from "./interfaces/IChatRegistry.sol";
 /// @notice The on-chain source of truth for chat usernames, credential hashes and key histories.
 /// @dev Storage is laid out for gas: a user is keyed by keccak256(username) and holds one packed slot
 /// (current key address, nonce, key count), one slot for the credential hash and one slot per key record.
+/// A pending reset lives in the slot of the NEXT key record (index keyCount), with kind None and the time it
+/// takes effect as its timestamp: no key record is ever read past keyCount, completing a reset overwrites the
+/// slot with its record (a cheap non-zero to non-zero write), and a rotation, which writes that slot anyway,
+/// sees and drops a pending reset for about 260 gas instead of the 2,100 of a cold read of a separate slot.
 /// Full public keys live only in calldata and events, from which the whole history can be rebuilt.
 /// Typed data follows EIP-712 (https://eips.ethereum.org/EIPS/eip-712) with the type strings of
 /// protocol/eip712.ts; the domain (name "ChatRegistry", version "1", chain id, this address) is
 /// published through EIP-5267 `eip712Domain()`. Signatures are EIP-2098 compact (r, vs), recovered with
 /// OpenZeppelin's ECDSA, which rejects malleable high-s signatures (EIP-2).
 contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
-    /// @notice The role allowed to submit `register` and `resetKey` (granted and revoked by the admin).
+    /// @notice The role allowed to submit `register` and `requestReset` (granted and revoked by the admin).
     bytes32 public constant RELAYER_ROLE = keccak256("RELAYER_ROLE");
 
     /// @dev EIP-712 type hashes; the strings must equal protocol/eip712.ts byte for byte.
@@ -26,6 +30,7 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         keccak256("RotateKey(string username,bytes newPublicKey,uint256 nonce,uint256 deadline)");
     bytes32 private constant _RESET_KEY_TYPEHASH =
         keccak256("ResetKey(string username,bytes newPublicKey,uint256 nonce,uint256 deadline)");
+    bytes32 private constant _CANCEL_RESET_TYPEHASH = keccak256("CancelReset(string username,uint256 nonce,uint256 deadline)");
     bytes32 private constant _UPDATE_CREDENTIAL_TYPEHASH =
         keccak256("UpdateCredential(string username,bytes32 credentialHash,uint256 nonce,uint256 deadline)");
 
@@ -35,6 +40,12 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
     uint256 private constant _USERNAME_MIN_BYTES = 3;
     uint256 private constant _USERNAME_MAX_BYTES = 32;
     uint256 private constant _PUBLIC_KEY_BYTES = 64;
+    /// @dev The longest reset delay accepted at deployment. It catches a delay given in milliseconds (24 h would
+    /// be 1000 days) and keeps block.timestamp + delay far inside uint64.
+    uint64 private constant _MAX_RESET_DELAY = 30 days;
+
+    /// @inheritdoc IChatRegistry
+    uint64 public immutable resetDelay;
 
     /// @dev Exactly one storage slot (20 + 8 + 4 bytes): every operation reads and writes it once.
     struct User {
@@ -49,7 +60,14 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
 
     /// @notice Deploys the registry: the deployer becomes admin and `relayer` may submit registrations and resets.
     /// @param relayer the first authorised relayer (the relay's gas-paying account)
-    constructor(address relayer) EIP712("ChatRegistry", "1") {
+    /// @param resetDelay_ seconds from `requestReset` to the earliest `completeReset`, 1 to 30 days' worth. It is
+    /// the owner's window to notice and cancel a reset started with a stolen password, so on a public chain choose
+    /// 24 to 72 hours (86400 to 259200): long enough for a person offline for a day or a weekend to see the warning,
+    /// short enough that a user who really lost the device is not locked out for long. Tests use seconds and move
+    /// the chain's clock.
+    constructor(address relayer, uint64 resetDelay_) EIP712("ChatRegistry", "1") {
+        if (resetDelay_ == 0 || resetDelay_ > _MAX_RESET_DELAY) revert ChatRegistryInvalidResetDelay(resetDelay_);
+        resetDelay = resetDelay_;
         _grantRole(DEFAULT_ADMIN_ROLE, msg.sender);
         _grantRole(RELAYER_ROLE, relayer);
     }
@@ -101,13 +119,18 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         _checkSigner(digest, currentKeySignature, key);
         _checkSigner(digest, newKeySignature, newKey);
 
+        // The current key acting is the best proof that the owner still holds it, so a rotation drops any pending
+        // reset (rather than being refused by it: a reset started with a stolen password must not stop the owner
+        // from moving to a new key). The record slot read here is the one _appendKey writes next, already warm.
+        address pendingKey = _keys[id][count].key;
+        if (pendingKey != address(0)) emit ResetCancelled(id, pendingKey);
         _appendKey(id, newKey, nonce, count, KeyKind.Rotated);
 
         emit KeyRotated(id, count, newPublicKey);
     }
 
     /// @inheritdoc IChatRegistry
-    function resetKey(
+    function requestReset(
         string calldata username,
         bytes calldata newPublicKey,
         uint256 deadline,
@@ -120,12 +143,53 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         address newKey = _addressOf(keyHash);
         // A "reset" to the same key would warn every peer for nothing.
         if (newKey == key) revert ChatRegistryKeyUnchanged(newKey);
+        KeyRecord storage pending = _keys[id][count];
+        // One at a time: a second request would restart or replace the owner's window to cancel.
+        if (pending.key != address(0)) revert ChatRegistryResetPending(username, pending.timestamp);
         bytes32 digest = _hashTypedDataV4(_hashStruct(_RESET_KEY_TYPEHASH, id, keyHash, nonce, deadline));
         _checkSigner(digest, newKeySignature, newKey);
 
-        _appendKey(id, newKey, nonce, count, KeyKind.Reset);
+        // Checked: cannot overflow (the delay is at most 30 days), but a wrap would make the reset due at once.
+        uint64 effectiveAt = uint64(block.timestamp) + resetDelay;
+        _users[id].nonce = nonce + 1;
+        _writeRecord(pending, newKey, effectiveAt, KeyKind.None);
 
-        emit KeyReset(id, count, newPublicKey);
+        emit ResetRequested(id, newPublicKey, effectiveAt);
+    }
+
+    /// @inheritdoc IChatRegistry
+    /// @dev Allowed until the reset is completed, even past its effective time: a live current key is the strongest
+    /// evidence against the reset, and the requester could have completed it already.
+    function cancelReset(string calldata username, uint256 deadline, bytes32[2] calldata signature) external {
+        (bytes32 id, address key, uint64 nonce, uint32 count) = _loadUser(username);
+        _checkDeadline(deadline);
+        KeyRecord storage pending = _keys[id][count];
+        address pendingKey = pending.key;
+        if (pendingKey == address(0)) revert ChatRegistryNoPendingReset(username);
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(_CANCEL_RESET_TYPEHASH, id, nonce, deadline)));
+        _checkSigner(digest, signature, key);
+
+        _users[id].nonce = nonce + 1;
+        delete _keys[id][count];
+
+        emit ResetCancelled(id, pendingKey);
+    }
+
+    /// @inheritdoc IChatRegistry
+    function completeReset(string calldata username, bytes calldata publicKey) external {
+        (bytes32 id, , uint64 nonce, uint32 count) = _loadUser(username);
+        KeyRecord storage pending = _keys[id][count];
+        (address pendingKey, uint64 effectiveAt) = (pending.key, pending.timestamp);
+        if (pendingKey == address(0)) revert ChatRegistryNoPendingReset(username);
+        if (block.timestamp < effectiveAt) revert ChatRegistryResetNotDue(username, effectiveAt);
+        address given = _addressOf(_publicKeyHash(publicKey));
+        if (given != pendingKey) revert ChatRegistryPendingKeyMismatch(pendingKey, given);
+
+        // Overwrites the pending entry with the reset record. The new key differs from the current one: it did at
+        // the request, and any key change since (a rotation) dropped the pending reset.
+        _appendKey(id, pendingKey, nonce, count, KeyKind.Reset);
+
+        emit KeyReset(id, count, publicKey);
     }
 
     /// @inheritdoc IChatRegistry
@@ -189,6 +253,13 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
     /// @inheritdoc IChatRegistry
     function isRelayer(address account) external view returns (bool) {
         return hasRole(RELAYER_ROLE, account);
+    }
+
+    /// @inheritdoc IChatRegistry
+    function pendingReset(string calldata username) external view returns (address key, uint64 effectiveAt) {
+        bytes32 id = _usernameHash(username);
+        KeyRecord storage pending = _keys[id][_users[id].keyCount];
+        (key, effectiveAt) = (pending.key, pending.timestamp);
     }
 
     /// @notice ERC-165: AccessControl's interfaces plus IChatRegistry.
@@ -302,13 +373,19 @@ contract ChatRegistry is IChatRegistry, AccessControl, EIP712 {
         uint64 nextNonce = nonce + 1;
         uint32 nextCount = count + 1;
         User storage user = _users[id];
-        KeyRecord storage record = _keys[id][count];
         // Inline assembly sees the full 256-bit stack words, whose bits above a short type may be dirty:
         // widen each member through uint256 first, so that Solidity cleans it.
         uint256 userWord = uint256(uint160(newKey)) | (uint256(nextNonce) << 160) | (uint256(nextCount) << 224);
-        uint256 recordWord = uint256(uint160(newKey)) | (uint256(uint64(block.timestamp)) << 160) | (uint256(kind) << 224);
         assembly ("memory-safe") {
             sstore(user.slot, userWord)
+        }
+        _writeRecord(_keys[id][count], newKey, uint64(block.timestamp), kind);
+    }
+
+    /// @dev Writes a key record slot whole with one SSTORE, in Solidity's packing order (see _appendKey).
+    function _writeRecord(KeyRecord storage record, address key, uint64 timestamp, KeyKind kind) private {
+        uint256 recordWord = uint256(uint160(key)) | (uint256(timestamp) << 160) | (uint256(kind) << 224);
+        assembly ("memory-safe") {
             sstore(record.slot, recordWord)
         }
     }

@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     if (!deployed) {
       const deployBlock = await provider.getBlockNumber();
       const paramsFile = path.join(dataDir, "ignition-parameters.json");
-      writeFileSync(paramsFile, JSON.stringify({ ChatRegistryModule: { relayer: local.ACCOUNT } }));
+      writeFileSync(paramsFile, JSON.stringify({ ChatRegistryModule: { relayer: local.ACCOUNT, resetDelay: 300 } }));
       say("deploying ChatRegistry with Ignition...");
       const deployment = spawnSync(
         path.join(BIN, "hardhat"),

@@ -4,13 +4,15 @@ pragma solidity 0.8.28;
 /// @title IChatRegistry
 /// @notice The on-chain source of truth for chat usernames, credential hashes and the full history of
 /// each user's public keys. Every state change is authorised by an EIP-712 signature
-/// (https://eips.ethereum.org/EIPS/eip-712) made by the user's key, except `resetKey`, the
-/// password-proven lost-device path that only an authorised relayer may submit and that is recorded
-/// as a distinct kind so that peers can warn.
+/// (https://eips.ethereum.org/EIPS/eip-712) made by the user's key, except the reset: the password-proven
+/// lost-device path, which only an authorised relayer may start (`requestReset`), which takes effect only after
+/// `resetDelay()` seconds during which the current key can cancel it (`cancelReset`, or any `rotateKey`), and
+/// which is recorded as a distinct kind so that peers can warn. The delay is what stops a stolen password (or a
+/// hostile relay that learnt one) from silently taking an account whose owner still holds the key.
 /// @dev Public keys are uncompressed secp256k1 points without the 0x04 prefix (64 bytes, x || y).
 /// Signatures are EIP-2098 compact signatures (r, vs) (https://eips.ethereum.org/EIPS/eip-2098).
 interface IChatRegistry {
-    /// @notice How a key record came to be. `None` is the zero value and never stored.
+    /// @notice How a key record came to be. `None` is the zero value and never in a key history.
     enum KeyKind {
         None,
         Registered,
@@ -32,8 +34,14 @@ interface IChatRegistry {
     event UserRegistered(bytes32 indexed usernameHash, string username, bytes32 credentialHash, bytes publicKey);
     /// @notice The user replaced its key, authorised by a signature of its previous key.
     event KeyRotated(bytes32 indexed usernameHash, uint256 index, bytes publicKey);
-    /// @notice A relayer replaced the user's key after an off-chain password check (lost device).
+    /// @notice A pending reset took effect (`completeReset`): the user's key was replaced after an off-chain
+    /// password check and the delay (lost device).
     event KeyReset(bytes32 indexed usernameHash, uint256 index, bytes publicKey);
+    /// @notice A relayer started a reset to `publicKey`; anyone may complete it from `effectiveAt` (a unix time)
+    /// unless the current key cancels it first. The owner's clients watch for this event and warn.
+    event ResetRequested(bytes32 indexed usernameHash, bytes publicKey, uint64 effectiveAt);
+    /// @notice A pending reset to the key at `pendingKey` was dropped, by `cancelReset` or by a rotation.
+    event ResetCancelled(bytes32 indexed usernameHash, address pendingKey);
     /// @notice The user's credential hash changed (a password change), authorised by its current key.
     event CredentialUpdated(bytes32 indexed usernameHash, bytes32 credentialHash);
 
@@ -57,6 +65,16 @@ interface IChatRegistry {
     error ChatRegistryKeyUnchanged(address key);
     /// @notice No key record at this index.
     error ChatRegistryKeyIndexOutOfRange(string username, uint256 index, uint256 count);
+    /// @notice The reset delay given at deployment is 0 or longer than the contract's maximum (seconds).
+    error ChatRegistryInvalidResetDelay(uint256 delay);
+    /// @notice A reset is already pending for this user; it takes effect at `effectiveAt`.
+    error ChatRegistryResetPending(string username, uint64 effectiveAt);
+    /// @notice No reset is pending for this user.
+    error ChatRegistryNoPendingReset(string username);
+    /// @notice The pending reset takes effect only at `effectiveAt`.
+    error ChatRegistryResetNotDue(string username, uint64 effectiveAt);
+    /// @notice The public key given does not belong to the pending reset's key address.
+    error ChatRegistryPendingKeyMismatch(address pendingKey, address given);
 
     /// @notice Registers `username` with its first key. Relayer only.
     /// @param signature the compact signature (r, vs) by `publicKey` over
@@ -81,14 +99,26 @@ interface IChatRegistry {
         bytes32[2] calldata newKeySignature
     ) external;
 
-    /// @notice Replaces the user's key after a password check done off chain. Relayer only.
+    /// @notice Starts a reset of the user's key after a password check done off chain. Relayer only. The new key
+    /// becomes current only through `completeReset`, at least `resetDelay()` seconds later; until then the
+    /// current key can cancel. One reset may be pending per user. Consumes the user's nonce.
     /// @param newKeySignature compact signature by the new key over ResetKey(username, newPublicKey, nonce, deadline)
-    function resetKey(
+    /// (proof of possession)
+    function requestReset(
         string calldata username,
         bytes calldata newPublicKey,
         uint256 deadline,
         bytes32[2] calldata newKeySignature
     ) external;
+
+    /// @notice Drops the user's pending reset. Anyone may submit it. Consumes the user's nonce.
+    /// @param signature compact signature by the current key over CancelReset(username, nonce, deadline)
+    function cancelReset(string calldata username, uint256 deadline, bytes32[2] calldata signature) external;
+
+    /// @notice Makes the pending reset's key current, once its delay has passed. Anyone may submit it.
+    /// @param publicKey the full public key of the pending reset (the contract stores only its address; the
+    /// KeyReset event carries the full key so that the history can be rebuilt from logs)
+    function completeReset(string calldata username, bytes calldata publicKey) external;
 
     /// @notice Replaces the credential hash (a password change). Anyone may submit it.
     /// @param signature compact signature by the current key over
@@ -112,6 +142,11 @@ interface IChatRegistry {
     function credentialHash(string calldata username) external view returns (bytes32);
     /// @notice The nonce the user's next signature must carry (0 before registration).
     function nonces(string calldata username) external view returns (uint256);
-    /// @notice Whether `account` may submit `register` and `resetKey`.
+    /// @notice Whether `account` may submit `register` and `requestReset`.
     function isRelayer(address account) external view returns (bool);
+    /// @notice The user's pending reset: the new key's address and the unix time from which it may be completed
+    /// (both zero when none is pending, and for an unknown user).
+    function pendingReset(string calldata username) external view returns (address key, uint64 effectiveAt);
+    /// @notice Seconds between `requestReset` and the earliest `completeReset`, fixed at deployment.
+    function resetDelay() external view returns (uint64);
 }

@@ -13,6 +13,7 @@ import type { ChatRegistry } from "../../typechain-types";
 import {
   domainOf,
   newIdentity,
+  signCancelReset,
   signRegister,
   signReset,
   signRotate,
@@ -23,10 +24,13 @@ import {
 const KIND = { None: 0n, Registered: 1n, Rotated: 2n, Reset: 3n };
 const RELAYER_ROLE = keccakUtf8("RELAYER_ROLE");
 const credentialOf = (label: string) => keccak256(toUtf8Bytes(`credential:${label}`));
+/** A short delay keeps the tests fast; time.increase moves the chain's clock across it. */
+const RESET_DELAY = 3600n;
+const MAX_RESET_DELAY = 30n * 24n * 3600n;
 
 async function deployFixture() {
   const [admin, relayer, stranger, otherRelayer] = await hre.ethers.getSigners();
-  const registry = (await hre.ethers.deployContract("ChatRegistry", [relayer.address], admin)) as unknown as ChatRegistry;
+  const registry = (await hre.ethers.deployContract("ChatRegistry", [relayer.address, RESET_DELAY], admin)) as unknown as ChatRegistry;
   await registry.waitForDeployment();
   const domain = await domainOf(registry);
   return { registry, domain, admin, relayer, stranger, otherRelayer };
@@ -55,6 +59,19 @@ function rotation(domain: RegistryDomain, username: string, current: Identity, n
   return { current: signRotate({ ...message, signer: current }), next: signRotate({ ...message, signer: next }) };
 }
 
+/** Starts a reset of `username` to `next` through the relayer, signed by `next` at `nonce`; returns effectiveAt. */
+async function requested(
+  ctx: Awaited<ReturnType<typeof deployFixture>>,
+  username: string,
+  next: Identity,
+  nonce: bigint,
+): Promise<bigint> {
+  const deadline = await futureDeadline();
+  const sig = signReset({ domain: ctx.domain, signer: next, username, newPublicKey: next.publicKey, nonce, deadline });
+  await (await ctx.registry.connect(ctx.relayer).requestReset(username, next.publicKey, deadline, sig)).wait();
+  return (await ctx.registry.pendingReset(username)).effectiveAt;
+}
+
 /** A compact signature that is not a valid ECDSA signature (s above n/2, rejected per EIP-2). */
 const HIGH_S_SIGNATURE: CompactSignature = [
   zeroPadValue("0x01", 32),
@@ -63,6 +80,21 @@ const HIGH_S_SIGNATURE: CompactSignature = [
 
 describe("ChatRegistry", function () {
   describe("deployment", function () {
+    it("keeps the reset delay given, and refuses 0 and more than 30 days (a delay in milliseconds)", async function () {
+      const { registry, relayer } = await loadFixture(deployFixture);
+      expect(await registry.resetDelay()).to.equal(RESET_DELAY);
+      const factory = await hre.ethers.getContractFactory("ChatRegistry");
+      for (const delay of [0n, MAX_RESET_DELAY + 1n, 86_400_000n]) {
+        await expect(factory.deploy(relayer.address, delay))
+          .to.be.revertedWithCustomError(registry, "ChatRegistryInvalidResetDelay")
+          .withArgs(delay);
+      }
+      for (const delay of [1n, MAX_RESET_DELAY]) {
+        const deployed = await factory.deploy(relayer.address, delay);
+        expect(await deployed.resetDelay()).to.equal(delay);
+      }
+    });
+
     it("makes the deployer admin and the constructor's relayer a relayer", async function () {
       const { registry, admin, relayer, stranger } = await loadFixture(deployFixture);
       expect(await registry.hasRole(await registry.DEFAULT_ADMIN_ROLE(), admin.address)).to.equal(true);
@@ -89,8 +121,8 @@ describe("ChatRegistry", function () {
       // The ERC-165 id of IChatRegistry: XOR of its function selectors.
       let chatRegistryId = 0n;
       for (const name of [
-        "register", "rotateKey", "resetKey", "updateCredential", "isRegistered", "currentKey", "keyCount",
-        "keyRecord", "credentialHash", "nonces", "isRelayer",
+        "register", "rotateKey", "requestReset", "cancelReset", "completeReset", "updateCredential", "isRegistered",
+        "currentKey", "keyCount", "keyRecord", "credentialHash", "nonces", "isRelayer", "pendingReset", "resetDelay",
       ] as const) {
         chatRegistryId ^= BigInt(iface.getFunction(name)!.selector);
       }
@@ -459,21 +491,27 @@ describe("ChatRegistry", function () {
     });
   });
 
-  describe("resetKey", function () {
-    it("lets the relayer reset with proof of the new key; records kind reset; emits the full key", async function () {
+  describe("requestReset", function () {
+    it("lets the relayer start a reset with proof of the new key; the key stays until the delay passes", async function () {
       const ctx = await loadFixture(deployFixture);
-      const { credential } = await registered(ctx);
+      const { key, credential } = await registered(ctx);
       const next = newIdentity();
       const deadline = await futureDeadline();
       const sig = signReset({ domain: ctx.domain, signer: next, username: "alice", newPublicKey: next.publicKey, nonce: 1n, deadline });
-      const tx = await ctx.registry.connect(ctx.relayer).resetKey("alice", next.publicKey, deadline, sig);
-      await expect(tx).to.emit(ctx.registry, "KeyReset").withArgs(usernameHash("alice"), 1n, next.publicKey);
-      await expect(tx).not.to.emit(ctx.registry, "KeyRotated");
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+      const tx = await ctx.registry.connect(ctx.relayer).requestReset("alice", next.publicKey, deadline, sig);
       const block = await hre.ethers.provider.getBlock((await tx.wait())!.blockNumber);
-      expect(await ctx.registry.currentKey("alice")).to.deep.equal([next.address, 1n]);
-      expect(await ctx.registry.keyRecord("alice", 1)).to.deep.equal([next.address, BigInt(block!.timestamp), KIND.Reset]);
+      const effectiveAt = BigInt(block!.timestamp) + RESET_DELAY;
+      await expect(tx).to.emit(ctx.registry, "ResetRequested").withArgs(usernameHash("alice"), next.publicKey, effectiveAt);
+      await expect(tx).not.to.emit(ctx.registry, "KeyReset");
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([next.address, effectiveAt]);
+      // Nothing else changes until completion, but the nonce is consumed (the signature cannot be replayed).
+      expect(await ctx.registry.currentKey("alice")).to.deep.equal([key.address, 0n]);
+      expect(await ctx.registry.keyCount("alice")).to.equal(1n);
+      await expect(ctx.registry.keyRecord("alice", 1)).to.be.revertedWithCustomError(ctx.registry, "ChatRegistryKeyIndexOutOfRange");
       expect(await ctx.registry.nonces("alice")).to.equal(2n);
       expect(await ctx.registry.credentialHash("alice")).to.equal(credential);
+      expect(await ctx.registry.pendingReset("bob")).to.deep.equal([ZeroAddress, 0n]);
     });
 
     it("refuses a caller without the relayer role, even the user itself", async function () {
@@ -483,7 +521,7 @@ describe("ChatRegistry", function () {
       const deadline = await futureDeadline();
       const sig = signReset({ domain: ctx.domain, signer: next, username: "alice", newPublicKey: next.publicKey, nonce: 1n, deadline });
       for (const caller of [ctx.stranger, ctx.admin]) {
-        await expect(ctx.registry.connect(caller).resetKey("alice", next.publicKey, deadline, sig))
+        await expect(ctx.registry.connect(caller).requestReset("alice", next.publicKey, deadline, sig))
           .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryUnauthorizedRelayer")
           .withArgs(caller.address);
       }
@@ -496,24 +534,40 @@ describe("ChatRegistry", function () {
       const other = newIdentity();
       const deadline = await futureDeadline();
       const message = { domain: ctx.domain, username: "alice", newPublicKey: next.publicKey, nonce: 1n, deadline };
-      await expect(ctx.registry.connect(ctx.relayer).resetKey("alice", next.publicKey, deadline, signReset({ ...message, signer: other })))
+      await expect(ctx.registry.connect(ctx.relayer).requestReset("alice", next.publicKey, deadline, signReset({ ...message, signer: other })))
         .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner")
         .withArgs(next.address, other.address);
       await expect(
-        ctx.registry.connect(ctx.relayer).resetKey("alice", next.publicKey, deadline, signRotate({ ...message, signer: next })),
+        ctx.registry.connect(ctx.relayer).requestReset("alice", next.publicKey, deadline, signRotate({ ...message, signer: next })),
       ).to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner");
     });
 
-    it("refuses a replayed reset (the same nonce twice)", async function () {
+    it("refuses a second request while one is pending, even once it is due, with its effective time", async function () {
+      const ctx = await loadFixture(deployFixture);
+      await registered(ctx);
+      const [b, c] = [newIdentity(), newIdentity()];
+      const effectiveAt = await requested(ctx, "alice", b, 1n);
+      const deadline = await futureDeadline(2 * Number(RESET_DELAY));
+      const toC = signReset({ domain: ctx.domain, signer: c, username: "alice", newPublicKey: c.publicKey, nonce: 2n, deadline });
+      await expect(ctx.registry.connect(ctx.relayer).requestReset("alice", c.publicKey, deadline, toC))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryResetPending")
+        .withArgs("alice", effectiveAt);
+      await time.increaseTo(effectiveAt);
+      await expect(ctx.registry.connect(ctx.relayer).requestReset("alice", c.publicKey, deadline, toC))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryResetPending")
+        .withArgs("alice", effectiveAt);
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([b.address, effectiveAt]);
+    });
+
+    it("refuses a replayed request (the same nonce twice, after a cancel)", async function () {
       const ctx = await loadFixture(deployFixture);
       const { key: a } = await registered(ctx);
       const b = newIdentity();
       const deadline = await futureDeadline();
       const toB = signReset({ domain: ctx.domain, signer: b, username: "alice", newPublicKey: b.publicKey, nonce: 1n, deadline });
-      await ctx.registry.connect(ctx.relayer).resetKey("alice", b.publicKey, deadline, toB);
-      const toA = signReset({ domain: ctx.domain, signer: a, username: "alice", newPublicKey: a.publicKey, nonce: 2n, deadline });
-      await ctx.registry.connect(ctx.relayer).resetKey("alice", a.publicKey, deadline, toA);
-      await expect(ctx.registry.connect(ctx.relayer).resetKey("alice", b.publicKey, deadline, toB))
+      await ctx.registry.connect(ctx.relayer).requestReset("alice", b.publicKey, deadline, toB);
+      await ctx.registry.cancelReset("alice", deadline, signCancelReset({ domain: ctx.domain, signer: a, username: "alice", nonce: 2n, deadline }));
+      await expect(ctx.registry.connect(ctx.relayer).requestReset("alice", b.publicKey, deadline, toB))
         .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner");
     });
 
@@ -525,19 +579,230 @@ describe("ChatRegistry", function () {
       const relayed = ctx.registry.connect(ctx.relayer);
       const sign = (username: string, signer: Identity, d: bigint) =>
         signReset({ domain: ctx.domain, signer, username, newPublicKey: signer.publicKey, nonce: 1n, deadline: d });
-      await expect(relayed.resetKey("bob", next.publicKey, deadline, sign("bob", next, deadline)))
+      await expect(relayed.requestReset("bob", next.publicKey, deadline, sign("bob", next, deadline)))
         .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryUnknownUser")
         .withArgs("bob");
       const past = BigInt(await time.latest()) - 1n;
-      await expect(relayed.resetKey("alice", next.publicKey, past, sign("alice", next, past)))
+      await expect(relayed.requestReset("alice", next.publicKey, past, sign("alice", next, past)))
         .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryExpiredSignature")
         .withArgs(past);
-      await expect(relayed.resetKey("alice", concat(["0x04", next.publicKey]), deadline, sign("alice", next, deadline)))
+      await expect(relayed.requestReset("alice", concat(["0x04", next.publicKey]), deadline, sign("alice", next, deadline)))
         .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidPublicKey")
         .withArgs(65);
-      await expect(relayed.resetKey("alice", key.publicKey, deadline, sign("alice", key, deadline)))
+      await expect(relayed.requestReset("alice", key.publicKey, deadline, sign("alice", key, deadline)))
         .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryKeyUnchanged")
         .withArgs(key.address);
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+      expect(await ctx.registry.nonces("alice")).to.equal(1n);
+    });
+  });
+
+  describe("completeReset", function () {
+    it("lets anyone complete a due reset: records kind reset, emits the full key, clears the pending entry", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { credential } = await registered(ctx);
+      const next = newIdentity();
+      const effectiveAt = await requested(ctx, "alice", next, 1n);
+      // Exactly at effectiveAt (the first second it is due).
+      await time.setNextBlockTimestamp(effectiveAt);
+      const tx = await ctx.registry.connect(ctx.stranger).completeReset("alice", next.publicKey);
+      await expect(tx).to.emit(ctx.registry, "KeyReset").withArgs(usernameHash("alice"), 1n, next.publicKey);
+      await expect(tx).not.to.emit(ctx.registry, "KeyRotated");
+      expect(await ctx.registry.currentKey("alice")).to.deep.equal([next.address, 1n]);
+      expect(await ctx.registry.keyRecord("alice", 1)).to.deep.equal([next.address, effectiveAt, KIND.Reset]);
+      expect(await ctx.registry.nonces("alice")).to.equal(3n);
+      expect(await ctx.registry.credentialHash("alice")).to.equal(credential);
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+      await expect(ctx.registry.completeReset("alice", next.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryNoPendingReset")
+        .withArgs("alice");
+    });
+
+    it("refuses before effectiveAt, one second short", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const next = newIdentity();
+      const effectiveAt = await requested(ctx, "alice", next, 1n);
+      await expect(ctx.registry.completeReset("alice", next.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryResetNotDue")
+        .withArgs("alice", effectiveAt);
+      await time.setNextBlockTimestamp(effectiveAt - 1n);
+      await expect(ctx.registry.completeReset("alice", next.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryResetNotDue")
+        .withArgs("alice", effectiveAt);
+      expect(await ctx.registry.currentKey("alice")).to.deep.equal([key.address, 0n]);
+    });
+
+    it("refuses a public key other than the pending one, and a key that is not 64 bytes", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const next = newIdentity();
+      const effectiveAt = await requested(ctx, "alice", next, 1n);
+      await time.increaseTo(effectiveAt);
+      for (const wrong of [newIdentity(), key]) {
+        await expect(ctx.registry.completeReset("alice", wrong.publicKey))
+          .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryPendingKeyMismatch")
+          .withArgs(next.address, wrong.address);
+      }
+      await expect(ctx.registry.completeReset("alice", `0x${next.publicKey.slice(2, 128)}`))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidPublicKey")
+        .withArgs(63);
+      await ctx.registry.completeReset("alice", next.publicKey);
+      expect(await ctx.registry.currentKey("alice")).to.deep.equal([next.address, 1n]);
+    });
+
+    it("refuses an unknown user and a user with nothing pending", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      await expect(ctx.registry.completeReset("bob", key.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryUnknownUser")
+        .withArgs("bob");
+      await expect(ctx.registry.completeReset("alice", key.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryNoPendingReset")
+        .withArgs("alice");
+    });
+  });
+
+  describe("cancelReset", function () {
+    it("lets anyone submit a cancel signed by the current key; the reset can then never complete", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const next = newIdentity();
+      await requested(ctx, "alice", next, 1n);
+      const deadline = await futureDeadline();
+      const sig = signCancelReset({ domain: ctx.domain, signer: key, username: "alice", nonce: 2n, deadline });
+      await expect(ctx.registry.connect(ctx.stranger).cancelReset("alice", deadline, sig))
+        .to.emit(ctx.registry, "ResetCancelled")
+        .withArgs(usernameHash("alice"), next.address);
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+      expect(await ctx.registry.nonces("alice")).to.equal(3n);
+      await time.increase(RESET_DELAY * 2n);
+      await expect(ctx.registry.completeReset("alice", next.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryNoPendingReset")
+        .withArgs("alice");
+      expect(await ctx.registry.currentKey("alice")).to.deep.equal([key.address, 0n]);
+      // A new request may follow the cancel.
+      const again = newIdentity();
+      expect((await requested(ctx, "alice", again, 3n)) > 0n).to.equal(true);
+      expect((await ctx.registry.pendingReset("alice")).key).to.equal(again.address);
+    });
+
+    it("still cancels after effectiveAt, until someone completes", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const next = newIdentity();
+      const effectiveAt = await requested(ctx, "alice", next, 1n);
+      await time.increaseTo(effectiveAt + 10n);
+      const deadline = await futureDeadline();
+      await expect(
+        ctx.registry.cancelReset("alice", deadline, signCancelReset({ domain: ctx.domain, signer: key, username: "alice", nonce: 2n, deadline })),
+      ).to.emit(ctx.registry, "ResetCancelled");
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+    });
+
+    it("refuses the pending key, a stale nonce, another domain, a malformed signature and a replay", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const next = newIdentity();
+      await requested(ctx, "alice", next, 1n);
+      const deadline = await futureDeadline();
+      const sign = (signer: Identity, nonce: bigint) =>
+        signCancelReset({ domain: ctx.domain, signer, username: "alice", nonce, deadline });
+      // The key being installed cannot cancel (nor can anyone but the current key).
+      await expect(ctx.registry.cancelReset("alice", deadline, sign(next, 2n)))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner")
+        .withArgs(key.address, next.address);
+      // The nonce before the request: a cancel signed earlier does not cancel a later reset.
+      await expect(ctx.registry.cancelReset("alice", deadline, sign(key, 1n)))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner");
+      // Another chain or contract.
+      const elsewhere = registryDomain({ chainId: ctx.domain.chainId + 1n, verifyingContract: ctx.domain.verifyingContract });
+      await expect(
+        ctx.registry.cancelReset("alice", deadline, signCancelReset({ domain: elsewhere, signer: key, username: "alice", nonce: 2n, deadline })),
+      ).to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner");
+      await expect(ctx.registry.cancelReset("alice", deadline, HIGH_S_SIGNATURE))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner")
+        .withArgs(key.address, ZeroAddress);
+
+      const good = sign(key, 2n);
+      await ctx.registry.cancelReset("alice", deadline, good);
+      await requested(ctx, "alice", newIdentity(), 3n);
+      await expect(ctx.registry.cancelReset("alice", deadline, good))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryInvalidSigner");
+    });
+
+    it("refuses an unknown user, an expired deadline and a user with nothing pending", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const deadline = await futureDeadline();
+      const sign = (username: string, nonce: bigint, d: bigint) =>
+        signCancelReset({ domain: ctx.domain, signer: key, username, nonce, deadline: d });
+      await expect(ctx.registry.cancelReset("bob", deadline, sign("bob", 0n, deadline)))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryUnknownUser")
+        .withArgs("bob");
+      await expect(ctx.registry.cancelReset("alice", deadline, sign("alice", 1n, deadline)))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryNoPendingReset")
+        .withArgs("alice");
+      await requested(ctx, "alice", newIdentity(), 1n);
+      const past = BigInt(await time.latest()) - 1n;
+      await expect(ctx.registry.cancelReset("alice", past, sign("alice", 2n, past)))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryExpiredSignature")
+        .withArgs(past);
+    });
+  });
+
+  describe("a rotation while a reset is pending", function () {
+    it("drops the pending reset (ResetCancelled, then KeyRotated); the reset can never complete", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const [pending, rotated] = [newIdentity(), newIdentity()];
+      const effectiveAt = await requested(ctx, "alice", pending, 1n);
+      const deadline = await futureDeadline();
+      const sigs = rotation(ctx.domain, "alice", key, rotated, 2n, deadline);
+      const tx = await ctx.registry.connect(ctx.stranger).rotateKey("alice", rotated.publicKey, deadline, sigs.current, sigs.next);
+      await expect(tx).to.emit(ctx.registry, "ResetCancelled").withArgs(usernameHash("alice"), pending.address);
+      await expect(tx).to.emit(ctx.registry, "KeyRotated").withArgs(usernameHash("alice"), 1n, rotated.publicKey);
+      const names = (await tx.wait())!.logs.map((log) => ctx.registry.interface.parseLog(log)!.name);
+      expect(names).to.deep.equal(["ResetCancelled", "KeyRotated"]);
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+      const record = await ctx.registry.keyRecord("alice", 1);
+      expect([record.key, record.kind]).to.deep.equal([rotated.address, KIND.Rotated]);
+      await time.increaseTo(effectiveAt);
+      await expect(ctx.registry.completeReset("alice", pending.publicKey))
+        .to.be.revertedWithCustomError(ctx.registry, "ChatRegistryNoPendingReset");
+      expect(await ctx.registry.currentKey("alice")).to.deep.equal([rotated.address, 1n]);
+    });
+
+    it("may rotate to the very key the reset would install; the pending reset is still dropped", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const next = newIdentity();
+      await requested(ctx, "alice", next, 1n);
+      const deadline = await futureDeadline();
+      const sigs = rotation(ctx.domain, "alice", key, next, 2n, deadline);
+      await expect(ctx.registry.rotateKey("alice", next.publicKey, deadline, sigs.current, sigs.next))
+        .to.emit(ctx.registry, "ResetCancelled")
+        .withArgs(usernameHash("alice"), next.address);
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([ZeroAddress, 0n]);
+      expect(await ctx.registry.keyCount("alice")).to.equal(2n);
+    });
+
+    it("does not emit ResetCancelled when nothing is pending, and a credential change leaves a pending reset", async function () {
+      const ctx = await loadFixture(deployFixture);
+      const { key } = await registered(ctx);
+      const b = newIdentity();
+      const deadline = await futureDeadline();
+      const sigs = rotation(ctx.domain, "alice", key, b, 1n, deadline);
+      await expect(ctx.registry.rotateKey("alice", b.publicKey, deadline, sigs.current, sigs.next)).not.to.emit(
+        ctx.registry,
+        "ResetCancelled",
+      );
+      const next = newIdentity();
+      const effectiveAt = await requested(ctx, "alice", next, 2n);
+      const fresh = credentialOf("new password");
+      const sig = signUpdateCredential({ domain: ctx.domain, signer: b, username: "alice", credentialHash: fresh, nonce: 3n, deadline });
+      await expect(ctx.registry.updateCredential("alice", fresh, deadline, sig)).not.to.emit(ctx.registry, "ResetCancelled");
+      expect(await ctx.registry.pendingReset("alice")).to.deep.equal([next.address, effectiveAt]);
     });
   });
 
@@ -627,9 +892,9 @@ describe("ChatRegistry", function () {
     });
   });
 
-  it("keeps the history in order with its kinds after register, rotate, rotate, reset, and logs rebuild it", async function () {
+  it("keeps the history in order with its kinds after register, rotate, rotate, cancelled reset, reset; logs rebuild it", async function () {
     const ctx = await loadFixture(deployFixture);
-    const { registry, domain, relayer } = ctx;
+    const { registry, domain } = ctx;
     const { key: k0 } = await registered(ctx, "alice");
     await registered(ctx, "bob"); // another user's history must stay apart
     const [k1, k2, k3] = [newIdentity(), newIdentity(), newIdentity()];
@@ -638,8 +903,12 @@ describe("ChatRegistry", function () {
     await registry.rotateKey("alice", k1.publicKey, deadline, r1.current, r1.next);
     const r2 = rotation(domain, "alice", k1, k2, 2n, deadline);
     await registry.rotateKey("alice", k2.publicKey, deadline, r2.current, r2.next);
-    const reset = signReset({ domain, signer: k3, username: "alice", newPublicKey: k3.publicKey, nonce: 3n, deadline });
-    await registry.connect(relayer).resetKey("alice", k3.publicKey, deadline, reset);
+    // A cancelled reset in between leaves no record; the completed one does.
+    await requested(ctx, "alice", newIdentity(), 3n);
+    await registry.cancelReset("alice", deadline, signCancelReset({ domain, signer: k2, username: "alice", nonce: 4n, deadline }));
+    const effectiveAt = await requested(ctx, "alice", k3, 5n);
+    await time.increaseTo(effectiveAt);
+    await registry.completeReset("alice", k3.publicKey);
 
     const expected = [
       [k0, KIND.Registered],
@@ -649,7 +918,7 @@ describe("ChatRegistry", function () {
     ] as const;
     expect(await registry.keyCount("alice")).to.equal(4n);
     expect(await registry.currentKey("alice")).to.deep.equal([k3.address, 3n]);
-    expect(await registry.nonces("alice")).to.equal(4n);
+    expect(await registry.nonces("alice")).to.equal(7n);
     let previousTimestamp = 0n;
     for (const [index, [key, kind]] of expected.entries()) {
       const record = await registry.keyRecord("alice", index);
@@ -665,7 +934,7 @@ describe("ChatRegistry", function () {
     const logs = await registry.queryFilter("*" as never, 0);
     const history = logs
       .map((log) => registry.interface.parseLog(log))
-      .filter((parsed) => parsed && parsed.args[0] === id && parsed.name !== "CredentialUpdated")
+      .filter((parsed) => parsed && parsed.args[0] === id && ["UserRegistered", "KeyRotated", "KeyReset"].includes(parsed.name))
       .map((parsed) => [parsed!.name, parsed!.args[parsed!.name === "UserRegistered" ? 3 : 2] as string]);
     expect(history).to.deep.equal([
       ["UserRegistered", k0.publicKey],

@@ -4,7 +4,7 @@
  * a drift between the protocol's EIP-712 types and the contract's type hashes fails these tests.
  * (No tests here: Hardhat loads every .ts under test/, and this file only exports helpers.)
  */
-import { Wallet } from "ethers";
+import { SigningKey, TypedDataEncoder, Wallet } from "ethers";
 import {
   registryDomain,
   signRegistryTypedData,
@@ -113,4 +113,32 @@ export function signUpdateCredential(p: {
       message: { username: p.username, credentialHash: p.credentialHash, nonce: p.nonce, deadline: p.deadline },
     },
   });
+}
+
+/**
+ * CancelReset is not in protocol/eip712.ts yet, so it is signed here from its own type; the contract's type hash
+ * is keccak256 of exactly "CancelReset(string username,uint256 nonce,uint256 deadline)".
+ */
+export const CANCEL_RESET_TYPES = {
+  CancelReset: [
+    { name: "username", type: "string" },
+    { name: "nonce", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+  ],
+};
+
+export function signCancelReset(p: {
+  domain: RegistryDomain;
+  signer: Identity;
+  username: string;
+  nonce: bigint;
+  deadline: bigint;
+}): CompactSignature {
+  const digest = TypedDataEncoder.hash(p.domain, CANCEL_RESET_TYPES, {
+    username: p.username,
+    nonce: p.nonce,
+    deadline: p.deadline,
+  });
+  const signature = new SigningKey(p.signer.privateKey).sign(digest);
+  return [signature.r, signature.yParityAndS];
 }

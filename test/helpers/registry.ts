@@ -21,7 +21,7 @@ export async function deployRegistry(params: { rpcUrl: string; relayerKey?: stri
     const relayerKey = params.relayerKey ?? anvilPrivateKey(1);
     const deployer = new NonceManager(new Wallet(deployerKey, provider));
     const factory = new ChatRegistry__factory(deployer);
-    const contract = await factory.deploy(new Wallet(relayerKey).address);
+    const contract = await factory.deploy(new Wallet(relayerKey).address, 60); // reset delay (s): tests move the chain clock past it
     const receipt = await contract.deploymentTransaction()!.wait();
     return {
       address: await contract.getAddress(),
