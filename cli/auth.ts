@@ -1,20 +1,23 @@
 /**
  * Logging in (shared by login, register, reset and rotate-key): a fresh challenge from the relay,
  * signed with the current key as an EIP-191 personal message over protocol/wire's loginMessage, sent
- * with the argon2id credential; the session token and the unlocked keys go to session.json.
+ * with the argon2id credential; the session token and the unlocked keys go to the session store.
  */
 import { Wallet } from "ethers";
 import { ChallengeResponse, LoginResponse, loginMessage } from "../protocol/wire";
 import { ChatError } from "../protocol/errors";
 import type { Context } from "./context";
-import { readIdentity, unlockKey, type UnlockedKey } from "./keystore";
-import { writeSession, type Session } from "./session";
+import type { UnlockedKey } from "./keystore";
+import type { Session } from "./session";
+
+export type LoginDeps = Pick<Context, "deployment" | "relay" | "sessions">;
+export type UnlockDeps = Pick<Context, "registry" | "keys" | "out">;
 
 /** How many older keys a login unlocks too (to read messages still sealed to them). */
 const OLDER_KEYS_UNLOCKED = 1;
 
 export async function loginWithKeys(params: {
-  ctx: Context;
+  ctx: LoginDeps;
   username: string;
   credential: string;
   /** current key first */
@@ -42,25 +45,25 @@ export async function loginWithKeys(params: {
     keyIndex: login.keyIndex,
     keys,
   };
-  writeSession(ctx.home, session);
+  ctx.sessions.write(session);
   return session;
 }
 
 /** Unlocks the user's current key (index from the chain) and the one before it, with the password. */
-export async function unlockCurrentKeys(ctx: Context, username: string, password: string): Promise<UnlockedKey[]> {
+export async function unlockCurrentKeys(ctx: UnlockDeps, username: string, password: string): Promise<UnlockedKey[]> {
   const registry = await ctx.registry();
   if (!(await registry.isRegistered(username))) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
   const current = await registry.currentKey(username);
-  const local = readIdentity(ctx.home, username).keys.filter((key) => !key.pending);
+  const local = ctx.keys.localKeys(username).filter((key) => !key.pending);
   const mine = local.find((key) => key.index === current.index);
   if (!mine) {
     const hint = local.length > 0 ? `its key changed on chain to key ${current.index} from another device` : "this device has no key of it";
     throw new ChatError("WRONG_KEY", `cannot log in as ${username}: ${hint}; to move ${username} to this device run: chat reset ${username}`);
   }
   if (mine.address !== current.address) throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the local key ${current.index} is not the one on chain`);
-  const keys = [await ctx.out.progress("unlocking the keystore (scrypt)", unlockKey({ home: ctx.home, username, index: current.index, password }))];
+  const keys = [await ctx.out.progress("unlocking the keystore (scrypt)", ctx.keys.unlock(username, current.index, password))];
   for (const older of local.filter((key) => key.index < current.index).slice(-OLDER_KEYS_UNLOCKED)) {
-    keys.push(await unlockKey({ home: ctx.home, username, index: older.index, password }));
+    keys.push(await ctx.keys.unlock(username, older.index, password));
   }
   return keys;
 }

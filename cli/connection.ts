@@ -1,13 +1,16 @@
 /**
- * The WebSocket connection to the relay (GET /v1/ws, `Authorization: Bearer <token>`), over the same
+ * The WebSocket connection to the relay (GET WS_PATH, `Authorization: Bearer <token>`), over the same
  * pinned TLS as the HTTP calls. Frames are validated with protocol/wire.ts.
  */
 import WebSocket from "ws";
-import { ChatError, ERROR_CODES, type ErrorCode } from "../protocol/errors";
-import { CLOSE_CODES, ServerFrame, type ClientFrame } from "../protocol/wire";
+import { ChatError, type ErrorCode } from "../protocol/errors";
+import { CLOSE_CODES, ErrorBody, ServerFrame, type ClientFrame } from "../protocol/wire";
 import type { Context } from "./context";
 import type { Output } from "./output";
-import { expireSession, type Session } from "./session";
+import type { Session } from "./session";
+
+/** What opening a connection needs: the relay (URL, pinned TLS), output for warnings, and the session store to end an expired session. */
+export type ConnectionDeps = Pick<Context, "relay" | "out" | "sessions">;
 
 export type FrameHandler = (frame: ServerFrame) => void;
 
@@ -63,7 +66,7 @@ export class RelayConnection {
     ws.on("error", () => undefined); // reported through close
   }
 
-  static async open(ctx: Context, session: Session): Promise<RelayConnection> {
+  static async open(ctx: ConnectionDeps, session: Session): Promise<RelayConnection> {
     const tlsOptions = await ctx.relay.tls();
     const url = ctx.relay.wsUrl();
     const ws = new WebSocket(url, {
@@ -92,12 +95,11 @@ export class RelayConnection {
           let code: ErrorCode = response.statusCode === 401 ? "UNAUTHORIZED" : "RELAY_UNREACHABLE";
           let message = `the relay at ${ctx.relay.origin} refused the connection (${response.statusCode})`;
           try {
-            const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { error?: { code?: string; message?: string } };
-            if (body.error?.code && (ERROR_CODES as readonly string[]).includes(body.error.code)) code = body.error.code as ErrorCode;
-            if (body.error?.message) message = body.error.message;
+            const body = ErrorBody.safeParse(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+            if (body.success) ({ code, message } = body.data.error);
           } catch {}
           if (code === "SESSION_EXPIRED" || code === "UNAUTHORIZED") {
-            expireSession(ctx.home);
+            ctx.sessions.delete();
             reject(new ChatError("SESSION_EXPIRED", "session expired: log in again"));
           } else reject(new ChatError(code, message));
         });

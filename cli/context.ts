@@ -1,6 +1,8 @@
 /**
- * What every command shares: the resolved options, the home folder, output, password input, the relay
- * (HTTP, pinned TLS), the client's own chain connection and the deployment pinned for this relay.
+ * The composition root of the client: resolves the options, builds the stores of a home folder (or takes
+ * memory stores in tests), output, password input, the relay (HTTP, pinned TLS), the client's own chain
+ * connection and the deployment pinned for this relay. Commands and helpers declare the few members they
+ * use (a Pick of Context), so each can be given just those.
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -9,12 +11,11 @@ import { CREDENTIAL_ARGON2_PARAMS, INSECURE_TEST_ARGON2_PARAMS, deriveCredential
 import { ChatError } from "../protocol/errors";
 import { DEFAULT_MAX_FRAME_BYTES, InfoResponse } from "../protocol/wire";
 import { ChainReader, type RegistryReader } from "./chain";
-import { CliError } from "./errors";
 import { Home, defaultHome } from "./home";
 import { StdinLines, passwordSource, type PasswordSource } from "./input";
 import { Output } from "./output";
 import { RelayHttp } from "./relay-http";
-import { readPins, writePin } from "./relay-tls";
+import { fileStores, type ClientStores, type ContactStore, type HistoryStore, type KeyStore, type OutboxStore, type RelayPinStore, type SessionStore } from "./stores";
 
 
 export interface GlobalOptions {
@@ -37,8 +38,14 @@ function setting(name: string, env: NodeJS.ProcessEnv, file: Record<string, stri
   return value === undefined || value === "" ? undefined : value;
 }
 
-export class Context {
+export class Context implements ClientStores {
   readonly home: Home;
+  readonly keys: KeyStore;
+  readonly contacts: ContactStore;
+  readonly history: HistoryStore;
+  readonly outbox: OutboxStore;
+  readonly sessions: SessionStore;
+  readonly relayPins: RelayPinStore;
   readonly out: Output;
   readonly lines: StdinLines;
   readonly passwords: PasswordSource;
@@ -53,9 +60,11 @@ export class Context {
   private chainReader?: ChainReader;
   private deploymentCache?: Deployment;
 
+  /** `stores`: where to keep things instead of the home folder's files (tests). */
   constructor(
     readonly options: GlobalOptions,
     env: NodeJS.ProcessEnv = process.env,
+    stores?: ClientStores,
   ) {
     const envFile = path.resolve(".env");
     const file = existsSync(envFile) ? dotenv.parse(readFileSync(envFile)) : {};
@@ -66,10 +75,18 @@ export class Context {
     this.lines = new StdinLines();
     this.passwords = passwordSource({ fromStdin: Boolean(options.passwordStdin), lines: this.lines });
     this.insecureFastKdf = env.CHAT_INSECURE_FAST_KDF === "1";
+    ({
+      keys: this.keys,
+      contacts: this.contacts,
+      history: this.history,
+      outbox: this.outbox,
+      sessions: this.sessions,
+      relayPins: this.relayPins,
+    } = stores ?? fileStores(this.home, { fastKdf: this.insecureFastKdf }));
   }
 
   get relay(): RelayHttp {
-    this.relayHttp ??= new RelayHttp(this.relayUrl, this.home, this.out);
+    this.relayHttp ??= new RelayHttp(this.relayUrl, this.relayPins, this.out);
     return this.relayHttp;
   }
 
@@ -87,7 +104,7 @@ export class Context {
     if (this.deploymentCache) return this.deploymentCache;
     const info = await this.relay.get("/v1/info", InfoResponse);
     const origin = this.relay.origin;
-    const pin = readPins(this.home)[origin];
+    const pin = this.relayPins.get(origin);
     let infoChainId: bigint;
     try {
       infoChainId = BigInt(info.chainId);
@@ -98,7 +115,7 @@ export class Context {
     const contractAddress = info.contractAddress.toLowerCase();
     if (pin?.chainId !== undefined && pin.contractAddress !== undefined) {
       if (pin.chainId !== infoChainId.toString() || pin.contractAddress !== contractAddress) {
-        throw new CliError(
+        throw new ChatError(
           "CHAIN_MISMATCH",
           `the relay at ${origin} now names chain ${infoChainId} contract ${contractAddress}, but chain ${pin.chainId} contract ${pin.contractAddress} is pinned; refusing`,
         );
@@ -116,16 +133,16 @@ export class Context {
       throw error;
     }
     if (chain.chainId !== infoChainId) {
-      throw new CliError("CHAIN_MISMATCH", `your chain at ${this.rpcUrl} is chain ${chain.chainId}, but the relay at ${origin} serves chain ${infoChainId}`);
+      throw new ChatError("CHAIN_MISMATCH", `your chain at ${this.rpcUrl} is chain ${chain.chainId}, but the relay at ${origin} serves chain ${infoChainId}`);
     }
     if (!(await chain.hasCode(contractAddress))) {
-      throw new CliError("CHAIN_MISMATCH", `no contract at ${contractAddress} on your chain at ${this.rpcUrl}`);
+      throw new ChatError("CHAIN_MISMATCH", `no contract at ${contractAddress} on your chain at ${this.rpcUrl}`);
     }
     const maxFrameBytes = info.maxFrameBytes > 0 ? info.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     if (!pin?.chainId) {
       this.out.info(`Pinned chain ${infoChainId}, contract ${contractAddress} for ${origin} (checked against ${this.rpcUrl})`);
     }
-    writePin(this.home, origin, { chainId: infoChainId.toString(), contractAddress, maxFrameBytes });
+    this.relayPins.update(origin, { chainId: infoChainId.toString(), contractAddress, maxFrameBytes });
     this.deploymentCache = { chainId: infoChainId, contractAddress, maxFrameBytes };
     return this.deploymentCache;
   }

@@ -3,7 +3,7 @@
  * (a second line for a new password); otherwise it is asked on the terminal with echo off. A password
  * is never echoed, logged or kept longer than the command needs it.
  */
-import { CliError } from "./errors";
+import { ChatError } from "../protocol/errors";
 
 /** Standard input as a queue of lines, shared by password reading and `chat talk`. */
 export class StdinLines {
@@ -59,7 +59,7 @@ export class StdinLines {
 /** Asks on the terminal with echo off. */
 export function promptHidden(question: string, stdin: NodeJS.ReadStream = process.stdin, stderr: NodeJS.WriteStream = process.stderr): Promise<string> {
   if (!stdin.isTTY) {
-    return Promise.reject(new CliError("USAGE", "no terminal to ask for the password: pass it with --password-stdin"));
+    return Promise.reject(new ChatError("USAGE", "no terminal to ask for the password: pass it with --password-stdin"));
   }
   return new Promise((resolve, reject) => {
     stderr.write(question);
@@ -78,7 +78,7 @@ export function promptHidden(question: string, stdin: NodeJS.ReadStream = proces
     const onData = (chunk: string) => {
       for (const char of chunk) {
         if (char === "\r" || char === "\n") return done();
-        if (char === "\u0003") return done(new CliError("CANCELLED", "cancelled"));
+        if (char === "\u0003") return done(new ChatError("CANCELLED", "cancelled"));
         if (char === "\u007f" || char === "\b") value = value.slice(0, -1);
         else value += char;
       }
@@ -97,22 +97,22 @@ export interface PasswordSource {
 export function passwordSource(params: { fromStdin: boolean; lines: StdinLines }): PasswordSource {
   const fromStdin = async (what: string) => {
     const line = await params.lines.next();
-    if (line === undefined || line === "") throw new CliError("USAGE", `--password-stdin: expected ${what} on standard input`);
+    if (line === undefined || line === "") throw new ChatError("USAGE", `--password-stdin: expected ${what} on standard input`);
     return line;
   };
   return {
     async password(prompt = "Password: ") {
       if (params.fromStdin) return fromStdin("the password");
       const value = await promptHidden(prompt);
-      if (value === "") throw new CliError("USAGE", "empty password");
+      if (value === "") throw new ChatError("USAGE", "empty password");
       return value;
     },
     async newPassword() {
       if (params.fromStdin) return fromStdin("the new password as the second line");
       const first = await promptHidden("New password: ");
-      if (first.length < 8) throw new CliError("USAGE", "the new password must have at least 8 characters");
+      if (first.length < 8) throw new ChatError("USAGE", "the new password must have at least 8 characters");
       const second = await promptHidden("Repeat the new password: ");
-      if (first !== second) throw new CliError("USAGE", "the two passwords differ");
+      if (first !== second) throw new ChatError("USAGE", "the two passwords differ");
       return first;
     },
   };

@@ -3,7 +3,6 @@ import type { z } from "zod";
 import type { TransactionResponse } from "../protocol/wire";
 import type { RegistryReader } from "./chain";
 import type { Context } from "./context";
-import { confirmKey, dropPendingKey, storeKey } from "./keystore";
 
 /**
  * The common tail of `rotate-key` and `reset`: keep the new key on disk as pending (so that a crash after
@@ -12,7 +11,7 @@ import { confirmKey, dropPendingKey, storeKey } from "./keystore";
  * since the transaction may still have landed.
  */
 export async function submitKeyChange(params: {
-  ctx: Context;
+  ctx: Pick<Context, "keys" | "out">;
   registry: RegistryReader;
   username: string;
   index: number;
@@ -24,19 +23,19 @@ export async function submitKeyChange(params: {
   const { ctx, registry, username, index } = params;
   const local = await ctx.out.progress(
     "encrypting the new key (scrypt)",
-    storeKey({ home: ctx.home, username, index, privateKey: params.privateKey, password: params.password, fastKdf: ctx.insecureFastKdf, pending: true }),
+    ctx.keys.store({ username, index, privateKey: params.privateKey, password: params.password, pending: true }),
   );
   let receipt;
   try {
     receipt = await ctx.out.progress(params.waitingFor, params.submit(), { transaction: true });
   } catch (error) {
-    if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, index);
+    if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") ctx.keys.dropPending(username, index);
     throw error;
   }
   const onChain = await registry.currentKey(username);
   if (onChain.index !== index || onChain.address !== local.address) {
     throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the chain's current key is not the new key`);
   }
-  confirmKey(ctx.home, username, index);
+  ctx.keys.confirm(username, index);
   return receipt;
 }

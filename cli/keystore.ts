@@ -12,7 +12,6 @@
 import { Wallet, decryptKeystoreJson, encryptKeystoreJson, type KeystoreAccount } from "ethers";
 import { ChatError } from "../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../protocol/keys";
-import { CliError } from "./errors";
 import type { Home } from "./home";
 
 export interface LocalKey {
@@ -103,7 +102,7 @@ export async function unlockKey(params: { home: Home; username: string; index: n
   const file = keystorePath(params.home, params.username, params.index);
   const json = params.home.readJson<unknown>(file);
   if (!json) {
-    throw new CliError("NO_LOCAL_KEY", `no key ${params.index} of ${params.username} on this device (${params.home.root}); on a new device use: chat reset ${params.username}`);
+    throw new ChatError("NO_LOCAL_KEY", `no key ${params.index} of ${params.username} on this device (${params.home.root}); on a new device use: chat reset ${params.username}`);
   }
   let account: KeystoreAccount;
   try {

@@ -5,7 +5,6 @@
 import readline from "node:readline/promises";
 import type { Context } from "./context";
 import { describeError } from "./errors";
-import { readSession } from "./session";
 
 export async function menu(ctx: Context): Promise<void> {
   if (!process.stdin.isTTY) {
@@ -22,7 +21,7 @@ export async function menu(ctx: Context): Promise<void> {
     ["Quit", async () => undefined, undefined],
   ];
   for (;;) {
-    const session = readSession(ctx.home);
+    const session = ctx.sessions.read();
     process.stderr.write(`\neth-chat${session ? ` (logged in as ${session.username})` : ""}\n`);
     entries.forEach(([label], i) => process.stderr.write(`  ${i + 1}) ${label}\n`));
     const rl = readline.createInterface({ input: process.stdin, output: process.stderr });

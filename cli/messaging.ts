@@ -7,14 +7,17 @@
 import { ChatError } from "../protocol/errors";
 import { assertFitsFrame, maxBodyBytes, openEnvelope, sealEnvelope, supersededAtReceipt, type InnerMessageV1 } from "../protocol/envelope";
 import { assertUsername } from "../protocol/username";
+import { randomUUID } from "node:crypto";
 import type { MessageFrame } from "../protocol/wire";
 import type { z } from "zod";
 import type { RelayConnection } from "./connection";
 import type { Context } from "./context";
-import { addToOutbox, appendHistory, historyDedupStore, newMessageId, readOutbox, removeFromOutbox, type OutboxEntry } from "./history";
-import { KeyBook } from "./trust";
-import type { Session } from "./session";
 import { describeError } from "./errors";
+import type { Session } from "./session";
+import { historyDedupStore, type OutboxEntry } from "./stores";
+import { KeyBook, type KeyBookDeps } from "./trust";
+
+export type MessengerDeps = Pick<Context, "deployment" | "history" | "outbox"> & KeyBookDeps;
 
 const ACCEPT_TIMEOUT_MS = 20_000;
 
@@ -25,11 +28,11 @@ export class Messenger {
   private receiving: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly ctx: Context,
+    private readonly ctx: MessengerDeps,
     readonly session: Session,
   ) {
     this.book = new KeyBook(ctx, session.username);
-    this.dedup = historyDedupStore(ctx.home, session.username);
+    this.dedup = historyDedupStore(ctx.history, session.username);
   }
 
   get me(): string {
@@ -76,7 +79,7 @@ export class Messenger {
     const envelope = await sealEnvelope({ inner, senderPrivateKey: this.session.keys[0].privateKey, recipientPublicKey: recipient.publicKey });
     assertFitsFrame({ id: inner.id, to, envelope, maxFrameBytes });
     const entry: OutboxEntry = { id: inner.id, to, envelope, body, timestamp: inner.timestamp, recipientKeyIndex: recipient.index };
-    addToOutbox(this.ctx.home, this.me, entry);
+    this.ctx.outbox.put(this.me, entry);
     return entry;
   }
 
@@ -85,7 +88,7 @@ export class Messenger {
    * move to the history; the others stay in the outbox for the next connection.
    */
   async flushOutbox(conn: RelayConnection, only?: Set<string>): Promise<{ entry: OutboxEntry; status?: string; error?: ChatError }[]> {
-    const entries = readOutbox(this.ctx.home, this.me).filter((entry) => !only || only.has(entry.id));
+    const entries = this.ctx.outbox.list(this.me).filter((entry) => !only || only.has(entry.id));
     if (entries.length === 0) return [];
     return Promise.all(entries.map((entry) => this.sendOne(conn, entry)));
   }
@@ -111,8 +114,8 @@ export class Messenger {
       );
       const off = conn.onFrame((frame) => {
         if (frame.type === "accepted" && frame.id === entry.id) {
-          removeFromOutbox(this.ctx.home, this.me, entry.id);
-          appendHistory(this.ctx.home, this.me, {
+          this.ctx.outbox.remove(this.me, entry.id);
+          this.ctx.history.append(this.me, {
             id: entry.id,
             direction: "out",
             peer: entry.to,
@@ -127,9 +130,8 @@ export class Messenger {
             retryTimer = setTimeout(trySend, Math.min(frame.retryAfterMs ?? 500, 5_000));
             return;
           }
-          const known = frame.code as ChatError["code"];
-          if (!frame.retryable) removeFromOutbox(this.ctx.home, this.me, entry.id); // it can never succeed as it is
-          finish({ error: new ChatError(known, frame.message) });
+          if (!frame.retryable) this.ctx.outbox.remove(this.me, entry.id); // it can never succeed as it is
+          finish({ error: new ChatError(frame.code, frame.message) });
         }
       });
       const trySend = () => {
@@ -194,7 +196,7 @@ export class Messenger {
           message: `message ${inner.id} from ${inner.sender} is signed with ${inner.sender}'s older key ${inner.senderKeyIndex}, not the current key`,
         });
       }
-      appendHistory(this.ctx.home, this.me, {
+      this.ctx.history.append(this.me, {
         id: inner.id,
         direction: "in",
         peer: inner.sender,
@@ -220,6 +222,11 @@ export class Messenger {
       return undefined;
     }
   }
+}
+
+/** A message id: a UUID (RFC 9562 v4) fits the wire's MessageId. */
+export function newMessageId(): string {
+  return randomUUID();
 }
 
 export function formatMessage(inner: { sender: string; body: string; timestamp: number }): string {

@@ -6,11 +6,11 @@ import http from "node:http";
 import https from "node:https";
 import type tls from "node:tls";
 import type { z } from "zod";
-import { ChatError, ERROR_CODES, type ErrorCode } from "../protocol/errors";
-import { ErrorBody } from "../protocol/wire";
-import type { Home } from "./home";
+import { ChatError } from "../protocol/errors";
+import { ErrorBody, WS_PATH } from "../protocol/wire";
 import type { Output } from "./output";
-import { certificateChanged, isCertificateError, pinnedTlsOptions, probeCertificate, readPins, relayOrigin, writePin } from "./relay-tls";
+import { certificateChanged, isCertificateError, pinnedTlsOptions, probeCertificate, relayOrigin } from "./relay-tls";
+import type { RelayPinStore } from "./stores";
 
 const TIMEOUT_MS = 60_000; // a registration waits for its block
 
@@ -21,7 +21,7 @@ export class RelayHttp {
 
   constructor(
     relayUrl: string,
-    private readonly home: Home,
+    private readonly pins: RelayPinStore,
     private readonly out: Output,
   ) {
     this.url = relayOrigin(relayUrl);
@@ -36,10 +36,10 @@ export class RelayHttp {
   async tls(): Promise<tls.ConnectionOptions> {
     if (!this.secure) return {};
     if (this.tlsOptions) return this.tlsOptions;
-    let pin = readPins(this.home)[this.origin];
+    let pin = this.pins.get(this.origin);
     if (!pin?.certSha256 || !pin.certPem) {
       const seen = await probeCertificate(this.url);
-      pin = writePin(this.home, this.origin, { certSha256: seen.fingerprint, certPem: seen.pem, pinnedAt: Date.now() });
+      pin = this.pins.update(this.origin, { certSha256: seen.fingerprint, certPem: seen.pem, pinnedAt: Date.now() });
       this.out.info(`Pinned the TLS certificate of ${this.origin} on first use: sha256 ${seen.fingerprint}`);
     }
     this.tlsOptions = pinnedTlsOptions({ certSha256: pin.certSha256!, certPem: pin.certPem! });
@@ -49,7 +49,7 @@ export class RelayHttp {
   /** Turns a connection failure into CERTIFICATE_CHANGED or RELAY_UNREACHABLE (with the address tried). */
   connectionError(error: unknown): ChatError {
     if (isCertificateError(error)) {
-      const pinned = readPins(this.home)[this.origin]?.certSha256 ?? "";
+      const pinned = this.pins.get(this.origin)?.certSha256 ?? "";
       return certificateChanged(this.origin, pinned);
     }
     const e = error as NodeJS.ErrnoException;
@@ -90,8 +90,7 @@ export class RelayHttp {
     if (status >= 400) {
       const parsed = ErrorBody.safeParse(json);
       if (!parsed.success) throw new ChatError("RELAY_UNREACHABLE", `relay at ${this.origin} answered ${method} ${path} with status ${status}`);
-      const code = (ERROR_CODES as readonly string[]).includes(parsed.data.error.code) ? (parsed.data.error.code as ErrorCode) : "INTERNAL";
-      throw new ChatError(code, parsed.data.error.message, { status });
+      throw new ChatError(parsed.data.error.code, parsed.data.error.message, { status });
     }
     const parsed = schema.safeParse(json);
     if (!parsed.success) {
@@ -111,7 +110,7 @@ export class RelayHttp {
 
   /** The WebSocket URL of the relay. */
   wsUrl(): string {
-    const url = new URL("/v1/ws", this.url);
+    const url = new URL(WS_PATH, this.url);
     url.protocol = this.secure ? "wss:" : "ws:";
     return url.toString();
   }

@@ -9,19 +9,6 @@ import { createHash, X509Certificate } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
 import { ChatError } from "../protocol/errors";
-import type { Home } from "./home";
-
-export interface RelayPin {
-  /** SHA-256 of the DER certificate, uppercase hex with colons, as Node's fingerprint256 */
-  certSha256?: string;
-  certPem?: string;
-  chainId?: string;
-  contractAddress?: string;
-  maxFrameBytes?: number;
-  pinnedAt?: number;
-}
-
-export type RelayPins = Record<string, RelayPin>;
 
 export function relayOrigin(url: string): URL {
   let parsed: URL;
@@ -32,17 +19,6 @@ export function relayOrigin(url: string): URL {
   }
   if (parsed.protocol !== "https:" && parsed.protocol !== "http:") throw new ChatError("BAD_REQUEST", "--relay: use an https:// URL");
   return parsed;
-}
-
-export function readPins(home: Home): RelayPins {
-  return home.readJson<RelayPins>(home.path("relays.json")) ?? {};
-}
-
-export function writePin(home: Home, origin: string, update: Partial<RelayPin>): RelayPin {
-  const pins = readPins(home);
-  pins[origin] = { ...pins[origin], ...update };
-  home.writeJson(home.path("relays.json"), pins);
-  return pins[origin];
 }
 
 export function fingerprintOf(der: Buffer): string {

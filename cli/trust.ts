@@ -1,34 +1,33 @@
 /**
  * Keys of other users: fetched from the relay, CHECKED against the chain over the client's own JSON-RPC
- * (each record's address, index and kind), pinned in users/<me>/contacts.json, and every change since
+ * (each record's address, index and kind), pinned in the contact store, and every change since
  * the pin announced before the next message: a rotation as a warning, a reset more loudly.
  */
+import type { KeyKindName } from "../protocol/eip712";
 import { ChatError } from "../protocol/errors";
 import { keyFingerprint, normalizePublicKey, publicKeyToAddress } from "../protocol/keys";
 import { KeysResponse } from "../protocol/wire";
-import type { ChainKeyRecord } from "./chain";
 import type { Context } from "./context";
+
+/** What checking keys needs: the chain (registry), the relay, and for pinning the contacts and output. */
+export type KeyFetchDeps = Pick<Context, "registry" | "relay">;
+export type KeyPinDeps = Pick<Context, "contacts" | "out">;
+export type KeyBookDeps = KeyFetchDeps & KeyPinDeps;
 
 export interface VerifiedKey {
   index: number;
   publicKey: string;
   address: string;
-  kind: ChainKeyRecord["kind"];
+  kind: KeyKindName;
   /** block time from the chain, Unix seconds */
   timestamp: number;
   fingerprint: string;
 }
 
-export interface ContactPin {
-  keys: { index: number; publicKey: string; kind: string; timestamp: number }[];
-  verified?: { index: number; publicKey: string; at: number };
-}
-export type Contacts = Record<string, ContactPin>;
-
 const RELAY_CATCH_UP_MS = 6_000;
 
 /** The user's key history as the relay gives it, every record checked against the chain. */
-export async function fetchVerifiedKeys(ctx: Context, username: string): Promise<VerifiedKey[]> {
+export async function fetchVerifiedKeys(ctx: KeyFetchDeps, username: string): Promise<VerifiedKey[]> {
   const registry = await ctx.registry();
   const chainKeys = await registry.keyHistory(username);
   if (chainKeys.length === 0) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
@@ -74,18 +73,6 @@ export async function fetchVerifiedKeys(ctx: Context, username: string): Promise
   });
 }
 
-function contactsPath(ctx: Context, me: string): string {
-  return `${ctx.home.userDir(me)}/contacts.json`;
-}
-
-export function readContacts(ctx: Context, me: string): Contacts {
-  return ctx.home.readJson<Contacts>(contactsPath(ctx, me)) ?? {};
-}
-
-export function writeContacts(ctx: Context, me: string, contacts: Contacts): void {
-  ctx.home.writeJson(contactsPath(ctx, me), contacts);
-}
-
 function when(seconds: number): string {
   return new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
 }
@@ -94,9 +81,8 @@ function when(seconds: number): string {
  * Compares the chain-checked keys with the pin, announces every change, and pins the new state.
  * Returns the warnings announced.
  */
-export function announceKeyChanges(ctx: Context, me: string, peer: string, keys: VerifiedKey[]): { code: string }[] {
-  const contacts = readContacts(ctx, me);
-  const pin = contacts[peer];
+export function announceKeyChanges(ctx: KeyPinDeps, me: string, peer: string, keys: VerifiedKey[]): { code: string }[] {
+  const pin = ctx.contacts.get(me, peer);
   const warnings: { code: string }[] = [];
   if (pin) {
     for (const pinned of pin.keys) {
@@ -141,11 +127,10 @@ export function announceKeyChanges(ctx: Context, me: string, peer: string, keys:
   }
   const current = keys[keys.length - 1];
   const verified = pin?.verified && pin.verified.index === current.index && pin.verified.publicKey === current.publicKey ? pin.verified : undefined;
-  contacts[peer] = {
+  ctx.contacts.put(me, peer, {
     keys: keys.map((key) => ({ index: key.index, publicKey: key.publicKey, kind: key.kind, timestamp: key.timestamp })),
     ...(verified ? { verified } : {}),
-  };
-  writeContacts(ctx, me, contacts);
+  });
   return warnings;
 }
 
@@ -153,7 +138,7 @@ export function announceKeyChanges(ctx: Context, me: string, peer: string, keys:
 export class KeyBook {
   private cache = new Map<string, Promise<VerifiedKey[]>>();
   constructor(
-    private readonly ctx: Context,
+    private readonly ctx: KeyBookDeps,
     private readonly me: string,
   ) {}
 
@@ -195,8 +180,8 @@ export class KeyBook {
   }
 }
 
-async function verifiedKeyWithoutChain(ctx: Context, me: string, peer: string, cause: ChatError): Promise<VerifiedKey> {
-  const pin = readContacts(ctx, me)[peer];
+async function verifiedKeyWithoutChain(ctx: KeyBookDeps, me: string, peer: string, cause: ChatError): Promise<VerifiedKey> {
+  const pin = ctx.contacts.get(me, peer);
   const verified = pin?.verified;
   if (!verified) {
     throw new ChatError("KEY_UNVERIFIED", `cannot check ${peer}'s key against the chain (${cause.message}) and you have not verified it (chat verify ${peer}): not encrypting`);
@@ -219,7 +204,7 @@ async function verifiedKeyWithoutChain(ctx: Context, me: string, peer: string, c
     index: verified.index,
     publicKey: verified.publicKey,
     address: publicKeyToAddress(verified.publicKey),
-    kind: (pinned?.kind ?? "registered") as VerifiedKey["kind"],
+    kind: pinned?.kind ?? "registered",
     timestamp: pinned?.timestamp ?? 0,
     fingerprint: keyFingerprint(verified.publicKey),
   };

@@ -18,6 +18,7 @@ export interface RegistryDomain {
   verifyingContract: string;
 }
 
+/** The one place the domain is built: every signer and checker of ChatRegistry's typed data calls this. */
 export function registryDomain(params: { chainId: bigint | number; verifyingContract: string }): RegistryDomain {
   return {
     name: EIP712_NAME,
@@ -147,9 +148,11 @@ export function recoverRegistrySigner(params: {
   }
 }
 
-/** Kinds of key records, numbered as the contract's KeyKind enum. */
-export const KEY_KINDS = ["none", "registered", "rotated", "reset"] as const;
-export type KeyKindName = Exclude<(typeof KEY_KINDS)[number], "none">;
+/** The kinds a key record can have: registered (first key), rotated (signed by the previous key), reset (password-proven). */
+export const KEY_KIND_NAMES = ["registered", "rotated", "reset"] as const;
+export type KeyKindName = (typeof KEY_KIND_NAMES)[number];
+/** The same kinds numbered as the contract's KeyKind enum, where 0 means "no record". */
+export const KEY_KINDS = ["none", ...KEY_KIND_NAMES] as const;
 
 export function keyKindName(kind: number | bigint): KeyKindName {
   const name = KEY_KINDS[Number(kind)];

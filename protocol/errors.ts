@@ -35,6 +35,12 @@ export const ERROR_CODES = [
   "CACHE_STALE",
   "NOT_FOUND",
   "INTERNAL",
+  // met only inside a client, never sent by a relay
+  "CHAIN_MISMATCH",
+  "NOT_LOGGED_IN",
+  "NO_LOCAL_KEY",
+  "USAGE",
+  "CANCELLED",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -4,6 +4,8 @@
  * 0x-prefixed hex; all times are Unix milliseconds unless named `...Seconds`.
  */
 import { z } from "zod";
+import { KEY_KIND_NAMES } from "./eip712";
+import { ERROR_CODES } from "./errors";
 import { USERNAME_MAX_BYTES, USERNAME_MIN_BYTES } from "./username";
 
 export const PROTOCOL_VERSION = 1;
@@ -35,8 +37,11 @@ export const MessageId = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/, "8 to 64 char
 // HTTP. Errors: any status >= 400 carries ErrorBody. 4xx are the caller's fault, 503 is retryable.
 // ---------------------------------------------------------------------------------------------------
 
+/** A stable error code (protocol/errors.ts): the client reads it without a cast. */
+export const ErrorCodeSchema = z.enum(ERROR_CODES);
+
 export const ErrorBody = z.object({
-  error: z.object({ code: z.string(), message: z.string(), retryAfterSeconds: z.number().optional() }),
+  error: z.object({ code: ErrorCodeSchema, message: z.string(), retryAfterSeconds: z.number().optional() }),
 });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
@@ -139,7 +144,7 @@ export const KeyRecordView = z.object({
   index: z.number().int(),
   publicKey: PublicKey,
   address: z.string(),
-  kind: z.enum(["registered", "rotated", "reset"]),
+  kind: z.enum(KEY_KIND_NAMES),
   blockNumber: z.number().int(),
   timestamp: z.number().int(), // block time, Unix seconds
   transactionHash: Hex32,
@@ -156,9 +161,12 @@ export const KeysResponse = z.object({
 export type KeysResponse = z.infer<typeof KeysResponse>;
 
 // ---------------------------------------------------------------------------------------------------
-// WebSocket: GET /v1/ws with header `Authorization: Bearer <token>`; 401 before the upgrade otherwise.
+// WebSocket: GET WS_PATH with header `Authorization: Bearer <token>`; 401 before the upgrade otherwise.
 // Each frame is one JSON text message, at most maxFrameBytes (else close 1009).
 // ---------------------------------------------------------------------------------------------------
+
+/** The WebSocket endpoint, on the relay's HTTPS origin. */
+export const WS_PATH = "/v1/ws";
 
 /** The envelope is opaque to the relay: a string produced by protocol/envelope (JSON of EnvelopeV1). */
 export const EnvelopeText = z.string().min(1);
@@ -185,7 +193,7 @@ export const ReadyFrame = z.object({ type: z.literal("ready"), pending: z.number
 /** relay -> client: a request failed; `id` names the frame it answers when known. The socket stays open. */
 export const ErrorFrame = z.object({
   type: z.literal("error"),
-  code: z.string(),
+  code: ErrorCodeSchema,
   message: z.string(),
   id: z.string().optional(),
   retryable: z.boolean().optional(),

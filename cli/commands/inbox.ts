@@ -1,15 +1,14 @@
 import type { ServerFrame } from "../../protocol/wire";
-import { RelayConnection } from "../connection";
-import type { Context } from "../context";
-import { Messenger, formatMessage } from "../messaging";
+import { RelayConnection, type ConnectionDeps } from "../connection";
+import { Messenger, formatMessage, type MessengerDeps } from "../messaging";
 import { requireSession } from "../session";
 
 /**
  * chat inbox: connect, take the mailbox backlog until the relay says "ready", open and check each
  * message, save it, acknowledge it, print it; then re-send any unaccepted outbox entries.
  */
-export async function inbox(ctx: Context): Promise<void> {
-  const session = requireSession(ctx.home, ctx.relay.origin);
+export async function inbox(ctx: MessengerDeps & ConnectionDeps): Promise<void> {
+  const session = requireSession(ctx.sessions, ctx.relay.origin);
   const messenger = new Messenger(ctx, session);
   const conn = await RelayConnection.open(ctx, session);
   let printed = 0;

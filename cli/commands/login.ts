@@ -1,9 +1,11 @@
 import { assertUsername } from "../../protocol/username";
-import { loginWithKeys, unlockCurrentKeys } from "../auth";
+import { loginWithKeys, unlockCurrentKeys, type LoginDeps, type UnlockDeps } from "../auth";
 import type { Context } from "../context";
 
+export type LoginCommandDeps = LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential">;
+
 /** chat login USER */
-export async function login(ctx: Context, rawUsername: string): Promise<void> {
+export async function login(ctx: LoginCommandDeps, rawUsername: string): Promise<void> {
   const username = assertUsername(rawUsername);
   await ctx.deployment();
   const password = await ctx.passwords.password(`Password for ${username}: `);

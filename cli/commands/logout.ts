@@ -1,9 +1,8 @@
 import type { Context } from "../context";
-import { deleteSession, readSession } from "../session";
 
 /** chat logout: forgets the token and the unlocked keys (the password-encrypted keystores stay). */
-export async function logout(ctx: Context): Promise<void> {
-  const session = readSession(ctx.home);
-  const existed = deleteSession(ctx.home);
+export async function logout(ctx: Pick<Context, "sessions" | "out">): Promise<void> {
+  const session = ctx.sessions.read();
+  const existed = ctx.sessions.delete();
   ctx.out.data({ type: "logout", username: session?.username ?? null, wasLoggedIn: existed }, existed ? `Logged out ${session?.username}` : "Not logged in");
 }

@@ -1,13 +1,14 @@
 import { registryDomain, signRegistryTypedData } from "../../protocol/eip712";
 import { CredentialHashResponse, TransactionResponse } from "../../protocol/wire";
-import { unlockCurrentKeys } from "../auth";
+import { unlockCurrentKeys, type UnlockDeps } from "../auth";
 import type { Context } from "../context";
-import { readIdentity, storeKey, unlockKey } from "../keystore";
 import { requireSession } from "../session";
 
 /** chat passwd: a new password: new credential hash on chain (signed by the current key), keystores re-encrypted. */
-export async function passwd(ctx: Context): Promise<void> {
-  const session = requireSession(ctx.home, ctx.relay.origin);
+export async function passwd(
+  ctx: UnlockDeps & Pick<Context, "sessions" | "relay" | "deployment" | "passwords" | "credential" | "deadline">,
+): Promise<void> {
+  const session = requireSession(ctx.sessions, ctx.relay.origin);
   const username = session.username;
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();
@@ -29,9 +30,9 @@ export async function passwd(ctx: Context): Promise<void> {
     { transaction: true },
   );
   // Re-encrypt every local key with the new password.
-  for (const key of readIdentity(ctx.home, username).keys.filter((k) => !k.pending)) {
-    const unlocked = await unlockKey({ home: ctx.home, username, index: key.index, password: oldPassword });
-    await storeKey({ home: ctx.home, username, index: key.index, privateKey: unlocked.privateKey, password: newPassword, fastKdf: ctx.insecureFastKdf, pending: false });
+  for (const key of ctx.keys.localKeys(username).filter((k) => !k.pending)) {
+    const unlocked = await ctx.keys.unlock(username, key.index, oldPassword);
+    await ctx.keys.store({ username, index: key.index, privateKey: unlocked.privateKey, password: newPassword, pending: false });
   }
   ctx.out.data(
     { type: "passwd", username, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash },

@@ -3,12 +3,14 @@ import { signRegistryTypedData, registryDomain } from "../../protocol/eip712";
 import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
 import { assertUsername } from "../../protocol/username";
 import { CredentialHashResponse, TransactionResponse } from "../../protocol/wire";
-import { loginWithKeys } from "../auth";
+import { loginWithKeys, type LoginDeps } from "../auth";
 import type { Context } from "../context";
-import { confirmKey, dropPendingKey, newPrivateKey, storeKey } from "../keystore";
+import { newPrivateKey } from "../keystore";
 
 /** chat register USER: a new key on this device, its registration on chain (through the relay), then login. */
-export async function register(ctx: Context, rawUsername: string): Promise<void> {
+export async function register(
+  ctx: LoginDeps & Pick<Context, "registry" | "keys" | "out" | "passwords" | "credential" | "deadline">,
+  rawUsername: string): Promise<void> {
   const username = assertUsername(rawUsername);
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();
@@ -27,7 +29,7 @@ export async function register(ctx: Context, rawUsername: string): Promise<void>
   // Saved before the transaction: if the answer is lost after the block, the key is not.
   const local = await ctx.out.progress(
     "encrypting the new key (scrypt)",
-    storeKey({ home: ctx.home, username, index: 0, privateKey, password, fastKdf: ctx.insecureFastKdf, pending: true }),
+    ctx.keys.store({ username, index: 0, privateKey, password, pending: true }),
   );
   let receipt;
   try {
@@ -37,13 +39,13 @@ export async function register(ctx: Context, rawUsername: string): Promise<void>
       { transaction: true },
     );
   } catch (error) {
-    if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") dropPendingKey(ctx.home, username, 0);
+    if (error instanceof ChatError && error.code !== "RELAY_UNREACHABLE") ctx.keys.dropPending(username, 0);
     throw error;
   }
   // The relay's word is not enough: the chain must hold our key.
   const record = await registry.keyRecord(username, 0);
   if (record.address !== local.address) throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the chain holds another key than the one registered here`);
-  confirmKey(ctx.home, username, 0);
+  ctx.keys.confirm(username, 0);
   await loginWithKeys({ ctx, username, credential, keys: [{ index: 0, privateKey }] });
   ctx.out.data(
     { type: "registered", username, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash, fingerprint: keyFingerprint(publicKey) },

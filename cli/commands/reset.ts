@@ -3,7 +3,7 @@ import { registryDomain, signRegistryTypedData } from "../../protocol/eip712";
 import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
 import { assertUsername } from "../../protocol/username";
 import { TransactionResponse } from "../../protocol/wire";
-import { loginWithKeys } from "../auth";
+import { loginWithKeys, type LoginDeps } from "../auth";
 import type { Context } from "../context";
 import { submitKeyChange } from "../key-change";
 import { newPrivateKey } from "../keystore";
@@ -12,7 +12,9 @@ import { newPrivateKey } from "../keystore";
  * chat reset USER: the lost-device path. A new key on this device, proven by the password (the relay
  * checks the credential and submits resetKey); peers are warned of the reset.
  */
-export async function reset(ctx: Context, rawUsername: string): Promise<void> {
+export async function reset(
+  ctx: LoginDeps & Pick<Context, "registry" | "keys" | "out" | "passwords" | "credential" | "deadline">,
+  rawUsername: string): Promise<void> {
   const username = assertUsername(rawUsername);
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();

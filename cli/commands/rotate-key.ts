@@ -1,15 +1,15 @@
 import { registryDomain, signRegistryTypedData } from "../../protocol/eip712";
 import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
 import { TransactionResponse } from "../../protocol/wire";
-import { loginWithKeys, unlockCurrentKeys } from "../auth";
+import { loginWithKeys, unlockCurrentKeys, type LoginDeps, type UnlockDeps } from "../auth";
 import type { Context } from "../context";
 import { submitKeyChange } from "../key-change";
 import { newPrivateKey } from "../keystore";
 import { requireSession } from "../session";
 
 /** chat rotate-key: a new key, authorised on chain by the current key's EIP-712 signature. */
-export async function rotateKey(ctx: Context): Promise<void> {
-  const session = requireSession(ctx.home, ctx.relay.origin);
+export async function rotateKey(ctx: LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential" | "deadline">): Promise<void> {
+  const session = requireSession(ctx.sessions, ctx.relay.origin);
   const username = session.username;
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();

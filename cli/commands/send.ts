@@ -1,12 +1,11 @@
 import { ChatError } from "../../protocol/errors";
-import { RelayConnection } from "../connection";
-import type { Context } from "../context";
-import { Messenger } from "../messaging";
+import { RelayConnection, type ConnectionDeps } from "../connection";
+import { Messenger, type MessengerDeps } from "../messaging";
 import { requireSession } from "../session";
 
 /** chat send USER TEXT: encrypt for USER's chain-checked key, send, wait until the relay accepts it. */
-export async function send(ctx: Context, to: string, text: string): Promise<void> {
-  const session = requireSession(ctx.home, ctx.relay.origin);
+export async function send(ctx: MessengerDeps & ConnectionDeps, to: string, text: string): Promise<void> {
+  const session = requireSession(ctx.sessions, ctx.relay.origin);
   const messenger = new Messenger(ctx, session);
   const entry = await messenger.prepare(to, text);
   const conn = await RelayConnection.open(ctx, session);

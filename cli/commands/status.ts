@@ -1,14 +1,12 @@
 import { HealthResponse } from "../../protocol/wire";
 import type { Context } from "../context";
 import { describeError } from "../errors";
-import { readOutbox } from "../history";
-import { readPins } from "../relay-tls";
-import { readSession } from "../session";
+import { currentSession } from "../session";
 
 /** chat status: where things are, who is logged in, and whether the relay and the chain answer. */
-export async function status(ctx: Context): Promise<void> {
-  const session = readSession(ctx.home);
-  const pin = readPins(ctx.home)[ctx.relay.origin];
+export async function status(ctx: Pick<Context, "home" | "sessions" | "relayPins" | "outbox" | "relay" | "chain" | "rpcUrl" | "out">): Promise<void> {
+  const session = ctx.sessions.read();
+  const pin = ctx.relayPins.get(ctx.relay.origin);
   let relay: string;
   try {
     const health = await ctx.relay.get("/healthz", HealthResponse);
@@ -24,8 +22,8 @@ export async function status(ctx: Context): Promise<void> {
   } catch (error) {
     chain = describeError(error).message;
   }
-  const loggedIn = session && session.relay === ctx.relay.origin && session.expiresAt > Date.now() ? session : undefined;
-  const outbox = session ? readOutbox(ctx.home, session.username).length : 0;
+  const loggedIn = currentSession(ctx.sessions, ctx.relay.origin);
+  const outbox = session ? ctx.outbox.list(session.username).length : 0;
   const record = {
     type: "status",
     home: ctx.home.root,

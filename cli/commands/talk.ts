@@ -1,10 +1,9 @@
 import readline from "node:readline";
 import { assertUsername } from "../../protocol/username";
 import type { ServerFrame } from "../../protocol/wire";
-import { RelayConnection } from "../connection";
+import { RelayConnection, type ConnectionDeps } from "../connection";
 import type { Context } from "../context";
-import { readHistory } from "../history";
-import { Messenger, formatMessage } from "../messaging";
+import { Messenger, formatMessage, type MessengerDeps } from "../messaging";
 import { requireSession } from "../session";
 
 const RECENT = 20;
@@ -15,12 +14,12 @@ const RECENT = 20;
  * With a terminal, readline keeps the typed line intact around incoming lines; without one (scripts,
  * tests) lines are read from standard input. /quit or end of input leaves.
  */
-export async function talk(ctx: Context, rawPeer: string): Promise<void> {
+export async function talk(ctx: MessengerDeps & ConnectionDeps & Pick<Context, "lines" | "options">, rawPeer: string): Promise<void> {
   const peer = assertUsername(rawPeer);
-  const session = requireSession(ctx.home, ctx.relay.origin);
+  const session = requireSession(ctx.sessions, ctx.relay.origin);
   const messenger = new Messenger(ctx, session);
   await messenger.book.current(peer); // check (and announce) the peer's key before anything else
-  for (const entry of readHistory(ctx.home, session.username, peer).slice(-RECENT)) {
+  for (const entry of ctx.history.read(session.username, peer).slice(-RECENT)) {
     const sender = entry.direction === "in" ? peer : session.username;
     ctx.out.data({ type: "history", id: entry.id, from: sender, body: entry.body, timestamp: entry.timestamp }, formatMessage({ sender, body: entry.body, timestamp: entry.timestamp }));
   }

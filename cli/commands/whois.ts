@@ -2,12 +2,11 @@ import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
 import { formatSafetyNumber, safetyNumber } from "../../protocol/safety-number";
 import { assertUsername } from "../../protocol/username";
 import type { Context } from "../context";
-import { readSession } from "../session";
-import { fetchVerifiedKeys, announceKeyChanges, readContacts, type VerifiedKey } from "../trust";
+import { fetchVerifiedKeys, announceKeyChanges, type KeyBookDeps, type VerifiedKey } from "../trust";
 
 /** The safety number of the logged-in user and `peer`'s current key, when logged in. */
-export function pairSafetyNumber(ctx: Context, peer: string, peerKey: VerifiedKey): { me: string; digits: string } | undefined {
-  const session = readSession(ctx.home);
+export function pairSafetyNumber(ctx: Pick<Context, "sessions" | "relay">, peer: string, peerKey: VerifiedKey): { me: string; digits: string } | undefined {
+  const session = ctx.sessions.read();
   if (!session || session.relay !== ctx.relay.origin || session.username === peer) return undefined;
   const digits = safetyNumber({
     a: { username: session.username, publicKey: publicKeyOf(session.keys[0].privateKey) },
@@ -17,14 +16,14 @@ export function pairSafetyNumber(ctx: Context, peer: string, peerKey: VerifiedKe
 }
 
 /** chat whois USER: the key history from the chain (kind, block time, fingerprint) and the safety number. */
-export async function whois(ctx: Context, rawUsername: string): Promise<void> {
+export async function whois(ctx: KeyBookDeps & Pick<Context, "sessions">, rawUsername: string): Promise<void> {
   const username = assertUsername(rawUsername);
   const keys = await fetchVerifiedKeys(ctx, username);
-  const session = readSession(ctx.home);
+  const session = ctx.sessions.read();
   if (session && session.relay === ctx.relay.origin && session.username !== username) announceKeyChanges(ctx, session.username, username, keys);
   const current = keys[keys.length - 1];
   const pair = pairSafetyNumber(ctx, username, current);
-  const verified = session ? readContacts(ctx, session.username)[username]?.verified : undefined;
+  const verified = session ? ctx.contacts.get(session.username, username)?.verified : undefined;
   const isVerified = Boolean(verified && verified.index === current.index);
   if (ctx.out.json) {
     ctx.out.data(

@@ -1,6 +1,8 @@
 /**
  * End to end: the real `chat` command as separate processes, against a real relay process, a real
  * anvil chain and a MariaDB database of its own. Real KDF parameters (argon2id 64 MiB, scrypt 2^17).
+ * One stack per file; each test asks `given` for the state it needs (each step runs once, in order), so
+ * that any test runs alone with --grep as well as in the whole file.
  */
 import { expect } from "chai";
 import { mkdtempSync, readFileSync, rmSync, statSync, cpSync, readdirSync } from "node:fs";
@@ -20,6 +22,7 @@ import { freePort } from "../helpers/ports";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { sealEnvelope, signInner } from "../../protocol/envelope";
 import { publicKeyOf } from "../../protocol/keys";
+import { WS_PATH } from "../../protocol/wire";
 import { runChat, type ChatResult } from "./chat-process";
 
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2", carol: "carol-Secret-pw-3" };
@@ -50,6 +53,59 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     for (const key of session.keys) expect(printed).to.not.include(key.privateKey.slice(2));
   };
 
+  let currentTest: Mocha.Runnable | undefined;
+  beforeEach(function () {
+    currentTest = this.currentTest;
+  });
+
+  /**
+   * A step that runs at most once per file, however many tests need it. Each step gets the test's time
+   * budget afresh: a test run alone may first build several steps with real KDF parameters.
+   */
+  const once = <T>(step: () => Promise<T>): (() => Promise<T>) => {
+    let running: Promise<T> | undefined;
+    return () =>
+      (running ??= (async () => {
+        currentTest?.resetTimeout();
+        const result = await step();
+        currentTest?.resetTimeout();
+        return result;
+      })());
+  };
+
+  /** The shared states the tests build on, each with the steps before it. */
+  const given = {
+    registered: once(async () => {
+      const [alice, bob] = await Promise.all([
+        chat("alice", ["--password-stdin", "--json", "register", "alice"], `${PASSWORDS.alice}\n`),
+        chat("bob", ["--password-stdin", "register", "bob"], `${PASSWORDS.bob}\n`),
+      ]);
+      return { alice: ok(alice, "register alice"), bob: ok(bob, "register bob") };
+    }),
+    carolRegistered: once(async () => ok(await chat("carol", ["--password-stdin", "register", "carol"], `${PASSWORDS.carol}\n`), "register carol")),
+    /** alice has pinned bob's first key (so that his later changes are announced to her). */
+    alicePinnedBob: once(async () => {
+      await given.registered();
+      ok(await chat("alice", ["whois", "bob"]), "alice pins bob's key");
+    }),
+    bobRotated: once(async () => {
+      await given.alicePinnedBob();
+      return ok(await chat("bob", ["--password-stdin", "--json", "rotate-key"], `${PASSWORDS.bob}\n`), "rotate");
+    }),
+    aliceVerifiedBob: once(async () => {
+      await given.bobRotated();
+      ok(await chat("alice", ["verify", "bob"]), "verify");
+    }),
+    /** bob resets from a fresh home folder (bob_new); alice writes to him there and he reads it. */
+    bobReset: once(async () => {
+      await given.aliceVerifiedBob();
+      const reset = ok(await chat("bob_new", ["--password-stdin", "--json", "reset", "bob"], `${PASSWORDS.bob}\n`), "reset");
+      const sent = ok(await chat("alice", ["--json", "send", "bob", "Are you on a new device?"]), "send after reset");
+      const inbox = ok(await chat("bob_new", ["--json", "inbox"]), "inbox on the new device");
+      return { reset, sent, inbox };
+    }),
+  };
+
   before(async () => {
     anvil = await startAnvil();
     const registry = await deployRegistry({ rpcUrl: anvil.url });
@@ -75,12 +131,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("alice and bob register (keys made locally, files 0600 in 0700 folders, nothing secret printed)", async () => {
-    const [alice, bob] = await Promise.all([
-      chat("alice", ["--password-stdin", "--json", "register", "alice"], `${PASSWORDS.alice}\n`),
-      chat("bob", ["--password-stdin", "register", "bob"], `${PASSWORDS.bob}\n`),
-    ]);
-    ok(alice, "register alice");
-    ok(bob, "register bob");
+    const { alice, bob } = await given.registered();
     expect(alice.json.find((o) => o.type === "registered")).to.include({ username: "alice" });
     expect(bob.stdout).to.match(/Registered bob in block \d+/);
     expectNoSecrets(alice, "alice");
@@ -103,6 +154,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("a taken or invalid username fails with one clear line", async () => {
+    await given.registered();
     const taken = await chat("carol", ["--password-stdin", "register", "alice"], "whatever-pw\n");
     expect(taken.code).to.not.equal(0);
     // (carol's first contact also notes the pinned certificate and chain on stderr; the error is one line)
@@ -113,6 +165,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("alice sends to bob while bob is offline; bob logs in and `chat inbox` prints exactly her messages, once", async () => {
+    await given.registered();
     ok(await chat("bob", ["logout"]), "logout bob");
     const first = ok(await chat("alice", ["--json", "send", "bob", "Hello Bob, this is Alice."]), "send 1");
     const second = ok(await chat("alice", ["--json", "send", "bob", "Second message: ünïcödé ✓"]), "send 2");
@@ -138,6 +191,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("a wrong password fails cleanly: non-zero exit, one line, no secret", async () => {
+    await given.registered();
     const wrong = await chat("alice", ["--password-stdin", "login", "alice"], "not-the-password\n");
     expect(wrong.code).to.equal(1);
     expect(wrong.stdout).to.equal("");
@@ -146,7 +200,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("bob rotates his key; alice's next send warns her and uses the new key", async () => {
-    const rotated = ok(await chat("bob", ["--password-stdin", "--json", "rotate-key"], `${PASSWORDS.bob}\n`), "rotate");
+    const rotated = await given.bobRotated();
     expect(rotated.json[0]).to.include({ type: "rotated", keyIndex: 1 });
     const sent = ok(await chat("alice", ["--json", "send", "bob", "After your rotation"]), "send after rotate");
     const warning = sent.json.find((o) => o.type === "warning");
@@ -164,6 +218,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("`whois` shows bob's history from the chain and the safety number both sides compute alike; `verify` pins it", async () => {
+    await given.bobRotated();
     const whois = ok(await chat("alice", ["--json", "whois", "bob"]), "whois");
     const record = whois.json.find((o) => o.type === "whois");
     expect(record.keys.map((k: { kind: string }) => k.kind)).to.deep.equal(["registered", "rotated"]);
@@ -171,18 +226,16 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     const mirror = ok(await chat("bob", ["--json", "whois", "alice"]), "whois mirror").json.find((o) => o.type === "whois");
     expect(mirror.safetyNumber).to.match(/^(\d{5} ){11}\d{5}$/);
     expect(mirror.safetyNumber).to.equal(record.safetyNumber);
-    ok(await chat("alice", ["verify", "bob"]), "verify");
+    await given.aliceVerifiedBob();
     expect(ok(await chat("alice", ["--json", "whois", "bob"]), "whois 2").json.find((o) => o.type === "whois").verified).to.equal(true);
   });
 
   it("bob resets from a fresh home folder; alice is warned of a reset, loudly, and bob reads her message there", async () => {
-    const reset = ok(await chat("bob_new", ["--password-stdin", "--json", "reset", "bob"], `${PASSWORDS.bob}\n`), "reset");
+    const { reset, sent, inbox } = await given.bobReset();
     expect(reset.json.find((o) => o.type === "reset")).to.include({ keyIndex: 2 });
-    const sent = ok(await chat("alice", ["--json", "send", "bob", "Are you on a new device?"]), "send after reset");
     expect(sent.json.find((o) => o.type === "warning")).to.include({ code: "KEY_RESET", user: "bob", index: 2 });
     expect(sent.stderr).to.match(/!!! WARNING: bob's key was RESET/);
     expect(sent.stderr).to.match(/The key you verified is no longer current/);
-    const inbox = ok(await chat("bob_new", ["--json", "inbox"]), "inbox on the new device");
     expect(inbox.json.filter((o) => o.type === "message").map((m) => m.body)).to.deep.equal(["Are you on a new device?"]);
     // the old device's session is stale now: it says so instead of sending with a replaced key
     const stale = await chat("bob", ["send", "alice", "from the old device"]);
@@ -191,6 +244,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("a relay that hands out a substituted key for bob makes alice's send fail with KEY_MISMATCH", async () => {
+    await given.registered();
     // A test double of the relay: a proxy in front of the real one that rewrites GET /v1/users/bob/keys.
     const mallory = Wallet.createRandom();
     const proxyPort = await freePort();
@@ -238,7 +292,8 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("an envelope whose ciphertext or signature was altered is rejected by bob's inbox (and dropped)", async () => {
-    ok(await chat("carol", ["--password-stdin", "register", "carol"], `${PASSWORDS.carol}\n`), "register carol");
+    await given.bobReset(); // bob reads on bob_new
+    await given.carolRegistered();
     const session = JSON.parse(readFileSync(path.join(homes.carol, "session.json"), "utf8"));
     const carolKey = session.keys[0].privateKey as string;
     const bobKeys = await relay.request("GET", "/v1/users/bob/keys");
@@ -270,7 +325,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
       { id: "genuine-message-1", envelope: genuine },
     ];
     const pinned: tls.ConnectionOptions = { ca: relay.certificate!, checkServerIdentity: () => undefined };
-    const ws = new WebSocket(relay.url.replace("https", "wss") + "/v1/ws", { headers: { authorization: `Bearer ${session.token}` }, ...pinned });
+    const ws = new WebSocket(relay.url.replace("https", "wss") + WS_PATH, { headers: { authorization: `Bearer ${session.token}` }, ...pinned });
     cleanups.push(() => void ws.terminate());
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());
@@ -301,6 +356,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("`chat talk`: history first, incoming lines appear live, typed lines are sent", async () => {
+    await given.bobReset(); // bob_new has alice's message in its history
     const child = spawn(
       process.execPath,
       [path.resolve(__dirname, "../../bin/chat.js"), "--home", homes.bob_new, "--relay", relay.url, "--rpc", anvil.url, "talk", "alice"],
@@ -332,6 +388,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("session expired, message too long, relay or chain unreachable: one line each, naming what was tried", async () => {
+    await given.registered();
     const sessionFile = path.join(homes.alice, "session.json");
     const original = readFileSync(sessionFile, "utf8");
     const expiredHome = path.join(tmp, "alice_expired");
@@ -357,6 +414,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("`passwd` changes carol's password on chain: the old one stops working, the new one logs in; `logout` and `status`", async () => {
+    await given.carolRegistered();
     const newPassword = "carol-New-pw-4";
     const changed = ok(await chat("carol", ["--password-stdin", "passwd"], `${PASSWORDS.carol}\n${newPassword}\n`), "passwd");
     expect(changed.stdout + changed.stderr).to.not.include(newPassword);
@@ -374,6 +432,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
   });
 
   it("`chat` alone opens the interactive menu on a terminal (a real pseudo-terminal through script(1))", async () => {
+    await given.registered();
     const command = [process.execPath, path.join(__dirname, "../../bin/chat.js"), "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url]
       .map((part) => `'${part}'`)
       .join(" ");

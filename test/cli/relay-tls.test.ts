@@ -11,7 +11,6 @@ import path from "node:path";
 import { generate } from "selfsigned";
 import { trustRelay } from "../../cli/commands/trust-relay";
 import { Context } from "../../cli/context";
-import { readPins } from "../../cli/relay-tls";
 import { ChatError } from "../../protocol/errors";
 import { InfoResponse } from "../../protocol/wire";
 import { freePort } from "../helpers/ports";
@@ -57,7 +56,7 @@ describe("cli/relay-tls: the relay's certificate is pinned on first use", functi
 
     const ctx = context();
     expect(await ctx.relay.get("/v1/info", InfoResponse)).to.include({ chainId: "31337" });
-    const pinned = readPins(ctx.home)[new URL(relay).origin];
+    const pinned = ctx.relayPins.get(new URL(relay).origin)!;
     expect(pinned.certSha256).to.equal(new X509Certificate(first.cert).fingerprint256);
     expect(ctx.home.mode(ctx.home.path("relays.json"))).to.equal(0o600);
 
@@ -85,7 +84,7 @@ describe("cli/relay-tls: the relay's certificate is pinned on first use", functi
 
     const trusting = context();
     await trustRelay(trusting);
-    expect(readPins(trusting.home)[new URL(relay).origin].certSha256).to.equal(new X509Certificate(second.cert).fingerprint256);
+    expect(trusting.relayPins.get(new URL(relay).origin)?.certSha256).to.equal(new X509Certificate(second.cert).fingerprint256);
     expect(await context().relay.get("/v1/info", InfoResponse)).to.include({ chainId: "31337" });
   });
 });

@@ -11,7 +11,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { RelayConnection } from "../../cli/connection";
-import { readOutbox } from "../../cli/history";
 import { runChat } from "../cli/chat-process";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
@@ -133,12 +132,12 @@ describe("fault: the relay is SIGKILLed in the middle of a 2,000-message burst (
     await killing;
     const burstMs = Date.now() - burstStarted;
     const acknowledged = acceptedBeforeKill.size;
-    const waiting = online.reduce((n, c) => n + readOutbox(c.ctx.home, c.user.username).length, 0);
+    const waiting = online.reduce((n, c) => n + c.ctx.outbox.list(c.user.username).length, 0);
     expect(acknowledged).to.be.greaterThan(0);
     expect(waiting, "messages not acknowledged stay in the outboxes").to.be.greaterThan(0);
     for (const id of acceptedBeforeKill) {
       const { from } = sent.get(id)!;
-      expect(readOutbox(clients.find((c) => c.user.username === from)!.ctx.home, from).some((e) => e.id === id)).to.equal(false);
+      expect(clients.find((c) => c.user.username === from)!.ctx.outbox.list(from).some((e) => e.id === id)).to.equal(false);
     }
 
     // --- restart on the same address, same database; clients reconnect and re-send their outboxes ---
@@ -159,7 +158,7 @@ describe("fault: the relay is SIGKILLed in the middle of a 2,000-message burst (
         }
       }),
     );
-    for (const c of online) expect(readOutbox(c.ctx.home, c.user.username)).to.deep.equal([]);
+    for (const c of online) expect(c.ctx.outbox.list(c.user.username)).to.deep.equal([]);
     // Live delivery to the online users settles.
     const toOnline = [...sent.values()].filter((m) => online.some((c) => c.user.username === m.to)).length;
     await waitFor("live delivery to the online users", () => shown.length >= toOnline, 60_000);

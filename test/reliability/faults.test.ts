@@ -14,7 +14,6 @@ import os from "node:os";
 import path from "node:path";
 import { Wallet, JsonRpcProvider } from "ethers";
 import { RelayConnection } from "../../cli/connection";
-import { readOutbox } from "../../cli/history";
 import { ChatRegistry__factory } from "../../typechain-types";
 import { runChat } from "../cli/chat-process";
 import { startMariaDbServer, type MariaDbServer } from "../helpers/mariadb-server";
@@ -60,7 +59,7 @@ async function drainOutbox(client: CliClient, conn: RelayConnection, timeoutMs =
     `${client.user.username}'s outbox to empty`,
     async () => {
       await client.messenger.flushOutbox(conn);
-      return readOutbox(client.ctx.home, client.user.username).length === 0;
+      return client.ctx.outbox.list(client.user.username).length === 0;
     },
     timeoutMs,
     250,
@@ -205,7 +204,7 @@ describe("fault: MySQL stops and comes back", function () {
     for (let n = 0; n < 10; n++) during.push((await a.messenger.prepare(bob.username, `during the outage #${n}`)).id);
     const results = await a.messenger.flushOutbox(conn);
     expect(results.map((r) => r.error?.code)).to.deep.equal(Array(10).fill("STORAGE_UNAVAILABLE"));
-    expect(readOutbox(a.ctx.home, alice.username).map((e) => e.id)).to.deep.equal(during);
+    expect(a.ctx.outbox.list(alice.username).map((e) => e.id)).to.deep.equal(during);
     // A new `chat send` process fails with one clear line, no stack trace.
     const refused = await runChat({ home: a.home, relay: relay.url, rpc: chain.anvil.url, args: ["send", bob.username, "from a new process"] });
     expect(refused.code).to.equal(1);

@@ -1,0 +1,77 @@
+/**
+ * The conversation with each peer, per local user, append-only. On disk: one JSON-lines file per peer,
+ * users/<me>/history/<peer>.jsonl (0600). The incoming ids double as the dedup store of protocol/envelope.
+ */
+import type { DedupStore } from "../../protocol/envelope";
+import { assertUsername } from "../../protocol/username";
+import type { Home } from "../home";
+
+export interface HistoryEntry {
+  id: string;
+  direction: "in" | "out";
+  peer: string;
+  body: string;
+  /** sender's clock, Unix ms */
+  timestamp: number;
+  /** relay's clock (incoming) or acceptance time (outgoing), Unix ms */
+  at: number;
+  status?: "stored" | "delivered";
+}
+
+export interface HistoryStore {
+  /** The conversation of `me` with `peer`, oldest first. */
+  read(me: string, peer: string): HistoryEntry[];
+  append(me: string, entry: HistoryEntry): void;
+}
+
+export class FileHistoryStore implements HistoryStore {
+  constructor(private readonly home: Home) {}
+  private file(me: string, peer: string): string {
+    // The peer's name becomes a file name: only a valid username may.
+    return `${this.home.userDir(me, "history")}/${assertUsername(peer)}.jsonl`;
+  }
+  read(me: string, peer: string): HistoryEntry[] {
+    return this.home.readLines<HistoryEntry>(this.file(me, peer));
+  }
+  append(me: string, entry: HistoryEntry): void {
+    this.home.appendLine(this.file(me, entry.peer), entry);
+  }
+}
+
+export class MemoryHistoryStore implements HistoryStore {
+  private readonly conversations = new Map<string, HistoryEntry[]>();
+  read(me: string, peer: string): HistoryEntry[] {
+    return (this.conversations.get(`${me}/${peer}`) ?? []).map((entry) => ({ ...entry }));
+  }
+  append(me: string, entry: HistoryEntry): void {
+    const key = `${me}/${entry.peer}`;
+    this.conversations.set(key, [...(this.conversations.get(key) ?? []), { ...entry }]);
+  }
+}
+
+/** Seen incoming ids per sender, backed by the history (written before the relay is acknowledged). */
+export function historyDedupStore(history: HistoryStore, me: string): DedupStore {
+  const loaded = new Map<string, Set<string>>();
+  const idsOf = (sender: string) => {
+    let ids = loaded.get(sender);
+    if (!ids) {
+      ids = new Set(history.read(me, sender).filter((e) => e.direction === "in").map((e) => e.id));
+      loaded.set(sender, ids);
+    }
+    return ids;
+  };
+  const split = (key: string) => {
+    const slash = key.indexOf("/");
+    return { sender: key.slice(0, slash), id: key.slice(slash + 1) };
+  };
+  return {
+    has: (key) => {
+      const { sender, id } = split(key);
+      return idsOf(sender).has(id);
+    },
+    add: (key) => {
+      const { sender, id } = split(key);
+      idsOf(sender).add(id);
+    },
+  };
+}
