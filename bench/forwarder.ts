@@ -9,9 +9,10 @@ import { readFileSync } from "node:fs";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
 import { WebSocket, WebSocketServer } from "ws";
+import { WS_PATH } from "../protocol/wire";
 
 const server = https.createServer({ cert: readFileSync(process.env.TLS_CERT!), key: readFileSync(process.env.TLS_KEY!), minVersion: "TLSv1.2" });
-const wss = new WebSocketServer({ server, path: "/v1/ws", perMessageDeflate: false, clientTracking: false, maxPayload: 64 * 1024 });
+const wss = new WebSocketServer({ server, path: WS_PATH, perMessageDeflate: false, clientTracking: false, maxPayload: 64 * 1024 });
 const byUser = new Map<string, Set<WebSocket>>();
 
 wss.on("connection", (ws, req) => {

@@ -31,6 +31,11 @@ const CONTRACT_ERRORS: Record<RegistryErrorName, { code: ErrorCode; message: (e:
   ECDSAInvalidSignature: { code: "INVALID_SIGNATURE", message: () => "malformed signature" },
   ECDSAInvalidSignatureLength: { code: "INVALID_SIGNATURE", message: () => "malformed signature" },
   ECDSAInvalidSignatureS: { code: "INVALID_SIGNATURE", message: () => "signature s value is not canonical (EIP-2)" },
+  ChatRegistryInvalidResetDelay: { code: "BAD_REQUEST", message: (e) => `reset delay ${e.args[0]} s is out of range` },
+  ChatRegistryResetPending: { code: "RESET_PENDING", message: (e) => `a reset of ${e.args[0]} is already pending (effective at ${e.args[1]})` },
+  ChatRegistryNoPendingReset: { code: "NO_PENDING_RESET", message: (e) => `no reset of ${e.args[0]} is pending` },
+  ChatRegistryResetNotDue: { code: "RESET_NOT_DUE", message: (e) => `the reset of ${e.args[0]} becomes effective only at ${e.args[1]}` },
+  ChatRegistryPendingKeyMismatch: { code: "KEY_MISMATCH", message: () => "the public key is not the pending reset's key" },
   StringTooLong: { code: "BAD_REQUEST", message: () => "string too long" },
   InvalidShortString: { code: "BAD_REQUEST", message: () => "invalid short string" },
 };

@@ -213,7 +213,7 @@ export function createEthersChain(params: {
       transact("rotateKey", (c) =>
         c.rotateKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature),
       ),
-    resetKey: (a) => transact("resetKey", (c) => c.resetKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature)),
+    resetKey: (a) => transact("requestReset", (c) => c.requestReset.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature)),
     updateCredential: (a) =>
       transact("updateCredential", (c) => c.updateCredential.populateTransaction(a.username, a.credentialHash, a.deadline, a.signature)),
     resetNonce: () => {

@@ -25,6 +25,9 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   SESSION_EXPIRED: 401,
   FORBIDDEN: 403,
   RATE_LIMITED: 429,
+  RESET_PENDING: 409,
+  NO_PENDING_RESET: 409,
+  RESET_NOT_DUE: 409,
   KEY_MISMATCH: 409,
   KEY_UNVERIFIED: 409,
   ENVELOPE_INVALID: 400,
@@ -36,6 +39,12 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   CACHE_STALE: 503,
   NOT_FOUND: 404,
   INTERNAL: 500,
+  // Met only inside a client: a relay that throws one of these has a bug.
+  CHAIN_MISMATCH: 500,
+  NOT_LOGGED_IN: 500,
+  NO_LOCAL_KEY: 500,
+  USAGE: 500,
+  CANCELLED: 500,
 };
 
 /** Parses `value` with `schema`; a failure is BAD_REQUEST naming the first bad field. */

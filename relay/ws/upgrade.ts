@@ -9,8 +9,8 @@ import type { Duplex } from "node:stream";
 import type { WebSocket, WebSocketServer } from "ws";
 import { isChatError, type ErrorCode } from "../../protocol/errors";
 import { verifySessionToken, type SessionClaims } from "../sessions";
+import { WS_PATH } from "../../protocol/wire";
 
-const WS_PATH = "/v1/ws";
 
 function refuse(socket: Duplex, status: number, code: ErrorCode, message: string, headers: string[] = []): void {
   const body = JSON.stringify({ error: { code, message } });

@@ -230,7 +230,7 @@ describe("protocol v1 known-answer vectors (test/vectors/protocol-v1.json)", () 
       expect(chainId.toString()).to.equal(domainVector.chainId);
       await network.provider.send("hardhat_setBalance", [deployer.address, "0x56bc75e2d63100000"]);
       const wallet = new Wallet(deployer.privateKey, ethers.provider);
-      const registry = await new ChatRegistry__factory(wallet).deploy(deployer.address);
+      const registry = await new ChatRegistry__factory(wallet).deploy(deployer.address, 60);
       await registry.waitForDeployment();
       expect(await registry.getAddress()).to.equal(domainVector.verifyingContract);
 
