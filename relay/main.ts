@@ -4,6 +4,7 @@
  *   npm run relay -- resync    empty the chain cache tables, rebuild them from DEPLOY_BLOCK, exit
  * A missing or malformed setting stops with one line naming it (exit 1).
  */
+import { MailboxError } from "./storage/mailbox";
 import { config as loadDotenv } from "dotenv";
 import pino from "pino";
 import { ConfigError, parseConfig, type RelayConfig } from "./config";
@@ -55,6 +56,7 @@ async function serve(config: RelayConfig, logger: pino.Logger): Promise<void> {
     if (code === "ECONNREFUSED" || code === "ER_ACCESS_DENIED_ERROR" || code === "ER_BAD_DB_ERROR") {
       fatal(`MYSQL_URL: cannot use the database (${code})`);
     }
+    if (error instanceof MailboxError) fatal(`mailbox in ${config.dataDir}: ${error.message}`);
     throw error;
   }
   logger.info(

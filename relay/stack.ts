@@ -4,6 +4,7 @@
  * cache true to the chain, the TLS material, and the server. relay/main.ts, the benchmark's relay and the
  * in-process test relays all call createRelayStack, and one close() releases everything it built.
  */
+import path from "node:path";
 import type { Pool } from "mysql2/promise";
 import type { Logger } from "pino";
 import { createRedisBus } from "./bus/redis";
@@ -18,6 +19,7 @@ import type { CacheStore } from "./storage/cache-types";
 import type { Mailbox } from "./storage/mailbox";
 import { createMemoryMailbox } from "./storage/mailbox-memory";
 import { createMysqlMailbox } from "./storage/mailbox-mysql";
+import { createFileMailbox } from "./storage/mailbox-file";
 import { createMysqlPool } from "./storage/mysql-pool";
 import { loadOrCreateCertificate } from "./tls";
 import type { MessagingLimits } from "./ws/attach";
@@ -56,6 +58,8 @@ export interface RelayStackOverrides {
   writeSyncWaitMs?: number;
   /** Messaging limits beyond MAX_FRAME_BYTES and the mailbox TTL (the benchmark raises the send rate). */
   messagingLimits?: Partial<MessagingLimits>;
+  /** Keep the mailbox in memory instead of the durable file log (in-process tests that start many relays). */
+  memoryMailbox?: boolean;
 }
 
 export interface RelayStack extends ChainCache {
@@ -79,8 +83,22 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
 
   const parts = createChainCache({ config, logger, poolConnectionLimit: overrides.poolConnectionLimit });
   const { pool, cache, chain, syncer } = parts;
-  if (!pool) logger.warn("MYSQL_URL is not set: users cache and mailbox are in memory; nothing survives a restart");
-  const mailbox = pool ? createMysqlMailbox(pool) : createMemoryMailbox();
+  const mailbox = pool
+    ? createMysqlMailbox(pool)
+    : overrides.memoryMailbox
+      ? createMemoryMailbox()
+      : createFileMailbox({
+          dir: path.join(config.dataDir, "mailbox"),
+          onEvent: (event) => logger.warn({ event: event.type, file: event.file }, "mailbox log recovered or compacted"),
+        });
+  if (!pool) {
+    logger.info(
+      { mailbox: mailbox.kind },
+      overrides.memoryMailbox
+        ? "MYSQL_URL is not set: users cache and mailbox in memory"
+        : "MYSQL_URL is not set: waiting messages are kept in a durable log under DATA_DIR; the users cache is rebuilt from the chain on start",
+    );
+  }
   const bus = config.redisUrl ? createRedisBus(config.redisUrl, { logger }) : null;
   if (!bus) logger.info("REDIS_URL is not set: single relay instance");
 

@@ -88,7 +88,7 @@ export async function startRelay(params: {
   const db = params.db ?? null;
   config.mysqlUrl = db?.url ?? null;
   const logger = pino({ level: process.env.TEST_RELAY_LOG ?? "silent" });
-  const relay = await createRelayStack({ config, logger, overrides: { poolConnectionLimit: 5, writeSyncWaitMs: 5_000 } });
+  const relay = await createRelayStack({ config, logger, overrides: { poolConnectionLimit: 5, writeSyncWaitMs: 5_000, memoryMailbox: true } });
   try {
     const { url } = await relay.listen();
     return { url, relay, config, chain: relay.chain, pool: relay.pool, db, close: () => relay.close() };
