@@ -16,7 +16,7 @@ import {
 } from "../../../protocol/mls";
 
 export const CHAIN_ID = 31337n;
-export const CONTRACT = "0x5FbDB2315678afecb367f032d7c9b3E9F0d3B0b2".toLowerCase();
+export const CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3".toLowerCase();
 
 /** A deployment as a client sees it: the chain's key history plus the two policies' configs. */
 export function createWorld(options: { now?: () => number } = {}) {
