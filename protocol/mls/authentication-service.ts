@@ -1,7 +1,11 @@
 import type { AuthenticationService, Credential } from "ts-mls";
 import { isChatError } from "../errors";
+import { bytesToHex } from "./bytes";
 import type { KeyBook } from "./key-book";
-import { verifyDeviceCredential } from "./verify-device-credential";
+import { verifyDeviceCredential, type VerifiedDevice } from "./verify-device-credential";
+
+/** Recovered signers remembered per service; a join re-checks every leaf of the tree, mostly known ones. */
+const MAX_REMEMBERED_DEVICES = 4096;
 
 /**
  * STRICT for what a member is about to trust for the future (key packages it adds, commit paths and
@@ -40,14 +44,23 @@ export function deviceAuthenticationService(options: DeviceAuthenticationOptions
     options.onRefused?.({ code, message });
     return false;
   };
+  // Signature recovery (secp256k1, about 1 ms) is a pure function of the credential and the leaf key, so
+  // its result is remembered; the key-book check below is not, since the chain moves on.
+  const recovered = new Map<string, VerifiedDevice>();
   return {
     async validateCredential(credential: Credential, signaturePublicKey: Uint8Array): Promise<boolean> {
-      let device;
-      try {
-        device = verifyDeviceCredential({ credential, signaturePublicKey, chainId: options.chainId, contract: options.contract });
-      } catch (error) {
-        if (isChatError(error)) return refuse(error.code, error.message);
-        throw error;
+      const memoKey =
+        credential.credentialType === "basic" ? `${bytesToHex(credential.identity)}:${bytesToHex(signaturePublicKey)}` : undefined;
+      let device = memoKey === undefined ? undefined : recovered.get(memoKey);
+      if (!device) {
+        try {
+          device = verifyDeviceCredential({ credential, signaturePublicKey, chainId: options.chainId, contract: options.contract });
+        } catch (error) {
+          if (isChatError(error)) return refuse(error.code, error.message);
+          throw error;
+        }
+        if (recovered.size >= MAX_REMEMBERED_DEVICES) recovered.clear();
+        if (memoKey !== undefined) recovered.set(memoKey, device);
       }
       const record = await options.keyBook.keyRecord(device.username, device.keyIndex);
       if (!record) return refuse("KEY_UNVERIFIED", `no key ${device.keyIndex} for ${device.username}`);
