@@ -32,5 +32,6 @@ export {
 export { sealApplicationMessage } from "./seal-application-message";
 export { processIncomingMessage, type IncomingResult } from "./process-incoming-message";
 export { groupMembers, memberAtLeaf, type GroupMember } from "./group-members";
+export { outdatedMembers } from "./outdated-members";
 export { createEpochBuffer, type EpochBuffer } from "./epoch-buffer";
 export { openGroupState, sealGroupState } from "./group-state-seal";

@@ -10,7 +10,9 @@ import {
   generateDeviceKeyPackage,
   generateDeviceSignatureKey,
   joinFromWelcome,
+  outdatedMembers,
   processIncomingMessage,
+  removeMembers,
   ROTATION_GRACE_SECONDS,
 } from "../../../protocol/mls";
 import { CHAIN_ID, CONTRACT, createWorld, deliverCommit, receive, send, type Device, type Member } from "./fixture";
@@ -148,5 +150,26 @@ describe("MLS device binding to the on-chain key", function () {
     expect(error).to.be.instanceOf(ChatError);
     members = await deliverCommit(world, members, members[1], pending, [carol]);
     expect(await receive(members[2], await send(members[0], "old leaf, still alice"))).to.deep.equal({ body: "old leaf, still alice", from: "alice" });
+  });
+
+  it("after a reset on chain, the reset user's old leaves are found and removed; the new device re-joins", async function () {
+    const world = createWorld();
+    const alice = await creatorOf(world, "alice");
+    world.register("bob");
+    world.register("carol");
+    const bobOld = await world.device("bob");
+    const carol = await world.device("carol");
+    let members = await deliverCommit(world, [alice], alice, await addMembers({ state: alice.state, keyPackages: [bobOld.publicPackage, carol.publicPackage] }), [bobOld, carol]);
+    expect(await outdatedMembers({ state: members[0].state, authService: world.strict.authService })).to.deep.equal([]);
+
+    world.changeKey("bob", "reset");
+    const outdated = await outdatedMembers({ state: members[0].state, authService: world.strict.authService });
+    expect(outdated.map((m) => m.username)).to.deep.equal(["bob"]);
+    const bobNew = await world.device("bob");
+    const pending = await removeMembers({ state: members[0].state, leafIndexes: outdated.map((m) => m.leafIndex) });
+    members = await deliverCommit(world, members, members[0], pending);
+    members = await deliverCommit(world, members, members[1], await addMembers({ state: members[1].state, keyPackages: [bobNew.publicPackage] }), [bobNew]);
+    expect(await receive(members[2], await send(members[0], "welcome back"))).to.deep.equal({ body: "welcome back", from: "alice" });
+    expect(members[2].device.keyIndex).to.equal(1);
   });
 });
