@@ -1,5 +1,5 @@
 import { ChatError } from "../errors";
-import { bytesToHex, concatBytes, hexToBytes } from "./bytes";
+import { bytesToHex, concatBytes, hexToBytes, randomBytes } from "./bytes";
 
 /**
  * The plaintext inside an MLS application message. `id` lets a receiver drop duplicates as with
@@ -63,5 +63,5 @@ export function decodeApplicationPayload(bytes: Uint8Array): ApplicationPayload 
 
 /** A fresh payload id (16 random bytes). */
 export function newPayloadId(): string {
-  return bytesToHex(globalThis.crypto.getRandomValues(new Uint8Array(ID_BYTES)));
+  return bytesToHex(randomBytes(ID_BYTES));
 }

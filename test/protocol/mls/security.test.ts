@@ -34,15 +34,17 @@ function copyOf(state: ClientState): ClientState {
   return { ...decoded, clientConfig: state.clientConfig };
 }
 
-async function expectUnreadable(state: ClientState, message: Uint8Array): Promise<void> {
+/** Asserts `state` cannot read `message`; returns why (the refusal's message, or the result kind). */
+async function expectUnreadable(state: ClientState, message: Uint8Array): Promise<string> {
   let result;
   try {
     result = await processIncomingMessage({ state, message });
   } catch (error) {
     expect(error).to.be.instanceOf(ChatError);
-    return;
+    return (error as ChatError).message;
   }
   expect(result.kind).to.not.equal("application");
+  return result.kind;
 }
 
 describe("MLS security properties (in process)", function () {
@@ -66,7 +68,9 @@ describe("MLS security properties (in process)", function () {
     }
     expect(alice.state.groupContext.epoch).to.equal(BigInt(RETAINED_EPOCHS + 3));
     const saved = copyOf(alice.state);
-    for (const wire of [...captured, stillLate]) await expectUnreadable(copyOf(saved), wire);
+    for (const wire of [...captured, stillLate]) {
+      expect(await expectUnreadable(copyOf(saved), wire)).to.match(/epoch [12] is no longer readable/);
+    }
     // The saved state itself works: it reads the current epoch.
     expect(await receive({ device: alice.device, state: saved }, await send(bob, "now"))).to.deep.equal({ body: "now", from: "bob" });
   });
