@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { argon2id as nobleArgon2id } from "@noble/hashes/argon2";
+import { argon2id as nobleArgon2id } from "@noble/hashes/argon2.js";
 import { argon2id as wasmArgon2id } from "hash-wasm";
 import {
   CREDENTIAL_ARGON2_PARAMS,

@@ -8,7 +8,7 @@ import { expect } from "chai";
 import { ECDH, createCipheriv, createDecipheriv, createECDH, createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import { argon2id as referenceArgon2id } from "@noble/hashes/argon2";
+import { argon2id as referenceArgon2id } from "@noble/hashes/argon2.js";
 import { AbiCoder, Signature, TypedDataEncoder, Wallet, concat, getBytes, hashMessage, keccak256, recoverAddress, toUtf8Bytes } from "ethers";
 import { ethers, network } from "hardhat";
 import { pepperCredential } from "../../protocol/credential";
