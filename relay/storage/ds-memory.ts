@@ -34,10 +34,28 @@ import {
   type StoredWelcome,
 } from "./ds-types";
 
+/**
+ * One live fact of the store, from which importState() rebuilds the same state: the file store writes these
+ * when it compacts its log. Group records come before their members and entries.
+ */
+export type DsStateRecord =
+  | { t: "kp"; device: DeviceRef; oneTime: KeyPackageUpload[]; lastResort?: KeyPackageUpload }
+  | { t: "g"; groupId: Uint8Array; epoch: number; lastSeq: number }
+  | { t: "m"; groupId: Uint8Array; member: GroupMember }
+  | { t: "e"; entry: LogEntry }
+  | { t: "w"; welcome: StoredWelcome }
+  | { t: "n"; nextWelcomeId: string };
+
+export interface MemoryDeliveryServiceStore extends DeliveryServiceStore {
+  exportState(): Iterable<DsStateRecord>;
+  /** For a store being rebuilt only: records are trusted (they were written by exportState). */
+  importState(record: DsStateRecord): void;
+}
+
 const hex = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("hex");
 const copy = (bytes: Uint8Array) => bytes.slice();
 
-export function createMemoryDeliveryServiceStore(): DeliveryServiceStore {
+export function createMemoryDeliveryServiceStore(): MemoryDeliveryServiceStore {
   type DeviceKeys = { oneTime: KeyPackageUpload[]; lastResort?: KeyPackageUpload };
   /** username -> deviceId -> packages */
   const keyPackages = new Map<string, Map<string, DeviceKeys>>();
@@ -278,5 +296,51 @@ export function createMemoryDeliveryServiceStore(): DeliveryServiceStore {
     },
 
     async close() {},
+
+    *exportState() {
+      yield { t: "n", nextWelcomeId: String(nextWelcomeId) };
+      for (const [username, byDevice] of keyPackages) {
+        for (const [deviceId, keys] of byDevice) yield { t: "kp", device: { username, deviceId }, oneTime: keys.oneTime, lastResort: keys.lastResort };
+      }
+      for (const group of groups.values()) {
+        yield { t: "g", groupId: group.groupId, epoch: group.epoch, lastSeq: group.lastSeq };
+        for (const member of group.members.values()) yield { t: "m", groupId: group.groupId, member };
+        for (const entry of group.log) yield { t: "e", entry };
+      }
+      for (const list of welcomesByDevice.values()) for (const welcome of list) yield { t: "w", welcome };
+    },
+
+    importState(record) {
+      switch (record.t) {
+        case "n":
+          nextWelcomeId = BigInt(record.nextWelcomeId);
+          break;
+        case "kp": {
+          let byDevice = keyPackages.get(record.device.username);
+          if (!byDevice) keyPackages.set(record.device.username, (byDevice = new Map()));
+          byDevice.set(record.device.deviceId, { oneTime: [...record.oneTime], lastResort: record.lastResort });
+          break;
+        }
+        case "g":
+          groups.set(hex(record.groupId), { groupId: record.groupId, epoch: record.epoch, lastSeq: record.lastSeq, log: [], ids: new Map(), members: new Map() });
+          break;
+        case "m":
+          groupOf(record.groupId).members.set(deviceKey(record.member), { ...record.member });
+          break;
+        case "e": {
+          const group = groupOf(record.entry.groupId);
+          group.log.push(record.entry);
+          group.ids.set(`${deviceKey(record.entry.sender)}\n${record.entry.messageId}`, record.entry);
+          break;
+        }
+        case "w": {
+          const key = deviceKey(record.welcome.recipient);
+          let list = welcomesByDevice.get(key);
+          if (!list) welcomesByDevice.set(key, (list = []));
+          list.push(record.welcome);
+          break;
+        }
+      }
+    },
   };
 }

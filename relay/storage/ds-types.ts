@@ -47,7 +47,13 @@ export type DsErrorCode =
   | "DS_UNKNOWN_GROUP"
   | "DS_GROUP_EXISTS"
   /** the sending (or cursor-moving) device is not a member of the group as the relay sees it */
-  | "DS_NOT_MEMBER";
+  | "DS_NOT_MEMBER"
+  /** used before migrate() opened it, or after close() */
+  | "DS_CLOSED"
+  /** a write or fsync failed: what reached the disk is unknown, so the store refuses further work */
+  | "DS_FAILED"
+  /** the directory holds something that is not a Delivery Service log of a known format */
+  | "DS_UNREADABLE";
 
 export class DsError extends Error {
   readonly code: DsErrorCode;
@@ -167,7 +173,7 @@ export interface PurgeResult {
 }
 
 export interface DeliveryServiceStore {
-  readonly kind: "mysql" | "memory";
+  readonly kind: "mysql" | "memory" | "file";
   /** Creates the tables when missing; safe on every start; call before anything else. */
   migrate(): Promise<void>;
 

@@ -1,5 +1,8 @@
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { Pool, RowDataPacket } from "mysql2/promise";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import {
@@ -15,6 +18,7 @@ import {
 } from "../../relay/storage/ds-types";
 import { createMemoryDeliveryServiceStore } from "../../relay/storage/ds-memory";
 import { createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
+import { createFileDeliveryServiceStore } from "../../relay/storage/ds-file";
 import { createTestPool } from "./messaging-helpers";
 
 const NOW = 1_700_000_000_000;
@@ -53,6 +57,10 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
 
     beforeEach(async () => {
       ({ one: ds, two: other } = await make());
+    });
+    afterEach(async () => {
+      await ds.close();
+      await other.close();
     });
 
     describe("key packages", () => {
@@ -334,6 +342,20 @@ deliveryServiceContract("memory", async () => {
   const store = createMemoryDeliveryServiceStore();
   await store.migrate();
   return { one: store, two: store };
+});
+
+describe("delivery service in a file", function () {
+  const dirs: string[] = [];
+  after(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+  deliveryServiceContract("file", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "chat-ds-"));
+    dirs.push(dir);
+    const store = createFileDeliveryServiceStore({ dir });
+    await store.migrate();
+    return { one: store, two: store };
+  });
 });
 
 describe("delivery service on MySQL", function () {
