@@ -20,6 +20,14 @@ import { createMemoryDeliveryServiceStore } from "../../relay/storage/ds-memory"
 import { createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
 import { createFileDeliveryServiceStore } from "../../relay/storage/ds-file";
 import { createTestPool } from "./messaging-helpers";
+import {
+  createGroup as createMlsGroup,
+  defaultCapabilities,
+  defaultLifetime,
+  generateKeyPackage,
+  getCiphersuiteFromName,
+  getCiphersuiteImpl,
+} from "ts-mls";
 
 const NOW = 1_700_000_000_000;
 const DAY = 24 * 3600 * 1000;
@@ -149,10 +157,9 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
       const app = (groupId: Uint8Array, epoch: number, sender: DeviceRef, messageId: string, receivedAt = NOW) =>
         ({ groupId, epoch, sender, messageId, bytes: bytes(`app ${messageId}`), receivedAt });
 
-      it("starts a group at the epoch a fresh ts-mls group reports, and refuses a second group with that id", async () => {
+      it("starts a group at INITIAL_EPOCH with an empty log, and refuses a second group with that id", async () => {
         const groupId = newGroupId();
         expect(await ds.createGroup({ groupId, members: [alice], now: NOW })).to.deep.equal({ groupId, epoch: INITIAL_EPOCH, lastSeq: 0 });
-        expect(INITIAL_EPOCH).to.equal(0);
         expect(await codeOf(other.createGroup({ groupId, members: [bob], now: NOW }))).to.equal("DS_GROUP_EXISTS");
         expect(await ds.group(groupId)).to.deep.equal({ groupId, epoch: 0, lastSeq: 0 });
         expect(await ds.group(newGroupId())).to.equal(undefined);
@@ -337,6 +344,16 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
     });
   });
 }
+
+describe("delivery service: the epoch a group starts at", () => {
+  it("is the epoch a fresh ts-mls group reports", async () => {
+    const cs = await getCiphersuiteImpl(getCiphersuiteFromName("MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"));
+    const credential = { credentialType: "basic" as const, identity: bytes("alice") };
+    const keyPackage = await generateKeyPackage(credential, defaultCapabilities(), defaultLifetime, [], cs);
+    const state = await createMlsGroup(newGroupId(), keyPackage.publicPackage, keyPackage.privatePackage, [], cs);
+    expect(state.groupContext.epoch).to.equal(BigInt(INITIAL_EPOCH));
+  });
+});
 
 deliveryServiceContract("memory", async () => {
   const store = createMemoryDeliveryServiceStore();
