@@ -162,9 +162,6 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
     return { epoch: Number(row.epoch), lastSeq: Number(row.last_seq) };
   };
 
-  const isMember = async (conn: Pool | PoolConnection, groupId: Uint8Array, d: DeviceRef) =>
-    (await rows(conn, "SELECT 1 FROM ds_members WHERE group_id = ? AND username = ? AND device_id = ?", [bin(groupId), d.username, d.deviceId])).length > 0;
-
   const changeMembers = async (conn: PoolConnection, groupId: Uint8Array, add: DeviceRef[], remove: DeviceRef[], cursor: number) => {
     for (const d of remove) await write(conn, "DELETE FROM ds_members WHERE group_id = ? AND username = ? AND device_id = ?", [bin(groupId), d.username, d.deviceId]);
     for (const d of add) {
@@ -184,17 +181,26 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
     inTransaction(async (conn) => {
       // The group row lock orders every append to this group across instances: the epoch check, the
       // seq and the insert happen as one step, and a later seq can never become visible before an earlier one.
-      const group = await lockGroup(conn, p.groupId);
-      if (!(await isMember(conn, p.groupId, p.sender))) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
-      const [existing] = await rows(
+      // One round trip locks the group and answers membership and idempotency under that lock.
+      const [group] = await rows(
         conn,
-        "SELECT seq, epoch FROM ds_log WHERE group_id = ? AND sender_username = ? AND sender_device = ? AND message_id = ?",
-        [bin(p.groupId), p.sender.username, p.sender.deviceId, p.messageId],
+        `SELECT g.epoch, g.last_seq,
+           EXISTS (SELECT 1 FROM ds_members m WHERE m.group_id = g.id AND m.username = ? AND m.device_id = ?) AS is_member,
+           (SELECT CONCAT(l.seq, ' ', l.epoch) FROM ds_log l
+             WHERE l.group_id = g.id AND l.sender_username = ? AND l.sender_device = ? AND l.message_id = ?) AS existing
+         FROM ds_groups g WHERE g.id = ? FOR UPDATE`,
+        [p.sender.username, p.sender.deviceId, p.sender.username, p.sender.deviceId, p.messageId, bin(p.groupId)],
       );
-      if (existing) return { accepted: true, seq: Number(existing.seq), epoch: Number(existing.epoch), duplicate: true };
-      if (!epochAccepted(kind, p.epoch, group.epoch)) return { accepted: false, currentEpoch: group.epoch };
-      const seq = group.lastSeq + 1;
-      await write(conn, "UPDATE ds_groups SET last_seq = ?, epoch = ? WHERE id = ?", [seq, commit ? group.epoch + 1 : group.epoch, bin(p.groupId)]);
+      if (!group) throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+      if (Number(group.is_member) !== 1) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+      if (group.existing !== null) {
+        const [seq, epoch] = String(group.existing).split(" ").map(Number);
+        return { accepted: true, seq, epoch, duplicate: true };
+      }
+      const current = { epoch: Number(group.epoch), lastSeq: Number(group.last_seq) };
+      if (!epochAccepted(kind, p.epoch, current.epoch)) return { accepted: false, currentEpoch: current.epoch };
+      const seq = current.lastSeq + 1;
+      await write(conn, "UPDATE ds_groups SET last_seq = ?, epoch = ? WHERE id = ?", [seq, commit ? current.epoch + 1 : current.epoch, bin(p.groupId)]);
       await write(
         conn,
         `INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
