@@ -1,0 +1,451 @@
+/**
+ * The Delivery Service stores in MySQL/MariaDB (MariaDB 10.11 tested), shared by every relay instance.
+ * The pool must be created with supportBigNumbers and bigNumberStrings (relay/storage/mysql-pool.ts).
+ *
+ * Every statement is prepared (pool.execute): bytes travel as binary parameters, never as text in a query.
+ * Writes that must be atomic run in one READ COMMITTED transaction that first locks the row it orders on:
+ * the group row for appends (so the epoch check, the seq and the insert are one step, and seqs commit in
+ * order), the user row for key package uploads (so caps hold), and each claimed key package with
+ * FOR UPDATE SKIP LOCKED (so two instances claiming at once take different packages).
+ */
+import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
+import {
+  DsError,
+  INITIAL_EPOCH,
+  MAX_DEVICES_PER_USER,
+  MAX_GROUP_DEVICES,
+  MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE,
+  checkApplication,
+  checkCommit,
+  checkCount,
+  checkDevice,
+  checkDevices,
+  checkGroupId,
+  checkKeyPackages,
+  checkLimit,
+  checkUsername,
+  checkWelcomeId,
+  epochAccepted,
+  type AppendBase,
+  type AppendResult,
+  type ClaimedKeyPackage,
+  type DeliveryServiceStore,
+  type DeviceRef,
+  type GroupState,
+  type KeyPackageCounts,
+  type LogEntry,
+  type LogEntryKind,
+  type WelcomeUpload,
+} from "./ds-types";
+
+const KIND_CODE: Record<LogEntryKind, number> = { handshake: 0, application: 1 };
+const KIND_OF_CODE: LogEntryKind[] = ["handshake", "application"];
+/** MySQL error numbers after which the whole transaction may simply run again. */
+const ER_LOCK_WAIT_TIMEOUT = 1205;
+const ER_LOCK_DEADLOCK = 1213;
+const ER_DUP_ENTRY = 1062;
+const TRANSACTION_ATTEMPTS = 5;
+type SqlParam = string | number | Buffer;
+
+const bin = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+/** A plain Uint8Array copy, so callers never hold a Buffer from the driver's pool. */
+const bytesOut = (value: unknown) => new Uint8Array(value as Buffer);
+const errno = (error: unknown) => (error as { errno?: number }).errno;
+
+const TABLES = [
+  // One row per user that ever uploaded key packages: locked while uploading so that caps hold across instances.
+  `CREATE TABLE IF NOT EXISTS ds_key_package_owners (
+    username VARCHAR(32) NOT NULL,
+    PRIMARY KEY (username)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  `CREATE TABLE IF NOT EXISTS ds_devices (
+    username VARCHAR(32) NOT NULL,
+    device_id VARCHAR(64) NOT NULL,
+    PRIMARY KEY (username, device_id)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  `CREATE TABLE IF NOT EXISTS ds_key_packages (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    username VARCHAR(32) NOT NULL,
+    device_id VARCHAR(64) NOT NULL,
+    bytes BLOB NOT NULL,
+    not_after BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    KEY ds_key_packages_device (username, device_id, id),
+    KEY ds_key_packages_expiry (not_after)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  `CREATE TABLE IF NOT EXISTS ds_last_resort_key_packages (
+    username VARCHAR(32) NOT NULL,
+    device_id VARCHAR(64) NOT NULL,
+    bytes BLOB NOT NULL,
+    not_after BIGINT NOT NULL,
+    PRIMARY KEY (username, device_id),
+    KEY ds_last_resort_expiry (not_after)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  `CREATE TABLE IF NOT EXISTS ds_groups (
+    id BINARY(32) NOT NULL,
+    epoch BIGINT UNSIGNED NOT NULL,
+    last_seq BIGINT UNSIGNED NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (id)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  // cursor_seq: the last seq the device has processed. Looked up by device for catch-up (pendingFor).
+  `CREATE TABLE IF NOT EXISTS ds_members (
+    group_id BINARY(32) NOT NULL,
+    username VARCHAR(32) NOT NULL,
+    device_id VARCHAR(64) NOT NULL,
+    cursor_seq BIGINT UNSIGNED NOT NULL,
+    PRIMARY KEY (group_id, username, device_id),
+    KEY ds_members_device (username, device_id)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  // kind: 0 handshake, 1 application. The primary key (group_id, seq) is the paging order.
+  `CREATE TABLE IF NOT EXISTS ds_log (
+    group_id BINARY(32) NOT NULL,
+    seq BIGINT UNSIGNED NOT NULL,
+    epoch BIGINT UNSIGNED NOT NULL,
+    kind TINYINT NOT NULL,
+    sender_username VARCHAR(32) NOT NULL,
+    sender_device VARCHAR(64) NOT NULL,
+    message_id VARCHAR(64) NOT NULL,
+    bytes MEDIUMBLOB NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (group_id, seq),
+    UNIQUE KEY ds_log_message (group_id, sender_username, sender_device, message_id),
+    KEY ds_log_age (received_at)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  `CREATE TABLE IF NOT EXISTS ds_welcomes (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    username VARCHAR(32) NOT NULL,
+    device_id VARCHAR(64) NOT NULL,
+    group_id BINARY(32) NOT NULL,
+    bytes MEDIUMBLOB NOT NULL,
+    received_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    KEY ds_welcomes_device (username, device_id, id),
+    KEY ds_welcomes_expiry (expires_at)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+];
+
+export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStore {
+  const inTransaction = async <T>(work: (conn: PoolConnection) => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      const conn = await pool.getConnection();
+      try {
+        await conn.query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED");
+        await conn.beginTransaction();
+        const result = await work(conn);
+        await conn.commit();
+        return result;
+      } catch (error) {
+        await conn.rollback().catch(() => {});
+        const code = errno(error);
+        if (attempt < TRANSACTION_ATTEMPTS && (code === ER_LOCK_DEADLOCK || code === ER_LOCK_WAIT_TIMEOUT)) continue;
+        throw error;
+      } finally {
+        conn.release();
+      }
+    }
+  };
+
+  const rows = async (conn: Pool | PoolConnection, sql: string, params: SqlParam[]) => (await conn.execute<RowDataPacket[]>(sql, params))[0];
+  const write = async (conn: Pool | PoolConnection, sql: string, params: SqlParam[]) => (await conn.execute<ResultSetHeader>(sql, params))[0];
+
+  const counts = async (conn: Pool | PoolConnection, device: DeviceRef, now: number): Promise<KeyPackageCounts> => {
+    const [one] = await rows(conn, "SELECT COUNT(*) AS n FROM ds_key_packages WHERE username = ? AND device_id = ? AND not_after > ?", [device.username, device.deviceId, now]);
+    const last = await rows(conn, "SELECT 1 FROM ds_last_resort_key_packages WHERE username = ? AND device_id = ? AND not_after > ?", [device.username, device.deviceId, now]);
+    return { oneTime: Number(one.n), lastResort: last.length > 0 };
+  };
+
+  const lockGroup = async (conn: PoolConnection, groupId: Uint8Array) => {
+    const [row] = await rows(conn, "SELECT epoch, last_seq FROM ds_groups WHERE id = ? FOR UPDATE", [bin(groupId)]);
+    if (!row) throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+    return { epoch: Number(row.epoch), lastSeq: Number(row.last_seq) };
+  };
+
+  const changeMembers = async (conn: PoolConnection, groupId: Uint8Array, add: DeviceRef[], remove: DeviceRef[], cursor: number) => {
+    for (const d of remove) await write(conn, "DELETE FROM ds_members WHERE group_id = ? AND username = ? AND device_id = ?", [bin(groupId), d.username, d.deviceId]);
+    for (const d of add) {
+      await write(conn, "INSERT IGNORE INTO ds_members (group_id, username, device_id, cursor_seq) VALUES (?, ?, ?, ?)", [bin(groupId), d.username, d.deviceId, cursor]);
+    }
+    if (add.length > 0) {
+      const [row] = await rows(conn, "SELECT COUNT(*) AS n FROM ds_members WHERE group_id = ?", [bin(groupId)]);
+      if (Number(row.n) > MAX_GROUP_DEVICES) throw new DsError("DS_LIMIT", `at most ${MAX_GROUP_DEVICES} devices per group`);
+    }
+  };
+
+  const append = (
+    kind: LogEntryKind,
+    p: AppendBase,
+    commit?: { add: DeviceRef[]; remove: DeviceRef[]; welcomes: WelcomeUpload[] },
+  ): Promise<AppendResult> =>
+    inTransaction(async (conn) => {
+      // The group row lock orders every append to this group across instances: the epoch check, the
+      // seq and the insert happen as one step, and a later seq can never become visible before an earlier one.
+      // One round trip locks the group and answers membership and idempotency under that lock.
+      const [group] = await rows(
+        conn,
+        `SELECT g.epoch, g.last_seq,
+           EXISTS (SELECT 1 FROM ds_members m WHERE m.group_id = g.id AND m.username = ? AND m.device_id = ?) AS is_member,
+           (SELECT CONCAT(l.seq, ' ', l.epoch) FROM ds_log l
+             WHERE l.group_id = g.id AND l.sender_username = ? AND l.sender_device = ? AND l.message_id = ?) AS existing
+         FROM ds_groups g WHERE g.id = ? FOR UPDATE`,
+        [p.sender.username, p.sender.deviceId, p.sender.username, p.sender.deviceId, p.messageId, bin(p.groupId)],
+      );
+      if (!group) throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+      if (Number(group.is_member) !== 1) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+      if (group.existing !== null) {
+        const [seq, epoch] = String(group.existing).split(" ").map(Number);
+        return { accepted: true, seq, epoch, duplicate: true };
+      }
+      const current = { epoch: Number(group.epoch), lastSeq: Number(group.last_seq) };
+      if (!epochAccepted(kind, p.epoch, current.epoch)) return { accepted: false, currentEpoch: current.epoch };
+      const seq = current.lastSeq + 1;
+      await write(conn, "UPDATE ds_groups SET last_seq = ?, epoch = ? WHERE id = ?", [seq, commit ? current.epoch + 1 : current.epoch, bin(p.groupId)]);
+      await write(
+        conn,
+        `INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [bin(p.groupId), seq, p.epoch, KIND_CODE[kind], p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt],
+      );
+      if (commit) {
+        await changeMembers(conn, p.groupId, commit.add, commit.remove, seq);
+        for (const w of commit.welcomes) {
+          await write(
+            conn,
+            "INSERT INTO ds_welcomes (username, device_id, group_id, bytes, received_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [w.recipient.username, w.recipient.deviceId, bin(p.groupId), bin(w.bytes), p.receivedAt, w.expiresAt],
+          );
+        }
+      }
+      return { accepted: true, seq, epoch: p.epoch, duplicate: false };
+    });
+
+  const groupState = async (groupId: Uint8Array): Promise<GroupState | undefined> => {
+    const [row] = await rows(pool, "SELECT epoch, last_seq FROM ds_groups WHERE id = ?", [bin(groupId)]);
+    return row ? { groupId: groupId.slice(), epoch: Number(row.epoch), lastSeq: Number(row.last_seq) } : undefined;
+  };
+
+  const requireGroup = async (groupId: Uint8Array): Promise<GroupState> => {
+    const state = await groupState(groupId);
+    if (!state) throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+    return state;
+  };
+
+  return {
+    kind: "mysql",
+    async migrate() {
+      for (const ddl of TABLES) await pool.query(ddl);
+    },
+
+    async putKeyPackages(params) {
+      const { device, now, oneTime, lastResort } = checkKeyPackages(params);
+      return inTransaction(async (conn) => {
+        await write(conn, "INSERT IGNORE INTO ds_key_package_owners (username) VALUES (?)", [device.username]);
+        await rows(conn, "SELECT username FROM ds_key_package_owners WHERE username = ? FOR UPDATE", [device.username]);
+        const devices = await rows(conn, "SELECT device_id FROM ds_devices WHERE username = ?", [device.username]);
+        const known = devices.some((r) => r.device_id === device.deviceId);
+        if (!known && devices.length >= MAX_DEVICES_PER_USER) throw new DsError("DS_LIMIT", `at most ${MAX_DEVICES_PER_USER} devices per user`);
+        if (!known) await write(conn, "INSERT INTO ds_devices (username, device_id) VALUES (?, ?)", [device.username, device.deviceId]);
+        const before = await counts(conn, device, now);
+        if (before.oneTime + oneTime.length > MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE) {
+          throw new DsError("DS_LIMIT", `at most ${MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE} one-time key packages per device`);
+        }
+        for (const p of oneTime) {
+          await write(conn, "INSERT INTO ds_key_packages (username, device_id, bytes, not_after) VALUES (?, ?, ?, ?)", [device.username, device.deviceId, bin(p.bytes), p.notAfter]);
+        }
+        if (lastResort) {
+          await write(
+            conn,
+            `INSERT INTO ds_last_resort_key_packages (username, device_id, bytes, not_after) VALUES (?, ?, ?, ?)
+             ON DUPLICATE KEY UPDATE bytes = VALUES(bytes), not_after = VALUES(not_after)`,
+            [device.username, device.deviceId, bin(lastResort.bytes), lastResort.notAfter],
+          );
+        }
+        return counts(conn, device, now);
+      });
+    },
+
+    async claimKeyPackages(params) {
+      const username = checkUsername(params.username);
+      const now = checkCount(params.now, "now");
+      return inTransaction(async (conn) => {
+        const out: ClaimedKeyPackage[] = [];
+        const devices = await rows(conn, "SELECT device_id FROM ds_devices WHERE username = ? ORDER BY device_id", [username]);
+        for (const { device_id: deviceId } of devices) {
+          // SKIP LOCKED: a package another instance is claiming right now is not waited for but skipped,
+          // so concurrent claims take different packages and each is deleted by exactly one of them.
+          const [taken] = await rows(
+            conn,
+            "SELECT id, bytes, not_after FROM ds_key_packages WHERE username = ? AND device_id = ? AND not_after > ? ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            [username, deviceId, now],
+          );
+          if (taken) {
+            await write(conn, "DELETE FROM ds_key_packages WHERE id = ?", [taken.id]);
+            out.push({ deviceId, bytes: bytesOut(taken.bytes), notAfter: Number(taken.not_after), lastResort: false });
+            continue;
+          }
+          const [last] = await rows(conn, "SELECT bytes, not_after FROM ds_last_resort_key_packages WHERE username = ? AND device_id = ? AND not_after > ?", [username, deviceId, now]);
+          if (last) out.push({ deviceId, bytes: bytesOut(last.bytes), notAfter: Number(last.not_after), lastResort: true });
+        }
+        return out;
+      });
+    },
+
+    async keyPackageCounts(params) {
+      return counts(pool, checkDevice(params.device), checkCount(params.now, "now"));
+    },
+
+    async removeDevice(deviceIn) {
+      const device = checkDevice(deviceIn);
+      await inTransaction(async (conn) => {
+        for (const table of ["ds_key_packages", "ds_last_resort_key_packages", "ds_devices"]) {
+          await write(conn, `DELETE FROM ${table} WHERE username = ? AND device_id = ?`, [device.username, device.deviceId]);
+        }
+      });
+    },
+
+    async createGroup(params) {
+      const groupId = checkGroupId(params.groupId);
+      const members = checkDevices(params.members, MAX_GROUP_DEVICES);
+      const now = checkCount(params.now, "now");
+      if (members.length === 0) throw new DsError("DS_BAD_REQUEST", "a group starts with at least one member");
+      await inTransaction(async (conn) => {
+        try {
+          await write(conn, "INSERT INTO ds_groups (id, epoch, last_seq, created_at) VALUES (?, ?, 0, ?)", [bin(groupId), INITIAL_EPOCH, now]);
+        } catch (error) {
+          if (errno(error) === ER_DUP_ENTRY) throw new DsError("DS_GROUP_EXISTS", "a group with this id exists");
+          throw error;
+        }
+        await changeMembers(conn, groupId, members, [], 0);
+      });
+      return { groupId: groupId.slice(), epoch: INITIAL_EPOCH, lastSeq: 0 };
+    },
+
+    group: (groupId) => groupState(checkGroupId(groupId)),
+
+    async appendCommit(params) {
+      const p = checkCommit(params);
+      return append("handshake", p, { add: p.addMembers, remove: p.removeMembers, welcomes: p.welcomes });
+    },
+
+    async appendApplication(params) {
+      return append("application", checkApplication(params));
+    },
+
+    async read(params) {
+      const groupId = checkGroupId(params.groupId);
+      const afterSeq = checkCount(params.afterSeq, "afterSeq");
+      const limit = checkLimit(params.limit);
+      const found = await rows(
+        pool,
+        `SELECT seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at FROM ds_log
+         WHERE group_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+        [bin(groupId), afterSeq, limit],
+      );
+      if (found.length === 0) await requireGroup(groupId);
+      return found.map(
+        (r): LogEntry => ({
+          groupId: groupId.slice(),
+          seq: Number(r.seq),
+          epoch: Number(r.epoch),
+          kind: KIND_OF_CODE[Number(r.kind)],
+          sender: { username: r.sender_username, deviceId: r.sender_device },
+          messageId: r.message_id,
+          bytes: bytesOut(r.bytes),
+          receivedAt: Number(r.received_at),
+        }),
+      );
+    },
+
+    async members(groupIdIn) {
+      const groupId = checkGroupId(groupIdIn);
+      await requireGroup(groupId);
+      const found = await rows(pool, "SELECT username, device_id, cursor_seq FROM ds_members WHERE group_id = ? ORDER BY username, device_id", [bin(groupId)]);
+      return found.map((r) => ({ username: r.username, deviceId: r.device_id, cursor: Number(r.cursor_seq) }));
+    },
+
+    async updateMembers(params) {
+      const groupId = checkGroupId(params.groupId);
+      const add = checkDevices(params.add, MAX_GROUP_DEVICES);
+      const remove = checkDevices(params.remove, MAX_GROUP_DEVICES);
+      await inTransaction(async (conn) => {
+        const group = await lockGroup(conn, groupId);
+        await changeMembers(conn, groupId, add, remove, group.lastSeq);
+      });
+    },
+
+    async advanceCursor(params) {
+      const device = checkDevice(params.device);
+      const groupId = checkGroupId(params.groupId);
+      const seq = checkCount(params.seq, "seq");
+      const group = await requireGroup(groupId);
+      if (seq > group.lastSeq) throw new DsError("DS_BAD_REQUEST", "cursor beyond the end of the log");
+      // GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
+      await write(pool, "UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, ?) WHERE group_id = ? AND username = ? AND device_id = ?", [
+        seq,
+        bin(groupId),
+        device.username,
+        device.deviceId,
+      ]);
+      const [row] = await rows(pool, "SELECT cursor_seq FROM ds_members WHERE group_id = ? AND username = ? AND device_id = ?", [bin(groupId), device.username, device.deviceId]);
+      if (!row) throw new DsError("DS_NOT_MEMBER", "the device is not a member of the group");
+      return Number(row.cursor_seq);
+    },
+
+    async pendingFor(deviceIn) {
+      const device = checkDevice(deviceIn);
+      const found = await rows(
+        pool,
+        `SELECT m.group_id, m.cursor_seq, g.last_seq, g.epoch FROM ds_members m JOIN ds_groups g ON g.id = m.group_id
+         WHERE m.username = ? AND m.device_id = ? AND g.last_seq > m.cursor_seq ORDER BY m.group_id`,
+        [device.username, device.deviceId],
+      );
+      return found.map((r) => ({ groupId: bytesOut(r.group_id), cursor: Number(r.cursor_seq), lastSeq: Number(r.last_seq), epoch: Number(r.epoch) }));
+    },
+
+    async welcomes(params) {
+      const device = checkDevice(params.device);
+      const now = checkCount(params.now, "now");
+      const limit = checkLimit(params.limit);
+      const found = await rows(
+        pool,
+        `SELECT id, group_id, bytes, received_at, expires_at FROM ds_welcomes
+         WHERE username = ? AND device_id = ? AND expires_at > ? ORDER BY id LIMIT ?`,
+        [device.username, device.deviceId, now, limit],
+      );
+      return found.map((r) => ({
+        id: String(r.id),
+        groupId: bytesOut(r.group_id),
+        recipient: device,
+        bytes: bytesOut(r.bytes),
+        receivedAt: Number(r.received_at),
+        expiresAt: Number(r.expires_at),
+      }));
+    },
+
+    async ackWelcome(params) {
+      const device = checkDevice(params.device);
+      const id = checkWelcomeId(params.id);
+      await write(pool, "DELETE FROM ds_welcomes WHERE id = ? AND username = ? AND device_id = ?", [id, device.username, device.deviceId]);
+    },
+
+    async purge(params) {
+      const now = checkCount(params.now, "now");
+      const logTtlMs = checkCount(params.logTtlMs, "logTtlMs");
+      const oneTime = await write(pool, "DELETE FROM ds_key_packages WHERE not_after <= ?", [now]);
+      const last = await write(pool, "DELETE FROM ds_last_resort_key_packages WHERE not_after <= ?", [now]);
+      const welcomes = await write(pool, "DELETE FROM ds_welcomes WHERE expires_at <= ?", [now]);
+      // An entry goes only once every current member's cursor has passed it; a group nobody is left in
+      // keeps nothing worth delivering.
+      const log = await write(
+        pool,
+        `DELETE l FROM ds_log l LEFT JOIN (SELECT group_id, MIN(cursor_seq) AS low FROM ds_members GROUP BY group_id) c ON c.group_id = l.group_id
+         WHERE l.received_at < ? AND (c.low IS NULL OR l.seq <= c.low)`,
+        [now - logTtlMs],
+      );
+      return { keyPackages: oneTime.affectedRows + last.affectedRows, welcomes: welcomes.affectedRows, logEntries: log.affectedRows };
+    },
+
+    async close() {},
+  };
+}
