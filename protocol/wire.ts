@@ -69,7 +69,7 @@ export const HealthResponse = z.object({
  */
 /**
  * POST /v1/credential-hash: answered only for a name nobody holds yet (registration) or, with
- * `Authorization: Bearer <token>`, for the token's own user (a password change); otherwise 403 FORBIDDEN.
+ * `Authorization: Bearer <token>`, for the token's own user (a password change); otherwise 409 USERNAME_TAKEN.
  */
 export const CredentialHashRequest = z.object({ username: Username, credential: Credential });
 export const CredentialHashResponse = z.object({ credentialHash: Hex32 });

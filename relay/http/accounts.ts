@@ -65,8 +65,8 @@ export function accountRoutes(ctx: HttpContext): Router {
     const token = bearerToken(req.headers.authorization);
     const ownSession = token !== undefined && (await ctx.sessions.authenticate(token)).sub === body.username;
     if (!ownSession && (await isRegistered(body.username))) {
-      // One refusal for every registered name asked without its own session.
-      throw new ChatError("FORBIDDEN", "a credential hash is given only for an unregistered name or to the user's own session");
+      // One refusal for every registered name asked without its own session (registration is public on chain).
+      throw new ChatError("USERNAME_TAKEN", `${body.username} is registered: its credential hash is given only to its own session`);
     }
     res.json({ credentialHash: pepper(body.username, body.credential) });
   });

@@ -94,12 +94,12 @@ describe("no password oracle (two relay processes sharing Redis)", function () {
     const guess = newUser().credential;
 
     const anonymous = await api(b.url, "POST", "/v1/credential-hash", { username: alice.username, credential: guess });
-    expect(anonymous.status).to.equal(403);
-    expect(anonymous.body.error.code).to.equal("FORBIDDEN");
+    expect(anonymous.status).to.equal(409);
+    expect(anonymous.body.error.code).to.equal("USERNAME_TAKEN");
 
     const malloryToken = (await login(a.url, chain.domain, mallory)).body.token;
     const foreign = await api(b.url, "POST", "/v1/credential-hash", { username: alice.username, credential: guess }, malloryToken);
-    expect(foreign.status).to.equal(403);
+    expect(foreign.status).to.equal(409);
     expect(foreign.body).to.deep.equal(anonymous.body);
 
     // Mallory's own hash of the guess is worthless against alice: the pepper binds the name.
