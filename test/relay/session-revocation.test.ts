@@ -12,7 +12,9 @@ import { expect } from "chai";
 import { newIdentity, type Identity } from "../contract/signing";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { api, changeCredential, login, newUser, registerUser, rotateUser, startChain, type ChainFixture, type TestUser } from "./accounts-fixture";
-import { connectClient, envelope, isAccepted, isType, REDIS_URL, type TestClient } from "./messaging-helpers";
+import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import { createMemoryRevocations, createSessionRevocations, type SessionEvent, type SessionRevocations } from "../../relay/storage/revocations";
+import { connectClient, createTestPool, envelope, isAccepted, isType, REDIS_URL, type TestClient } from "./messaging-helpers";
 
 const wsUrl = (relay: RelayProcess) => `ws://127.0.0.1:${relay.port}/v1/ws`;
 
@@ -137,5 +139,61 @@ describe("sessions end with their key (two relay processes sharing Redis)", func
     const out = await api(relays[0].url, "POST", "/v1/logout", {});
     expect(out.status).to.equal(401);
     expect(out.body.error.code).to.equal("UNAUTHORIZED");
+  });
+});
+
+describe("session revocation stores (Redis, MariaDB, memory)", function () {
+  this.timeout(30_000);
+  let db: TestDatabase;
+  let pool: ReturnType<typeof createTestPool>;
+  let now = 1_000_000;
+  const clock = () => now;
+
+  before(async () => {
+    db = await createTestDatabase("chat_revocations");
+    pool = createTestPool(db.url);
+  });
+  after(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  const stores: Record<string, () => SessionRevocations> = {
+    redis: () => createSessionRevocations({ redisUrl: REDIS_URL, pool: null }),
+    mysql: () => createSessionRevocations({ redisUrl: null, pool, clock }),
+    memory: () => createSessionRevocations({ redisUrl: null, pool: null, clock }),
+  };
+  for (const [kind, create] of Object.entries(stores)) {
+    it(`${kind}: revokes until the token's expiry and delivers session events`, async () => {
+      const store = create();
+      try {
+        expect(store.kind).to.equal(kind);
+        await store.migrate();
+        const jti = randomBytes(16).toString("base64url");
+        const expiresAt = kind === "redis" ? Date.now() + 1_000 : now + 1_000;
+        expect(await store.isRevoked(jti)).to.equal(false);
+        await store.revoke(jti, expiresAt);
+        expect(await store.isRevoked(jti)).to.equal(true);
+        expect(await store.isRevoked(randomBytes(16).toString("base64url"))).to.equal(false);
+        if (kind === "redis") await new Promise((r) => setTimeout(r, 1_200));
+        else now += 1_001;
+        expect(await store.isRevoked(jti), "forgotten once the token has expired anyway").to.equal(false);
+
+        const heard: SessionEvent[] = [];
+        store.onEvent((event) => heard.push(event));
+        await store.announce({ type: "account", usernameHash: "0xabc" });
+        for (let i = 0; i < 50 && heard.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(heard).to.deep.equal([{ type: "account", usernameHash: "0xabc" }]);
+      } finally {
+        await store.close();
+      }
+    });
+  }
+
+  it("memory: stays bounded, forgetting the revocation that expires soonest", async () => {
+    const store = createMemoryRevocations({ clock, maxEntries: 3 });
+    for (let i = 0; i < 4; i++) await store.revoke(`token-${i}-padding-xx`, now + 10_000 + i);
+    expect(await store.isRevoked("token-0-padding-xx")).to.equal(false);
+    for (let i = 1; i < 4; i++) expect(await store.isRevoked(`token-${i}-padding-xx`)).to.equal(true);
   });
 });
