@@ -56,7 +56,8 @@ export class RelayHttp {
     return new ChatError("RELAY_UNREACHABLE", `relay unreachable at ${this.origin} (${e?.code ?? e?.message ?? "error"})`);
   }
 
-  async request<T extends z.ZodTypeAny>(method: "GET" | "POST", path: string, body: unknown, schema: T): Promise<z.infer<T>> {
+  /** `token`: a session token sent as `Authorization: Bearer` (RFC 6750), for routes that act for the session's user. */
+  async request<T extends z.ZodTypeAny>(method: "GET" | "POST", path: string, body: unknown, schema: T, token?: string): Promise<z.infer<T>> {
     const tlsOptions = await this.tls();
     const target = new URL(path, this.url);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
@@ -65,6 +66,7 @@ export class RelayHttp {
         method,
         headers: {
           accept: "application/json",
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
           ...(payload ? { "content-type": "application/json", "content-length": String(payload.length) } : {}),
         },
         timeout: TIMEOUT_MS,
@@ -104,8 +106,8 @@ export class RelayHttp {
     return this.request("GET", path, undefined, schema);
   }
 
-  post<T extends z.ZodTypeAny>(path: string, body: unknown, schema: T) {
-    return this.request("POST", path, body, schema);
+  post<T extends z.ZodTypeAny>(path: string, body: unknown, schema: T, options: { token?: string } = {}) {
+    return this.request("POST", path, body, schema, options.token);
   }
 
   /** The WebSocket URL of the relay. */

@@ -2,12 +2,17 @@
  * Credentials. The client derives `credential = argon2id(password, salt)` (RFC 9106) with a salt bound
  * to the username, chain and contract (see deriveCredential in this folder, written on the client side);
  * the password never leaves the client. The relay then stores on chain only
- * `keccak256(HMAC-SHA256(pepper, credential))` (RFC 2104 HMAC, FIPS 180-4 SHA-256), so that whoever reads
- * the chain cannot test password guesses offline without the relay's pepper.
+ *
+ *   keccak256(HMAC-SHA256(pepper, len32(username) || username || credential))
+ *
+ * (RFC 2104 HMAC, FIPS 180-4 SHA-256; len32 = the username's UTF-8 byte length as 4 bytes big-endian),
+ * so that whoever reads the chain cannot test password guesses offline without the relay's pepper, and
+ * a hash the relay computes for one name is worthless as a guess against another name.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { getBytes, keccak256 } from "ethers";
 import { ChatError } from "./errors";
+import { isValidUsername } from "./username";
 
 /** A credential is 32 bytes, sent as 0x-prefixed hex. */
 export const CREDENTIAL_PATTERN = /^0x[0-9a-fA-F]{64}$/;
@@ -19,9 +24,18 @@ export function assertCredential(value: unknown, field = "credential"): string {
   return value.toLowerCase();
 }
 
-/** The on-chain credential hash: keccak256(HMAC-SHA256(pepper, credential)). */
-export function pepperCredential(params: { pepper: Uint8Array; credential: string }): string {
-  const mac = createHmac("sha256", params.pepper).update(getBytes(assertCredential(params.credential))).digest();
+/** The HMAC's message: the length prefix keeps (username, credential) pairs from colliding. */
+function pepperInput(username: string, credential: string): Buffer {
+  const name = Buffer.from(username, "utf8");
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(name.length);
+  return Buffer.concat([length, name, Buffer.from(getBytes(assertCredential(credential)))]);
+}
+
+/** The on-chain credential hash of `username`: keccak256(HMAC-SHA256(pepper, len32(username) || username || credential)). */
+export function pepperCredential(params: { pepper: Uint8Array; username: string; credential: string }): string {
+  if (!isValidUsername(params.username)) throw new ChatError("INVALID_USERNAME", "invalid username");
+  const mac = createHmac("sha256", params.pepper).update(pepperInput(params.username, params.credential)).digest();
   return keccak256(mac);
 }
 

@@ -25,6 +25,10 @@ export const ERROR_CODES = [
   "RESET_PENDING",
   "NO_PENDING_RESET",
   "RESET_NOT_DUE",
+  /** login refused: the password or the key did not match (one code, so a guesser learns neither) */
+  "LOGIN_FAILED",
+  /** a session token ended before its expiry: logged out, or its key or password changed since */
+  "SESSION_REVOKED",
   // trust
   "KEY_MISMATCH",
   "KEY_UNVERIFIED",

@@ -67,6 +67,10 @@ export const HealthResponse = z.object({
  * POST /v1/credential-hash: the peppered hash the user must sign over in Register and UpdateCredential.
  * Rate limited like login. The relay recomputes it from `credential` when the signed request arrives.
  */
+/**
+ * POST /v1/credential-hash: answered only for a name nobody holds yet (registration) or, with
+ * `Authorization: Bearer <token>`, for the token's own user (a password change); otherwise 409 USERNAME_TAKEN.
+ */
 export const CredentialHashRequest = z.object({ username: Username, credential: Credential });
 export const CredentialHashResponse = z.object({ credentialHash: Hex32 });
 
@@ -133,6 +137,9 @@ export const LoginRequest = z.object({
   challenge: Hex32,
   signature: Signature65,
 });
+/** POST /v1/logout with `Authorization: Bearer <token>`: the token is refused by every instance from now on. */
+export const LogoutResponse = z.object({ loggedOut: z.literal(true) });
+
 export const LoginResponse = z.object({
   token: z.string(),
   expiresAt: z.number().int(),

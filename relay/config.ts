@@ -5,6 +5,8 @@
  */
 import { Wallet, getAddress, isAddress } from "ethers";
 import { DEFAULT_MAILBOX_TTL_MS, DEFAULT_MAX_FRAME_BYTES } from "../protocol/wire";
+import { DEFAULT_BACKOFF_POLICY, type BackoffPolicy } from "./limits/limits";
+import { DEFAULT_MAX_KEYS } from "./limits/memory";
 
 export class ConfigError extends Error {
   readonly setting: string;
@@ -55,6 +57,10 @@ export interface RelayConfig {
   rateLimitWindowMs: number;
   loginRateLimit: RateLimitConfig;
   registerRateLimit: RateLimitConfig;
+  /** bound of each in-memory limit store (a lone instance's, or a shared store's fallback) */
+  rateLimitMaxKeys: number;
+  /** the per-user delay after failed password checks */
+  passwordBackoff: BackoffPolicy;
   trustProxy: string | null;
 }
 
@@ -173,6 +179,15 @@ export function parseConfig(env: Env): RelayConfig {
     throw new ConfigError("TRUST_PROXY", "expected a hop count, loopback, or a list of addresses");
   }
 
+  const passwordBackoff: BackoffPolicy = {
+    freeFailures: integer(env, "RATE_LIMIT_BACKOFF_FREE_FAILURES", DEFAULT_BACKOFF_POLICY.freeFailures, 0, 1_000_000),
+    baseDelayMs: integer(env, "RATE_LIMIT_BACKOFF_BASE_MS", DEFAULT_BACKOFF_POLICY.baseDelayMs, 1, 86_400_000),
+    maxDelayMs: integer(env, "RATE_LIMIT_BACKOFF_MAX_MS", DEFAULT_BACKOFF_POLICY.maxDelayMs, 1, 86_400_000),
+    forgetAfterMs: integer(env, "RATE_LIMIT_BACKOFF_FORGET_MS", DEFAULT_BACKOFF_POLICY.forgetAfterMs, 1, 30 * 86_400_000),
+  };
+  if (passwordBackoff.maxDelayMs < passwordBackoff.baseDelayMs) throw new ConfigError("RATE_LIMIT_BACKOFF_MAX_MS", "must be at least RATE_LIMIT_BACKOFF_BASE_MS");
+  if (passwordBackoff.forgetAfterMs < passwordBackoff.maxDelayMs) throw new ConfigError("RATE_LIMIT_BACKOFF_FORGET_MS", "must be at least RATE_LIMIT_BACKOFF_MAX_MS");
+
   return {
     rpcUrl,
     contractAddress: getAddress(contractAddress),
@@ -206,6 +221,8 @@ export function parseConfig(env: Env): RelayConfig {
       perUser: integer(env, "RATE_LIMIT_REGISTER_PER_USER", 5, 1, 1_000_000),
       perAddress: integer(env, "RATE_LIMIT_REGISTER_PER_ADDRESS", 20, 1, 1_000_000),
     },
+    rateLimitMaxKeys: integer(env, "RATE_LIMIT_MAX_KEYS", DEFAULT_MAX_KEYS, 16, 100_000_000),
+    passwordBackoff,
     trustProxy,
   };
 }

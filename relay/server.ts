@@ -20,7 +20,9 @@ import { errorHandler, sendError } from "./http/errors";
 import { keyRoutes } from "./http/keys";
 import { loginRoutes } from "./http/login";
 import { opsRoutes } from "./http/ops";
-import { RateLimiter } from "./http/rate-limit";
+import type { AttemptLimits } from "./limits/create";
+import type { SessionGuard } from "./sessions";
+import type { SessionRevocations } from "./storage/revocations";
 import type { CacheStore } from "./storage/cache-types";
 import type { Mailbox } from "./storage/mailbox";
 import { attachMessaging, type Messaging, type MessagingLimits } from "./ws/attach";
@@ -54,6 +56,11 @@ export interface RelayDeps {
   /** Keeps `cache` true to the chain; started by listen(), stopped by close(). */
   syncer: Syncer;
   logger: Logger;
+  /** attempt limits and password backoff shared by every instance (built and closed by relay/stack.ts) */
+  limits: Pick<AttemptLimits, "limiter" | "backoff">;
+  /** session checks and the session events of every instance (built and closed by relay/stack.ts) */
+  sessions: SessionGuard;
+  revocations: Pick<SessionRevocations, "onEvent">;
   /** PEM certificate and key; null serves plain HTTP. */
   tls: { cert: string; key: string } | null;
   /** Extra messaging limits (rates, ping interval) beyond maxFrameBytes and mailboxTtlMs. */
@@ -116,7 +123,8 @@ export function createRelay(deps: RelayDeps): Relay {
     chain,
     cache,
     syncer,
-    limiter: new RateLimiter(config.rateLimitWindowMs, clock),
+    limits: deps.limits,
+    sessions: deps.sessions,
     logger,
     clock,
     metrics,
@@ -171,7 +179,8 @@ export function createRelay(deps: RelayDeps): Relay {
     async listen() {
       messaging = attachMessaging({
         server,
-        sessionSecret: config.sessionSecret,
+        sessions: deps.sessions,
+        onSessionEvent: deps.revocations.onEvent,
         mailbox,
         bus,
         logger,

@@ -1,7 +1,8 @@
 /**
  * The one place where a relay is assembled from its settings: the MySQL pool, the users cache and the
  * mailbox over it (or in memory without MYSQL_URL), the Redis bus, the chain, the syncer that keeps the
- * cache true to the chain, the TLS material, and the server. relay/main.ts, the benchmark's relay and the
+ * cache true to the chain, the attempt limits and session revocations (shared through Redis or MySQL),
+ * the TLS material, and the server. relay/main.ts, the benchmark's relay and the
  * in-process test relays all call createRelayStack, and one close() releases everything it built.
  */
 import path from "node:path";
@@ -10,6 +11,9 @@ import type { Logger } from "pino";
 import { createRedisBus } from "./bus/redis";
 import type { MessageBus } from "./bus/bus";
 import { createEthersChain, type RegistryChain } from "./chain/registry";
+import { createAttemptLimits, type AttemptLimits } from "./limits/create";
+import { SessionGuard } from "./sessions";
+import { createSessionRevocations, type SessionRevocations } from "./storage/revocations";
 import { createSyncer, type Syncer } from "./chain/sync";
 import type { RelayConfig } from "./config";
 import { createRelay } from "./server";
@@ -33,15 +37,43 @@ export interface ChainCache {
   syncer: Syncer;
 }
 
+/**
+ * The cache as the syncer sees it: once a range of events is applied, the users whose key or credential
+ * changed are reported (by username hash), so that their sessions can be re-checked.
+ */
+function reportingAccountChanges(cache: CacheStore, onAccountsChanged: (usernameHashes: string[]) => void): CacheStore {
+  const applyEvents: CacheStore["applyEvents"] = async (params) => {
+    const applied = await cache.applyEvents(params);
+    if (applied) {
+      const changed = new Set(params.events.filter((e) => e.type !== "registered").map((e) => e.usernameHash));
+      if (changed.size > 0) onAccountsChanged([...changed]);
+    }
+    return applied;
+  };
+  return new Proxy(cache, {
+    get(target, property) {
+      if (property === "applyEvents") return applyEvents;
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
 /** Builds the pool, the cache over it (memory without MYSQL_URL), the chain and its syncer. Nothing is opened yet. */
-export function createChainCache(params: { config: RelayConfig; logger: Logger; poolConnectionLimit?: number }): ChainCache {
+export function createChainCache(params: {
+  config: RelayConfig;
+  logger: Logger;
+  poolConnectionLimit?: number;
+  /** told after each applied range which users' keys or credentials changed */
+  onAccountsChanged?: (usernameHashes: string[]) => void;
+}): ChainCache {
   const { config, logger } = params;
   const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
   const pool = config.mysqlUrl ? createMysqlPool(config.mysqlUrl, { connectionLimit: params.poolConnectionLimit }) : null;
   const cache = pool ? createMysqlCache(pool) : createMemoryCache();
   const syncer = createSyncer({
     chain,
-    cache,
+    cache: params.onAccountsChanged ? reportingAccountChanges(cache, params.onAccountsChanged) : cache,
     deployBlock: config.deployBlock,
     pollMs: config.syncPollMs,
     blockRange: config.syncBlockRange,
@@ -66,6 +98,8 @@ export interface RelayStack extends ChainCache {
   config: RelayConfig;
   mailbox: Mailbox;
   bus: MessageBus | null;
+  limits: AttemptLimits;
+  revocations: SessionRevocations;
   /** Migrates the tables, starts the sync, the mailbox purge and messaging, and listens on HOST:PORT. */
   listen(): Promise<{ url: string; port: number }>;
   /** Closes the server, then the mailbox, bus, cache, pool and chain; safe to call more than once. */
@@ -81,8 +115,26 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
   if (tls) logger.info({ certificate: tls.certFile, source: tls.source }, "TLS certificate");
   else logger.warn("INSECURE_HTTP=1: serving plain HTTP; anyone on the network can read and change traffic (local development only)");
 
-  const parts = createChainCache({ config, logger, poolConnectionLimit: overrides.poolConnectionLimit });
+  // Account changes reach every instance's sockets through the revocations' session events (built below).
+  let revocations: SessionRevocations | null = null;
+  const onAccountsChanged = (usernameHashes: string[]) => {
+    for (const usernameHash of usernameHashes) {
+      revocations?.announce({ type: "account", usernameHash }).catch((error) => logger.warn({ err: String(error?.message ?? error) }, "could not announce an account change"));
+    }
+  };
+  const parts = createChainCache({ config, logger, poolConnectionLimit: overrides.poolConnectionLimit, onAccountsChanged });
   const { pool, cache, chain, syncer } = parts;
+  revocations = createSessionRevocations({ redisUrl: config.redisUrl, pool, maxEntries: config.rateLimitMaxKeys });
+  const limits = createAttemptLimits({
+    redisUrl: config.redisUrl,
+    pool,
+    windowMs: config.rateLimitWindowMs,
+    maxKeys: config.rateLimitMaxKeys,
+    policy: config.passwordBackoff,
+    logger: logger.child({ component: "limits" }),
+  });
+  logger.info({ limits: limits.store, revocations: revocations.kind }, "attempt limits and session revocations");
+  const sessions = new SessionGuard({ secret: config.sessionSecret, cache, chain, revocations, clock: Date.now });
   const mailbox = pool
     ? createMysqlMailbox(pool)
     : overrides.memoryMailbox
@@ -110,6 +162,9 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     bus: bus ?? undefined,
     syncer,
     logger,
+    limits,
+    sessions,
+    revocations,
     tls: tls ? { cert: tls.cert, key: tls.key } : null,
     messagingLimits: overrides.messagingLimits,
     writeSyncWaitMs: overrides.writeSyncWaitMs,
@@ -121,6 +176,8 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     config,
     mailbox,
     bus,
+    limits,
+    revocations,
     async listen() {
       try {
         if (!(await chain.isRelayer())) {
@@ -131,6 +188,8 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
       }
       await cache.migrate();
       await mailbox.migrate();
+      await limits.migrate();
+      await revocations!.migrate();
       return relay.listen();
     },
     close() {
@@ -138,6 +197,8 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
         await relay.close().catch((error) => logger.error({ err: String(error?.message ?? error) }, "close failed"));
         await mailbox.close().catch(() => undefined);
         await bus?.close().catch(() => undefined);
+        await limits.close().catch(() => undefined);
+        await revocations!.close().catch(() => undefined);
         await cache.close().catch(() => undefined);
         await pool?.end().catch(() => undefined);
         await chain.close();

@@ -3,6 +3,10 @@
  * spending gas, submits the relayer's transactions and answers once they are mined. The contract
  * verifies every EIP-712 signature itself; the relay cannot register, rotate or change a credential
  * without the user's key, and its resets are recorded on chain as such.
+ *
+ * The peppered hash binds the username, and the relay computes it only where it cannot serve as a
+ * password oracle: for a name nobody holds yet (registration), or for the caller's own session (a
+ * password change). Anyone else could otherwise finish a guess offline from the chain.
  */
 import { Router, type Request } from "express";
 import { ChatError } from "../../protocol/errors";
@@ -15,19 +19,33 @@ import {
   RotateRequest,
   UpdateCredentialRequest,
 } from "../../protocol/wire";
+import { bearerToken } from "../sessions";
 import type { TransactionResult } from "../chain/registry";
-import { clientAddress, type HttpContext } from "./context";
+import { clientAddress, fromStorage, type HttpContext } from "./context";
 import { parseWith } from "./errors";
+import { admitPasswordAttempt } from "./password-check";
 
 export function accountRoutes(ctx: HttpContext): Router {
   const router = Router();
-  const { chain, limiter, settings } = ctx;
+  const { chain, settings } = ctx;
 
-  const limit = (req: Request, bucket: string, username: string, rule: { perUser: number; perAddress: number }) =>
-    limiter.hit([
+  /** Counts one attempt in the shared limits; every route awaits it (an un-awaited hit limits nothing). */
+  const limit = (req: Request, bucket: string, username: string, rule: { perUser: number; perAddress: number }) => {
+    const hit = ctx.limits.limiter.hit([
       { key: `${bucket}:user:${username}`, limit: rule.perUser },
       { key: `${bucket}:addr:${clientAddress(req)}`, limit: rule.perAddress },
     ]);
+    hit.catch(() => undefined); // only keeps a caller that forgot to await from crashing the process
+    return hit;
+  };
+
+  const pepper = (username: string, credential: string) => pepperCredential({ pepper: settings.credentialPepper, username, credential });
+
+  /** Whether `username` is held on chain; the cache answers "yes" alone, a "no" is confirmed on the chain. */
+  const isRegistered = async (username: string) => {
+    if (await fromStorage(ctx.cache.getUser(username))) return true;
+    return !/^0x0{64}$/.test(await chain.credentialHash(username));
+  };
 
   const notExpired = (deadline: number) => {
     if (deadline * 1000 <= ctx.clock()) throw new ChatError("SIGNATURE_EXPIRED", `deadline ${deadline} has passed`, { field: "deadline" });
@@ -40,19 +58,25 @@ export function accountRoutes(ctx: HttpContext): Router {
     return { blockNumber: result.blockNumber, transactionHash: result.transactionHash };
   };
 
-  router.post("/v1/credential-hash", (req, res) => {
+  router.post("/v1/credential-hash", async (req, res) => {
     const body = parseWith(CredentialHashRequest, req.body);
-    // An oracle for the peppered hash: limited like login, or it would allow offline guessing.
-    limit(req, "credential", body.username, settings.loginRateLimit);
-    res.json({ credentialHash: pepperCredential({ pepper: settings.credentialPepper, credential: body.credential }) });
+    // Counted as a password attempt against the name asked about, whatever the answer.
+    await admitPasswordAttempt(ctx, req, body.username);
+    const token = bearerToken(req.headers.authorization);
+    const ownSession = token !== undefined && (await ctx.sessions.authenticate(token)).sub === body.username;
+    if (!ownSession && (await isRegistered(body.username))) {
+      // One refusal for every registered name asked without its own session (registration is public on chain).
+      throw new ChatError("USERNAME_TAKEN", `${body.username} is registered: its credential hash is given only to its own session`);
+    }
+    res.json({ credentialHash: pepper(body.username, body.credential) });
   });
 
   router.post("/v1/register", async (req, res) => {
     const body = parseWith(RegisterRequest, req.body);
-    limit(req, "register", body.username, settings.registerRateLimit);
+    await limit(req, "register", body.username, settings.registerRateLimit);
     notExpired(body.deadline);
     const publicKey = normalizePublicKey(body.publicKey);
-    const credentialHash = pepperCredential({ pepper: settings.credentialPepper, credential: body.credential });
+    const credentialHash = pepper(body.username, body.credential);
     const result = await chain.register({ username: body.username, credentialHash, publicKey, deadline: body.deadline, signature: body.signature });
     ctx.logger.info({ username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash }, "registered");
     res.json(await landed(result));
@@ -60,7 +84,7 @@ export function accountRoutes(ctx: HttpContext): Router {
 
   router.post("/v1/rotate", async (req, res) => {
     const body = parseWith(RotateRequest, req.body);
-    limit(req, "register", body.username, settings.registerRateLimit);
+    await limit(req, "register", body.username, settings.registerRateLimit);
     notExpired(body.deadline);
     const newPublicKey = normalizePublicKey(body.newPublicKey, "newPublicKey");
     const result = await chain.rotateKey({ ...body, newPublicKey });
@@ -89,9 +113,9 @@ export function accountRoutes(ctx: HttpContext): Router {
 
   router.post("/v1/credential", async (req, res) => {
     const body = parseWith(UpdateCredentialRequest, req.body);
-    limit(req, "register", body.username, settings.registerRateLimit);
+    await limit(req, "register", body.username, settings.registerRateLimit);
     notExpired(body.deadline);
-    const credentialHash = pepperCredential({ pepper: settings.credentialPepper, credential: body.credential });
+    const credentialHash = pepper(body.username, body.credential);
     const result = await chain.updateCredential({ username: body.username, credentialHash, deadline: body.deadline, signature: body.signature });
     ctx.logger.info({ username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash }, "credential updated");
     res.json(await landed(result));

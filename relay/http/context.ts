@@ -7,13 +7,16 @@ import type { RegistryChain } from "../chain/registry";
 import type { Syncer } from "../chain/sync";
 import type { RateLimitConfig } from "../config";
 import type { CacheStore } from "../storage/cache-types";
-import type { RateLimiter } from "./rate-limit";
+import type { AttemptLimits } from "../limits/create";
+import { bearerToken, type SessionClaims, type SessionGuard } from "../sessions";
 
 export interface HttpContext {
   chain: RegistryChain;
   cache: CacheStore;
   syncer: Syncer;
-  limiter: RateLimiter;
+  /** attempt limits and password backoff, shared by every relay instance (await every call) */
+  limits: Pick<AttemptLimits, "limiter" | "backoff">;
+  sessions: SessionGuard;
   logger: Logger;
   clock: () => number;
   metrics: Registry;
@@ -39,6 +42,13 @@ export interface HttpContext {
 /** The client address for per-address limits (express resolves X-Forwarded-For only with TRUST_PROXY). */
 export function clientAddress(req: Request): string {
   return req.ip ?? req.socket.remoteAddress ?? "unknown";
+}
+
+/** The session of the request's Authorization bearer token; throws 401 when there is none or it no longer stands. */
+export async function requireSession(ctx: HttpContext, req: Request): Promise<SessionClaims> {
+  const token = bearerToken(req.headers.authorization);
+  if (token === undefined) throw new ChatError("UNAUTHORIZED", "an Authorization: Bearer session token is required");
+  return ctx.sessions.authenticate(token);
 }
 
 /** Storage failures become STORAGE_UNAVAILABLE (503, retryable) instead of a 500. */

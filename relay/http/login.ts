@@ -2,19 +2,21 @@
  * Login: a fresh single-use challenge, then username + credential + an EIP-191 personal signature
  * (https://eips.ethereum.org/EIPS/eip-191) by the user's current key over loginMessage(). Proof of the
  * password alone is not enough (a stolen password without the device fails), nor is the key alone.
- * Credential hashes are compared in constant time. Challenges live in the cache storage so that any
- * relay instance can consume one another issued.
+ * A wrong password and a right password with a wrong key get the same answer (LOGIN_FAILED), after the
+ * same work, so a guesser never learns that a password was right; each failure counts in the user's
+ * shared limits and backoff (password-check.ts). Challenges live in the cache storage so that any relay
+ * instance can consume one another issued. Logout revokes the caller's token on every instance.
  */
 import { randomBytes } from "node:crypto";
 import { Router, type Request } from "express";
 import { getAddress, hexlify, verifyMessage } from "ethers";
 import { ChatError } from "../../protocol/errors";
-import { credentialHashesEqual, pepperCredential } from "../../protocol/credential";
 import { publicKeyToAddress } from "../../protocol/keys";
 import { ChallengeRequest, LoginRequest, loginMessage } from "../../protocol/wire";
 import { issueSessionToken } from "../sessions";
-import { assertCacheFresh, clientAddress, fromStorage, type HttpContext } from "./context";
+import { assertCacheFresh, clientAddress, fromStorage, requireSession, type HttpContext } from "./context";
 import { parseWith } from "./errors";
+import { admitPasswordAttempt, passwordMatches, recordPasswordFailure, recordPasswordSuccess } from "./password-check";
 
 interface Account {
   credentialHash: string;
@@ -22,14 +24,16 @@ interface Account {
   keyIndex: number;
 }
 
+const LOGIN_FAILED_MESSAGE = "login failed: wrong password, or a key that is not the user's current key";
+
 export function loginRoutes(ctx: HttpContext): Router {
   const router = Router();
-  const { limiter, settings } = ctx;
+  const { settings } = ctx;
 
-  const limit = (req: Request, bucket: string, username: string) =>
-    limiter.hit([
-      { key: `${bucket}:user:${username}`, limit: settings.loginRateLimit.perUser },
-      { key: `${bucket}:addr:${clientAddress(req)}`, limit: settings.loginRateLimit.perAddress },
+  const limitChallenge = (req: Request, username: string) =>
+    ctx.limits.limiter.hit([
+      { key: `challenge:user:${username}`, limit: settings.loginRateLimit.perUser },
+      { key: `challenge:addr:${clientAddress(req)}`, limit: settings.loginRateLimit.perAddress },
     ]);
 
   async function fromCache(username: string): Promise<Account | null> {
@@ -47,7 +51,7 @@ export function loginRoutes(ctx: HttpContext): Router {
 
   router.post("/v1/login/challenge", async (req, res) => {
     const body = parseWith(ChallengeRequest, req.body);
-    limit(req, "challenge", body.username);
+    await limitChallenge(req, body.username);
     const challenge = hexlify(randomBytes(32)); // 256 bits from the OS CSPRNG: unguessable and never reused
     const expiresAt = ctx.clock() + settings.challengeTtlMs;
     await fromStorage(ctx.cache.putChallenge({ username: body.username, challenge, expiresAt }));
@@ -56,13 +60,8 @@ export function loginRoutes(ctx: HttpContext): Router {
 
   router.post("/v1/login", async (req, res) => {
     const body = parseWith(LoginRequest, req.body);
-    limit(req, "login", body.username);
+    await admitPasswordAttempt(ctx, req, body.username);
     assertCacheFresh(ctx);
-    const fail = (reason: string, error: ChatError): never => {
-      ctx.failedLogins.inc({ reason });
-      ctx.logger.info({ username: body.username, reason }, "login failed");
-      throw error;
-    };
 
     let account = await fromCache(body.username);
     let checkedChain = false;
@@ -79,42 +78,72 @@ export function loginRoutes(ctx: HttpContext): Router {
     };
     if (!account) {
       account = (await recheck()) ?? null;
-      if (!account) fail("unknown_user", new ChatError("UNKNOWN_USER", `no user named ${body.username}`));
+      // Whether a name is registered is public on chain: saying so tells a guesser nothing new.
+      if (!account) {
+        ctx.failedLogins.inc({ reason: "unknown_user" });
+        throw new ChatError("UNKNOWN_USER", `no user named ${body.username}`);
+      }
     }
 
     const fresh = await fromStorage(ctx.cache.consumeChallenge({ username: body.username, challenge: body.challenge.toLowerCase(), now: ctx.clock() }));
-    if (!fresh) fail("challenge", new ChatError("CHALLENGE_INVALID", "challenge unknown, used or expired: request a new one"));
-
-    const given = pepperCredential({ pepper: settings.credentialPepper, credential: body.credential });
-    if (!credentialHashesEqual(given, account!.credentialHash)) {
-      const latest = await recheck();
-      if (latest && credentialHashesEqual(given, latest.credentialHash)) account = latest;
-      else fail("wrong_password", new ChatError("WRONG_PASSWORD", "wrong password"));
+    if (!fresh) {
+      ctx.failedLogins.inc({ reason: "challenge" });
+      throw new ChatError("CHALLENGE_INVALID", "challenge unknown, used or expired: request a new one");
     }
 
     const chainId = (await ctx.chain.chainId()).toString();
     const message = loginMessage({ username: body.username, challenge: body.challenge.toLowerCase(), chainId, contractAddress: ctx.chain.contractAddress });
-    let signer: string;
+    let signer: string | null;
     try {
       signer = getAddress(verifyMessage(message, body.signature));
     } catch {
-      return fail("bad_signature", new ChatError("INVALID_SIGNATURE", "signature: malformed", { field: "signature" }));
+      signer = null; // a malformed signature is a wrong key: answering otherwise would tell the password was right
     }
-    if (signer !== account!.address) {
+
+    // Both factors are always checked, and the chain re-read on either mismatch, so that a wrong password
+    // and a wrong key take the same path and the same time to the same answer.
+    const both = (a: Account) => ({ password: passwordMatches(ctx, body.username, body.credential, a.credentialHash), key: signer === a.address });
+    let verdict = both(account);
+    if (!verdict.password || !verdict.key) {
       const latest = await recheck();
-      if (latest && signer === latest.address && credentialHashesEqual(given, latest.credentialHash)) account = latest;
-      else fail("wrong_key", new ChatError("WRONG_KEY", "signed by a key that is not the user's current key"));
+      if (latest) {
+        const again = both(latest);
+        if (again.password && again.key) [account, verdict] = [latest, again];
+      }
     }
+    if (!verdict.password || !verdict.key) {
+      // The metric's reason is for the operator only; the caller hears one answer.
+      await recordPasswordFailure(ctx, body.username, verdict.password ? "wrong_key" : "wrong_password");
+      throw new ChatError("LOGIN_FAILED", LOGIN_FAILED_MESSAGE);
+    }
+    // Only a full success forgets the failures: forgetting them on a right password alone would tell
+    // a guesser holding no key that its guess was right (the next guess would not wait).
+    await recordPasswordSuccess(ctx, body.username);
 
     const { token, claims } = issueSessionToken({
       secret: settings.sessionSecret,
       username: body.username,
-      keyIndex: account!.keyIndex,
+      keyIndex: account.keyIndex,
+      credentialHash: account.credentialHash,
       now: ctx.clock(),
       ttlMs: settings.sessionTtlMs,
     });
-    ctx.logger.info({ username: body.username, keyIndex: account!.keyIndex }, "logged in");
+    ctx.logger.info({ username: body.username, keyIndex: account.keyIndex }, "logged in");
     res.json({ token, expiresAt: claims.exp, keyIndex: claims.keyIndex });
+  });
+
+  /** Ends the caller's session on every relay instance: its token is refused until it would have expired. */
+  router.post("/v1/logout", async (req, res) => {
+    const claims = await requireSession(ctx, req).catch((error) => {
+      // An already ended session is logged out: the answer is the same, so logout is idempotent.
+      if (error instanceof ChatError && (error.code === "SESSION_REVOKED" || error.code === "SESSION_EXPIRED")) return null;
+      throw error;
+    });
+    if (claims) {
+      await fromStorage(ctx.sessions.revoke(claims));
+      ctx.logger.info({ username: claims.sub }, "logged out");
+    }
+    res.json({ loggedOut: true });
   });
 
   return router;

@@ -1,9 +1,8 @@
 /**
- * The routes' synchronous limiter: fixed-window attempt counters per key (a username or a client address)
- * in this process's memory, bounded in keys (see relay/limits/memory.ts). Counts attempts, not only
- * failures, so that guessing passwords costs the same whether guesses fail or not. Limits shared across
- * relay instances are the AttemptLimiter built by createAttemptLimits() in relay/limits/create.ts (async:
- * `await limiter.hit([...])`).
+ * A synchronous, per-process limiter: fixed-window attempt counters per key in this process's memory,
+ * bounded in keys (see relay/limits/memory.ts). The routes do not use it: their limits are shared by every
+ * relay instance (createAttemptLimits() in relay/limits/create.ts, built by relay/stack.ts, awaited on
+ * every hit). It remains only for callers that need a local, synchronous count.
  */
 import { rateLimitedError, type LimitEntry } from "../limits/limits";
 import { BoundedFixedWindows } from "../limits/memory";

@@ -5,6 +5,8 @@
  * The wire format is protocol/wire.ts, documented in protocol/README.md ("WebSocket").
  * The jobs live beside this file: upgrade.ts (admission, auth), connection.ts (one connection's
  * state machine), router.ts (who is connected where), mailbox-purge.ts (expiry).
+ * A session that ends (logout, or the user's key or password changed on chain) has its sockets closed with
+ * 4001 on every instance: each hears the session event and re-checks the tokens of its own sockets.
  */
 import type { Server as HttpServer } from "node:http";
 import type { Server as HttpsServer } from "node:https";
@@ -12,6 +14,9 @@ import type pino from "pino";
 import type { Registry } from "prom-client";
 import { WebSocketServer } from "ws";
 import { CLOSE_CODES } from "../../protocol/wire";
+import { usernameHash } from "../../protocol/username";
+import type { SessionClaims, SessionGuard } from "../sessions";
+import type { SessionEvent } from "../storage/revocations";
 import type { MessageBus } from "../bus/bus";
 import type { Mailbox } from "../storage/mailbox";
 import { Connection, type ConnectionDeps } from "./connection";
@@ -55,7 +60,10 @@ export interface Messaging {
 
 export function attachMessaging(params: {
   server: HttpServer | HttpsServer;
-  sessionSecret: Uint8Array;
+  /** checks a token at the upgrade, and re-checks an open socket's session when its account changes */
+  sessions: Pick<SessionGuard, "authenticate" | "current">;
+  /** subscribes to session events from every instance */
+  onSessionEvent?: (listener: (event: SessionEvent) => void) => void;
   mailbox: Mailbox;
   bus?: MessageBus;
   logger: pino.Logger;
@@ -99,14 +107,45 @@ export function attachMessaging(params: {
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
   const onUpgrade = createUpgradeHandler({
     wss,
-    sessionSecret: params.sessionSecret,
-    clock,
+    authenticate: (token) => params.sessions.authenticate(token),
     isClosing: () => closing,
     connectionCount: router.size,
     maxConnections: limits.maxConnections ?? 10_000,
-    onConnection: (ws, claims) => new Connection(deps, ws, claims),
+    onConnection: (ws, claims) => {
+      const conn = new Connection(deps, ws, claims);
+      claimsOf.set(conn, claims);
+      connectedNames.set(usernameHash(claims.sub), claims.sub);
+    },
   });
   server.on("upgrade", onUpgrade);
+
+  // Ending sessions: the claims each socket was opened with, and the names connected here by their hash
+  // (chain events name users by hash). A name is forgotten once an event finds none of its sockets.
+  const claimsOf = new WeakMap<Connection, SessionClaims>();
+  const connectedNames = new Map<string, string>();
+  const end = (conn: Connection) => {
+    logger.info({ username: conn.username }, "session ended: closing its socket");
+    conn.close(CLOSE_CODES.sessionExpired, "session ended: log in again").catch(() => undefined);
+  };
+  params.onSessionEvent?.((event) => {
+    if (closing) return;
+    if (event.type === "revoked") {
+      for (const conn of router.connections()) if (claimsOf.get(conn)?.jti === event.jti) end(conn);
+      return;
+    }
+    const username = connectedNames.get(event.usernameHash);
+    if (username === undefined) return;
+    const conns = [...router.connectionsOf(username)];
+    if (conns.length === 0) connectedNames.delete(event.usernameHash);
+    for (const conn of conns) {
+      const claims = claimsOf.get(conn);
+      if (!claims) continue;
+      params.sessions.current(claims).then(
+        (stands) => stands || end(conn),
+        () => end(conn),
+      );
+    }
+  });
 
   // Dead peers: a connection that did not answer the previous ping is dropped.
   const pingTimer = setInterval(() => {

@@ -24,6 +24,8 @@ export interface Router<C extends RoutedConnection> {
   deliver(message: RoutedMessage): void;
   size(): number;
   connections(): Iterable<C>;
+  /** This instance's open connections of `username`. */
+  connectionsOf(username: string): Iterable<C>;
 }
 
 /** The `message` frame of a routed message, as sent to the recipient. */
@@ -84,5 +86,6 @@ export function createRouter<C extends RoutedConnection>(params: {
     },
     size: () => all.size,
     connections: () => all,
+    connectionsOf: (username) => [...(byUser.get(username) ?? [])],
   };
 }

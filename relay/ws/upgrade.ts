@@ -1,14 +1,15 @@
 /**
  * The WebSocket upgrade on /v1/ws: admission (shutting down, too many connections) and authentication
- * (the session token as a Bearer header) happen here, so a refused client gets an HTTP status and a JSON
- * error body and no socket is ever accepted for it.
+ * (the session token as a Bearer header, checked for revocation and for the user's current key and
+ * password) happen here, so a refused client gets an HTTP status and a JSON error body and no socket is
+ * ever accepted for it.
  */
 import type { IncomingMessage } from "node:http";
 import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import type { WebSocket, WebSocketServer } from "ws";
 import { isChatError, type ErrorCode } from "../../protocol/errors";
-import { verifySessionToken, type SessionClaims } from "../sessions";
+import { bearerToken, type SessionClaims } from "../sessions";
 import { WS_PATH } from "../../protocol/wire";
 
 
@@ -28,8 +29,8 @@ function refuse(socket: Duplex, status: number, code: ErrorCode, message: string
 /** The server's `upgrade` listener: refuses or accepts, then hands the socket and its session on. */
 export function createUpgradeHandler(params: {
   wss: WebSocketServer;
-  sessionSecret: Uint8Array;
-  clock: () => number;
+  /** the claims of a token that still stands; throws a ChatError (401) otherwise */
+  authenticate: (token: string | undefined) => Promise<SessionClaims>;
   isClosing: () => boolean;
   connectionCount: () => number;
   maxConnections: number;
@@ -46,16 +47,19 @@ export function createUpgradeHandler(params: {
     if (params.connectionCount() >= params.maxConnections) {
       return refuse(socket, 503, "RATE_LIMITED", "too many connections on this relay", ["Retry-After: 5"]);
     }
-    const match = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/.exec(req.headers.authorization ?? "");
-    let claims: SessionClaims;
-    try {
-      claims = verifySessionToken({ secret: params.sessionSecret, token: match?.[1], now: params.clock() });
-    } catch (error) {
-      const code: ErrorCode = isChatError(error) ? error.code : "UNAUTHORIZED";
-      const message = isChatError(error) ? error.message : "invalid session token";
-      // RFC 6750 §3: a Bearer challenge with every 401.
-      return refuse(socket, 401, code, message, [`WWW-Authenticate: Bearer realm="eth-chat", error="invalid_token"`]);
-    }
-    params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims));
+    params.authenticate(bearerToken(req.headers.authorization)).then(
+      (claims) => {
+        if (socket.destroyed) return;
+        if (params.isClosing()) return refuse(socket, 503, "RELAY_UNREACHABLE", "relay shutting down", ["Retry-After: 1"]);
+        params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims));
+      },
+      (error) => {
+        if (socket.destroyed) return;
+        const code: ErrorCode = isChatError(error) ? error.code : "UNAUTHORIZED";
+        const message = isChatError(error) ? error.message : "session token could not be checked";
+        // RFC 6750 §3: a Bearer challenge with every 401.
+        refuse(socket, 401, code, message, [`WWW-Authenticate: Bearer realm="eth-chat", error="invalid_token"`]);
+      },
+    );
   };
 }

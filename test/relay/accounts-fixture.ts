@@ -98,10 +98,10 @@ export async function startRelay(params: {
   }
 }
 
-export async function api(url: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; headers: Headers; body: any }> {
+export async function api(url: string, method: string, pathname: string, body?: unknown, token?: string): Promise<{ status: number; headers: Headers; body: any }> {
   const response = await fetch(`${url}${pathname}`, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers: { ...(body === undefined ? {} : { "content-type": "application/json" }), ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
@@ -189,8 +189,10 @@ export async function resetUser(url: string, chain: ChainFixture, user: TestUser
   });
 }
 
-export async function changeCredential(url: string, chain: ChainFixture, user: TestUser, credential: string) {
-  const hash = await api(url, "POST", "/v1/credential-hash", { username: user.username, credential });
+/** `token`: the user's session, without which the relay refuses a registered name's credential hash. */
+export async function changeCredential(url: string, chain: ChainFixture, user: TestUser, credential: string, token?: string) {
+  const hash = await api(url, "POST", "/v1/credential-hash", { username: user.username, credential }, token);
+  if (hash.status !== 200) return hash;
   const nonce = await chain.registry.nonces(user.username);
   const d = deadline();
   return api(url, "POST", "/v1/credential", {

@@ -90,11 +90,11 @@ describe("relay accounts (anvil + MariaDB)", function () {
 
     const wrongPassword = await login(relay.url, chain.domain, user, { credential: newUser().credential });
     expect(wrongPassword.status).to.equal(401);
-    expect(wrongPassword.body.error.code).to.equal("WRONG_PASSWORD");
+    expect(wrongPassword.body.error.code).to.equal("LOGIN_FAILED");
 
     const wrongKey = await login(relay.url, chain.domain, user, { signer: newIdentity() });
     expect(wrongKey.status).to.equal(401);
-    expect(wrongKey.body.error.code).to.equal("WRONG_KEY");
+    expect(wrongKey.body).to.deep.equal(wrongPassword.body);
 
     const unknown = await login(relay.url, chain.domain, newUser("ghost"));
     expect(unknown.status).to.equal(404);
@@ -147,7 +147,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     const [rows] = await relay.pool!.query<any[]>("SELECT kind FROM key_history WHERE username = ? ORDER BY idx", [user.username]);
     expect(rows.map((r) => r.kind)).to.deep.equal(["registered", "rotated", "reset"]);
 
-    expect((await login(relay.url, chain.domain, user)).body.error.code).to.equal("WRONG_KEY");
+    expect((await login(relay.url, chain.domain, user)).body.error.code).to.equal("LOGIN_FAILED");
     const current = await login(relay.url, chain.domain, { ...user, identity: third });
     expect(current.status).to.equal(200);
     expect(current.body.keyIndex).to.equal(2);
@@ -161,9 +161,10 @@ describe("relay accounts (anvil + MariaDB)", function () {
     const user = newUser("erin");
     await registerUser(relay.url, chain.domain, user);
     const next = newUser().credential;
-    const changed = await changeCredential(relay.url, chain, user, next);
+    const session = await login(relay.url, chain.domain, user);
+    const changed = await changeCredential(relay.url, chain, user, next, session.body.token);
     expect(changed.status, JSON.stringify(changed.body)).to.equal(200);
-    expect((await login(relay.url, chain.domain, user)).body.error.code).to.equal("WRONG_PASSWORD");
+    expect((await login(relay.url, chain.domain, user)).body.error.code).to.equal("LOGIN_FAILED");
     expect((await login(relay.url, chain.domain, { ...user, credential: next })).status).to.equal(200);
   });
 
@@ -241,8 +242,9 @@ describe("relay accounts limits and failures", function () {
       statuses.push(r.status);
       if (r.status === 429) limited = r;
     }
-    expect(statuses.slice(0, 3)).to.not.include(429);
-    expect(statuses.slice(3)).to.deep.equal([429, 429]);
+    // Registration's credential-hash request was the first password attempt against this user.
+    expect(statuses.slice(0, 2)).to.not.include(429);
+    expect(statuses.slice(2)).to.deep.equal([429, 429, 429]);
     expect(limited.body.error.code).to.equal("RATE_LIMITED");
     expect(limited.body.error.retryAfterSeconds).to.be.within(1, 60);
     expect(limited.headers.get("retry-after")).to.equal(String(limited.body.error.retryAfterSeconds));

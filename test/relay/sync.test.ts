@@ -67,7 +67,8 @@ describe("relay chain cache (anvil + MariaDB)", function () {
     for (const u of users) expect((await registerUser(relay.url, chain.domain, u)).status).to.equal(200);
     expect((await rotateUser(relay.url, chain, users[0], newIdentity())).status).to.equal(200);
     expect((await resetUser(relay.url, chain, users[1], newIdentity())).status).to.equal(200);
-    expect((await changeCredential(relay.url, chain, users[2], newUser().credential)).status).to.equal(200);
+    const session = await login(relay.url, chain.domain, users[2]);
+    expect((await changeCredential(relay.url, chain, users[2], newUser().credential, session.body.token)).status).to.equal(200);
     const before = await dump(relay);
     const [syncBefore] = await relay.pool!.query<any[]>("SELECT * FROM sync_state");
     expect(before.users).to.have.length(3);

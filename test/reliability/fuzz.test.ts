@@ -347,9 +347,9 @@ describe("bad input against a real relay process: fuzzing and named cases", func
     const asAlice = Buffer.from(JSON.stringify({ ...claims, sub: alice.username })).toString("base64url");
     expect(await refused(`${asAlice}.${mac}`)).to.equal(401); // bob's MAC on alice's name
     expect(await refused(`${payload}.${mac.slice(0, -2)}AA`)).to.equal(401);
-    const expired = issueSessionToken({ secret, username: bob.username, keyIndex: 0, now: Date.now() - 3_600_000, ttlMs: 1_000 }).token;
+    const expired = issueSessionToken({ secret, username: bob.username, keyIndex: 0, credentialHash: `0x${"00".repeat(32)}`, now: Date.now() - 3_600_000, ttlMs: 1_000 }).token;
     expect(await refused(expired)).to.equal(401);
-    expect(await refused(issueSessionToken({ secret: Buffer.alloc(32, 7), username: bob.username, keyIndex: 0, now: Date.now() }).token)).to.equal(401);
+    expect(await refused(issueSessionToken({ secret: Buffer.alloc(32, 7), username: bob.username, keyIndex: 0, credentialHash: `0x${"00".repeat(32)}`, now: Date.now() }).token)).to.equal(401);
 
     const challenge = await api(relay.url, "POST", "/v1/login/challenge", { username: alice.username });
     const crossed = await login(relay.url, chain.domain, bob);

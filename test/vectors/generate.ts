@@ -77,7 +77,20 @@ async function credentialVectors() {
   }
   const pepper = key("70");
   const credential = argon2id[0].credential;
-  const peppered = { pepper, credential, hmacSha256: hex(createHmac("sha256", Buffer.from(pepper.slice(2), "hex")).update(Buffer.from(credential.slice(2), "hex")).digest()), credentialHash: pepperCredential({ pepper: Buffer.from(pepper.slice(2), "hex"), credential }) };
+  const username = argon2id[0].username;
+  // The HMAC message spelled out byte by byte: len32(username) || username || credential.
+  const name = Buffer.from(username, "utf8");
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(name.length);
+  const hmacInput = Buffer.concat([length, name, Buffer.from(credential.slice(2), "hex")]);
+  const peppered = {
+    pepper,
+    username,
+    credential,
+    hmacInput: hex(hmacInput),
+    hmacSha256: hex(createHmac("sha256", Buffer.from(pepper.slice(2), "hex")).update(hmacInput).digest()),
+    credentialHash: pepperCredential({ pepper: Buffer.from(pepper.slice(2), "hex"), username, credential }),
+  };
   return { salt: salts, argon2id, pepper: [peppered], credentialHashForSigning: peppered.credentialHash };
 }
 

@@ -1,0 +1,48 @@
+/**
+ * Revoked session ids in Redis (`SET key 1 PX ttl`: each expires with its token, so Redis holds no more
+ * than the live revocations) and the session-event channel over Redis pub/sub, which reaches every
+ * instance. A subscriber needs its own connection (RESP2: a subscribed connection runs no other command).
+ */
+import Redis from "ioredis";
+import { listenerSet, parseSessionEvent, type SessionRevocations } from "./revocations";
+
+const PREFIX = "eth-chat:revoked:";
+const CHANNEL = "eth-chat:session-events";
+
+export function createRedisRevocations(options: { url: string; clock?: () => number }): SessionRevocations {
+  const clock = options.clock ?? Date.now;
+  // Failing fast: a check that cannot reach Redis refuses the session rather than waiting.
+  const redis = new Redis(options.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
+  const subscriber = new Redis(options.url, { maxRetriesPerRequest: null });
+  redis.on("error", () => undefined);
+  subscriber.on("error", () => undefined);
+  const listeners = listenerSet();
+  const subscribed = subscriber.subscribe(CHANNEL).catch(() => undefined);
+  subscriber.on("message", (channel: string, text: string) => {
+    if (channel !== CHANNEL) return;
+    const event = parseSessionEvent(text);
+    if (event) listeners.emit(event);
+  });
+
+  return {
+    kind: "redis",
+    migrate: async () => {
+      await subscribed;
+    },
+    async revoke(jti, expiresAt) {
+      const ttl = expiresAt - clock();
+      if (ttl > 0) await redis.set(PREFIX + jti, "1", "PX", ttl);
+    },
+    async isRevoked(jti) {
+      return (await redis.exists(PREFIX + jti)) === 1;
+    },
+    async announce(event) {
+      await redis.publish(CHANNEL, JSON.stringify(event));
+    },
+    onEvent: listeners.add,
+    async close() {
+      redis.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}
