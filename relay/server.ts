@@ -19,6 +19,7 @@ import type { HttpContext } from "./http/context";
 import { errorHandler, sendError } from "./http/errors";
 import { keyRoutes } from "./http/keys";
 import { loginRoutes } from "./http/login";
+import { messageRoutes } from "./http/messages";
 import { opsRoutes } from "./http/ops";
 import { RateLimiter } from "./http/rate-limit";
 import type { CacheStore } from "./storage/cache-types";
@@ -160,6 +161,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use(accountRoutes(ctx));
   app.use(loginRoutes(ctx));
   app.use(keyRoutes(ctx));
+  app.use(messageRoutes({ ...ctx, mailbox }));
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));
   app.use(errorHandler(logger));
 
