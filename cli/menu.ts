@@ -39,7 +39,7 @@ const ENTRIES: Record<string, MenuEntry> = {
 export function menuEntries(loggedIn: boolean): MenuEntry[] {
   const keys = loggedIn
     ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "login", "register"]
-    : ["login", "register", "reset", "whois", "status", "trust"];
+    : ["login", "register", "chat", "reset", "whois", "status", "trust"];
   return keys.map((key) => ENTRIES[key]);
 }
 
