@@ -47,7 +47,7 @@ export async function whois(ctx: KeyBookDeps & Pick<Context, "sessions">, rawUse
   if (pair) {
     lines.push(`Safety number of ${pair.me} and ${username} (compare it with ${username} in person or on a call):`);
     lines.push(formatSafetyNumber(pair.digits, { lines: true }).replace(/^/gm, "  "));
-    lines.push(isVerified ? "Verified by you." : `Not verified: when the numbers match, run chat verify ${username} (menu: "Verify a contact")`);
+    lines.push(isVerified ? "Verified by you." : `Not verified: when the numbers match, run chat verify ${username}`);
   } else if (session?.username === username) {
     lines.push(`This is you. Your fingerprint: ${keyFingerprint(current.publicKey)}`);
   }
