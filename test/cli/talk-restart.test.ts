@@ -175,4 +175,24 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
     const anonymous = await relay.request("POST", "/v1/messages/status", { to: "bob", ids: ["abcdefgh"] });
     expect(anonymous.status).to.equal(401);
   });
+
+  it("a key bob rotates during the conversation is noticed before alice's next line, which bob's new key opens", async () => {
+    const aliceChild = spawn(process.execPath, [CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "talk", "bob"], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "", HOME: homes.alice, ...CLIENT_ENV },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    children.push(aliceChild);
+    const alice = new Watched(aliceChild, [aliceChild.stdout!, aliceChild.stderr!]);
+    await alice.waitFor("Talking with bob");
+    ok(await chat("bob", ["--password-stdin", "rotate-key"], `${PASSWORDS.bob}\n`), "bob rotates");
+    aliceChild.stdin!.write("after your rotation\n");
+    const warned = await alice.waitFor("bob changed keys");
+    await alice.waitFor("alice: after your rotation", warned);
+    aliceChild.stdin!.end("/quit\n");
+    expect(await alice.exited()).to.equal(0);
+    const inbox = ok(await chat("bob", ["--json", "inbox"]), "bob reads with the new key");
+    const message = inbox.json.find((o) => o.type === "message" && o.body === "after your rotation");
+    expect(message?.keyIndex, "sealed to bob's new key").to.equal(1);
+  });
 });
