@@ -2,9 +2,11 @@
  * The WebSocket connection to the relay (GET WS_PATH, `Authorization: Bearer <token>`), over the same
  * pinned TLS as the HTTP calls. Frames are validated with protocol/wire.ts.
  */
+import http from "node:http";
+import https from "node:https";
 import WebSocket from "ws";
 import { ChatError, type ErrorCode } from "../protocol/errors";
-import { CLOSE_CODES, ErrorBody, ServerFrame, type ClientFrame } from "../protocol/wire";
+import { ServerFrame, CLOSE_CODES, ErrorBody, MAX_STATUS_IDS, MessageStatusResponse, type ClientFrame } from "../protocol/wire";
 import type { Context } from "./context";
 import type { Output } from "./output";
 import type { Session } from "./session";
@@ -67,6 +69,7 @@ export class RelayConnection {
   }
 
   static async open(ctx: ConnectionDeps, session: Session): Promise<RelayConnection> {
+    checkRelayTransport(ctx.relay.url, ctx.out);
     const tlsOptions = await ctx.relay.tls();
     const url = ctx.relay.wsUrl();
     const ws = new WebSocket(url, {
@@ -157,4 +160,105 @@ export class RelayConnection {
       this.ws.close(CLOSE_CODES.normal);
     });
   }
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "[::1]", "localhost"]);
+const isLoopback = (url: URL) => LOOPBACK.has(url.hostname) || /^127\./.test(url.hostname);
+const warned = new Set<string>();
+
+/**
+ * Plain http:// to a relay sends the password-derived credential and the session token in the clear:
+ * refused unless CHAT_INSECURE_RELAY=1 asks for it (warned about then), and warned about on loopback,
+ * where only this machine can listen.
+ */
+export function checkRelayTransport(relayUrl: URL, out: Output, env: NodeJS.ProcessEnv = process.env): void {
+  if (relayUrl.protocol === "https:") return;
+  if (!isLoopback(relayUrl) && env.CHAT_INSECURE_RELAY !== "1") {
+    throw new ChatError("USAGE", `refusing the unencrypted relay ${relayUrl.origin}: use https://, or set CHAT_INSECURE_RELAY=1 if you accept that anyone on the network can read and change the traffic`);
+  }
+  warnOnce(out, relayUrl.origin, { code: "INSECURE_RELAY", message: `the relay ${relayUrl.origin} is plain http: the session token travels unencrypted` });
+}
+
+/** A chain RPC over plain http that is not on loopback can lie about keys undetected by TLS: warned about. */
+export function checkRpcTransport(rpcUrl: string, out: Output): void {
+  let url: URL;
+  try {
+    url = new URL(rpcUrl);
+  } catch {
+    return; // the chain connection reports a malformed URL itself
+  }
+  if (url.protocol !== "http:" && url.protocol !== "ws:") return;
+  if (isLoopback(url)) return;
+  warnOnce(out, url.origin, { code: "INSECURE_RPC", message: `the chain RPC ${url.origin} is plain ${url.protocol.slice(0, -1)} off this machine: anyone on the path can forge the keys it returns; use https or a local node` });
+}
+
+function warnOnce(out: Output, origin: string, warning: { code: string; message: string }): void {
+  if (warned.has(`${warning.code} ${origin}`)) return;
+  warned.add(`${warning.code} ${origin}`);
+  out.warn(warning);
+}
+
+/**
+ * POST /v1/messages/status: where the messages `session`'s user sent to `to` under `ids` stand (pending,
+ * delivered, unknown). Asked in pages of at most MAX_STATUS_IDS ids.
+ */
+export async function fetchMessageStatus(ctx: ConnectionDeps, session: Session, to: string, ids: readonly string[]): Promise<MessageStatusResponse> {
+  const answer: MessageStatusResponse = { pending: [], delivered: [], unknown: [] };
+  for (let start = 0; start < ids.length; start += MAX_STATUS_IDS) {
+    const page = await postStatus(ctx, session, to, ids.slice(start, start + MAX_STATUS_IDS));
+    answer.pending.push(...page.pending);
+    answer.delivered.push(...page.delivered);
+    answer.unknown.push(...page.unknown);
+  }
+  return answer;
+}
+
+async function postStatus(ctx: ConnectionDeps, session: Session, to: string, ids: string[]): Promise<MessageStatusResponse> {
+  checkRelayTransport(ctx.relay.url, ctx.out);
+  const tlsOptions = await ctx.relay.tls();
+  const payload = Buffer.from(JSON.stringify({ to, ids }));
+  const target = new URL("/v1/messages/status", ctx.relay.url);
+  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const request = (ctx.relay.secure ? https : http).request(
+      target,
+      {
+        method: "POST",
+        headers: { accept: "application/json", "content-type": "application/json", "content-length": String(payload.length), authorization: `Bearer ${session.token}` },
+        timeout: 15_000,
+        ...tlsOptions,
+        agent: false,
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+        response.on("error", (error) => reject(ctx.relay.connectionError(error)));
+      },
+    );
+    request.on("timeout", () => request.destroy(new Error("timeout")));
+    request.on("error", (error) => reject(ctx.relay.connectionError(error)));
+    request.end(payload);
+  });
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new ChatError("RELAY_UNREACHABLE", `the relay at ${ctx.relay.origin} answered the status query with ${status} and no JSON`);
+  }
+  if (status >= 400) {
+    const body = ErrorBody.safeParse(json);
+    if (body.success && (body.data.error.code === "SESSION_EXPIRED" || body.data.error.code === "UNAUTHORIZED")) {
+      throw new ChatError("SESSION_EXPIRED", "session expired: log in again");
+    }
+    throw body.success ? new ChatError(body.data.error.code, body.data.error.message) : new ChatError("RELAY_UNREACHABLE", `the relay at ${ctx.relay.origin} answered the status query with ${status}`);
+  }
+  const parsed = MessageStatusResponse.safeParse(json);
+  if (!parsed.success) throw new ChatError("RELAY_UNREACHABLE", `the relay at ${ctx.relay.origin} sent a malformed status answer`);
+  return parsed.data;
+}
+
+/** Waits before reconnect attempt `attempt` (0-based): 0.5 s doubling up to 10 s, with jitter so clients do not reconnect in step. */
+export function reconnectDelayMs(attempt: number): number {
+  const base = Math.min(10_000, 500 * 2 ** Math.min(attempt, 10));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
 }

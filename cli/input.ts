@@ -117,3 +117,25 @@ export function passwordSource(params: { fromStdin: boolean; lines: StdinLines }
     },
   };
 }
+
+/**
+ * A yes/no question: on a terminal asked on stderr; otherwise the answer is the next line of standard
+ * input. Only "y" or "yes" (any case) is yes; anything else, or no answer, is no.
+ */
+export async function askYesNo(question: string, params: { lines: StdinLines; passwordStdin?: boolean }): Promise<boolean> {
+  let answer: string | undefined;
+  if (process.stdin.isTTY && !params.passwordStdin) {
+    const readline = await import("node:readline/promises");
+    const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+    try {
+      answer = await rl.question(question);
+    } finally {
+      rl.close();
+    }
+  } else {
+    process.stderr.write(question);
+    answer = await params.lines.next();
+    process.stderr.write("\n");
+  }
+  return /^\s*y(es)?\s*$/i.test(answer ?? "");
+}

@@ -24,6 +24,7 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
     .addOption(new Option("--home <dir>", "folder for keys, session and history (default: CHAT_HOME or $XDG_CONFIG_HOME/eth-chat)"))
     .option("--json", "machine-readable output: one JSON object per line on stdout")
     .option("--password-stdin", "read the password from standard input (a second line for a new password)")
+    .option("--yes", "answer yes to confirmations (chat verify: the safety numbers were compared already)")
     .showHelpAfterError()
     .exitOverride();
 

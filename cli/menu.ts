@@ -1,45 +1,114 @@
 /**
  * `chat` alone: an interactive menu, as the original's "follow the on-screen instructions". Each entry
- * runs the same code as the matching command.
+ * runs the same code as the matching command; what it offers depends on whether you are logged in, and
+ * its hints name menu choices rather than shell commands.
  */
 import readline from "node:readline/promises";
 import type { Context } from "./context";
 import { describeError } from "./errors";
+import { currentSession } from "./session";
+
+export interface MenuEntry {
+  label: string;
+  run: (ctx: Context, name?: string) => Promise<void>;
+  /** the question for a username, when the entry needs one */
+  asks?: string;
+  /** needs a session: checked before asking anything */
+  loggedIn?: boolean;
+}
+
+const command = (file: string, name: string) => (ctx: Context, arg?: string) => require(`./commands/${file}`)[name](ctx, arg);
+
+/** Every choice, by the name a person sees. */
+const ENTRIES: Record<string, MenuEntry> = {
+  chat: { label: "Chat with someone", run: command("talk", "talk"), asks: "Talk with (username): ", loggedIn: true },
+  inbox: { label: "Read inbox", run: command("inbox", "inbox"), loggedIn: true },
+  whois: { label: "Who is (keys and safety number)", run: command("whois", "whois"), asks: "Username: " },
+  verify: { label: "Verify a contact (compare safety numbers)", run: command("verify", "verify"), asks: "Verify (username): ", loggedIn: true },
+  status: { label: "Status", run: command("status", "status") },
+  rotate: { label: "Rotate key", run: command("rotate-key", "rotateKey"), loggedIn: true },
+  passwd: { label: "Change password", run: command("passwd", "passwd"), loggedIn: true },
+  logout: { label: "Log out", run: command("logout", "logout"), loggedIn: true },
+  login: { label: "Log in", run: command("login", "login"), asks: "Username: " },
+  register: { label: "Register a new user", run: command("register", "register"), asks: "Username to register: " },
+  reset: { label: "Set up a new device for a user (reset)", run: command("reset", "reset"), asks: "Username: " },
+  trust: { label: "Trust the relay's new certificate", run: command("trust-relay", "trustRelay") },
+};
+
+/** The choices in order: what a logged-in person uses most comes first. */
+export function menuEntries(loggedIn: boolean): MenuEntry[] {
+  const keys = loggedIn
+    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "login", "register"]
+    : ["login", "register", "chat", "reset", "whois", "status", "trust"];
+  return keys.map((key) => ENTRIES[key]);
+}
+
+/** Command names in a message, as the menu choices that do the same. */
+const CHOICE_OF: Record<string, string> = {
+  talk: ENTRIES.chat.label,
+  send: ENTRIES.chat.label,
+  inbox: ENTRIES.inbox.label,
+  whois: ENTRIES.whois.label,
+  verify: ENTRIES.verify.label,
+  status: ENTRIES.status.label,
+  "rotate-key": ENTRIES.rotate.label,
+  passwd: ENTRIES.passwd.label,
+  logout: ENTRIES.logout.label,
+  login: ENTRIES.login.label,
+  register: ENTRIES.register.label,
+  reset: ENTRIES.reset.label,
+  "trust-relay": ENTRIES.trust.label,
+};
+
+/** "run chat login USER" becomes `choose "Log in"`: in the menu, a shell command is the wrong hint. */
+export function menuHint(message: string): string {
+  return message.replace(/\b(?:run |use )?`?chat ([a-z-]+)(?: (?:[A-Za-z0-9_]+|USER))?`?/g, (whole, name: string) =>
+    CHOICE_OF[name] ? `choose "${CHOICE_OF[name]}"` : whole,
+  );
+}
 
 export async function menu(ctx: Context): Promise<void> {
   if (!process.stdin.isTTY) {
     ctx.out.info("chat: no terminal for the menu; use a command (chat --help)", { always: true });
     return;
   }
-  const entries: [string, (name?: string) => Promise<void>, string | undefined][] = [
-    ["Register", (name) => require("./commands/register").register(ctx, name), "Username to register: "],
-    ["Log in", (name) => require("./commands/login").login(ctx, name), "Username: "],
-    ["Chat", (name) => require("./commands/talk").talk(ctx, name), "Talk with (username): "],
-    ["Read inbox", () => require("./commands/inbox").inbox(ctx), undefined],
-    ["Rotate key", () => require("./commands/rotate-key").rotateKey(ctx), undefined],
-    ["Who is", (name) => require("./commands/whois").whois(ctx, name), "Username: "],
-    ["Quit", async () => undefined, undefined],
-  ];
   for (;;) {
-    const session = ctx.sessions.read();
-    process.stderr.write(`\neth-chat${session ? ` (logged in as ${session.username})` : ""}\n`);
-    entries.forEach(([label], i) => process.stderr.write(`  ${i + 1}) ${label}\n`));
+    const session = currentSession(ctx.sessions, ctx.relay.origin);
+    const entries = menuEntries(Boolean(session));
+    process.stderr.write(`\neth-chat${session ? ` (logged in as ${session.username})` : " (not logged in)"}\n`);
+    entries.forEach((entry, i) => process.stderr.write(`  ${i + 1}) ${entry.label}\n`));
+    process.stderr.write("  q) Quit\n");
     const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-    const choice = (await rl.question("Choose: ")).trim();
+    let choice: string;
+    try {
+      choice = (await rl.question("Choose: ")).trim().toLowerCase();
+    } catch {
+      return; // input closed (Ctrl-D)
+    }
+    if (choice === "q" || choice === "quit") {
+      rl.close();
+      return;
+    }
     const entry = entries[Number(choice) - 1];
-    let name: string | undefined;
-    if (entry?.[2]) name = (await rl.question(entry[2])).trim();
-    rl.close();
     if (!entry) {
-      process.stderr.write("Choose a number from the list.\n");
+      rl.close();
+      process.stderr.write("Choose a number from the list, or q to quit.\n");
       continue;
     }
-    if (entry[0] === "Quit") return;
+    // Checked before asking who: a person should not type a name only to hear they are logged out.
+    if (entry.loggedIn && !session) {
+      rl.close();
+      process.stderr.write(`You are not logged in: choose "${ENTRIES.login.label}" (or "${ENTRIES.register.label}") first.\n`);
+      continue;
+    }
+    let name: string | undefined;
+    if (entry.asks) name = (await rl.question(entry.asks)).trim();
+    rl.close();
     try {
-      await entry[1](name);
+      await entry.run(ctx, name);
     } catch (error) {
       const { code, message } = describeError(error);
-      process.stderr.write(`chat: ${code}: ${message}\n`);
+      process.stderr.write(`chat: ${code}: ${menuHint(message)}\n`);
     }
   }
 }

@@ -8,16 +8,25 @@ import { ChatError } from "../protocol/errors";
 import { assertFitsFrame, maxBodyBytes, openEnvelope, sealEnvelope, supersededAtReceipt, type InnerMessageV1 } from "../protocol/envelope";
 import { assertUsername } from "../protocol/username";
 import { randomUUID } from "node:crypto";
-import type { MessageFrame } from "../protocol/wire";
+import { DEFAULT_MAILBOX_TTL_MS, MAX_STATUS_IDS, type MessageFrame } from "../protocol/wire";
 import type { z } from "zod";
-import type { RelayConnection } from "./connection";
+import { fetchMessageStatus, type ConnectionDeps, type RelayConnection } from "./connection";
 import type { Context } from "./context";
 import { describeError } from "./errors";
+import { inert, inertLine } from "./output";
 import type { Session } from "./session";
 import { historyDedupStore, type OutboxEntry } from "./stores";
 import { KeyBook, type KeyBookDeps } from "./trust";
 
 export type MessengerDeps = Pick<Context, "deployment" | "history" | "outbox"> & KeyBookDeps;
+
+/** How far a sent message has come; it only moves forward. */
+export type DeliveryState = "sending" | "stored" | "delivered";
+const STATE_ORDER: Record<DeliveryState, number> = { sending: 0, stored: 1, delivered: 2 };
+/** Whether `next` is a step forward from `previous`. */
+export function advances(previous: DeliveryState | undefined, next: DeliveryState): boolean {
+  return previous === undefined || STATE_ORDER[next] > STATE_ORDER[previous];
+}
 
 const ACCEPT_TIMEOUT_MS = 20_000;
 
@@ -65,6 +74,7 @@ export class Messenger {
       // Without the chain our own key cannot be re-checked; the relay checked it at login.
       if (!(error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE")) throw error;
     });
+    await this.recheckPeerKey(to);
     const recipient = await this.book.current(to);
     const inner: InnerMessageV1 = {
       v: 1,
@@ -81,6 +91,22 @@ export class Messenger {
     const entry: OutboxEntry = { id: inner.id, to, envelope, body, timestamp: inner.timestamp, recipientKeyIndex: recipient.index };
     this.ctx.outbox.put(this.me, entry);
     return entry;
+  }
+
+  /**
+   * A long conversation must not keep encrypting to a key the peer has since rotated or reset: when the
+   * chain's current key index differs from the one held, the peer's keys are read again (and the change
+   * announced). Without the chain the held key stays; KeyBook.current handles that case.
+   */
+  async recheckPeerKey(peer: string): Promise<void> {
+    let onChain: number;
+    try {
+      onChain = (await (await this.ctx.registry()).currentKey(peer)).index;
+    } catch {
+      return;
+    }
+    const held = await this.book.keys(peer).catch(() => undefined);
+    if (held && held[held.length - 1].index !== onChain) await this.book.keys(peer, true);
   }
 
   /**
@@ -224,12 +250,83 @@ export class Messenger {
   }
 }
 
+/** A message the relay accepted and had not delivered when last heard of. */
+export interface WaitingMessage {
+  id: string;
+  to: string;
+  body: string;
+  timestamp: number;
+  /** "pending": on the relay, not yet on the peer's device; "unknown": the relay no longer has it (lost or expired) */
+  state: "pending" | "unknown";
+}
+
+/**
+ * Messages `me` sent that the relay accepted as stored and that have not reached the recipient's device,
+ * as the relay answers now (POST /v1/messages/status). Only those accepted within the mailbox lifetime
+ * are asked about: older ones have expired either way. `peers` defaults to every conversation.
+ */
+export async function waitingMessages(
+  ctx: Pick<Context, "history"> & ConnectionDeps,
+  session: Session,
+  peers: string[] = ctx.history.peers(session.username),
+  now = Date.now(),
+): Promise<WaitingMessage[]> {
+  const waiting: WaitingMessage[] = [];
+  for (const peer of peers) {
+    const asked = ctx.history
+      .read(session.username, peer)
+      .filter((e) => e.direction === "out" && e.status === "stored" && now - e.at < DEFAULT_MAILBOX_TTL_MS)
+      .slice(-MAX_STATUS_IDS);
+    if (asked.length === 0) continue;
+    const answer = await fetchMessageStatus(ctx, session, peer, asked.map((e) => e.id));
+    const pending = new Set(answer.pending);
+    const unknown = new Set(answer.unknown);
+    for (const e of asked) {
+      if (pending.has(e.id) || unknown.has(e.id)) {
+        waiting.push({ id: e.id, to: peer, body: e.body, timestamp: e.timestamp, state: pending.has(e.id) ? "pending" : "unknown" });
+      }
+    }
+  }
+  return waiting;
+}
+
+/** One line about a waiting message, for people. */
+export function describeWaiting(m: WaitingMessage): string {
+  const what = `your message to ${inertLine(m.to)} of ${localTime(m.timestamp)} ("${snippet(m.body)}")`;
+  return m.state === "pending"
+    ? `${what} is on the relay, not yet on ${inertLine(m.to)}'s device`
+    : `${what} is no longer on the relay (lost or expired) and was never delivered: send it again`;
+}
+
+/** The start of a body on one line, for status notes. */
+export function snippet(body: string, max = 40): string {
+  const line = inertLine(body);
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
 /** A message id: a UUID (RFC 9562 v4) fits the wire's MessageId. */
 export function newMessageId(): string {
   return randomUUID();
 }
 
-export function formatMessage(inner: { sender: string; body: string; timestamp: number }): string {
-  const time = new Date(inner.timestamp).toISOString().replace("T", " ").slice(0, 19);
-  return `[${time}] ${inner.sender}: ${inner.body}`;
+/** `timestamp` in the local time zone, as YYYY-MM-DD HH:MM:SS. */
+export function localTime(timestamp: number): string {
+  const d = new Date(timestamp);
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+
+/** The indent of a body's second and later lines: no line of a body can look like a new header. */
+export const BODY_INDENT = "    ";
+
+/**
+ * One message for a terminal: "[local time] sender: body". Control characters, escape sequences and bidi
+ * overrides in the name or body are shown as escapes, and every further line of a multi-line body is
+ * indented under the header, so a body cannot pass for a line from another sender.
+ */
+export function formatMessage(inner: { sender: string; body: string; timestamp: number }, note?: string): string {
+  const lines = inert(inner.body.replace(/\r\n?/g, "\n")).split("\n");
+  const header = `[${localTime(inner.timestamp)}] ${inertLine(inner.sender)}: ${lines[0]}`;
+  const rest = lines.slice(1).map((line) => `${BODY_INDENT}${line}`);
+  return [note ? `${header}  (${note})` : header, ...rest].join("\n");
 }

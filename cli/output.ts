@@ -9,6 +9,37 @@ export interface Warning {
   [field: string]: unknown;
 }
 
+/**
+ * Characters a terminal would interpret rather than show: C0 controls (ESC starts escape sequences,
+ * CR rewrites the line), DEL, C1 controls (0x9B is a one-byte CSI), and the bidirectional overrides and
+ * isolates that reorder what follows them. Line and paragraph separators count too: they break lines.
+ */
+const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+const UNSAFE_IN_LINE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
+
+const visible = (char: string) => {
+  const code = char.codePointAt(0)!;
+  return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+};
+
+/** `text` with every control character, escape sequence introducer and bidi override shown as \xNN or \uNNNN; newlines and tabs kept. */
+export function inert(text: string): string {
+  return text.replace(UNSAFE, visible);
+}
+
+/** A name or one-line value: like inert(), and newlines and tabs are shown as escapes too. */
+export function inertLine(text: string): string {
+  return text.replace(UNSAFE_IN_LINE, visible);
+}
+
+/**
+ * JSON with the characters JSON.stringify leaves raw but a terminal interprets (DEL, C1, bidi controls,
+ * line separators) written as \u escapes: still the same JSON value, never a raw control byte.
+ */
+export function inertJson(value: unknown): string {
+  return JSON.stringify(value).replace(UNSAFE, (char) => `\\u${char.codePointAt(0)!.toString(16).padStart(4, "0")}`);
+}
+
 export class Output {
   private statusShown = false;
   constructor(
@@ -20,22 +51,22 @@ export class Output {
   /** One record of data: `text` for people, `object` for --json. */
   data(object: Record<string, unknown>, text: string): void {
     this.clearStatus();
-    this.stdout.write(this.json ? `${JSON.stringify(object)}\n` : `${text}\n`);
+    this.stdout.write(this.json ? `${inertJson(object)}\n` : `${inert(text)}\n`);
   }
 
   /** A note for the person (stderr); silent in --json mode unless `always`. */
   info(text: string, options: { always?: boolean } = {}): void {
     if (this.json && !options.always) return;
     this.clearStatus();
-    this.stderr.write(`${text}\n`);
+    this.stderr.write(`${inert(text)}\n`);
   }
 
   /** A warning that must be seen: stderr always, and a warning object on stdout in --json mode. */
   warn(warning: Warning, loud = false): void {
     this.clearStatus();
     const banner = loud ? "!!!" : "!";
-    this.stderr.write(`${banner} WARNING: ${warning.message}\n`);
-    if (this.json) this.stdout.write(`${JSON.stringify({ type: "warning", ...warning })}\n`);
+    this.stderr.write(`${banner} WARNING: ${inert(warning.message)}\n`);
+    if (this.json) this.stdout.write(`${inertJson({ type: "warning", ...warning })}\n`);
   }
 
   /** A progress line on stderr (rewritten in place on a terminal) while something waits. */

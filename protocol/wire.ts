@@ -182,7 +182,9 @@ export const EnvelopeText = z.string().min(1);
 export const SendFrame = z.object({ type: z.literal("send"), id: MessageId, to: Username, envelope: EnvelopeText });
 /** client -> relay: the recipient has processed message `id`; the relay forgets it. */
 export const AckFrame = z.object({ type: z.literal("ack"), id: MessageId, from: Username });
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame]);
+/** client -> relay: is `user` connected? Answered with a PresenceFrame. */
+export const PresenceQueryFrame = z.object({ type: z.literal("presence"), user: Username });
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame, PresenceQueryFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** relay -> sender: message `id` is durable ("stored") or was delivered and acknowledged ("delivered"). */
@@ -207,7 +209,11 @@ export const ErrorFrame = z.object({
   /** for RATE_LIMITED: milliseconds until the relay takes this kind of frame again */
   retryAfterMs: z.number().int().optional(),
 });
-export const ServerFrame = z.discriminatedUnion("type", [AcceptedFrame, MessageFrame, ReadyFrame, ErrorFrame]);
+/** relay -> sender: `to`'s device acknowledged message `id` (sent to every connection of the sender, on any instance). */
+export const ReceiptFrame = z.object({ type: z.literal("receipt"), id: MessageId, to: Username, status: z.literal("delivered") });
+/** relay -> client: whether `user` is connected to this relay instance (other instances are not asked). */
+export const PresenceFrame = z.object({ type: z.literal("presence"), user: Username, online: z.boolean() });
+export const ServerFrame = z.discriminatedUnion("type", [AcceptedFrame, MessageFrame, ReadyFrame, ErrorFrame, ReceiptFrame, PresenceFrame]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 
 /** WebSocket close codes (RFC 6455 §7.4.1). */
@@ -221,3 +227,15 @@ export const CLOSE_CODES = {
   tryAgainLater: 1013,
   sessionExpired: 4001,
 } as const;
+
+// ---------------------------------------------------------------------------------------------------
+// The sender's status query.
+// ---------------------------------------------------------------------------------------------------
+
+/** At most this many ids per POST /v1/messages/status. */
+export const MAX_STATUS_IDS = 500;
+/** POST /v1/messages/status (Bearer token): where the messages the caller sent to `to` under `ids` stand. */
+export const MessageStatusRequest = z.object({ to: Username, ids: z.array(MessageId).min(1).max(MAX_STATUS_IDS) });
+/** Every distinct asked id is in one list; "unknown" ones were never stored, expired or were lost: send them again. */
+export const MessageStatusResponse = z.object({ pending: z.array(z.string()), delivered: z.array(z.string()), unknown: z.array(z.string()) });
+export type MessageStatusResponse = z.infer<typeof MessageStatusResponse>;

@@ -19,6 +19,7 @@ import type { HttpContext } from "./http/context";
 import { errorHandler, sendError } from "./http/errors";
 import { keyRoutes } from "./http/keys";
 import { loginRoutes } from "./http/login";
+import { messageRoutes } from "./http/messages";
 import { opsRoutes } from "./http/ops";
 import type { AttemptLimits } from "./limits/create";
 import type { SessionGuard } from "./sessions";
@@ -168,6 +169,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use(accountRoutes(ctx));
   app.use(loginRoutes(ctx));
   app.use(keyRoutes(ctx));
+  app.use(messageRoutes({ ...ctx, mailbox }));
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));
   app.use(errorHandler(logger));
 

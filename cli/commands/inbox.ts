@@ -1,6 +1,7 @@
 import type { ServerFrame } from "../../protocol/wire";
 import { RelayConnection, type ConnectionDeps } from "../connection";
-import { Messenger, formatMessage, type MessengerDeps } from "../messaging";
+import { Messenger, describeWaiting, formatMessage, waitingMessages, type MessengerDeps } from "../messaging";
+import type { Session } from "../session";
 import { requireSession } from "../session";
 
 /**
@@ -43,7 +44,22 @@ export async function inbox(ctx: MessengerDeps & ConnectionDeps): Promise<void> 
       ctx.out.info(`re-sent an earlier message to ${result.entry.to} (${result.status})`);
     }
     if (printed === 0) ctx.out.info("No new messages.");
+    await showWaiting(ctx, session);
   } finally {
     await conn.close();
+  }
+}
+
+/** Messages you sent that the relay holds but the recipient has not received, or that the relay lost. */
+async function showWaiting(ctx: MessengerDeps & ConnectionDeps, session: Session): Promise<void> {
+  let waiting;
+  try {
+    waiting = await waitingMessages(ctx, session);
+  } catch {
+    return; // an older relay without the status query: nothing to tell
+  }
+  for (const m of waiting) {
+    if (m.state === "unknown") ctx.out.warn({ code: "MESSAGE_LOST", id: m.id, to: m.to, message: describeWaiting(m) });
+    else ctx.out.info(describeWaiting(m));
   }
 }

@@ -1,5 +1,7 @@
 import { ChatError } from "../../protocol/errors";
 import { RelayConnection, type ConnectionDeps } from "../connection";
+import { parseUsername } from "../errors";
+import { inertLine } from "../output";
 import { Messenger, type MessengerDeps } from "../messaging";
 import { requireSession } from "../session";
 
@@ -7,7 +9,7 @@ import { requireSession } from "../session";
 export async function send(ctx: MessengerDeps & ConnectionDeps, to: string, text: string): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
   const messenger = new Messenger(ctx, session);
-  const entry = await messenger.prepare(to, text);
+  const entry = await messenger.prepare(parseUsername(to), text);
   const conn = await RelayConnection.open(ctx, session);
   try {
     // Left-over messages of earlier runs go first, with their original ids.
@@ -18,7 +20,7 @@ export async function send(ctx: MessengerDeps & ConnectionDeps, to: string, text
       if (result.status) {
         ctx.out.data(
           { type: "sent", id: result.entry.id, to: result.entry.to, status: result.status, resent: !mine, ...(mine ? { keyIndex: entry.recipientKeyIndex } : {}) },
-          `${mine ? "Sent" : "Re-sent"} to ${result.entry.to} (${result.status === "delivered" ? "delivered" : "stored for delivery"}) [${result.entry.id}]`,
+          `${mine ? "Sent" : "Re-sent"} to ${inertLine(result.entry.to)} (${result.status === "delivered" ? "delivered" : "stored for delivery"}) [${result.entry.id}]`,
         );
       } else if (mine) failure = result.error;
       else ctx.out.info(`an earlier message to ${result.entry.to} is still waiting: ${result.error?.message}`);

@@ -1,7 +1,8 @@
 import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
 import { formatSafetyNumber, safetyNumber } from "../../protocol/safety-number";
-import { assertUsername } from "../../protocol/username";
 import type { Context } from "../context";
+import { parseUsername } from "../errors";
+import { localTime } from "../messaging";
 import { fetchVerifiedKeys, announceKeyChanges, type KeyBookDeps, type VerifiedKey } from "../trust";
 
 /** The safety number of the logged-in user and `peer`'s current key, when logged in. */
@@ -17,7 +18,7 @@ export function pairSafetyNumber(ctx: Pick<Context, "sessions" | "relay">, peer:
 
 /** chat whois USER: the key history from the chain (kind, block time, fingerprint) and the safety number. */
 export async function whois(ctx: KeyBookDeps & Pick<Context, "sessions">, rawUsername: string): Promise<void> {
-  const username = assertUsername(rawUsername);
+  const username = parseUsername(rawUsername);
   const keys = await fetchVerifiedKeys(ctx, username);
   const session = ctx.sessions.read();
   if (session && session.relay === ctx.relay.origin && session.username !== username) announceKeyChanges(ctx, session.username, username, keys);
@@ -41,8 +42,7 @@ export async function whois(ctx: KeyBookDeps & Pick<Context, "sessions">, rawUse
   }
   const lines = [`${username}: ${keys.length} key${keys.length === 1 ? "" : "s"} on chain (checked over your own RPC)`];
   for (const key of keys) {
-    const time = new Date(key.timestamp * 1000).toISOString().replace("T", " ").slice(0, 19);
-    lines.push(`  #${key.index}  ${key.kind.padEnd(10)}  ${time} UTC  ${key.fingerprint}${key === current ? "  (current)" : ""}`);
+    lines.push(`  #${key.index}  ${key.kind.padEnd(10)}  ${localTime(key.timestamp * 1000)}  ${key.fingerprint}${key === current ? "  (current)" : ""}`);
   }
   if (pair) {
     lines.push(`Safety number of ${pair.me} and ${username} (compare it with ${username} in person or on a call):`);

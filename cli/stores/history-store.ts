@@ -3,7 +3,8 @@
  * users/<me>/history/<peer>.jsonl (0600). The incoming ids double as the dedup store of protocol/envelope.
  */
 import type { DedupStore } from "../../protocol/envelope";
-import { assertUsername } from "../../protocol/username";
+import { existsSync, readdirSync } from "node:fs";
+import { assertUsername, isValidUsername } from "../../protocol/username";
 import type { Home } from "../home";
 
 export interface HistoryEntry {
@@ -22,6 +23,8 @@ export interface HistoryStore {
   /** The conversation of `me` with `peer`, oldest first. */
   read(me: string, peer: string): HistoryEntry[];
   append(me: string, entry: HistoryEntry): void;
+  /** The peers `me` has a conversation with. */
+  peers(me: string): string[];
 }
 
 export class FileHistoryStore implements HistoryStore {
@@ -36,6 +39,14 @@ export class FileHistoryStore implements HistoryStore {
   append(me: string, entry: HistoryEntry): void {
     this.home.appendLine(this.file(me, entry.peer), entry);
   }
+  peers(me: string): string[] {
+    const dir = this.home.userDir(me, "history");
+    if (!existsSync(dir)) return [];
+    return readdirSync(dir)
+      .filter((name) => name.endsWith(".jsonl"))
+      .map((name) => name.slice(0, -".jsonl".length))
+      .filter((name) => isValidUsername(name));
+  }
 }
 
 export class MemoryHistoryStore implements HistoryStore {
@@ -46,6 +57,9 @@ export class MemoryHistoryStore implements HistoryStore {
   append(me: string, entry: HistoryEntry): void {
     const key = `${me}/${entry.peer}`;
     this.conversations.set(key, [...(this.conversations.get(key) ?? []), { ...entry }]);
+  }
+  peers(me: string): string[] {
+    return [...this.conversations.keys()].filter((key) => key.startsWith(`${me}/`)).map((key) => key.slice(me.length + 1));
   }
 }
 

@@ -9,6 +9,11 @@ export interface RoutedMessage {
   id: string;
   envelope: string;
   receivedAt: number;
+  /**
+   * Set on a delivery receipt, routed like a message to the original sender: then `to` is the sender of
+   * message `id`, `from` the recipient whose device acknowledged it, and `envelope` is empty.
+   */
+  receipt?: "delivered";
 }
 
 export interface MessageBus {

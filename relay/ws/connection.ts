@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import type pino from "pino";
 import { WebSocket, type RawData } from "ws";
 import type { ErrorCode } from "../../protocol/errors";
-import { CLOSE_CODES, ClientFrame, MessageId, type ServerFrame } from "../../protocol/wire";
+import { ClientFrame, CLOSE_CODES, MessageId, type ServerFrame } from "../../protocol/wire";
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
 import type { Mailbox, StoredMessage } from "../storage/mailbox";
@@ -115,6 +115,11 @@ export class Connection implements RoutedConnection {
   /** Pushes a live message (held back while the backlog is being sent). */
   push(m: RoutedMessage, text: string): void {
     if (this.state === "closed") return;
+    if (m.receipt) {
+      // A receipt is not a mailbox message: no backlog order to keep, so it goes out at once.
+      this.send({ type: "receipt", id: m.id, to: m.from, status: m.receipt });
+      return;
+    }
     if (this.state === "syncing") {
       this.held.push(m);
       return;
@@ -232,6 +237,7 @@ export class Connection implements RoutedConnection {
     }
     const frame = parsed.data;
     if (frame.type === "ack") return this.onAck(frame);
+    if (frame.type === "presence") return this.onPresence(frame.user);
     const sendWait = this.sends.take(now);
     if (sendWait > 0) {
       return this.sendError("RATE_LIMITED", "too many messages; send again later", { id: frame.id, retryable: true, retryAfterMs: sendWait });
@@ -261,6 +267,18 @@ export class Connection implements RoutedConnection {
       );
   }
 
+  /** Online means connected to this instance: other instances are not asked (the bus has no query). */
+  private onPresence(user: string): void {
+    let online = false;
+    for (const conn of this.deps.router.connections()) {
+      if (conn.username === user) {
+        online = true;
+        break;
+      }
+    }
+    this.send({ type: "presence", user, online });
+  }
+
   private onAck(frame: { id: string; from: string }): void {
     this.deps.metrics.acked.inc();
     const key = messageKey(frame.from, frame.id);
@@ -269,6 +287,8 @@ export class Connection implements RoutedConnection {
       () => {
         if (this.state === "syncing") this.ackedWhileSyncing.push(key);
         else this.inflight.delete(key);
+        // Tell the sender, on this instance and through the bus; it matches the receipt by id and recipient.
+        this.deps.router.deliver({ to: frame.from, from: this.username, id: frame.id, envelope: "", receivedAt: this.deps.clock(), receipt: "delivered" });
       },
       (error) => {
         this.deps.logFailure("mailbox ack failed", error);

@@ -94,7 +94,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     }),
     aliceVerifiedBob: once(async () => {
       await given.bobRotated();
-      ok(await chat("alice", ["verify", "bob"]), "verify");
+      ok(await chat("alice", ["--yes", "verify", "bob"]), "verify");
     }),
     /** bob resets from a fresh home folder (bob_new); alice writes to him there and he reads it. */
     bobReset: once(async () => {
@@ -450,13 +450,13 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     };
     let at = await waitFor("Choose:", 0);
     expect(screen).to.include("(logged in as alice)");
-    child.stdin.write("6\r");
+    child.stdin.write("3\r");
     at = await waitFor("Username:", at);
     child.stdin.write("bob\r");
     at = await waitFor("Choose:", at);
     expect(screen).to.match(/bob: \d+ keys? on chain/);
     expect(screen).to.include("Safety number of alice and bob");
-    child.stdin.write("7\r");
+    child.stdin.write("q\r");
     const code = await new Promise((resolve) => child.once("exit", resolve));
     expect(code).to.equal(0);
   });

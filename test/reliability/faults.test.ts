@@ -261,7 +261,7 @@ describe("fault: the chain's JSON-RPC is down", function () {
     (await loginCli({ relayUrl: relay.url, rpcUrl, home: homes.alice, user: alice })).close();
     (await loginCli({ relayUrl: relay.url, rpcUrl, home: homes.bob, user: bob })).close();
     const chat = (home: string, args: string[]) => runChat({ home, relay: relay.url, rpc: rpcUrl, args });
-    const verified = await chat(homes.alice, ["verify", bob.username]);
+    const verified = await chat(homes.alice, ["--yes", "verify", bob.username]);
     expect(verified.code, verified.stderr).to.equal(0);
 
     await rpc.down();
