@@ -7,9 +7,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import dotenv from "dotenv";
-import { CREDENTIAL_ARGON2_PARAMS, INSECURE_TEST_ARGON2_PARAMS, deriveCredential } from "../protocol/credential-derive";
 import { keccak256 } from "ethers";
 import { compareRuntimeBytecode, loadCompiledRuntime, readRuntimeCode } from "../chain/bytecode";
+import { CREDENTIAL_ARGON2_PARAMS, INSECURE_TEST_ARGON2_PARAMS, deriveCredential } from "../protocol/credential-derive";
 import { ChatError } from "../protocol/errors";
 import { DEFAULT_MAX_FRAME_BYTES, InfoResponse } from "../protocol/wire";
 import { ChainReader, type RegistryReader } from "./chain";
