@@ -21,6 +21,7 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
     .description("End-to-end encrypted chat whose identities live on Ethereum. Run without a command for a menu.")
     .addOption(new Option("--relay <url>", "relay URL (default: CHAT_RELAY_URL or https://127.0.0.1:8443)"))
     .addOption(new Option("--rpc <url>", "your own JSON-RPC endpoint to check keys against (default: CHAT_RPC_URL or http://127.0.0.1:8545)"))
+    .addOption(new Option("--contract <address>", "the ChatRegistry to trust on your chain (default: CHAT_CONTRACT, the known deployment, or npm start's local one)"))
     .addOption(new Option("--home <dir>", "folder for keys, session and history (default: CHAT_HOME or $XDG_CONFIG_HOME/eth-chat)"))
     .option("--json", "machine-readable output: one JSON object per line on stdout")
     .option("--password-stdin", "read the password from standard input (a second line for a new password)")

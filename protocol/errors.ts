@@ -44,6 +44,7 @@ export const ERROR_CODES = [
   "INTERNAL",
   // met only inside a client, never sent by a relay
   "CHAIN_MISMATCH",
+  "CONTRACT_MISMATCH",
   "NOT_LOGGED_IN",
   "NO_LOCAL_KEY",
   "USAGE",

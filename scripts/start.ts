@@ -2,7 +2,9 @@
  * `npm start`: the whole stack on one machine, for a person trying the product.
  *
  * - No RPC_URL: a local anvil with persistent state in DATA_DIR/chain (survives restarts), ChatRegistry
- *   deployed there with Ignition once, its address remembered in DATA_DIR/local.env.
+ *   deployed there with Ignition once, its address remembered in DATA_DIR/local.env and recorded for the
+ *   client in DATA_DIR/deployment.json (chain id, address, deploy block): on a local chain, `chat` trusts that
+ *   deployment without --contract (cli/trust-anchor.ts).
  * - RPC_URL and CONTRACT_ADDRESS set: those are used as they are.
  * - Missing development settings (relayer account of the local chain, a random pepper and session secret)
  *   are created in DATA_DIR/local.env (mode 0600, never in git) and named on the console.
@@ -17,6 +19,7 @@ import path from "node:path";
 import { parse as parseDotenv } from "dotenv";
 import { HDNodeWallet, Wallet, isAddress } from "ethers";
 import { connectRpc, fetchChainId, hasContractCode } from "../chain/rpc";
+import { LOCAL_DEPLOYMENT_FILE_NAME, type LocalDeployment } from "../cli/trust-anchor";
 
 const ROOT = path.resolve(__dirname, "..");
 const BIN = path.join(ROOT, "node_modules", ".bin");
@@ -216,6 +219,7 @@ async function main(): Promise<void> {
       made.push(`ChatRegistry deployed at ${local.CONTRACT_ADDRESS}`);
     }
     provider.destroy();
+    writeLocalDeployment(dataDir, { chainId: chainId.toString(), contractAddress: local.CONTRACT_ADDRESS!.toLowerCase(), deployBlock: Number(local.DEPLOY_BLOCK ?? 0) });
     relayEnv.CONTRACT_ADDRESS = local.CONTRACT_ADDRESS;
     relayEnv.DEPLOY_BLOCK = local.DEPLOY_BLOCK;
     relayEnv.PRIVATE_KEY ??= local.PRIVATE_KEY;
@@ -272,8 +276,22 @@ async function main(): Promise<void> {
   say(`  relay   ${relayUrl}${env.MYSQL_URL ? "" : " (in-memory store: waiting messages do not survive a restart)"}`);
   say(`  data    ${dataDir}`);
   say("");
-  say(`next, in another terminal:  npx chat${relayUrl === "https://127.0.0.1:8443" ? "" : ` --relay ${relayUrl}`}${relayEnv.RPC_URL === "http://127.0.0.1:8545" ? "" : ` --rpc ${relayEnv.RPC_URL}`}`);
+  // The client finds the local deployment by itself only in the default data folder; otherwise it is told.
+  const clientFindsDeployment = !env.RPC_URL && dataDir === path.resolve(ROOT, "data");
+  say(
+    `next, in another terminal:  npx chat${relayUrl === "https://127.0.0.1:8443" ? "" : ` --relay ${relayUrl}`}` +
+      `${relayEnv.RPC_URL === "http://127.0.0.1:8545" ? "" : ` --rpc ${relayEnv.RPC_URL}`}` +
+      `${clientFindsDeployment ? "" : ` --contract ${relayEnv.CONTRACT_ADDRESS}`}`,
+  );
   say("stop with Ctrl-C");
+}
+
+/**
+ * Records the local chain's deployment where `chat` looks for it (DATA_DIR/deployment.json). Written on
+ * every start, so that it always names what this stack serves.
+ */
+function writeLocalDeployment(dataDir: string, deployment: LocalDeployment): void {
+  writeFileSync(path.join(dataDir, LOCAL_DEPLOYMENT_FILE_NAME), `${JSON.stringify(deployment, null, 2)}\n`);
 }
 
 /** GET over https without verifying the certificate; resolves undefined when nothing answers. */

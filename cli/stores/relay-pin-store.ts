@@ -10,6 +10,8 @@ export interface RelayPin {
   certPem?: string;
   chainId?: string;
   contractAddress?: string;
+  /** keccak256 of the contract's runtime code, set once it was checked against the compiled ChatRegistry */
+  contractCodeHash?: string;
   maxFrameBytes?: number;
   pinnedAt?: number;
 }

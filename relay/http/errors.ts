@@ -43,6 +43,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   INTERNAL: 500,
   // Met only inside a client: a relay that throws one of these has a bug.
   CHAIN_MISMATCH: 500,
+  CONTRACT_MISMATCH: 500,
   NOT_LOGGED_IN: 500,
   NO_LOCAL_KEY: 500,
   USAGE: 500,

@@ -23,7 +23,7 @@ import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { sealEnvelope, signInner } from "../../protocol/envelope";
 import { publicKeyOf } from "../../protocol/keys";
 import { WS_PATH } from "../../protocol/wire";
-import { runChat, type ChatResult } from "./chat-process";
+import { contractServedBy, runChat, type ChatResult } from "./chat-process";
 
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2", carol: "carol-Secret-pw-3" };
 
@@ -433,7 +433,8 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
 
   it("`chat` alone opens the interactive menu on a terminal (a real pseudo-terminal through script(1))", async () => {
     await given.registered();
-    const command = [process.execPath, path.join(__dirname, "../../bin/chat.js"), "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url]
+    const contract = (await contractServedBy(relay.url))!;
+    const command = [process.execPath, path.join(__dirname, "../../bin/chat.js"), "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", contract]
       .map((part) => `'${part}'`)
       .join(" ");
     const child = spawn("script", ["-qec", command, "/dev/null"], { env: { PATH: process.env.PATH ?? "", HOME: homes.alice, TERM: "dumb" } });
