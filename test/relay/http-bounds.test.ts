@@ -16,6 +16,7 @@ import https from "node:https";
 import { expect } from "chai";
 import { Registry } from "prom-client";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
+import { ConfigError, parseConfig } from "../../relay/config";
 import { createMemoryMailbox } from "../../relay/storage/mailbox-memory";
 import { mailboxDepthGauge } from "../../relay/ws/metrics";
 import { startChain, type ChainFixture } from "./accounts-fixture";
@@ -218,4 +219,49 @@ describe("mailbox depth gauge", function () {
     expect(await depth()).to.equal(2);
     expect(counts).to.equal(2);
   });
+});
+
+describe("bounds settings", function () {
+  const base = {
+    RPC_URL: "http://127.0.0.1:8545",
+    CONTRACT_ADDRESS: "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    PRIVATE_KEY: "0x" + "11".repeat(32),
+    CREDENTIAL_PEPPER: "22".repeat(32),
+    SESSION_SECRET: "33".repeat(32),
+  };
+
+  it("applies the documented defaults", () => {
+    expect(parseConfig(base).bounds).to.deep.equal({
+      mailboxQuotaMessages: 10_000,
+      mailboxQuotaBytes: 64 * 1024 * 1024,
+      mailboxFullRetryAfterSeconds: 60,
+      metricsToken: null,
+      metricsDepthRefreshMs: 15_000,
+      httpHeadersTimeoutMs: 10_000,
+      httpRequestTimeoutMs: 30_000,
+      httpKeepAliveTimeoutMs: 5_000,
+      httpMaxConnectionsPerAddress: 64,
+      httpMaxConnections: 4096,
+    });
+  });
+
+  for (const [name, value, pattern] of [
+    ["METRICS_TOKEN", "short", /METRICS_TOKEN: expected 16 to 256 printable/],
+    ["METRICS_TOKEN", "with a space in the middle", /METRICS_TOKEN/],
+    ["HTTP_HEADERS_TIMEOUT_SECONDS", "60", /HTTP_HEADERS_TIMEOUT_SECONDS: must not exceed HTTP_REQUEST_TIMEOUT_SECONDS/],
+    ["HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0", /HTTP_MAX_CONNECTIONS_PER_ADDRESS: expected 1 to/],
+    ["MAILBOX_QUOTA_MESSAGES", "many", /MAILBOX_QUOTA_MESSAGES: expected a whole number/],
+  ] as const) {
+    it(`rejects ${name}=${JSON.stringify(value)} naming it, without echoing a token`, () => {
+      let error: unknown;
+      try {
+        parseConfig({ ...base, [name]: value });
+      } catch (e) {
+        error = e;
+      }
+      expect(error).to.be.instanceOf(ConfigError);
+      expect((error as Error).message).to.match(pattern);
+      if (name === "METRICS_TOKEN") expect((error as Error).message).not.to.include(value);
+    });
+  }
 });
