@@ -49,6 +49,8 @@ export const ERROR_CODES = [
   "NO_LOCAL_KEY",
   "USAGE",
   "CANCELLED",
+  // the recipient's mailbox is at its quota: nothing was stored; retryable once they have read
+  "MAILBOX_FULL",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -62,6 +62,7 @@ export interface RelayConfig {
   /** the per-user delay after failed password checks */
   passwordBackoff: BackoffPolicy;
   trustProxy: string | null;
+  bounds: RelayBounds;
 }
 
 type Env = Record<string, string | undefined>;
@@ -224,5 +225,59 @@ export function parseConfig(env: Env): RelayConfig {
     rateLimitMaxKeys: integer(env, "RATE_LIMIT_MAX_KEYS", DEFAULT_MAX_KEYS, 16, 100_000_000),
     passwordBackoff,
     trustProxy,
+    bounds: parseBounds(env),
+  };
+}
+
+/**
+ * Bounds on what a client can make the relay hold (descriptors, mailbox space) and who may read /metrics.
+ * Each has a default that is safe on the open internet.
+ */
+export interface RelayBounds {
+  /** MAILBOX_QUOTA_MESSAGES: waiting (unacknowledged) messages per recipient */
+  mailboxQuotaMessages: number;
+  /** MAILBOX_QUOTA_BYTES: waiting envelope bytes per recipient */
+  mailboxQuotaBytes: number;
+  /** MAILBOX_FULL_RETRY_AFTER_SECONDS: the retry hint a MAILBOX_FULL refusal carries */
+  mailboxFullRetryAfterSeconds: number;
+  /** METRICS_TOKEN: when set, GET /metrics needs `Authorization: Bearer <token>`; never logged */
+  metricsToken: string | null;
+  /** METRICS_DEPTH_REFRESH_SECONDS: the mailbox depth gauge is counted at most this often */
+  metricsDepthRefreshMs: number;
+  /** HTTP_HEADERS_TIMEOUT_SECONDS: a request's headers must arrive within this (slow-header clients are cut) */
+  httpHeadersTimeoutMs: number;
+  /** HTTP_REQUEST_TIMEOUT_SECONDS: a whole request (headers and body) must arrive within this */
+  httpRequestTimeoutMs: number;
+  /** HTTP_KEEP_ALIVE_TIMEOUT_SECONDS: an idle kept-alive connection is closed after this */
+  httpKeepAliveTimeoutMs: number;
+  /** HTTP_MAX_CONNECTIONS_PER_ADDRESS: open connections (WebSockets included) from one client address */
+  httpMaxConnectionsPerAddress: number;
+  /** HTTP_MAX_CONNECTIONS: open connections in all */
+  httpMaxConnections: number;
+}
+
+function parseBounds(env: Env): RelayBounds {
+  const metricsToken = read(env, "METRICS_TOKEN") ?? null;
+  // The value itself is never echoed: it is a credential.
+  if (metricsToken !== null && !/^[\x21-\x7e]{16,256}$/.test(metricsToken)) {
+    throw new ConfigError("METRICS_TOKEN", "expected 16 to 256 printable characters without spaces, e.g. `openssl rand -hex 32`");
+  }
+  const httpHeadersTimeoutMs = integer(env, "HTTP_HEADERS_TIMEOUT_SECONDS", 10, 1, 600) * 1000;
+  const httpRequestTimeoutMs = integer(env, "HTTP_REQUEST_TIMEOUT_SECONDS", 30, 1, 3600) * 1000;
+  // Node refuses a header timeout longer than the request's, and the request timeout covers the headers anyway.
+  if (httpHeadersTimeoutMs > httpRequestTimeoutMs) {
+    throw new ConfigError("HTTP_HEADERS_TIMEOUT_SECONDS", "must not exceed HTTP_REQUEST_TIMEOUT_SECONDS");
+  }
+  return {
+    mailboxQuotaMessages: integer(env, "MAILBOX_QUOTA_MESSAGES", 10_000, 1, 10_000_000),
+    mailboxQuotaBytes: integer(env, "MAILBOX_QUOTA_BYTES", 64 * 1024 * 1024, 1024, 1024 ** 4),
+    mailboxFullRetryAfterSeconds: integer(env, "MAILBOX_FULL_RETRY_AFTER_SECONDS", 60, 1, 86_400),
+    metricsToken,
+    metricsDepthRefreshMs: integer(env, "METRICS_DEPTH_REFRESH_SECONDS", 15, 1, 3600) * 1000,
+    httpHeadersTimeoutMs,
+    httpRequestTimeoutMs,
+    httpKeepAliveTimeoutMs: integer(env, "HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", 5, 1, 600) * 1000,
+    httpMaxConnectionsPerAddress: integer(env, "HTTP_MAX_CONNECTIONS_PER_ADDRESS", 64, 1, 1_000_000),
+    httpMaxConnections: integer(env, "HTTP_MAX_CONNECTIONS", 4096, 1, 1_000_000),
   };
 }

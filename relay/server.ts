@@ -5,7 +5,7 @@
  */
 import http from "node:http";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import express from "express";
 import type { Logger } from "pino";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
@@ -27,6 +27,7 @@ import type { SessionRevocations } from "./storage/revocations";
 import type { CacheStore } from "./storage/cache-types";
 import type { Mailbox } from "./storage/mailbox";
 import { attachMessaging, type Messaging, type MessagingLimits } from "./ws/attach";
+import { mailboxDepthGauge } from "./ws/metrics";
 
 export type RelayServerConfig = Pick<
   RelayConfig,
@@ -46,6 +47,7 @@ export type RelayServerConfig = Pick<
   | "maxFrameBytes"
   | "mailboxTtlMs"
   | "trustProxy"
+  | "bounds"
 >;
 
 export interface RelayDeps {
@@ -120,6 +122,15 @@ export function createRelay(deps: RelayDeps): Relay {
     },
   });
 
+  // Registered before messaging attaches (which reuses it), so that the configured refresh applies.
+  mailboxDepthGauge(metrics, () => mailbox.depth(), config.bounds.metricsDepthRefreshMs);
+  const refusedConnections = new Counter({
+    name: "chat_relay_connections_refused_total",
+    help: "TCP connections closed on accept because a cap was reached, by cap",
+    labelNames: ["cap"] as const,
+    registers: [metrics],
+  });
+
   const ctx: HttpContext = {
     chain,
     cache,
@@ -165,7 +176,7 @@ export function createRelay(deps: RelayDeps): Relay {
     next();
   });
   app.use(express.json({ limit: "16kb" }));
-  app.use(opsRoutes({ ...ctx, mailbox, bus }));
+  app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));
   app.use(loginRoutes(ctx));
   app.use(keyRoutes(ctx));
@@ -173,7 +184,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));
   app.use(errorHandler(logger));
 
-  const server = deps.tls ? https.createServer({ cert: deps.tls.cert, key: deps.tls.key, minVersion: "TLSv1.2" }, app) : http.createServer(app);
+  const server = createBoundedServer({ tls: deps.tls, app, bounds: config.bounds, refused: refusedConnections });
   let messaging: Messaging | null = null;
   let listening = false;
 
@@ -216,4 +227,65 @@ export function createRelay(deps: RelayDeps): Relay {
       }
     },
   };
+}
+
+/**
+ * The HTTP(S) server with bounds on what one client can hold: a slow client (headers or body a byte at a
+ * time, or a TLS handshake never finished) is cut after the header or request timeout, an idle kept-alive
+ * connection after the keep-alive timeout, and connections beyond the per-address or global cap are closed
+ * as they are accepted, before any TLS work. Upgraded (WebSocket) connections count against both caps for
+ * as long as they are open; the timeouts stop applying to them once upgraded.
+ *
+ * Behind a reverse proxy every connection comes from the proxy's address, so the per-address cap then
+ * bounds the proxy: raise it there and cap per client at the proxy.
+ */
+function createBoundedServer(params: {
+  tls: { cert: string; key: string } | null;
+  app: express.Express;
+  bounds: RelayServerConfig["bounds"];
+  refused: Counter<"cap">;
+}): http.Server {
+  const { bounds } = params;
+  const timeouts = {
+    headersTimeout: bounds.httpHeadersTimeoutMs,
+    requestTimeout: bounds.httpRequestTimeoutMs,
+    keepAliveTimeout: bounds.httpKeepAliveTimeoutMs,
+    // Node checks the two timeouts every this often (30 s by default, which would let a short timeout run
+    // long); at an eighth of the header timeout a slow client was cut within about 1.1 times it in tests.
+    connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(bounds.httpHeadersTimeoutMs / 8))),
+  };
+  const server = params.tls
+    ? https.createServer({ cert: params.tls.cert, key: params.tls.key, minVersion: "TLSv1.2", handshakeTimeout: bounds.httpHeadersTimeoutMs, ...timeouts }, params.app)
+    : http.createServer(timeouts, params.app);
+  server.headersTimeout = timeouts.headersTimeout;
+  server.requestTimeout = timeouts.requestTimeout;
+  server.keepAliveTimeout = timeouts.keepAliveTimeout;
+  // The global cap: Node closes the accepted socket itself and emits "drop".
+  server.maxConnections = bounds.httpMaxConnections;
+  server.on("drop", () => params.refused.inc({ cap: "global" }));
+
+  const openByAddress = new Map<string, number>();
+  // Prepended so that a refused socket is closed before the TLS layer starts a handshake on it.
+  server.prependListener("connection", (socket: Socket) => {
+    const address = normalisedAddress(socket.remoteAddress);
+    const open = openByAddress.get(address) ?? 0;
+    if (open >= bounds.httpMaxConnectionsPerAddress) {
+      params.refused.inc({ cap: "per_address" });
+      socket.destroy();
+      return;
+    }
+    openByAddress.set(address, open + 1);
+    socket.once("close", () => {
+      const left = (openByAddress.get(address) ?? 1) - 1;
+      if (left <= 0) openByAddress.delete(address);
+      else openByAddress.set(address, left);
+    });
+  });
+  return server;
+}
+
+/** An IPv4 client seen on a dual-stack socket (::ffff:1.2.3.4) is the same client as 1.2.3.4. */
+function normalisedAddress(address: string | undefined): string {
+  if (!address) return "unknown";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }

@@ -48,6 +48,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   NO_LOCAL_KEY: 500,
   USAGE: 500,
   CANCELLED: 500,
+  // The recipient's quota, not the relay's disk: the sender may retry later, as with RATE_LIMITED.
+  MAILBOX_FULL: 429,
 };
 
 /** Parses `value` with `schema`; a failure is BAD_REQUEST naming the first bad field. */

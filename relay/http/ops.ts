@@ -1,9 +1,12 @@
 /** GET /healthz, GET /metrics, GET /v1/info. */
-import { Router } from "express";
+import { createHash, timingSafeEqual } from "node:crypto";
+import { Router, type Request } from "express";
+import { ChatError } from "../../protocol/errors";
 import { PROTOCOL_VERSION } from "../../protocol/wire";
 import type { MessageBus } from "../bus/bus";
 import type { Mailbox } from "../storage/mailbox";
 import { fromStorage, type HttpContext } from "./context";
+import { sendError } from "./errors";
 
 /** Resolves true when `task` settles ok within `ms`. */
 async function healthy(task: () => Promise<unknown>, ms = 2_000): Promise<boolean> {
@@ -18,7 +21,25 @@ async function healthy(task: () => Promise<unknown>, ms = 2_000): Promise<boolea
   }
 }
 
-export function opsRoutes(ctx: HttpContext & { mailbox: Mailbox; bus?: MessageBus }): Router {
+/**
+ * Whether the request carries `Authorization: Bearer <token>`. Both sides are hashed first so that the
+ * comparison takes the same time whatever the length or content of the guess.
+ */
+function bearerMatches(req: Request, token: string): boolean {
+  const match = /^Bearer ([\x21-\x7e]+)$/.exec(req.get("authorization") ?? "");
+  if (!match) return false;
+  const digest = (value: string) => createHash("sha256").update(value, "utf8").digest();
+  return timingSafeEqual(digest(match[1]), digest(token));
+}
+
+export function opsRoutes(
+  ctx: HttpContext & {
+    mailbox: Mailbox;
+    bus?: MessageBus;
+    /** When set, /metrics answers only requests with this bearer token (401 otherwise). */
+    metricsToken?: string | null;
+  },
+): Router {
   const router = Router();
 
   router.get("/healthz", async (_req, res) => {
@@ -42,7 +63,11 @@ export function opsRoutes(ctx: HttpContext & { mailbox: Mailbox; bus?: MessageBu
     });
   });
 
-  router.get("/metrics", async (_req, res) => {
+  router.get("/metrics", async (req, res) => {
+    if (ctx.metricsToken && !bearerMatches(req, ctx.metricsToken)) {
+      res.setHeader("WWW-Authenticate", 'Bearer realm="metrics"');
+      return sendError(res, new ChatError("UNAUTHORIZED", "/metrics needs Authorization: Bearer <METRICS_TOKEN>"));
+    }
     res.setHeader("content-type", ctx.metrics.contentType);
     res.send(await fromStorage(ctx.metrics.metrics()));
   });

@@ -17,10 +17,15 @@ import { mkdir, open, readFile, rename, unlink, type FileHandle } from "node:fs/
 import path from "node:path";
 import { lockDirectory, type DirectoryLock } from "./directory-lock";
 import {
+  DEFAULT_MAILBOX_QUOTA,
   MailboxError,
+  checkQuota,
   distinctAskedIds,
+  envelopeBytes,
+  mailboxFull,
   type Mailbox,
   type MailboxMessage,
+  type MailboxQuota,
   type PendingIdsResult,
   type PutResult,
   type StoredMessage,
@@ -53,6 +58,8 @@ export interface FileMailboxOptions {
   compactGarbageRatio?: number;
   /** Recoveries and compactions, for the relay's log; never carries envelopes. */
   onEvent?: (event: FileMailboxEvent) => void;
+  /** What one recipient may have waiting; default DEFAULT_MAILBOX_QUOTA. */
+  quota?: MailboxQuota;
 }
 
 // Records as JSON: short keys keep the log small; seq as a number (safe far beyond any mailbox's life).
@@ -62,7 +69,19 @@ type AckRecord = { t: "a"; r: string; s: string; i: string };
 type PurgeRecord = { t: "x"; now: number };
 type LogRecord = HeaderRecord | PutRecord | AckRecord | PurgeRecord;
 
-type Row = { recipient: string; sender: string; id: string; envelope: string; receivedAt: number; expiresAt: number; seq: number; acked: boolean; bytes: number };
+/** `bytes`: the row's record in a compacted log; `envelopeBytes`: what it counts against the quota while unacknowledged. */
+type Row = {
+  recipient: string;
+  sender: string;
+  id: string;
+  envelope: string;
+  receivedAt: number;
+  expiresAt: number;
+  seq: number;
+  acked: boolean;
+  bytes: number;
+  envelopeBytes: number;
+};
 type RecipientRows = { rows: Row[]; acked: number };
 
 type Op =
@@ -107,6 +126,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   const compactMinBytes = options.compactMinBytes ?? 8 * 1024 * 1024;
   const compactGarbageRatio = options.compactGarbageRatio ?? 2;
   const emit = (event: FileMailboxEvent) => options.onEvent?.(event);
+  const quota = checkQuota(options.quota ?? DEFAULT_MAILBOX_QUOTA);
 
   // The index (as in mailbox-memory.ts). byKey keeps insertion order, which is seq order, for compaction.
   const byKey = new Map<string, Row>();
@@ -115,6 +135,27 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   /** Highest seq whose record is on disk: readers never see beyond it. */
   let visibleSeq = 0;
   let unacked = 0;
+  // Per recipient, what waits for acknowledgement (the quota's measure); no entry when nothing waits.
+  const usage = new Map<string, { messages: number; bytes: number }>();
+  const hold = (row: Row) => {
+    const used = usage.get(row.recipient);
+    if (used) {
+      used.messages++;
+      used.bytes += row.envelopeBytes;
+    } else usage.set(row.recipient, { messages: 1, bytes: row.envelopeBytes });
+    unacked++;
+  };
+  const release = (row: Row) => {
+    const used = usage.get(row.recipient)!;
+    used.messages--;
+    used.bytes -= row.envelopeBytes;
+    if (used.messages === 0) usage.delete(row.recipient);
+    unacked--;
+  };
+  const fits = (recipient: string, bytes: number) => {
+    const used = usage.get(recipient) ?? { messages: 0, bytes: 0 };
+    return used.messages + 1 <= quota.maxMessages && used.bytes + bytes <= quota.maxBytes;
+  };
   /** Bytes the live rows would take in a compacted log. */
   let liveBytes = 0;
 
@@ -132,7 +173,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     if (!list) byRecipient.set(row.recipient, (list = { rows: [], acked: 0 }));
     list.rows.push(row);
     if (row.acked) list.acked++;
-    else unacked++;
+    else hold(row);
     liveBytes += row.bytes;
     if (row.seq >= nextSeq) nextSeq = row.seq + 1;
   };
@@ -140,12 +181,12 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   const ackRow = (recipient: string, sender: string, id: string): boolean => {
     const row = byKey.get(keyOf(recipient, sender, id));
     if (!row || row.acked) return false;
+    release(row);
     row.acked = true;
     row.envelope = "";
     liveBytes -= row.bytes;
     row.bytes = encode(putRecordOf(row)).length; // what compaction will write for the tombstone
     liveBytes += row.bytes;
-    unacked--;
     const list = byRecipient.get(recipient)!;
     list.acked++;
     // Tombstones stay in byKey until expiry; drop them from the recipient's list once they dominate it,
@@ -164,7 +205,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
       if (row.expiresAt > now) continue;
       byKey.delete(key);
       liveBytes -= row.bytes;
-      if (!row.acked) unacked--;
+      if (!row.acked) release(row);
       touched.add(row.recipient);
       purged++;
     }
@@ -279,7 +320,13 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
             results.push({ outcome: existing.acked ? "acked" : "pending", seq: String(existing.seq), receivedAt: existing.receivedAt } satisfies PutResult);
             break;
           }
-          const row: Row = { ...pick(m), seq: nextSeq, acked: false, bytes: 0 };
+          // Checked here, inside the one commit queue, so that concurrent puts cannot pass the quota together.
+          const size = envelopeBytes(m.envelope);
+          if (!fits(m.recipient, size)) {
+            results.push(mailboxFull(m.recipient, quota));
+            break;
+          }
+          const row: Row = { ...pick(m), seq: nextSeq, acked: false, bytes: 0, envelopeBytes: size };
           const frame = encode(putRecordOf(row));
           row.bytes = frame.length;
           insertRow(row);
@@ -333,6 +380,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
             seq: record.seq,
             acked: record.a === 1,
             bytes: frameBytes[index],
+            envelopeBytes: envelopeBytes(record.e),
           };
           if (!byKey.has(keyOf(row.recipient, row.sender, row.id))) insertRow(row);
           break;
@@ -427,7 +475,9 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     async put(message) {
       usable();
       checkMessage(message);
-      return (await ops.push({ kind: "put", message })) as PutResult;
+      const result = (await ops.push({ kind: "put", message })) as PutResult | MailboxError;
+      if (result instanceof MailboxError) throw result;
+      return result;
     },
     async pending({ recipient, now, afterSeq, limit }) {
       usable();

@@ -1,9 +1,32 @@
-import { distinctAskedIds, type Mailbox, type MailboxMessage, type PendingIdsResult, type PutResult, type StoredMessage } from "./mailbox";
+import {
+  DEFAULT_MAILBOX_QUOTA,
+  checkQuota,
+  distinctAskedIds,
+  envelopeBytes,
+  mailboxFull,
+  type Mailbox,
+  type MailboxMessage,
+  type MailboxQuota,
+  type PendingIdsResult,
+  type PutResult,
+  type StoredMessage,
+} from "./mailbox";
 
 /** An in-memory mailbox for tests: nothing survives a restart (mailbox-file.ts is the durable one without MySQL). */
-export function createMemoryMailbox(): Mailbox {
-  type Row = StoredMessage & { acked: boolean };
+export function createMemoryMailbox(options: { quota?: MailboxQuota } = {}): Mailbox {
+  const quota = checkQuota(options.quota ?? DEFAULT_MAILBOX_QUOTA);
+  type Row = StoredMessage & { acked: boolean; bytes: number };
   let nextSeq = 1n;
+  let unacked = 0;
+  // Per recipient, what waits for acknowledgement (the quota's measure); a recipient with nothing waiting has no entry.
+  const usage = new Map<string, { messages: number; bytes: number }>();
+  const release = (row: Row) => {
+    const used = usage.get(row.recipient)!;
+    used.messages--;
+    used.bytes -= row.bytes;
+    if (used.messages === 0) usage.delete(row.recipient);
+    unacked--;
+  };
   const byKey = new Map<string, Row>();
   // Per recipient, rows in seq order (acked rows are skipped when listing and removed by purge).
   const byRecipient = new Map<string, Row[]>();
@@ -19,7 +42,12 @@ export function createMemoryMailbox(): Mailbox {
       if (existing) {
         return { outcome: existing.acked ? "acked" : "pending", seq: existing.seq, receivedAt: existing.receivedAt };
       }
-      const row: Row = { ...message, seq: String(nextSeq++), acked: false };
+      const bytes = envelopeBytes(message.envelope);
+      const used = usage.get(message.recipient) ?? { messages: 0, bytes: 0 };
+      if (used.messages + 1 > quota.maxMessages || used.bytes + bytes > quota.maxBytes) throw mailboxFull(message.recipient, quota);
+      usage.set(message.recipient, { messages: used.messages + 1, bytes: used.bytes + bytes });
+      unacked++;
+      const row: Row = { ...message, seq: String(nextSeq++), acked: false, bytes };
       byKey.set(key, row);
       let list = byRecipient.get(message.recipient);
       if (!list) byRecipient.set(message.recipient, (list = []));
@@ -32,7 +60,7 @@ export function createMemoryMailbox(): Mailbox {
       for (const row of byRecipient.get(recipient) ?? []) {
         if (out.length >= limit) break;
         if (row.acked || row.expiresAt <= now || BigInt(row.seq) <= after) continue;
-        const { acked: _acked, ...message } = row;
+        const { acked: _acked, bytes: _bytes, ...message } = row;
         out.push(message);
       }
       return out;
@@ -40,6 +68,7 @@ export function createMemoryMailbox(): Mailbox {
     async ack({ recipient, sender, id }) {
       const row = byKey.get(keyOf(recipient, sender, id));
       if (!row || row.acked) return;
+      release(row);
       row.acked = true;
       row.envelope = "";
     },
@@ -58,6 +87,7 @@ export function createMemoryMailbox(): Mailbox {
         const keep = list.filter((row) => {
           if (row.expiresAt > now) return true;
           byKey.delete(keyOf(row.recipient, row.sender, row.id));
+          if (!row.acked) release(row);
           purged++;
           return false;
         });
@@ -67,9 +97,7 @@ export function createMemoryMailbox(): Mailbox {
       return purged;
     },
     async depth() {
-      let n = 0;
-      for (const row of byKey.values()) if (!row.acked) n++;
-      return n;
+      return unacked;
     },
     async close() {},
   };

@@ -58,16 +58,55 @@ export type MailboxErrorCode =
   /** the directory holds something that is not a mailbox log of a known format */
   | "MAILBOX_UNREADABLE"
   /** a caller passed a malformed or oversized request */
-  | "MAILBOX_BAD_REQUEST";
+  | "MAILBOX_BAD_REQUEST"
+  /** the recipient's waiting messages reached the quota: nothing was stored; retryable once they read */
+  | "MAILBOX_FULL";
 
 export class MailboxError extends Error {
   readonly code: MailboxErrorCode;
-  constructor(code: MailboxErrorCode, message: string, options?: { cause?: unknown }) {
+  /** For MAILBOX_FULL: when a retry may succeed (the recipient has to read first, so this is a hint). */
+  readonly retryAfterSeconds?: number;
+  constructor(code: MailboxErrorCode, message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
     super(message, options);
     this.name = "MailboxError";
     this.code = code;
+    if (options?.retryAfterSeconds !== undefined) this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
+
+/**
+ * What one recipient may have waiting (unacknowledged) at once, so that a flood to one user cannot fill
+ * the relay's storage. A put beyond it is refused with MAILBOX_FULL and nothing is stored; a re-send of a
+ * message already stored is still answered (it takes no new room).
+ */
+export interface MailboxQuota {
+  /** waiting messages per recipient */
+  maxMessages: number;
+  /** waiting envelope bytes (UTF-8) per recipient */
+  maxBytes: number;
+  /** the hint MAILBOX_FULL carries */
+  retryAfterSeconds: number;
+}
+
+export const DEFAULT_MAILBOX_QUOTA: MailboxQuota = { maxMessages: 10_000, maxBytes: 64 * 1024 * 1024, retryAfterSeconds: 60 };
+
+/** Validates a quota once, where a mailbox is built. */
+export function checkQuota(quota: MailboxQuota): MailboxQuota {
+  for (const field of ["maxMessages", "maxBytes", "retryAfterSeconds"] as const) {
+    if (!Number.isSafeInteger(quota[field]) || quota[field] < 1) throw new MailboxError("MAILBOX_BAD_REQUEST", `quota.${field} must be a whole number >= 1`);
+  }
+  return { maxMessages: quota.maxMessages, maxBytes: quota.maxBytes, retryAfterSeconds: quota.retryAfterSeconds };
+}
+
+/** The refusal every store gives for a put beyond the quota. */
+export function mailboxFull(recipient: string, quota: MailboxQuota): MailboxError {
+  return new MailboxError("MAILBOX_FULL", `the mailbox of ${recipient} is full; send again after they have read it`, {
+    retryAfterSeconds: quota.retryAfterSeconds,
+  });
+}
+
+/** What one envelope counts against the byte quota. */
+export const envelopeBytes = (envelope: string): number => Buffer.byteLength(envelope, "utf8");
 
 /** Validates a pendingIds() request the same way for every store; returns the distinct ids in asked order. */
 export function distinctAskedIds(ids: readonly string[]): string[] {
@@ -87,7 +126,10 @@ export interface Mailbox {
   migrate(): Promise<void>;
   /** Resolves when the storage answers; rejects otherwise. */
   ping(): Promise<void>;
-  /** Stores a message durably (idempotent on recipient, sender, id). */
+  /**
+   * Stores a message durably (idempotent on recipient, sender, id). A new message that would take the
+   * recipient beyond its quota rejects with MailboxError MAILBOX_FULL (checked atomically with the insert).
+   */
   put(message: MailboxMessage): Promise<PutResult>;
   /** Unacknowledged, unexpired messages of `recipient` in order, after `afterSeq` (exclusive). */
   pending(params: { recipient: string; now: number; afterSeq?: string; limit: number }): Promise<StoredMessage[]>;

@@ -1,10 +1,48 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 
+/** How often the mailbox depth is counted when nobody says otherwise. */
+export const DEFAULT_DEPTH_REFRESH_MS = 15_000;
+
+/**
+ * The mailbox depth gauge. Counting the depth can scan a whole table, so a scrape never waits for a count
+ * (except the very first): it reports the last one and, when that is older than `refreshMs`, starts the
+ * next in the background. However often /metrics is scraped, the store is counted at most once per
+ * `refreshMs` (and never twice at once). A count that fails keeps the last known depth.
+ */
+export function mailboxDepthGauge(registry: Registry, depth: () => Promise<number>, refreshMs = DEFAULT_DEPTH_REFRESH_MS): Gauge<string> {
+  const existing = registry.getSingleMetric("chat_mailbox_depth") as Gauge<string> | undefined;
+  if (existing) return existing;
+  let lastDepth = 0;
+  let countedAt: number | null = null;
+  let counting: Promise<void> | null = null;
+  const count = () =>
+    (counting ??= depth()
+      .then(
+        (n) => {
+          lastDepth = n;
+        },
+        () => {},
+      )
+      .finally(() => {
+        countedAt = Date.now();
+        counting = null;
+      }));
+  return new Gauge({
+    name: "chat_mailbox_depth",
+    help: `Messages waiting for their recipient's acknowledgement (counted at most every ${Math.round(refreshMs / 1000)} s)`,
+    registers: [registry],
+    async collect() {
+      if (countedAt === null) await count();
+      else if (Date.now() - countedAt >= refreshMs) void count();
+      this.set(lastDepth);
+    },
+  });
+}
+
 /** The messaging metrics, registered once per registry (a second attach on the same registry reuses them). */
 export function messagingMetrics(registry: Registry, depth: () => Promise<number>) {
   const counter = (name: string, help: string, labelNames: string[] = []) =>
     (registry.getSingleMetric(name) as Counter<string> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] });
-  let lastDepth = 0;
   return {
     connections:
       (registry.getSingleMetric("chat_ws_connections") as Gauge<string> | undefined) ??
@@ -15,20 +53,8 @@ export function messagingMetrics(registry: Registry, depth: () => Promise<number
     acked: counter("chat_messages_acked_total", "Acknowledgements received from recipients"),
     purged: counter("chat_mailbox_purged_total", "Expired mailbox messages purged"),
     rejected: counter("chat_ws_frames_rejected_total", "Client frames answered with an error frame", ["code"]),
-    mailboxDepth:
-      (registry.getSingleMetric("chat_mailbox_depth") as Gauge<string> | undefined) ??
-      new Gauge({
-        name: "chat_mailbox_depth",
-        help: "Messages waiting for their recipient's acknowledgement",
-        registers: [registry],
-        async collect() {
-          // A scrape while storage is down reports the last known depth instead of failing /metrics.
-          try {
-            lastDepth = await depth();
-          } catch {}
-          this.set(lastDepth);
-        },
-      }),
+    // The relay's server registers it first with the configured refresh; alone (tests), the default applies.
+    mailboxDepth: mailboxDepthGauge(registry, depth),
   };
 }
 
