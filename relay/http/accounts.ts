@@ -9,6 +9,7 @@ import { ChatError } from "../../protocol/errors";
 import { credentialHashesEqual, pepperCredential } from "../../protocol/credential";
 import { normalizePublicKey } from "../../protocol/keys";
 import {
+  CancelResetRequest,
   CredentialHashRequest,
   RegisterRequest,
   ResetRequest,
@@ -82,8 +83,22 @@ export function accountRoutes(ctx: HttpContext): Router {
       ctx.failedLogins.inc({ reason: "reset_wrong_password" });
       throw new ChatError("WRONG_PASSWORD", "wrong password");
     }
-    const result = await chain.resetKey({ username: body.username, newPublicKey, deadline: body.deadline, newKeySignature: body.newKeySignature });
-    ctx.logger.warn({ username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash }, "key reset (lost device)");
+    // Only a request: the key becomes current after the contract's delay, unless the current key cancels it.
+    const result = await chain.requestReset({ username: body.username, newPublicKey, deadline: body.deadline, newKeySignature: body.newKeySignature });
+    ctx.logger.warn(
+      { username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash, effectiveAt: result.effectiveAt },
+      "key reset requested (lost device)",
+    );
+    res.json({ ...(await landed(result)), effectiveAt: result.effectiveAt });
+  });
+
+  router.post("/v1/reset/cancel", async (req, res) => {
+    const body = parseWith(CancelResetRequest, req.body);
+    limit(req, "register", body.username, settings.registerRateLimit);
+    notExpired(body.deadline);
+    // The contract checks the current key's signature: the relay can refuse to relay a cancel, never forge one.
+    const result = await chain.cancelReset({ username: body.username, deadline: body.deadline, signature: body.signature });
+    ctx.logger.warn({ username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash }, "pending key reset cancelled");
     res.json(await landed(result));
   });
 
