@@ -52,8 +52,8 @@ export function keyRoutes(ctx: HttpContext): Router {
   }
 
   /**
-   * The pending reset from the cache; for a user the cache does not know yet, from the chain (its full key
-   * is in the ResetRequested event, scanned back from the request's earliest possible block).
+   * The pending reset from the cache; for a user the cache does not know yet, from the chain (the contract
+   * stores only the key's address: the full key is in the latest ResetRequested event).
    */
   async function pendingResetOf(username: string, cachedUser: boolean): Promise<PendingResetView | null> {
     if (cachedUser) {
