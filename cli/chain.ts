@@ -116,6 +116,12 @@ export class RegistryReader {
     return this.call("nonces", (c) => c.nonces(username));
   }
 
+  /** The user's reset requested on chain and not yet completed or cancelled, or null. */
+  async pendingReset(username: string): Promise<{ address: string; effectiveAt: number } | null> {
+    const [key, effectiveAt] = await this.call("pendingReset", (c) => c.pendingReset(username));
+    return /^0x0{40}$/i.test(key) ? null : { address: getAddress(key), effectiveAt: Number(effectiveAt) };
+  }
+
   async isRegistered(username: string): Promise<boolean> {
     return this.call("isRegistered", (c) => c.isRegistered(username));
   }

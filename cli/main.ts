@@ -45,7 +45,12 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
   command("inbox", "fetch, decrypt, check, save and print new messages", lazy(() => require("./commands/inbox"), "inbox"));
   command("talk <user>", "a live conversation with USER", lazy(() => require("./commands/talk"), "talk"));
   command("rotate-key", "replace your key (signed by the current key)", lazy(() => require("./commands/rotate-key"), "rotateKey"));
-  command("reset <user>", "new device: a password-proven new key for USER (contacts are warned)", lazy(() => require("./commands/reset"), "reset"));
+  command(
+    "reset <user>",
+    "new device: request a password-proven new key for USER, effective after the contract's delay (run again to finish)",
+    lazy(() => require("./commands/reset"), "reset"),
+  );
+  command("cancel-reset [user]", "cancel a pending reset of your account (signed by this device's current key)", lazy(() => require("./commands/cancel-reset"), "cancelReset"));
   command("passwd", "change your password", lazy(() => require("./commands/passwd"), "passwd"));
   command("whois <user>", "USER's key history from the chain and your safety number", lazy(() => require("./commands/whois"), "whois"));
   command("verify <user>", "mark USER's current key as verified after comparing safety numbers", lazy(() => require("./commands/verify"), "verify"));

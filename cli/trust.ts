@@ -9,8 +9,8 @@ import { keyFingerprint, normalizePublicKey, publicKeyToAddress } from "../proto
 import { KeysResponse } from "../protocol/wire";
 import type { Context } from "./context";
 
-/** What checking keys needs: the chain (registry), the relay, and for pinning the contacts and output. */
-export type KeyFetchDeps = Pick<Context, "registry" | "relay">;
+/** What checking keys needs: the chain (registry), the relay, output for warnings, and for pinning the contacts. */
+export type KeyFetchDeps = Pick<Context, "registry" | "relay" | "out">;
 export type KeyPinDeps = Pick<Context, "contacts" | "out">;
 export type KeyBookDeps = KeyFetchDeps & KeyPinDeps;
 
@@ -26,11 +26,15 @@ export interface VerifiedKey {
 
 const RELAY_CATCH_UP_MS = 6_000;
 
-/** The user's key history as the relay gives it, every record checked against the chain. */
+/**
+ * The user's key history as the relay gives it, every record checked against the chain. A reset pending on
+ * chain is announced as loudly as a completed one: it is the moment the owner can still stop a takeover.
+ */
 export async function fetchVerifiedKeys(ctx: KeyFetchDeps, username: string): Promise<VerifiedKey[]> {
   const registry = await ctx.registry();
-  const chainKeys = await registry.keyHistory(username);
+  const [chainKeys, pendingReset] = await Promise.all([registry.keyHistory(username), registry.pendingReset(username)]);
   if (chainKeys.length === 0) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
+  if (pendingReset) announcePendingReset(ctx, username, pendingReset);
   const started = Date.now();
   let relayKeys: KeysResponse["keys"];
   for (;;) {
@@ -75,6 +79,22 @@ export async function fetchVerifiedKeys(ctx: KeyFetchDeps, username: string): Pr
 
 function when(seconds: number): string {
   return new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
+}
+
+function announcePendingReset(ctx: Pick<Context, "out">, peer: string, pending: { address: string; effectiveAt: number }): void {
+  ctx.out.warn(
+    {
+      code: "KEY_RESET_PENDING",
+      user: peer,
+      pendingKey: pending.address,
+      effectiveAt: when(pending.effectiveAt),
+      message:
+        `${peer}'s key is being RESET: a password-proven reset to a new key (address ${pending.address}) is pending on chain and ` +
+        `takes effect at ${when(pending.effectiveAt)} unless ${peer}'s current key cancels it. If ${peer} did not ask for it, ` +
+        `someone else knows ${peer}'s password: tell ${peer} to run chat cancel-reset. Messages still go to ${peer}'s current key.`,
+    },
+    true,
+  );
 }
 
 /**

@@ -57,6 +57,15 @@ export const RESET_KEY_TYPES = {
   ],
 } as const;
 
+/** Signed by the CURRENT key to drop a pending reset (the defence against a stolen password). */
+export const CANCEL_RESET_TYPES = {
+  CancelReset: [
+    { name: "username", type: "string" },
+    { name: "nonce", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+  ],
+} as const;
+
 export const UPDATE_CREDENTIAL_TYPES = {
   UpdateCredential: [
     { name: "username", type: "string" },
@@ -87,10 +96,17 @@ export interface UpdateCredentialMessage {
   deadline: bigint;
 }
 
+export interface CancelResetMessage {
+  username: string;
+  nonce: bigint;
+  deadline: bigint;
+}
+
 export type RegistryTypedData =
   | { primaryType: "Register"; message: RegisterMessage }
   | { primaryType: "RotateKey"; message: RotateKeyMessage }
   | { primaryType: "ResetKey"; message: ResetKeyMessage }
+  | { primaryType: "CancelReset"; message: CancelResetMessage }
   | { primaryType: "UpdateCredential"; message: UpdateCredentialMessage };
 
 function typesOf(primaryType: RegistryTypedData["primaryType"]) {
@@ -101,6 +117,8 @@ function typesOf(primaryType: RegistryTypedData["primaryType"]) {
       return ROTATE_KEY_TYPES;
     case "ResetKey":
       return RESET_KEY_TYPES;
+    case "CancelReset":
+      return CANCEL_RESET_TYPES;
     case "UpdateCredential":
       return UPDATE_CREDENTIAL_TYPES;
   }

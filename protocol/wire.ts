@@ -94,13 +94,26 @@ export const RotateRequest = z.object({
   newKeySignature: CompactSignature,
 });
 
-/** POST /v1/reset: the lost-device path. The relay checks `credential`, then submits resetKey. */
+/**
+ * POST /v1/reset: the lost-device path. The relay checks `credential`, then submits requestReset: the new key
+ * becomes current only after the contract's reset delay, during which the current key can cancel it.
+ */
 export const ResetRequest = z.object({
   username: Username,
   credential: Credential,
   newPublicKey: PublicKey,
   deadline: DeadlineSeconds,
   newKeySignature: CompactSignature,
+});
+
+/** Answer of POST /v1/reset: the block of the request and the unix time (chain clock) it becomes effective. */
+export const ResetResponse = TransactionResponse.extend({ effectiveAt: z.number().int() });
+
+/** POST /v1/reset/cancel: signature by the CURRENT key over CancelReset(username, nonce, deadline). */
+export const CancelResetRequest = z.object({
+  username: Username,
+  deadline: DeadlineSeconds,
+  signature: CompactSignature,
 });
 
 /** POST /v1/credential: a password change; signature by the current key over UpdateCredential. */
@@ -157,9 +170,20 @@ export const KeyRecordView = z.object({
   transactionHash: Hex32,
 });
 export type KeyRecordView = z.infer<typeof KeyRecordView>;
+/** A reset requested on chain, not yet effective or cancelled: `publicKey` becomes current at `effectiveAt`. */
+export const PendingResetView = z.object({
+  publicKey: PublicKey,
+  address: z.string(),
+  effectiveAt: z.number().int(), // Unix seconds of chain time
+  blockNumber: z.number().int(),
+  transactionHash: Hex32,
+});
+export type PendingResetView = z.infer<typeof PendingResetView>;
 export const KeysResponse = z.object({
   username: Username,
   keys: z.array(KeyRecordView),
+  /** the user's pending reset, null when none (absent from older relays) */
+  pendingReset: PendingResetView.nullable().optional(),
   /** "cache": from the relay's MySQL cache; "chain": read from the chain on a cache miss. */
   source: z.enum(["cache", "chain"]),
   /** false when the relay could not reach the chain to confirm its cache is current. */

@@ -135,12 +135,18 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
   });
   logger.info({ limits: limits.store, revocations: revocations.kind }, "attempt limits and session revocations");
   const sessions = new SessionGuard({ secret: config.sessionSecret, cache, chain, revocations, clock: Date.now });
+  const quota = {
+    maxMessages: config.bounds.mailboxQuotaMessages,
+    maxBytes: config.bounds.mailboxQuotaBytes,
+    retryAfterSeconds: config.bounds.mailboxFullRetryAfterSeconds,
+  };
   const mailbox = pool
-    ? createMysqlMailbox(pool)
+    ? createMysqlMailbox(pool, { quota })
     : overrides.memoryMailbox
-      ? createMemoryMailbox()
+      ? createMemoryMailbox({ quota })
       : createFileMailbox({
           dir: path.join(config.dataDir, "mailbox"),
+          quota,
           onEvent: (event) => logger.warn({ event: event.type, file: event.file }, "mailbox log recovered or compacted"),
         });
   if (!pool) {

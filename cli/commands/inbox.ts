@@ -1,6 +1,7 @@
 import type { ServerFrame } from "../../protocol/wire";
 import { RelayConnection, type ConnectionDeps } from "../connection";
 import { Messenger, describeWaiting, formatMessage, waitingMessages, type MessengerDeps } from "../messaging";
+import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import type { Session } from "../session";
 import { requireSession } from "../session";
 
@@ -8,8 +9,9 @@ import { requireSession } from "../session";
  * chat inbox: connect, take the mailbox backlog until the relay says "ready", open and check each
  * message, save it, acknowledge it, print it; then re-send any unaccepted outbox entries.
  */
-export async function inbox(ctx: MessengerDeps & ConnectionDeps): Promise<void> {
+export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
+  await checkOwnAccount(ctx, session.username);
   const messenger = new Messenger(ctx, session);
   const conn = await RelayConnection.open(ctx, session);
   let printed = 0;

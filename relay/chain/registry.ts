@@ -19,7 +19,24 @@ export type KeyKind = "registered" | "rotated" | "reset";
 export type RegistryEvent =
   | (EventBase & { type: "registered"; username: string; credentialHash: string; publicKey: string })
   | (EventBase & { type: "rotated" | "reset"; index: number; publicKey: string })
-  | (EventBase & { type: "credential"; credentialHash: string });
+  | (EventBase & { type: "credential"; credentialHash: string })
+  | (EventBase & { type: "resetRequested"; publicKey: string; effectiveAt: number })
+  | (EventBase & { type: "resetCancelled"; pendingKey: string });
+
+/** The events that append to a key history (the others change the credential or a pending reset). */
+export type KeyEvent = Extract<RegistryEvent, { type: "registered" | "rotated" | "reset" }>;
+
+export function isKeyEvent(event: RegistryEvent): event is KeyEvent {
+  return event.type === "registered" || event.type === "rotated" || event.type === "reset";
+}
+
+/** A reset requested on chain and not yet completed or cancelled. */
+export interface PendingReset {
+  /** address of the pending key */
+  address: string;
+  /** unix seconds of chain time from which anyone may complete it */
+  effectiveAt: number;
+}
 
 interface EventBase {
   usernameHash: string;
@@ -60,11 +77,18 @@ export interface RegistryChain {
   currentKey(username: string): Promise<{ address: string; index: number } | null>;
   keyCount(username: string): Promise<number>;
   isRelayer(): Promise<boolean>;
+  /** The user's pending reset on chain now, or null. */
+  pendingReset(username: string): Promise<PendingReset | null>;
   /** Forget the relayer's local nonce (after a chain reset); the next transaction asks the node. */
   resetNonce(): void;
   register(args: { username: string; credentialHash: string; publicKey: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
   rotateKey(args: { username: string; newPublicKey: string; deadline: number; currentKeySignature: Compact; newKeySignature: Compact }): Promise<TransactionResult>;
-  resetKey(args: { username: string; newPublicKey: string; deadline: number; newKeySignature: Compact }): Promise<TransactionResult>;
+  /** Starts a time-locked reset (relayer only); answers with the time it may be completed from. */
+  requestReset(args: { username: string; newPublicKey: string; deadline: number; newKeySignature: Compact }): Promise<TransactionResult & { effectiveAt: number }>;
+  /** Relays a cancel signed by the user's current key (the contract checks the signature). */
+  cancelReset(args: { username: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
+  /** Makes a due pending reset current (anyone may). */
+  completeReset(args: { username: string; publicKey: string }): Promise<TransactionResult>;
   updateCredential(args: { username: string; credentialHash: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
   close(): Promise<void>;
 }
@@ -74,6 +98,8 @@ const EVENT_TOPICS = {
   rotated: registryInterface.getEvent("KeyRotated")!.topicHash,
   reset: registryInterface.getEvent("KeyReset")!.topicHash,
   credential: registryInterface.getEvent("CredentialUpdated")!.topicHash,
+  resetRequested: registryInterface.getEvent("ResetRequested")!.topicHash,
+  resetCancelled: registryInterface.getEvent("ResetCancelled")!.topicHash,
 };
 
 export function decodeRegistryLog(log: Log): RegistryEvent | null {
@@ -105,6 +131,15 @@ export function decodeRegistryLog(log: Log): RegistryEvent | null {
       };
     case "CredentialUpdated":
       return { ...base, type: "credential", credentialHash: String(parsed.args.credentialHash).toLowerCase() };
+    case "ResetRequested":
+      return {
+        ...base,
+        type: "resetRequested",
+        publicKey: String(parsed.args.publicKey).toLowerCase(),
+        effectiveAt: Number(parsed.args.effectiveAt),
+      };
+    case "ResetCancelled":
+      return { ...base, type: "resetCancelled", pendingKey: getAddress(String(parsed.args.pendingKey)) };
     default:
       return null;
   }
@@ -158,7 +193,7 @@ export function createEthersChain(params: {
   async function transact(
     action: string,
     populate: (contract: RegistryContract) => Promise<{ data: string }>,
-  ): Promise<TransactionResult> {
+  ): Promise<TransactionResult & { logs: readonly Log[] }> {
     const { sender, provider, contract } = await connect();
     const { data } = await populate(contract);
     const { receipt, hash } = await sender.send({ to: contractAddress, data, action });
@@ -171,8 +206,10 @@ export function createEthersChain(params: {
       }
       throw new ChatError("INTERNAL", `${action} transaction reverted`, { transactionHash: hash });
     }
-    return { blockNumber: receipt.blockNumber, transactionHash: hash };
+    return { blockNumber: receipt.blockNumber, transactionHash: hash, logs: receipt.logs };
   }
+
+  const mined = ({ blockNumber, transactionHash }: TransactionResult): TransactionResult => ({ blockNumber, transactionHash });
 
   return {
     contractAddress,
@@ -207,15 +244,29 @@ export function createEthersChain(params: {
       }),
     keyCount: (username) => call("keyCount", async ({ contract }) => Number(await contract.keyCount(username))),
     isRelayer: () => call("isRelayer", ({ contract }) => contract.isRelayer(relayerAddress)),
-    register: (a) =>
-      transact("register", (c) => c.register.populateTransaction(a.username, a.credentialHash, a.publicKey, a.deadline, a.signature)),
-    rotateKey: (a) =>
-      transact("rotateKey", (c) =>
-        c.rotateKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature),
+    pendingReset: (username) =>
+      call("pendingReset", async ({ contract }) => {
+        const [key, effectiveAt] = await contract.pendingReset(username);
+        return /^0x0{40}$/i.test(key) ? null : { address: getAddress(key), effectiveAt: Number(effectiveAt) };
+      }),
+    register: async (a) =>
+      mined(await transact("register", (c) => c.register.populateTransaction(a.username, a.credentialHash, a.publicKey, a.deadline, a.signature))),
+    rotateKey: async (a) =>
+      mined(
+        await transact("rotateKey", (c) =>
+          c.rotateKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature),
+        ),
       ),
-    resetKey: (a) => transact("requestReset", (c) => c.requestReset.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature)),
-    updateCredential: (a) =>
-      transact("updateCredential", (c) => c.updateCredential.populateTransaction(a.username, a.credentialHash, a.deadline, a.signature)),
+    requestReset: async (a) => {
+      const result = await transact("requestReset", (c) => c.requestReset.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature));
+      const requested = result.logs.map((log) => decodeRegistryLog(log as Log)).find((e) => e?.type === "resetRequested");
+      if (requested?.type !== "resetRequested") throw new ChatError("INTERNAL", "requestReset mined without a ResetRequested event", { transactionHash: result.transactionHash });
+      return { ...mined(result), effectiveAt: requested.effectiveAt };
+    },
+    cancelReset: async (a) => mined(await transact("cancelReset", (c) => c.cancelReset.populateTransaction(a.username, a.deadline, a.signature))),
+    completeReset: async (a) => mined(await transact("completeReset", (c) => c.completeReset.populateTransaction(a.username, a.publicKey))),
+    updateCredential: async (a) =>
+      mined(await transact("updateCredential", (c) => c.updateCredential.populateTransaction(a.username, a.credentialHash, a.deadline, a.signature))),
     resetNonce: () => {
       void ready?.then((c) => c.sender.resetNonce()).catch(() => undefined);
     },

@@ -12,6 +12,7 @@ import type { Logger } from "pino";
 import { isChatError } from "../../protocol/errors";
 import type { CacheStore, SyncState, TimedEvent } from "../storage/cache-types";
 import type { RegistryChain } from "./registry";
+import { createResetCompleter } from "./reset-completer";
 
 export interface SyncStatus {
   /** last block whose events are in the cache (deployBlock - 1 before any) */
@@ -36,6 +37,8 @@ export interface Syncer {
   rebuild(reason: string): Promise<void>;
   /** Polls until the cache covers `blockNumber`; false after `timeoutMs`. */
   waitForBlock(blockNumber: number, timeoutMs: number): Promise<boolean>;
+  /** The pass over due resets that the last poll started, if one runs (tests wait for it). */
+  resetsCompleted(): Promise<void>;
 }
 
 export function createSyncer(params: {
@@ -47,6 +50,8 @@ export function createSyncer(params: {
   confirmations: number;
   logger: Logger;
   clock?: () => number;
+  /** Whether this instance completes due resets after each poll (default true). */
+  completeResets?: boolean;
 }): Syncer {
   const { chain, cache, deployBlock, logger } = params;
   const clock = params.clock ?? Date.now;
@@ -60,6 +65,9 @@ export function createSyncer(params: {
     lastContactAt: null,
   };
   let running: Promise<void> | null = null;
+  const completer = params.completeResets === false ? null : createResetCompleter({ chain, cache, logger, clock });
+  let completing: Promise<void> = Promise.resolve();
+  let completerHead = -1;
   let timer: NodeJS.Timeout | null = null;
   let stopped = true;
 
@@ -172,6 +180,15 @@ export function createSyncer(params: {
         status.stale = false;
         status.staleReason = null;
       }
+      if (completer && !status.stale && reached.lastBlock >= target && head !== completerHead) {
+        // Due by the chain's clock, the one completeReset checks, which moves only with a new block.
+        // Not awaited: a poll never waits for a transaction.
+        const block = await chain.getBlock(head);
+        if (block) {
+          completerHead = head;
+          completing = completer.run(block.timestamp);
+        }
+      }
     } else {
       status.lagBlocks = Math.max(0, head - status.syncedBlock);
     }
@@ -218,6 +235,7 @@ export function createSyncer(params: {
       await running?.catch(() => undefined);
     },
     status: () => ({ ...status }),
+    resetsCompleted: () => completing,
     syncOnce: () => run(null),
     rebuild: (reason) => run(reason),
     async waitForBlock(blockNumber, timeoutMs) {

@@ -13,6 +13,7 @@ import { ChatError } from "../../protocol/errors";
 import { credentialHashesEqual, pepperCredential } from "../../protocol/credential";
 import { normalizePublicKey } from "../../protocol/keys";
 import {
+  CancelResetRequest,
   CredentialHashRequest,
   RegisterRequest,
   ResetRequest,
@@ -23,7 +24,7 @@ import { bearerToken } from "../sessions";
 import type { TransactionResult } from "../chain/registry";
 import { clientAddress, fromStorage, type HttpContext } from "./context";
 import { parseWith } from "./errors";
-import { admitPasswordAttempt } from "./password-check";
+import { admitPasswordAttempt, verifyPassword } from "./password-check";
 
 export function accountRoutes(ctx: HttpContext): Router {
   const router = Router();
@@ -94,20 +95,32 @@ export function accountRoutes(ctx: HttpContext): Router {
 
   router.post("/v1/reset", async (req, res) => {
     const body = parseWith(ResetRequest, req.body);
-    // A password check: limited like login, in the same bucket.
-    limit(req, "login", body.username, settings.loginRateLimit);
     notExpired(body.deadline);
     const newPublicKey = normalizePublicKey(body.newPublicKey, "newPublicKey");
-    // Checked against the chain itself, not the cache: a reset is the one write the relay vouches for.
-    const onChain = await chain.credentialHash(body.username);
-    if (/^0x0{64}$/.test(onChain)) throw new ChatError("UNKNOWN_USER", `no user named ${body.username}`);
-    const given = pepperCredential({ pepper: settings.credentialPepper, credential: body.credential });
-    if (!credentialHashesEqual(given, onChain)) {
-      ctx.failedLogins.inc({ reason: "reset_wrong_password" });
-      throw new ChatError("WRONG_PASSWORD", "wrong password");
-    }
-    const result = await chain.resetKey({ username: body.username, newPublicKey, deadline: body.deadline, newKeySignature: body.newKeySignature });
-    ctx.logger.warn({ username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash }, "key reset (lost device)");
+    // A password check like login's (shared limits and backoff), against the chain itself, not the cache:
+    // a reset is the one write the relay vouches for.
+    await verifyPassword(ctx, req, {
+      username: body.username,
+      credential: body.credential,
+      credentialHash: () => chain.credentialHash(body.username),
+      reason: "reset_wrong_password",
+    });
+    // Only a request: the key becomes current after the contract's delay, unless the current key cancels it.
+    const result = await chain.requestReset({ username: body.username, newPublicKey, deadline: body.deadline, newKeySignature: body.newKeySignature });
+    ctx.logger.warn(
+      { username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash, effectiveAt: result.effectiveAt },
+      "key reset requested (lost device)",
+    );
+    res.json({ ...(await landed(result)), effectiveAt: result.effectiveAt });
+  });
+
+  router.post("/v1/reset/cancel", async (req, res) => {
+    const body = parseWith(CancelResetRequest, req.body);
+    await limit(req, "register", body.username, settings.registerRateLimit);
+    notExpired(body.deadline);
+    // The contract checks the current key's signature: the relay can refuse to relay a cancel, never forge one.
+    const result = await chain.cancelReset({ username: body.username, deadline: body.deadline, signature: body.signature });
+    ctx.logger.warn({ username: body.username, blockNumber: result.blockNumber, tx: result.transactionHash }, "pending key reset cancelled");
     res.json(await landed(result));
   });
 

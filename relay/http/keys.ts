@@ -7,8 +7,8 @@
 import { Router } from "express";
 import { ChatError } from "../../protocol/errors";
 import { publicKeyToAddress } from "../../protocol/keys";
-import { Username, type KeyRecordView, type KeysResponse } from "../../protocol/wire";
-import type { RegistryEvent } from "../chain/registry";
+import { Username, type KeyRecordView, type KeysResponse, type PendingResetView } from "../../protocol/wire";
+import { isKeyEvent, type KeyEvent, type RegistryEvent } from "../chain/registry";
 import { assertCacheFresh, cacheVerified, fromStorage, type HttpContext } from "./context";
 import { parseWith } from "./errors";
 
@@ -30,9 +30,9 @@ export function keyRoutes(ctx: HttpContext): Router {
     const head = await ctx.chain.blockNumber();
     const synced = ctx.syncer.status().syncedBlock;
     // A miss normally means the user is newer than the cache: scan only the unsynced blocks first.
-    let events = (await scan(username, Math.max(ctx.settings.deployBlock, synced + 1), head)).filter((e) => e.type !== "credential");
+    let events: KeyEvent[] = (await scan(username, Math.max(ctx.settings.deployBlock, synced + 1), head)).filter(isKeyEvent);
     if (events[0]?.type !== "registered" || events.length < count) {
-      events = (await scan(username, ctx.settings.deployBlock, head)).filter((e) => e.type !== "credential");
+      events = (await scan(username, ctx.settings.deployBlock, head)).filter(isKeyEvent);
     }
     const times = new Map<number, number>();
     for (const n of new Set(events.map((e) => e.blockNumber))) {
@@ -40,15 +40,39 @@ export function keyRoutes(ctx: HttpContext): Router {
       if (!block) throw new ChatError("CHAIN_UNAVAILABLE", "the chain lost a block while reading keys; retry");
       times.set(n, block.timestamp);
     }
-    return events.map((e, i) => ({
-      index: e.type === "registered" ? 0 : (e as { index: number }).index ?? i,
-      publicKey: (e as { publicKey: string }).publicKey,
-      address: publicKeyToAddress((e as { publicKey: string }).publicKey),
-      kind: e.type as KeyRecordView["kind"],
+    return events.map((e) => ({
+      index: e.type === "registered" ? 0 : e.index,
+      publicKey: e.publicKey,
+      address: publicKeyToAddress(e.publicKey),
+      kind: e.type,
       blockNumber: e.blockNumber,
       timestamp: times.get(e.blockNumber)!,
       transactionHash: e.transactionHash,
     }));
+  }
+
+  /**
+   * The pending reset from the cache; for a user the cache does not know yet, from the chain (the contract
+   * stores only the key's address: the full key is in the latest ResetRequested event).
+   */
+  async function pendingResetOf(username: string, cachedUser: boolean): Promise<PendingResetView | null> {
+    if (cachedUser) {
+      const cached = await fromStorage(ctx.cache.getPendingReset(username));
+      return cached
+        ? { publicKey: cached.publicKey, address: cached.address, effectiveAt: cached.effectiveAt, blockNumber: cached.blockNumber, transactionHash: cached.transactionHash }
+        : null;
+    }
+    const pending = await ctx.chain.pendingReset(username);
+    if (!pending) return null;
+    const head = await ctx.chain.blockNumber();
+    const requested = (await scan(username, ctx.settings.deployBlock, head)).filter(
+      (e): e is Extract<RegistryEvent, { type: "resetRequested" }> => e.type === "resetRequested",
+    );
+    const last = requested[requested.length - 1];
+    if (!last || publicKeyToAddress(last.publicKey) !== pending.address) {
+      throw new ChatError("CHAIN_UNAVAILABLE", "the chain's pending reset is not in its events yet; retry");
+    }
+    return { publicKey: last.publicKey, address: pending.address, effectiveAt: pending.effectiveAt, blockNumber: last.blockNumber, transactionHash: last.transactionHash };
   }
 
   router.get("/v1/users/:username/keys", async (req, res) => {
@@ -70,9 +94,11 @@ export function keyRoutes(ctx: HttpContext): Router {
           timestamp: k.blockTime,
           transactionHash: k.transactionHash,
         })),
+        pendingReset: await pendingResetOf(username, true),
       };
     } else {
-      response = { username, source: "chain", verified: true, keys: await fromChain(username) };
+      const keys = await fromChain(username);
+      response = { username, source: "chain", verified: true, keys, pendingReset: await pendingResetOf(username, false) };
     }
     res.json(response);
   });

@@ -2,13 +2,16 @@
  * How events change the cache, shared by both implementations so they cannot drift apart.
  */
 import { publicKeyToAddress } from "../../protocol/keys";
-import type { CachedKey, CachedUser, TimedEvent } from "./cache-types";
+import type { CachedKey, CachedPendingReset, CachedUser, TimedEvent } from "./cache-types";
 
 export interface CacheWriter {
   userByHash(usernameHash: string): Promise<CachedUser | null>;
   insertUser(user: CachedUser): Promise<void>;
   updateUser(username: string, changes: Partial<Pick<CachedUser, "credentialHash" | "publicKey" | "updateTime">>): Promise<void>;
   insertKey(key: CachedKey): Promise<void>;
+  /** Records the user's one pending reset (the contract allows one at a time). */
+  putPendingReset(reset: CachedPendingReset): Promise<void>;
+  deletePendingReset(username: string): Promise<void>;
 }
 
 export async function applyEvent(writer: CacheWriter, event: TimedEvent): Promise<void> {
@@ -39,6 +42,23 @@ export async function applyEvent(writer: CacheWriter, event: TimedEvent): Promis
     await writer.updateUser(user.username, { credentialHash: event.credentialHash });
     return;
   }
+  if (event.type === "resetRequested") {
+    await writer.putPendingReset({
+      username: user.username,
+      publicKey: event.publicKey,
+      address: publicKeyToAddress(event.publicKey),
+      effectiveAt: event.effectiveAt,
+      blockNumber: event.blockNumber,
+      transactionHash: event.transactionHash,
+    });
+    return;
+  }
+  if (event.type === "resetCancelled") {
+    await writer.deletePendingReset(user.username);
+    return;
+  }
+  // A completed reset ends the pending one; a rotation also drops it (the contract emits ResetCancelled too).
+  await writer.deletePendingReset(user.username);
   await writer.insertKey({
     username: user.username,
     index: event.index,

@@ -1,10 +1,11 @@
 /** The in-memory cache, for MYSQL_URL unset and for tests: nothing survives a restart. */
 import { applyEvent, sameSyncState, type CacheWriter } from "./cache-apply";
-import type { CacheStore, CachedKey, CachedUser, SyncState } from "./cache-types";
+import type { CacheStore, CachedKey, CachedPendingReset, CachedUser, SyncState } from "./cache-types";
 
 export function createMemoryCache(): CacheStore {
   let users = new Map<string, CachedUser>();
   let keys = new Map<string, CachedKey[]>();
+  let pending = new Map<string, CachedPendingReset>();
   let sync: SyncState | null = null;
   const challenges = new Map<string, { username: string; expiresAt: number }>();
 
@@ -18,6 +19,7 @@ export function createMemoryCache(): CacheStore {
       // Work on copies and swap at the end: all or nothing, as the MySQL transaction.
       const nextUsers = new Map([...users].map(([k, v]) => [k, { ...v }]));
       const nextKeys = new Map([...keys].map(([k, v]) => [k, [...v]]));
+      const nextPending = new Map(pending);
       const writer: CacheWriter = {
         userByHash: async (hash) => [...nextUsers.values()].find((u) => u.usernameHash === hash) ?? null,
         insertUser: async (user) => {
@@ -33,21 +35,30 @@ export function createMemoryCache(): CacheStore {
           list.sort((a, b) => a.index - b.index);
           nextKeys.set(key.username, list);
         },
+        putPendingReset: async (reset) => {
+          nextPending.set(reset.username, { ...reset });
+        },
+        deletePendingReset: async (username) => {
+          nextPending.delete(username);
+        },
       };
       for (const event of events) await applyEvent(writer, event);
       users = nextUsers;
       keys = nextKeys;
+      pending = nextPending;
       sync = { ...next };
       return true;
     },
     reset: async (start) => {
       users = new Map();
       keys = new Map();
+      pending = new Map();
       sync = { ...start };
     },
     truncate: async () => {
       users = new Map();
       keys = new Map();
+      pending = new Map();
       sync = null;
       challenges.clear();
     },
@@ -56,6 +67,16 @@ export function createMemoryCache(): CacheStore {
       return user ? { ...user } : null;
     },
     getKeys: async (username) => (keys.get(username) ?? []).map((k) => ({ ...k })),
+    getPendingReset: async (username) => {
+      const reset = pending.get(username);
+      return reset ? { ...reset } : null;
+    },
+    duePendingResets: async (chainTime, limit) =>
+      [...pending.values()]
+        .filter((r) => r.effectiveAt <= chainTime)
+        .sort((a, b) => a.effectiveAt - b.effectiveAt)
+        .slice(0, limit)
+        .map((r) => ({ ...r })),
     countUsers: async () => users.size,
     putChallenge: async ({ username, challenge, expiresAt }) => {
       const now = Date.now();

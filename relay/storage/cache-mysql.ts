@@ -5,12 +5,13 @@
  * - key_history: every key record with its kind, block and transaction.
  * - sync_state: one row, the chain id, contract, and the last synced block and its hash.
  * - login_challenges: single-use login challenges, so that any relay instance can check one.
+ * - pending_resets: each user's reset requested on chain and not yet completed or cancelled.
  * Several relay instances may share these tables: each range of events is applied in one transaction
  * that first locks sync_state and checks the position it started from (optimistic concurrency).
  */
 import type mysql from "mysql2/promise";
 import { applyEvent, sameSyncState, type CacheWriter } from "./cache-apply";
-import type { CacheStore, CachedKey, CachedUser, SyncState } from "./cache-types";
+import type { CacheStore, CachedKey, CachedPendingReset, CachedUser, SyncState } from "./cache-types";
 import type { KeyKind } from "../chain/registry";
 
 const MIGRATIONS = [
@@ -50,9 +51,19 @@ const MIGRATIONS = [
     PRIMARY KEY (challenge),
     KEY login_challenges_expires (expires_at)
   ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+  `CREATE TABLE IF NOT EXISTS pending_resets (
+    username VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    public_key CHAR(130) CHARACTER SET ascii NOT NULL,
+    address CHAR(42) CHARACTER SET ascii NOT NULL,
+    effective_at BIGINT UNSIGNED NOT NULL COMMENT 'Unix seconds of chain time',
+    block_number BIGINT UNSIGNED NOT NULL,
+    tx_hash CHAR(66) CHARACTER SET ascii NOT NULL,
+    PRIMARY KEY (username),
+    KEY pending_resets_effective (effective_at)
+  ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 ];
 
-export const CACHE_TABLES = ["users", "key_history", "sync_state", "login_challenges"] as const;
+export const CACHE_TABLES = ["users", "key_history", "sync_state", "login_challenges", "pending_resets"] as const;
 
 type Row = Record<string, any>;
 
@@ -75,6 +86,17 @@ function toKey(row: Row): CachedKey {
     kind: row.kind as KeyKind,
     blockNumber: Number(row.block_number),
     blockTime: Number(row.block_time),
+    transactionHash: row.tx_hash,
+  };
+}
+
+function toPendingReset(row: Row): CachedPendingReset {
+  return {
+    username: row.username,
+    publicKey: row.public_key,
+    address: row.address,
+    effectiveAt: Number(row.effective_at),
+    blockNumber: Number(row.block_number),
     transactionHash: row.tx_hash,
   };
 }
@@ -158,6 +180,15 @@ export function createMysqlCache(pool: mysql.Pool): CacheStore {
               [k.username, k.index, k.publicKey, k.address, k.kind, k.blockNumber, k.blockTime, k.transactionHash],
             );
           },
+          putPendingReset: async (r) => {
+            await conn.query(
+              `REPLACE INTO pending_resets (username, public_key, address, effective_at, block_number, tx_hash) VALUES (?, ?, ?, ?, ?, ?)`,
+              [r.username, r.publicKey, r.address, r.effectiveAt, r.blockNumber, r.transactionHash],
+            );
+          },
+          deletePendingReset: async (username) => {
+            await conn.query("DELETE FROM pending_resets WHERE username = ?", [username]);
+          },
         };
         for (const event of events) await applyEvent(writer, event);
         await writeSync(conn, next);
@@ -168,6 +199,7 @@ export function createMysqlCache(pool: mysql.Pool): CacheStore {
         // DELETE, not TRUNCATE: TRUNCATE commits implicitly and would break the all-or-nothing reset.
         await conn.query("SELECT id FROM sync_state WHERE id = 1 FOR UPDATE");
         await conn.query("DELETE FROM key_history");
+        await conn.query("DELETE FROM pending_resets");
         await conn.query("DELETE FROM users");
         await writeSync(conn, start);
       }),
@@ -181,6 +213,17 @@ export function createMysqlCache(pool: mysql.Pool): CacheStore {
     getKeys: async (username) => {
       const [rows] = await pool.query<any[]>("SELECT * FROM key_history WHERE username = ? ORDER BY idx", [username]);
       return rows.map(toKey);
+    },
+    getPendingReset: async (username) => {
+      const [rows] = await pool.query<any[]>("SELECT * FROM pending_resets WHERE username = ?", [username]);
+      return rows[0] ? toPendingReset(rows[0]) : null;
+    },
+    duePendingResets: async (chainTime, limit) => {
+      const [rows] = await pool.query<any[]>(
+        "SELECT * FROM pending_resets WHERE effective_at <= ? ORDER BY effective_at LIMIT ?",
+        [chainTime, limit],
+      );
+      return rows.map(toPendingReset);
     },
     countUsers: async () => {
       const [rows] = await pool.query<any[]>("SELECT COUNT(*) AS n FROM users");

@@ -38,6 +38,17 @@ export interface CachedKey {
   transactionHash: string;
 }
 
+/** A reset requested on chain and neither completed nor cancelled, as the events tell it. */
+export interface CachedPendingReset {
+  username: string;
+  publicKey: string;
+  address: string;
+  /** Unix seconds of chain time from which anyone may complete it */
+  effectiveAt: number;
+  blockNumber: number;
+  transactionHash: string;
+}
+
 /** An event together with the time of its block. */
 export type TimedEvent = RegistryEvent & { blockTime: number };
 
@@ -58,6 +69,9 @@ export interface CacheStore {
   truncate(): Promise<void>;
   getUser(username: string): Promise<CachedUser | null>;
   getKeys(username: string): Promise<CachedKey[]>;
+  getPendingReset(username: string): Promise<CachedPendingReset | null>;
+  /** Pending resets whose effectiveAt is at or before `chainTime` (Unix seconds), oldest first. */
+  duePendingResets(chainTime: number, limit: number): Promise<CachedPendingReset[]>;
   countUsers(): Promise<number>;
   /** Remembers a login challenge until `expiresAt` (Unix ms). */
   putChallenge(params: { username: string; challenge: string; expiresAt: number }): Promise<void>;

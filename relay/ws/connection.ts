@@ -13,7 +13,7 @@ import type { ErrorCode } from "../../protocol/errors";
 import { ClientFrame, CLOSE_CODES, MessageId, type ServerFrame } from "../../protocol/wire";
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
-import type { Mailbox, StoredMessage } from "../storage/mailbox";
+import { MailboxError, type Mailbox, type StoredMessage } from "../storage/mailbox";
 import type { FailureLog } from "./failure-log";
 import { pendingPages } from "./mailbox-reader";
 import type { MessagingMetrics } from "./metrics";
@@ -261,6 +261,13 @@ export class Connection implements RoutedConnection {
           this.deps.router.deliver({ to: frame.to, from: sender, id: frame.id, envelope: frame.envelope, receivedAt });
         },
         (error) => {
+          if (error instanceof MailboxError && error.code === "MAILBOX_FULL") {
+            return this.sendError("MAILBOX_FULL", `the mailbox of ${frame.to} is full; send again later`, {
+              id: frame.id,
+              retryable: true,
+              retryAfterMs: (error.retryAfterSeconds ?? 60) * 1000,
+            });
+          }
           this.deps.logFailure("mailbox write failed", error);
           this.sendError("STORAGE_UNAVAILABLE", "the relay cannot store messages right now; send again later", { id: frame.id, retryable: true });
         },

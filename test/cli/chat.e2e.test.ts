@@ -18,6 +18,7 @@ import { Wallet } from "ethers";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { deployRegistry } from "../helpers/registry";
+import { registryInterface } from "../../chain/registry";
 import { freePort } from "../helpers/ports";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { sealEnvelope, signInner } from "../../protocol/envelope";
@@ -26,6 +27,8 @@ import { WS_PATH } from "../../protocol/wire";
 import { contractServedBy, runChat, type ChatResult } from "./chat-process";
 
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2", carol: "carol-Secret-pw-3" };
+const RESET_DELAY_S = 60; // test/helpers/registry.ts deploys with this delay
+const KEY_COUNT_OF_BOB = registryInterface.encodeFunctionData("keyCount", ["bob"]);
 
 describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function () {
   this.timeout(120_000);
@@ -96,19 +99,45 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
       await given.bobRotated();
       ok(await chat("alice", ["--yes", "verify", "bob"]), "verify");
     }),
-    /** bob resets from a fresh home folder (bob_new); alice writes to him there and he reads it. */
+    /**
+     * bob resets from a fresh home folder (bob_new): the request, then (with anvil's clock moved past the
+     * delay and the relay completing it) the same command again logs in; alice writes to him there and he reads it.
+     */
     bobReset: once(async () => {
       await given.aliceVerifiedBob();
-      const reset = ok(await chat("bob_new", ["--password-stdin", "--json", "reset", "bob"], `${PASSWORDS.bob}\n`), "reset");
+      const requested = ok(await chat("bob_new", ["--password-stdin", "--json", "reset", "bob"], `${PASSWORDS.bob}\n`), "reset request");
+      currentTest?.resetTimeout(); // two resets with the real KDF parameters in one step
+      await rpc("evm_increaseTime", [RESET_DELAY_S + 5]);
+      await rpc("evm_mine", []);
+      const until = Date.now() + 20_000;
+      while (BigInt(await rpc("eth_call", [{ to: registryAddress, data: KEY_COUNT_OF_BOB }, "latest"])) < 3n) {
+        if (Date.now() > until) throw new Error("the relay did not complete bob's reset after the delay");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const reset = ok(await chat("bob_new", ["--password-stdin", "--json", "reset", "bob"], `${PASSWORDS.bob}\n`), "reset completion");
+      currentTest?.resetTimeout();
+      expect(requested.json.find((o) => o.type === "reset")).to.include({ status: "requested", keyIndex: 2 });
       const sent = ok(await chat("alice", ["--json", "send", "bob", "Are you on a new device?"]), "send after reset");
       const inbox = ok(await chat("bob_new", ["--json", "inbox"]), "inbox on the new device");
       return { reset, sent, inbox };
     }),
   };
 
+  /** A JSON-RPC call to anvil (moving its clock, reading the registry). */
+  const rpc = async (method: string, params: unknown[]): Promise<string> => {
+    const response = await fetch(anvil.url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
+    });
+    return ((await response.json()) as { result: string }).result;
+  };
+  let registryAddress: string;
+
   before(async () => {
     anvil = await startAnvil();
     const registry = await deployRegistry({ rpcUrl: anvil.url });
+    registryAddress = registry.address;
     db = await createTestDatabase("chat_cli_e2e");
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-e2e-"));
     homes = Object.fromEntries(["alice", "bob", "bob_new", "carol", "alice_proxy"].map((name) => [name, path.join(tmp, name)]));
@@ -232,7 +261,7 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
 
   it("bob resets from a fresh home folder; alice is warned of a reset, loudly, and bob reads her message there", async () => {
     const { reset, sent, inbox } = await given.bobReset();
-    expect(reset.json.find((o) => o.type === "reset")).to.include({ keyIndex: 2 });
+    expect(reset.json.find((o) => o.type === "reset")).to.include({ status: "completed", keyIndex: 2 });
     expect(sent.json.find((o) => o.type === "warning")).to.include({ code: "KEY_RESET", user: "bob", index: 2 });
     expect(sent.stderr).to.match(/!!! WARNING: bob's key was RESET/);
     expect(sent.stderr).to.match(/The key you verified is no longer current/);

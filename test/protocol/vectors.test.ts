@@ -39,7 +39,7 @@ interface Vectors {
   credential: {
     salt: { username: string; chainId: string; contractAddress: string; preimage: Hex; salt: Hex }[];
     argon2id: { username: string; chainId: string; contractAddress: string; password: string; passwordUtf8: Hex; passwordNfcUtf8: Hex; argon2: Argon2Params; credential: Hex }[];
-    pepper: { pepper: Hex; credential: Hex; hmacSha256: Hex; credentialHash: Hex }[];
+    pepper: { pepper: Hex; username: string; credential: Hex; hmacInput: Hex; hmacSha256: Hex; credentialHash: Hex }[];
   };
   eip712: {
     domain: { name: string; version: string; chainId: string; verifyingContract: string };
@@ -162,12 +162,17 @@ describe("protocol v1 known-answer vectors (test/vectors/protocol-v1.json)", () 
       expect(VECTORS.credential.argon2id.some((v) => v.argon2.memoryKiB === 65536 && v.argon2.iterations === 3)).to.equal(true);
     });
 
-    it("the on-chain credential hash: keccak256(HMAC-SHA256(pepper, credential))", () => {
+    it("the on-chain credential hash: keccak256(HMAC-SHA256(pepper, len32(username) || username || credential))", () => {
       for (const vector of VECTORS.credential.pepper) {
-        const mac = createHmac("sha256", bytes(vector.pepper)).update(bytes(vector.credential)).digest();
+        const name = Buffer.from(vector.username, "utf8");
+        const length = Buffer.alloc(4);
+        length.writeUInt32BE(name.length);
+        const input = Buffer.concat([length, name, bytes(vector.credential)]);
+        expect(hex(input)).to.equal(vector.hmacInput);
+        const mac = createHmac("sha256", bytes(vector.pepper)).update(input).digest();
         expect(hex(mac)).to.equal(vector.hmacSha256);
         expect(keccak256(mac)).to.equal(vector.credentialHash);
-        expect(pepperCredential({ pepper: bytes(vector.pepper), credential: vector.credential })).to.equal(vector.credentialHash);
+        expect(pepperCredential({ pepper: bytes(vector.pepper), username: vector.username, credential: vector.credential })).to.equal(vector.credentialHash);
       }
     });
   });

@@ -1,17 +1,19 @@
 /**
  * Accounts through the relay against a real anvil and the real MariaDB: registration lands on chain and
  * then in `users`; fifty concurrent registrations; login with right and wrong password and key; key
- * history after rotate and reset; contract errors as stable 4xx codes; rate limits; chain down -> 503.
+ * history after rotate and a time-locked reset (pending, cancelled, completed by the relay); contract errors as stable 4xx codes; rate limits; chain down -> 503.
  */
 import http from "node:http";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
-import { newIdentity } from "../contract/signing";
+import { ZeroAddress } from "ethers";
+import { newIdentity, signCancelReset } from "../contract/signing";
 import type { TestDatabase } from "../helpers/mysql";
 import {
   api,
   changeCredential,
+  deadline,
   login,
   newUser,
   registerUser,
@@ -120,7 +122,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     expect(replay.body.error.code).to.equal("CHALLENGE_INVALID");
   });
 
-  it("serves the key history with kinds after rotate and reset, and logs in only with the current key", async () => {
+  it("serves the key history with kinds after rotate and a time-locked reset, and logs in only with the current key", async () => {
     const user = newUser("dave");
     await registerUser(relay.url, chain.domain, user);
     const second = newIdentity();
@@ -133,21 +135,44 @@ describe("relay accounts (anvil + MariaDB)", function () {
     const reset = await resetUser(relay.url, chain, { ...user, identity: second }, third);
     expect(reset.status, JSON.stringify(reset.body)).to.equal(200);
 
+    // Only requested: the relay answers when it takes effect, and shows it pending with the keys.
+    const [pendingKey, effectiveAt] = await chain.registry.pendingReset(user.username);
+    expect(pendingKey).to.equal(third.address);
+    expect(reset.body.effectiveAt).to.equal(Number(effectiveAt));
+    const block = await chain.provider.getBlock(reset.body.blockNumber);
+    expect(reset.body.effectiveAt).to.equal(block!.timestamp + 60);
+    const pending = await api(relay.url, "GET", `/v1/users/${user.username}/keys`);
+    expect(pending.body.keys).to.have.length(2);
+    expect(pending.body.pendingReset).to.deep.include({ publicKey: third.publicKey, address: third.address, effectiveAt: reset.body.effectiveAt });
+    expect(pending.body.pendingReset.transactionHash).to.equal(reset.body.transactionHash);
+    expect((await login(relay.url, chain.domain, { ...user, identity: third })).body.error.code).to.equal("WRONG_KEY");
+    const again = await resetUser(relay.url, chain, { ...user, identity: second }, newIdentity());
+    expect(again.body.error.code).to.equal("RESET_PENDING");
+
+    // Past the delay on the chain's clock, the relay completes it itself.
+    await chain.provider.send("evm_increaseTime", [61]);
+    await chain.provider.send("evm_mine", []);
+    const until = Date.now() + 15_000;
+    while ((await chain.registry.keyCount(user.username)) < 3n && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    expect(await chain.registry.keyCount(user.username)).to.equal(3n);
+    await relay.relay.syncer.syncOnce();
+
     const keys = await api(relay.url, "GET", `/v1/users/${user.username}/keys`);
     expect(keys.status).to.equal(200);
     expect(keys.body.source).to.equal("cache");
     expect(keys.body.verified).to.equal(true);
+    expect(keys.body.pendingReset).to.equal(null);
     expect(keys.body.keys.map((k: any) => [k.index, k.kind, k.publicKey])).to.deep.equal([
       [0, "registered", user.identity.publicKey],
       [1, "rotated", second.publicKey],
       [2, "reset", third.publicKey],
     ]);
-    expect(keys.body.keys[2].transactionHash).to.equal(reset.body.transactionHash);
-    expect(keys.body.keys[2].blockNumber).to.equal(reset.body.blockNumber);
     const [rows] = await relay.pool!.query<any[]>("SELECT kind FROM key_history WHERE username = ? ORDER BY idx", [user.username]);
     expect(rows.map((r) => r.kind)).to.deep.equal(["registered", "rotated", "reset"]);
+    const [pendingRows] = await relay.pool!.query<any[]>("SELECT * FROM pending_resets WHERE username = ?", [user.username]);
+    expect(pendingRows).to.have.length(0);
 
-    expect((await login(relay.url, chain.domain, user)).body.error.code).to.equal("LOGIN_FAILED");
+    expect((await login(relay.url, chain.domain, { ...user, identity: second })).body.error.code).to.equal("LOGIN_FAILED");
     const current = await login(relay.url, chain.domain, { ...user, identity: third });
     expect(current.status).to.equal(200);
     expect(current.body.keyIndex).to.equal(2);
@@ -155,6 +180,39 @@ describe("relay accounts (anvil + MariaDB)", function () {
     const unchanged = await rotateUser(relay.url, chain, { ...user, identity: third }, third);
     expect(unchanged.status).to.equal(409);
     expect(unchanged.body.error.code).to.equal("KEY_UNCHANGED");
+  });
+
+  it("relays a cancel signed by the current key, refuses one signed by the pending key, and the reset never completes", async () => {
+    const user = newUser("erin");
+    await registerUser(relay.url, chain.domain, user);
+    const thief = newIdentity();
+    const requested = await resetUser(relay.url, chain, user, thief);
+    expect(requested.status, JSON.stringify(requested.body)).to.equal(200);
+    const [rows] = await relay.pool!.query<any[]>("SELECT address, effective_at FROM pending_resets WHERE username = ?", [user.username]);
+    expect(rows).to.deep.equal([{ address: thief.address, effective_at: requested.body.effectiveAt }]);
+
+    const cancel = async (signer: typeof thief) => {
+      const nonce = await chain.registry.nonces(user.username);
+      const d = deadline();
+      const signature = signCancelReset({ domain: chain.domain, signer, username: user.username, nonce, deadline: BigInt(d) });
+      return api(relay.url, "POST", "/v1/reset/cancel", { username: user.username, deadline: d, signature });
+    };
+    const forged = await cancel(thief);
+    expect(forged.status).to.equal(400);
+    expect(forged.body.error.code).to.equal("INVALID_SIGNATURE");
+    const cancelled = await cancel(user.identity);
+    expect(cancelled.status, JSON.stringify(cancelled.body)).to.equal(200);
+    expect((await chain.registry.pendingReset(user.username))[0]).to.equal(ZeroAddress);
+    expect((await api(relay.url, "GET", `/v1/users/${user.username}/keys`)).body.pendingReset).to.equal(null);
+    const nothing = await cancel(user.identity);
+    expect(nothing.body.error.code).to.equal("NO_PENDING_RESET");
+
+    await chain.provider.send("evm_increaseTime", [61]);
+    await chain.provider.send("evm_mine", []);
+    await relay.relay.syncer.syncOnce();
+    await relay.relay.syncer.resetsCompleted();
+    expect(await chain.registry.keyCount(user.username)).to.equal(1n);
+    expect((await chain.registry.currentKey(user.username))[0]).to.equal(user.identity.address);
   });
 
   it("changes the credential on chain; the old password stops working", async () => {

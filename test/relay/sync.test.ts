@@ -42,7 +42,8 @@ async function runRelay(args: string[], env: Record<string, string>): Promise<{ 
 async function dump(relay: RelayFixture) {
   const [users] = await relay.pool!.query<any[]>("SELECT * FROM users ORDER BY username");
   const [keys] = await relay.pool!.query<any[]>("SELECT * FROM key_history ORDER BY username, idx");
-  return { users, keys };
+  const [pendingResets] = await relay.pool!.query<any[]>("SELECT * FROM pending_resets ORDER BY username");
+  return { users, keys, pendingResets };
 }
 
 describe("relay chain cache (anvil + MariaDB)", function () {
@@ -72,10 +73,11 @@ describe("relay chain cache (anvil + MariaDB)", function () {
     const before = await dump(relay);
     const [syncBefore] = await relay.pool!.query<any[]>("SELECT * FROM sync_state");
     expect(before.users).to.have.length(3);
-    expect(before.keys).to.have.length(5);
+    expect(before.keys).to.have.length(4); // the reset is only requested: pending until the delay passes
+    expect(before.pendingResets).to.have.length(1);
 
     await relay.relay.syncer.stop(); // this process's sync must not refill the tables meanwhile
-    for (const table of ["users", "key_history", "sync_state"]) await relay.pool!.query(`TRUNCATE TABLE ${table}`);
+    for (const table of ["users", "key_history", "sync_state", "pending_resets"]) await relay.pool!.query(`TRUNCATE TABLE ${table}`);
     expect((await dump(relay)).users).to.have.length(0);
 
     const env = relayEnv({

@@ -9,6 +9,7 @@ import { SigningKey, TypedDataEncoder, getCreateAddress, hashMessage, keccak256,
 import { pepperCredential } from "../../protocol/credential";
 import { CREDENTIAL_ARGON2_PARAMS, INSECURE_TEST_ARGON2_PARAMS, credentialSalt, deriveCredential } from "../../protocol/credential-derive";
 import {
+  CANCEL_RESET_TYPES,
   RESET_KEY_TYPES,
   REGISTER_TYPES,
   ROTATE_KEY_TYPES,
@@ -126,8 +127,19 @@ function eip712Vectors(credentialHash: string) {
       data: { primaryType: "ResetKey", message: { username: "alice", newPublicKey: key2.publicKey, nonce: 3n, deadline: BigInt(DEADLINE) } },
       signers: [key2.privateKey],
     },
+    {
+      comment: "cancel alice's pending reset (to key 2) at nonce 4 (the request consumed nonce 3); signed by the current key 1",
+      data: { primaryType: "CancelReset", message: { username: "alice", nonce: 4n, deadline: BigInt(DEADLINE) } },
+      signers: [key1.privateKey],
+    },
   ];
-  const typesByName = { Register: REGISTER_TYPES, RotateKey: ROTATE_KEY_TYPES, ResetKey: RESET_KEY_TYPES, UpdateCredential: UPDATE_CREDENTIAL_TYPES };
+  const typesByName = {
+    Register: REGISTER_TYPES,
+    RotateKey: ROTATE_KEY_TYPES,
+    ResetKey: RESET_KEY_TYPES,
+    CancelReset: CANCEL_RESET_TYPES,
+    UpdateCredential: UPDATE_CREDENTIAL_TYPES,
+  };
   return {
     domain: { name: domain.name, version: domain.version, chainId: CHAIN_ID, verifyingContract: CONTRACT },
     domainTypeString: "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)",
