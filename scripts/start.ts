@@ -13,13 +13,15 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
+import { createInterface } from "node:readline";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseDotenv } from "dotenv";
 import { HDNodeWallet, Wallet, isAddress } from "ethers";
 import { connectRpc, fetchChainId, hasContractCode } from "../chain/rpc";
 import { LOCAL_DEPLOYMENT_FILE_NAME, type LocalDeployment } from "../cli/trust-anchor";
+import { readableLogLine } from "./log-lines";
 
 const ROOT = path.resolve(__dirname, "..");
 const BIN = path.join(ROOT, "node_modules", ".bin");
@@ -243,12 +245,18 @@ async function main(): Promise<void> {
   say("starting the relay...");
   // One node process with tsx's loader (not the tsx launcher, which forks a second process), so that
   // signals reach the relay itself.
+  // On a terminal the relay's JSON lines become one short readable line each; piped or with
+  // LOG_FORMAT=json they pass through untouched, as log pipelines expect.
+  const readableLogs = Boolean(process.stdout.isTTY) && env.LOG_FORMAT !== "json";
   const relay = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "relay", "main.ts")], {
     cwd: ROOT,
-    stdio: ["ignore", "inherit", "inherit"],
+    stdio: ["ignore", readableLogs ? "pipe" : "inherit", "inherit"],
     env: relayEnv as NodeJS.ProcessEnv,
   });
   children.push(relay);
+  if (readableLogs && relay.stdout) {
+    createInterface({ input: relay.stdout }).on("line", (line) => process.stdout.write(`${readableLogLine(line)}\n`));
+  }
   relay.once("exit", (code) => {
     if (!stopping) {
       say(`the relay exited (code ${code})`);
@@ -269,21 +277,42 @@ async function main(): Promise<void> {
     60_000,
   );
 
-  say("");
-  say("eth-chat is running:");
-  say(`  chain   ${relayEnv.RPC_URL}${env.RPC_URL ? "" : " (local anvil, persistent)"}`);
-  say(`  contract ${relayEnv.CONTRACT_ADDRESS}`);
-  say(`  relay   ${relayUrl}${env.MYSQL_URL ? "" : " (in-memory store: waiting messages do not survive a restart)"}`);
-  say(`  data    ${dataDir}`);
-  say("");
+  const mysqlNearby = !env.MYSQL_URL && (await portAnswers("127.0.0.1", 3306));
   // The client finds the local deployment by itself only in the default data folder; otherwise it is told.
   const clientFindsDeployment = !env.RPC_URL && dataDir === path.resolve(ROOT, "data");
-  say(
+  const summary = [
+    "",
+    "eth-chat is running:",
+    `  chain    ${relayEnv.RPC_URL}${env.RPC_URL ? "" : " (local anvil, persistent)"}`,
+    `  contract ${relayEnv.CONTRACT_ADDRESS}`,
+    `  relay    ${relayUrl}`,
+    `  storage  ${env.MYSQL_URL ? "MySQL (MYSQL_URL)" : `waiting messages in ${path.join(dataDir, "mailbox")} (durable across restarts)`}`,
+    ...(mysqlNearby ? ["           a MySQL/MariaDB answers on 127.0.0.1:3306: set MYSQL_URL (see .env.example) to use it instead"] : []),
+    `  data     ${dataDir}`,
+    "",
     `next, in another terminal:  npx chat${relayUrl === "https://127.0.0.1:8443" ? "" : ` --relay ${relayUrl}`}` +
       `${relayEnv.RPC_URL === "http://127.0.0.1:8545" ? "" : ` --rpc ${relayEnv.RPC_URL}`}` +
       `${clientFindsDeployment ? "" : ` --contract ${relayEnv.CONTRACT_ADDRESS}`}`,
-  );
-  say("stop with Ctrl-C");
+    `stop with Ctrl-C${process.stdin.isTTY ? "; press Enter to show this summary again" : ""}`,
+    "",
+  ];
+  for (const line of summary) say(line);
+  // The summary scrolls away under the relay's log lines; Enter brings it back.
+  if (process.stdin.isTTY) createInterface({ input: process.stdin }).on("line", () => summary.forEach(say));
+}
+
+/** Whether something accepts TCP connections at host:port (within a second). */
+function portAnswers(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port, timeout: 1000 });
+    const done = (answer: boolean) => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+    socket.once("timeout", () => done(false));
+  });
 }
 
 /**
