@@ -1,12 +1,12 @@
 /**
- * Fault: the relay process is killed (SIGKILL) in the middle of a burst of 2,000 messages (1,000 for the
- * second store, to bound the run's time) among 20 users, half of them offline, once for each mailbox store: MySQL (MYSQL_URL), and the default store of
+ * Fault: the relay process is killed (SIGKILL) in the middle of a burst of 2,000 messages among 20
+ * users, half of them offline, once for each mailbox store: MySQL (MYSQL_URL), and the default store of
  * a relay without MySQL (the durable log under DATA_DIR/mailbox, the same folder kept across the kill
  * and the restart, as `npm start` keeps it). Senders run the CLI's own client code in-process
  * (Messenger.prepare puts each message in the outbox, flushOutbox sends it and waits for "accepted");
  * online recipients receive live with Messenger.receive; after the restart, senders re-send their
- * outboxes, and every recipient runs the real `chat inbox` process. Every acknowledged message must be shown exactly once, and the
- * unacknowledged ones must arrive too, re-sent from the outbox.
+ * outboxes, and every recipient runs the real `chat inbox` process. Every acknowledged message must be
+ * shown exactly once, and the unacknowledged ones must arrive too, re-sent from the outbox.
  */
 import { expect } from "chai";
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
@@ -42,14 +42,7 @@ interface Store {
 
 const STORES: Store[] = [
   { name: "the MySQL store", mysql: true, messages: 2_000, killAfterAccepted: 600 },
-  // Half the burst: on a loaded 2-core machine the full one took ~4.5 min here (mostly the 11 `chat inbox`
-  // processes), close to the timeout; 1,000 messages still kill the relay with hundreds in flight.
-  {
-    name: "the default store (no MYSQL_URL: the durable log in DATA_DIR, kept across the kill; 1,000 messages to bound the run's time)",
-    mysql: false,
-    messages: 1_000,
-    killAfterAccepted: 300,
-  },
+  { name: "the default store (no MYSQL_URL: the durable log in DATA_DIR, kept across the kill)", mysql: false, messages: 2_000, killAfterAccepted: 600 },
 ];
 
 /** A small deterministic PRNG (mulberry32) so that every run sends the same pattern. */
@@ -66,7 +59,9 @@ for (const store of STORES) describeCrashBurst(store);
 
 function describeCrashBurst({ name, mysql, messages: MESSAGES, killAfterAccepted: KILL_AFTER_ACCEPTED }: Store) {
   describe(`fault: the relay is SIGKILLed in the middle of a ${MESSAGES.toLocaleString("en")}-message burst (20 users, half offline), ${name}`, function () {
-    this.timeout(300_000);
+    // About 1 min on a quiet 2-core machine; over 4 min when six suites share it (the 11 `chat inbox`
+    // processes dominate, not the message count: half the burst took as long).
+    this.timeout(480_000);
     let chain: Chain;
     let db: TestDatabase | undefined;
     let relay: RelayProcess;
@@ -175,16 +170,22 @@ function describeCrashBurst({ name, mysql, messages: MESSAGES, killAfterAccepted
       relay = await startRelayProcess({ ...options, port: relay.port });
       const restartMs = Date.now() - restartStarted;
       let resent = 0;
+      let acceptTimeouts = 0;
       await Promise.all(
         live.map(async (entry) => {
           const conn = await RelayConnection.open(entry.client.ctx, entry.client.session);
           connections.push(conn);
           entry.conn.current = conn;
           receiveLive(entry.client, conn, (inner) => shown.push({ to: entry.client.user.username, id: inner.id, from: inner.sender, body: inner.body }));
-          const results = await entry.client.messenger.flushOutbox(conn);
-          for (const result of results) {
-            expect(result.error, `re-send ${result.entry.id}`).to.equal(undefined);
-            resent++;
+          // A client keeps what the relay has not accepted in time and sends it again with the same id (the
+          // relay answers a stored id as accepted without storing it twice); on an overloaded machine the
+          // restarted relay can take longer than the client's wait while ~1,400 messages arrive at once.
+          for (let round = 1; entry.client.ctx.outbox.list(entry.client.user.username).length > 0 && round <= 3; round++) {
+            for (const result of await entry.client.messenger.flushOutbox(conn)) {
+              if (result.error?.code === "RELAY_UNREACHABLE" && round < 3) acceptTimeouts++;
+              else expect(result.error, `re-send ${result.entry.id}`).to.equal(undefined);
+              if (!result.error) resent++;
+            }
           }
         }),
       );
@@ -230,6 +231,7 @@ function describeCrashBurst({ name, mysql, messages: MESSAGES, killAfterAccepted
         prepared_at_kill: preparedAtKill < 0 ? sent.size : preparedAtKill,
         waiting_in_outboxes_after_kill: waiting,
         resent_after_restart: resent,
+      resends_timed_out_and_retried: acceptTimeouts,
         ...(mysql ? {} : { mailbox_log_bytes_at_kill: logBytesAtKill }),
         delivered,
         lost,
