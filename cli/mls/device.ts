@@ -58,6 +58,7 @@ export interface ReceivedMessage {
 export type GroupEvent =
   | { kind: "joined"; groupId: string; epoch: number }
   | { kind: "commit"; groupId: string; seq: number; by: string; epoch: number }
+  /** `by` is empty when the relay's refusal, not the commit, told this device */
   | { kind: "removed"; groupId: string; seq: number; by: string }
   /** an entry this device could not accept (refused credential, erased epoch, garbage from the relay) */
   | { kind: "refused"; groupId: string; seq: number; code: string; message: string };
@@ -443,7 +444,17 @@ export class MlsDevice {
     for (;;) {
       let { file, state } = this.loadGroup(groupId);
       if (file.removed) break;
-      const page = await this.ds.log(groupId, file.cursor, LOG_PAGE);
+      let page: Awaited<ReturnType<DsClient["log"]>>;
+      try {
+        page = await this.ds.log(groupId, file.cursor, LOG_PAGE);
+      } catch (error) {
+        // The relay drops a removed device from the group with the commit that removes it, so the device
+        // may learn it here, before (or instead of) reading that commit.
+        if (!isChatError(error) || error.code !== "NOT_GROUP_MEMBER") throw error;
+        this.store.writeGroup({ ...file, removed: true });
+        events.push({ kind: "removed", groupId, seq: file.cursor, by: "" });
+        break;
+      }
       const batch: ReceivedMessage[] = [];
       for (const entry of page.entries) {
         if (entry.seq <= file.cursor) continue;
@@ -496,7 +507,16 @@ export class MlsDevice {
       if (batch.length > 0) await this.options.deliver?.(batch);
       messages.push(...batch);
       this.saveGroup(file, state);
-      if (page.entries.length > 0 && !file.removed) await this.ds.advanceCursor(groupId, file.cursor);
+      if (page.entries.length > 0 && !file.removed) {
+        try {
+          await this.ds.advanceCursor(groupId, file.cursor);
+        } catch (error) {
+          if (!isChatError(error) || error.code !== "NOT_GROUP_MEMBER") throw error;
+          this.store.writeGroup({ ...this.store.readGroup(groupId)!, removed: true });
+          events.push({ kind: "removed", groupId, seq: file.cursor, by: "" });
+          break;
+        }
+      }
       if (file.removed || page.entries.length < LOG_PAGE) break;
     }
     return { messages, events };
