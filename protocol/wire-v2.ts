@@ -21,6 +21,7 @@ export const V2_LIMITS = {
   groupDevices: 2000,
   readLimit: 1000,
   welcomesPerSync: 100,
+  devicesPerUser: 16,
 } as const;
 
 /** How large one request body may be: a commit with its welcomes, as base64 in JSON. */
@@ -69,7 +70,9 @@ export const KeyPackageCountsResponse = z.object({ oneTime: Count, lastResort: z
 
 /** POST /v2/users/:username/key-packages/claim */
 export const ClaimKeyPackagesResponse = z.object({
-  keyPackages: z.array(z.object({ deviceId: DeviceId, bytes: base64Of(V2_LIMITS.keyPackageBytes), notAfter: Count, lastResort: z.boolean() })),
+  keyPackages: z
+    .array(z.object({ deviceId: DeviceId, bytes: base64Of(V2_LIMITS.keyPackageBytes), notAfter: Count, lastResort: z.boolean() }))
+    .max(V2_LIMITS.devicesPerUser),
 });
 
 /** POST /v2/groups */

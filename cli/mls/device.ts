@@ -118,7 +118,8 @@ export class MlsDevice {
     private readonly store: DeviceStore,
     private readonly stateKey: Uint8Array,
     readonly deviceId: string,
-    private readonly keyIndex: number,
+    /** the identity key index that authorised this device's credential */
+    readonly keyIndex: number,
     private readonly secrets: { signatureKey: { publicKey: Uint8Array; signKey: Uint8Array }; credential: { credentialType: "basic"; identity: Uint8Array } },
     readonly ds: DsClient,
   ) {
@@ -313,12 +314,12 @@ export class MlsDevice {
   }
 
   /** A new group with this device alone, registered at the relay; members are added by commits. */
-  private async newGroup(peer?: string): Promise<string> {
+  private async newGroup(): Promise<string> {
     const own = await generateDeviceKeyPackage({ credential: this.secrets.credential, signatureKey: this.secrets.signatureKey, lifetimeSeconds: 3600 });
     const state = await createMlsGroup({ keyPackage: own.publicPackage, privatePackage: own.privatePackage, clientConfig: this.strict });
     const groupId = hex(state.groupContext.groupId);
     // Saved before the relay knows it, so a crash never leaves a relay group this device cannot use.
-    this.saveGroup({ groupId, sealed: "", cursor: 0, ...(peer ? { peer } : {}) }, state);
+    this.saveGroup({ groupId, sealed: "", cursor: 0 }, state);
     await this.ds.createGroup(groupId, [this.self]);
     return groupId;
   }
@@ -332,8 +333,10 @@ export class MlsDevice {
     const existing = this.directGroup(peer);
     if (existing) return existing;
     const packages = await this.claimKeyPackages(peer);
-    const groupId = await this.newGroup(peer);
+    const groupId = await this.newGroup();
     await this.commitAdd(groupId, packages);
+    // Named as the chat with `peer` only once the peer is in it, so a failed start is not reused.
+    this.store.writeGroup({ ...this.store.readGroup(groupId)!, peer });
     return groupId;
   }
 

@@ -13,7 +13,7 @@ import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../cli/mls/chain-key-book";
 import { DsClient, type DsAppendResult } from "../../cli/mls/ds-client";
 import { MlsDevice } from "../../cli/mls/device";
-import { isChatError } from "../../protocol/errors";
+import { ChatError, isChatError } from "../../protocol/errors";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { login, newUser, registerUser, startChain, type ChainFixture, type TestUser } from "../relay/accounts-fixture";
@@ -233,6 +233,32 @@ describe("cli/mls: MLS devices over the relay's Delivery Service", function () {
     expect(memberships[0].split(",").length).to.equal(4);
     await y.device.send(groupId, "from y via relay 1");
     expect(bodies(await x.device.sync())).to.deep.equal(["from y via relay 1"]);
+  });
+
+  it("a commit whose answer was lost is adopted when its echo comes back in the log", async () => {
+    const a = await device(await user("pa"));
+    const b = await device(await user("pb"));
+    const groupId = await a.device.startDirect(b.device.username);
+    await b.device.sync();
+    const original = a.client.commit.bind(a.client);
+    a.client.commit = async (...args) => {
+      await original(...args);
+      throw new ChatError("RELAY_UNREACHABLE", "connection reset after the relay stored the commit");
+    };
+    const before = a.device.epoch(groupId);
+    try {
+      await a.device.updateKeys(groupId);
+      expect.fail("the lost answer was not reported");
+    } catch (error) {
+      expect(isChatError(error) && error.code).to.equal("RELAY_UNREACHABLE");
+    }
+    a.client.commit = original;
+    expect(a.device.epoch(groupId)).to.equal(before);
+    await a.device.catchUp(groupId);
+    expect(a.device.epoch(groupId)).to.equal(before + 1);
+    await a.device.send(groupId, "after the lost answer");
+    expect(bodies(await b.device.sync())).to.deep.equal(["after the lost answer"]);
+    expect(b.device.epoch(groupId)).to.equal(before + 1);
   });
 
   it("a member offline for 50 epochs catches up", async () => {
