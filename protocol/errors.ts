@@ -35,6 +35,12 @@ export const ERROR_CODES = [
   "ENVELOPE_INVALID",
   "DUPLICATE",
   "CERTIFICATE_CHANGED",
+  // messages v2 (MLS Delivery Service)
+  "EPOCH_CONFLICT",
+  "NOT_GROUP_MEMBER",
+  "UNKNOWN_GROUP",
+  "GROUP_EXISTS",
+  "LIMIT_EXCEEDED",
   // infrastructure
   "CHAIN_UNAVAILABLE",
   "STORAGE_UNAVAILABLE",

@@ -15,6 +15,7 @@ import type { RegistryChain } from "./chain/registry";
 import type { Syncer } from "./chain/sync";
 import type { RelayConfig } from "./config";
 import { accountRoutes } from "./http/accounts";
+import { deliveryServiceRoutes } from "./http/delivery-service";
 import type { HttpContext } from "./http/context";
 import { errorHandler, sendError } from "./http/errors";
 import { keyRoutes } from "./http/keys";
@@ -55,6 +56,8 @@ export interface RelayDeps {
   chain: RegistryChain;
   cache: CacheStore;
   mailbox: Mailbox;
+  /** The MLS Delivery Service store behind /v2 (migrated by the caller); without it /v2 answers 404. */
+  deliveryService?: import("./storage/ds-types").DeliveryServiceStore;
   bus?: MessageBus;
   /** Keeps `cache` true to the chain; started by listen(), stopped by close(). */
   syncer: Syncer;
@@ -175,6 +178,7 @@ export function createRelay(deps: RelayDeps): Relay {
     });
     next();
   });
+  if (deps.deliveryService) app.use(deliveryServiceRoutes(ctx, deps.deliveryService)); // before the 16 kB parser: /v2 bodies carry welcomes
   app.use(express.json({ limit: "16kb" }));
   app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));

@@ -24,6 +24,9 @@ import type { Mailbox } from "./storage/mailbox";
 import { createMemoryMailbox } from "./storage/mailbox-memory";
 import { createMysqlMailbox } from "./storage/mailbox-mysql";
 import { createFileMailbox } from "./storage/mailbox-file";
+import { createFileDeliveryServiceStore } from "./storage/ds-file";
+import { createMemoryDeliveryServiceStore } from "./storage/ds-memory";
+import { createMysqlDeliveryServiceStore } from "./storage/ds-mysql";
 import { createMysqlPool } from "./storage/mysql-pool";
 import { loadOrCreateCertificate } from "./tls";
 import type { MessagingLimits } from "./ws/attach";
@@ -157,6 +160,7 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
         : "MYSQL_URL is not set: waiting messages are kept in a durable log under DATA_DIR; the users cache is rebuilt from the chain on start",
     );
   }
+  const deliveryService = pool ? createMysqlDeliveryServiceStore(pool) : overrides.memoryMailbox ? createMemoryDeliveryServiceStore() : createFileDeliveryServiceStore({ dir: path.join(config.dataDir, "ds") });
   const bus = config.redisUrl ? createRedisBus(config.redisUrl, { logger }) : null;
   if (!bus) logger.info("REDIS_URL is not set: single relay instance");
 
@@ -165,6 +169,7 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     chain,
     cache,
     mailbox,
+    deliveryService,
     bus: bus ?? undefined,
     syncer,
     logger,
@@ -196,12 +201,14 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
       await mailbox.migrate();
       await limits.migrate();
       await revocations!.migrate();
+      await deliveryService.migrate();
       return relay.listen();
     },
     close() {
       closed ??= (async () => {
         await relay.close().catch((error) => logger.error({ err: String(error?.message ?? error) }, "close failed"));
         await mailbox.close().catch(() => undefined);
+        await deliveryService.close().catch(() => undefined);
         await bus?.close().catch(() => undefined);
         await limits.close().catch(() => undefined);
         await revocations!.close().catch(() => undefined);

@@ -1,0 +1,160 @@
+/**
+ * What one MLS device keeps on disk, all sealed at rest, under users/<name>/mls/ in the client's home:
+ *
+ *   state-key.json       a random 32-byte state key, AES-256-GCM-wrapped under a key derived (HKDF-SHA256)
+ *                        from the user's identity private key; rewrapped under the current key on rotation
+ *   device.json          device id (public) and the sealed device secrets (Ed25519 key, credential)
+ *   key-packages.json    published key packages (public) with their sealed private parts
+ *   groups/<id>.json     each group's sealed ts-mls state, the log cursor, and a sealed pending commit
+ *
+ * Why a wrapped random key rather than one kept in the session: the session ends at logout or expiry, but
+ * group states must survive it; the identity key is only ever on disk inside the password-encrypted
+ * keystore (or the live session), so nothing here opens without the password. Why wrapped rather than
+ * derived directly: a key rotation then rewrites one small file instead of every sealed state.
+ */
+import { readdirSync } from "node:fs";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { gcm } from "@noble/ciphers/aes.js";
+import { hkdf } from "@noble/hashes/hkdf.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { ChatError } from "../../protocol/errors";
+import { decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
+import type { Home } from "../home";
+import type { UnlockedKey } from "../keystore";
+
+const SEAL_VERSION = 1;
+const NONCE_BYTES = 12;
+
+function hexBytes(hex: string): Uint8Array {
+  return new Uint8Array(Buffer.from(hex.startsWith("0x") ? hex.slice(2) : hex, "hex"));
+}
+
+/** AES-256-GCM with a random nonce; `label` is the AAD, so a sealed blob cannot be moved to another slot. */
+export function sealBytes(key: Uint8Array, label: string, plain: Uint8Array): string {
+  const nonce = new Uint8Array(randomBytes(NONCE_BYTES));
+  const sealed = gcm(key, nonce, new TextEncoder().encode(label)).encrypt(plain);
+  const out = new Uint8Array(1 + NONCE_BYTES + sealed.length);
+  out[0] = SEAL_VERSION;
+  out.set(nonce, 1);
+  out.set(sealed, 1 + NONCE_BYTES);
+  return encodeBase64(out);
+}
+
+export function openBytes(key: Uint8Array, label: string, sealedBase64: string): Uint8Array {
+  const sealed = decodeBase64(sealedBase64);
+  if (sealed[0] !== SEAL_VERSION || sealed.length < 1 + NONCE_BYTES + 16) throw new ChatError("BAD_REQUEST", `sealed ${label} has an unknown format`);
+  try {
+    return gcm(key, sealed.subarray(1, 1 + NONCE_BYTES), new TextEncoder().encode(label)).decrypt(sealed.subarray(1 + NONCE_BYTES));
+  } catch {
+    throw new ChatError("KEY_MISMATCH", `sealed ${label} does not open with this key`);
+  }
+}
+
+function wrappingKey(username: string, identity: UnlockedKey): Uint8Array {
+  return hkdf(sha256, hexBytes(identity.privateKey), new TextEncoder().encode("eth-chat mls"), new TextEncoder().encode(`state key wrap v1 ${username}`), 32);
+}
+
+interface StateKeyFile {
+  wrappedBy: number;
+  sealed: string;
+}
+
+export interface DeviceFile {
+  deviceId: string;
+  /** the identity key index that authorised the device's credential */
+  keyIndex: number;
+  /** sealed JSON { publicKey, signKey, identity } (hex) */
+  sealed: string;
+}
+
+export interface KeyPackageEntry {
+  /** the public MLSMessage (key package), base64 */
+  publicPackage: string;
+  /** sealed JSON of the private package (hex fields) */
+  sealedPrivate: string;
+  /** Unix ms */
+  notAfter: number;
+  lastResort: boolean;
+}
+
+export interface GroupFile {
+  groupId: string;
+  /** sealed ts-mls state (protocol/mls sealGroupState), base64 */
+  sealed: string;
+  /** the last log seq this device has processed */
+  cursor: number;
+  /** for a one-to-one group: the peer */
+  peer?: string;
+  /** a commit sent but not yet confirmed: its id, epoch, and the sealed state to adopt when it is */
+  pending?: { id: string; epoch: number; sealedNext: string };
+  /** this device was removed; the state is kept for reading history only */
+  removed?: boolean;
+}
+
+export class DeviceStore {
+  readonly dir: string;
+
+  constructor(
+    readonly home: Home,
+    readonly username: string,
+  ) {
+    this.dir = home.userDir(username, "mls");
+  }
+
+  private file(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  /**
+   * The state key, creating it on first use; opened with whichever unlocked identity key wrapped it, and
+   * rewrapped under the current one (first in `identityKeys`) after a rotation.
+   */
+  stateKey(identityKeys: UnlockedKey[]): Uint8Array {
+    if (identityKeys.length === 0) throw new ChatError("NO_LOCAL_KEY", "no unlocked identity key: log in first");
+    const current = identityKeys[0];
+    const stored = this.home.readJson<StateKeyFile>(this.file("state-key.json"));
+    let key: Uint8Array;
+    if (stored) {
+      const wrapper = identityKeys.find((k) => k.index === stored.wrappedBy);
+      if (!wrapper) throw new ChatError("NO_LOCAL_KEY", `the MLS state is sealed under identity key ${stored.wrappedBy}, which is not unlocked`);
+      key = openBytes(wrappingKey(this.username, wrapper), "state key", stored.sealed);
+      if (stored.wrappedBy === current.index) return key;
+    } else {
+      key = new Uint8Array(randomBytes(32));
+    }
+    this.home.writeJson(this.file("state-key.json"), { wrappedBy: current.index, sealed: sealBytes(wrappingKey(this.username, current), "state key", key) });
+    return key;
+  }
+
+  readDevice(): DeviceFile | undefined {
+    return this.home.readJson<DeviceFile>(this.file("device.json"));
+  }
+
+  writeDevice(device: DeviceFile): void {
+    this.home.writeJson(this.file("device.json"), device);
+  }
+
+  readKeyPackages(): KeyPackageEntry[] {
+    return this.home.readJson<{ packages: KeyPackageEntry[] }>(this.file("key-packages.json"))?.packages ?? [];
+  }
+
+  writeKeyPackages(packages: KeyPackageEntry[]): void {
+    this.home.writeJson(this.file("key-packages.json"), { packages });
+  }
+
+  readGroup(groupIdHex: string): GroupFile | undefined {
+    return this.home.readJson<GroupFile>(path.join(this.home.userDir(this.username, "mls", "groups"), `${groupIdHex}.json`));
+  }
+
+  writeGroup(group: GroupFile): void {
+    this.home.writeJson(path.join(this.home.userDir(this.username, "mls", "groups"), `${group.groupId}.json`), group);
+  }
+
+  groupIds(): string[] {
+    const dir = this.home.userDir(this.username, "mls", "groups");
+    return readdirSync(dir)
+      .filter((name) => /^[0-9a-f]{64}\.json$/.test(name))
+      .map((name) => name.slice(0, 64));
+  }
+}

@@ -1,0 +1,238 @@
+/**
+ * Messages v2: the relay as MLS Delivery Service over HTTP (protocol/wire-v2.ts). The relay only orders and
+ * stores opaque MLS bytes per (user, device); members authenticate each other's leaves against the chain
+ * themselves, so nothing here is trusted by a client beyond ordering and availability.
+ * Every route needs the session token (the same check as the WebSocket upgrade) and X-Device-Id.
+ */
+import express, { Router, type Request, type Response } from "express";
+import { ChatError } from "../../protocol/errors";
+import {
+  ApplicationRequest,
+  CommitRequest,
+  CreateGroupRequest,
+  CursorRequest,
+  decodeBase64,
+  DEVICE_ID_HEADER,
+  DEVICE_ID_PATTERN,
+  encodeBase64,
+  GroupIdHex,
+  MAX_V2_BODY_BYTES,
+  PutKeyPackagesRequest,
+  V2_LIMITS,
+} from "../../protocol/wire-v2";
+import { Username } from "../../protocol/wire";
+import { verifySessionToken } from "../sessions";
+import { DsError, type AppendResult, type DeliveryServiceStore, type DeviceRef } from "../storage/ds-types";
+import type { HttpContext } from "./context";
+import { parseWith } from "./errors";
+
+/** A welcome is kept this long for a device that is offline (its key package's lifetime bounds it anyway). */
+const WELCOME_TTL_MS = 30 * 24 * 3600 * 1000;
+/** Claims per caller per rate-limit window: each claim uses up one-time packages of other users' devices. */
+const CLAIMS_PER_WINDOW = 120;
+
+const toHex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
+const fromHex = (hex: string) => new Uint8Array(Buffer.from(hex, "hex"));
+
+/** Store refusals as the API's stable codes; anything else is the storage failing (503). */
+function fromDs(error: unknown): never {
+  if (error instanceof ChatError) throw error;
+  if (error instanceof DsError) {
+    switch (error.code) {
+      case "DS_BAD_REQUEST":
+        throw new ChatError("BAD_REQUEST", error.message);
+      case "DS_LIMIT":
+        throw new ChatError("LIMIT_EXCEEDED", error.message);
+      case "DS_UNKNOWN_GROUP":
+        throw new ChatError("UNKNOWN_GROUP", "no such group");
+      case "DS_GROUP_EXISTS":
+        throw new ChatError("GROUP_EXISTS", "a group with this id exists");
+      case "DS_NOT_MEMBER":
+        throw new ChatError("NOT_GROUP_MEMBER", "this device is not a member of the group");
+      default:
+        break;
+    }
+  }
+  throw new ChatError("STORAGE_UNAVAILABLE", "storage unavailable");
+}
+
+async function ds<T>(task: Promise<T>): Promise<T> {
+  try {
+    return await task;
+  } catch (error) {
+    fromDs(error);
+  }
+}
+
+export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceStore): Router {
+  const router = Router();
+  // Commits carry welcomes for many members: a larger body limit than the v1 routes, on /v2 only.
+  router.use("/v2", express.json({ limit: MAX_V2_BODY_BYTES }));
+
+  /** The calling device: a valid session token and a well-formed device id, or 401/400. */
+  function caller(req: Request): DeviceRef {
+    const match = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/.exec(req.headers.authorization ?? "");
+    const claims = verifySessionToken({ secret: ctx.settings.sessionSecret, token: match?.[1], now: ctx.clock() });
+    const deviceId = req.headers[DEVICE_ID_HEADER];
+    if (typeof deviceId !== "string" || !DEVICE_ID_PATTERN.test(deviceId)) {
+      throw new ChatError("BAD_REQUEST", "X-Device-Id must be 1 to 64 characters of A-Z a-z 0-9 _ -", { field: DEVICE_ID_HEADER });
+    }
+    return { username: claims.sub, deviceId };
+  }
+
+  function groupIdOf(req: Request): Uint8Array {
+    return fromHex(parseWith(GroupIdHex, req.params.groupId, "groupId"));
+  }
+
+  async function requireMember(groupId: Uint8Array, device: DeviceRef): Promise<void> {
+    const members = await ds(store.members(groupId));
+    if (!members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
+      throw new ChatError("NOT_GROUP_MEMBER", "this device is not a member of the group");
+    }
+  }
+
+  function sendAppend(res: Response, result: AppendResult): void {
+    if (result.accepted) {
+      res.json({ accepted: true, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate });
+      return;
+    }
+    // The loser of an epoch learns the current one, catches up from the log and retries.
+    res.status(409).json({
+      error: { code: "EPOCH_CONFLICT", message: `the group is at epoch ${result.currentEpoch}; catch up and retry`, currentEpoch: result.currentEpoch },
+    });
+  }
+
+  router.post("/v2/key-packages", async (req, res) => {
+    const device = caller(req);
+    const body = parseWith(PutKeyPackagesRequest, req.body);
+    const decode = (p: { bytes: string; notAfter: number }) => ({ bytes: decodeBase64(p.bytes), notAfter: p.notAfter });
+    const counts = await ds(
+      store.putKeyPackages({ device, oneTime: body.oneTime.map(decode), lastResort: body.lastResort && decode(body.lastResort), now: ctx.clock() }),
+    );
+    res.json(counts);
+  });
+
+  router.get("/v2/key-packages/count", async (req, res) => {
+    const device = caller(req);
+    res.json(await ds(store.keyPackageCounts({ device, now: ctx.clock() })));
+  });
+
+  router.post("/v2/users/:username/key-packages/claim", async (req, res) => {
+    const device = caller(req);
+    const username = parseWith(Username, req.params.username, "username");
+    ctx.limiter.hit([{ key: `kp-claim:user:${device.username}`, limit: CLAIMS_PER_WINDOW }]);
+    const claimed = await ds(store.claimKeyPackages({ username, now: ctx.clock() }));
+    if (claimed.length === 0) throw new ChatError("NOT_FOUND", `${username} has no key packages on this relay`);
+    res.json({ keyPackages: claimed.map((k) => ({ deviceId: k.deviceId, bytes: encodeBase64(k.bytes), notAfter: k.notAfter, lastResort: k.lastResort })) });
+  });
+
+  router.post("/v2/groups", async (req, res) => {
+    const device = caller(req);
+    const body = parseWith(CreateGroupRequest, req.body);
+    if (!body.members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
+      throw new ChatError("BAD_REQUEST", "the creating device must be one of the members", { field: "members" });
+    }
+    const group = await ds(store.createGroup({ groupId: fromHex(body.groupId), members: body.members, now: ctx.clock() }));
+    res.json({ groupId: toHex(group.groupId), epoch: group.epoch, lastSeq: group.lastSeq });
+  });
+
+  router.post("/v2/groups/:groupId/commits", async (req, res) => {
+    const sender = caller(req);
+    const groupId = groupIdOf(req);
+    const body = parseWith(CommitRequest, req.body);
+    const now = ctx.clock();
+    const result = await ds(
+      store.appendCommit({
+        groupId,
+        epoch: body.epoch,
+        sender,
+        messageId: body.id,
+        bytes: decodeBase64(body.bytes),
+        receivedAt: now,
+        addMembers: body.add,
+        removeMembers: body.remove,
+        welcomes: body.welcomes.map((w) => ({
+          recipient: { username: w.username, deviceId: w.deviceId },
+          bytes: decodeBase64(w.bytes),
+          expiresAt: now + WELCOME_TTL_MS,
+        })),
+      }),
+    );
+    sendAppend(res, result);
+  });
+
+  router.post("/v2/groups/:groupId/messages", async (req, res) => {
+    const sender = caller(req);
+    const groupId = groupIdOf(req);
+    const body = parseWith(ApplicationRequest, req.body);
+    const result = await ds(
+      store.appendApplication({ groupId, epoch: body.epoch, sender, messageId: body.id, bytes: decodeBase64(body.bytes), receivedAt: ctx.clock() }),
+    );
+    sendAppend(res, result);
+  });
+
+  router.get("/v2/groups/:groupId/log", async (req, res) => {
+    const device = caller(req);
+    const groupId = groupIdOf(req);
+    const after = Number(req.query.after ?? 0);
+    const limit = Number(req.query.limit ?? 100);
+    if (!Number.isSafeInteger(after) || after < 0) throw new ChatError("BAD_REQUEST", "after must be a non-negative integer", { field: "after" });
+    if (!Number.isSafeInteger(limit) || limit < 1 || limit > V2_LIMITS.readLimit) {
+      throw new ChatError("BAD_REQUEST", `limit must be 1 to ${V2_LIMITS.readLimit}`, { field: "limit" });
+    }
+    await requireMember(groupId, device);
+    const group = await ds(store.group(groupId));
+    if (!group) throw new ChatError("UNKNOWN_GROUP", "no such group");
+    const entries = await ds(store.read({ groupId, afterSeq: after, limit }));
+    res.json({
+      epoch: group.epoch,
+      lastSeq: group.lastSeq,
+      entries: entries.map((e) => ({
+        seq: e.seq,
+        epoch: e.epoch,
+        kind: e.kind,
+        sender: e.sender,
+        id: e.messageId,
+        bytes: encodeBase64(e.bytes),
+        receivedAt: e.receivedAt,
+      })),
+    });
+  });
+
+  router.get("/v2/groups/:groupId/members", async (req, res) => {
+    const device = caller(req);
+    const groupId = groupIdOf(req);
+    await requireMember(groupId, device);
+    const members = await ds(store.members(groupId));
+    res.json({ members: members.map((m) => ({ username: m.username, deviceId: m.deviceId, cursor: m.cursor })) });
+  });
+
+  router.post("/v2/groups/:groupId/cursor", async (req, res) => {
+    const device = caller(req);
+    const groupId = groupIdOf(req);
+    const body = parseWith(CursorRequest, req.body);
+    res.json({ cursor: await ds(store.advanceCursor({ device, groupId, seq: body.seq })) });
+  });
+
+  router.get("/v2/sync", async (req, res) => {
+    const device = caller(req);
+    const [groups, welcomes] = await Promise.all([
+      ds(store.pendingFor(device)),
+      ds(store.welcomes({ device, now: ctx.clock(), limit: V2_LIMITS.welcomesPerSync })),
+    ]);
+    res.json({
+      groups: groups.map((g) => ({ groupId: toHex(g.groupId), cursor: g.cursor, lastSeq: g.lastSeq, epoch: g.epoch })),
+      welcomes: welcomes.map((w) => ({ id: w.id, groupId: toHex(w.groupId), bytes: encodeBase64(w.bytes), receivedAt: w.receivedAt })),
+    });
+  });
+
+  router.post("/v2/welcomes/:id/ack", async (req, res) => {
+    const device = caller(req);
+    const id = req.params.id;
+    if (typeof id !== "string" || !/^[1-9][0-9]{0,19}$/.test(id)) throw new ChatError("BAD_REQUEST", "welcome id must be a positive integer", { field: "id" });
+    await ds(store.ackWelcome({ device, id }));
+    res.json({ ok: true });
+  });
+
+  return router;
+}
