@@ -120,7 +120,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   router.post("/v2/users/:username/key-packages/claim", async (req, res) => {
     const device = caller(req);
     const username = parseWith(Username, req.params.username, "username");
-    ctx.limiter.hit([{ key: `kp-claim:user:${device.username}`, limit: CLAIMS_PER_WINDOW }]);
+    await ctx.limits.limiter.hit([{ key: `kp-claim:user:${device.username}`, limit: CLAIMS_PER_WINDOW }]);
     const claimed = await ds(store.claimKeyPackages({ username, now: ctx.clock() }));
     if (claimed.length === 0) throw new ChatError("NOT_FOUND", `${username} has no key packages on this relay`);
     res.json({ keyPackages: claimed.map((k) => ({ deviceId: k.deviceId, bytes: encodeBase64(k.bytes), notAfter: k.notAfter, lastResort: k.lastResort })) });
