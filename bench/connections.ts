@@ -5,8 +5,11 @@
  *
  * The relay is the operator's process (relay/main.ts via test/helpers/relay-process.ts: TLS with its
  * generated certificate, MySQL mailbox and cache on a fresh database, anvil with ChatRegistry), with
- * default limits. Every connection is a distinct user with a session token minted by relay/sessions.ts
- * with the relay's SESSION_SECRET, checked at the upgrade; a connection counts once its "ready" frame
+ * default limits except the connection caps, raised to the count under test. Every connection is a
+ * distinct user, registered on the chain before the relay starts (bench/accounts.ts) and holding a
+ * session token minted by relay/sessions.ts with the relay's SESSION_SECRET for its registered key and
+ * credential, checked at the upgrade (the relay's cache has synced the registrations before the first
+ * connection); a connection counts once its "ready" frame
  * (backlog read from MySQL) has arrived. RSS is read from /proc/PID/status of the relay's Node process
  * before and after (after a pause, so that start-up garbage is gone).
  * File descriptors: the clients (this process) and the relay each need one per connection; the soft
@@ -19,11 +22,11 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
-import { issueSessionToken } from "../relay/sessions";
 import { startAnvil } from "../test/helpers/anvil";
 import { createTestDatabase } from "../test/helpers/mysql";
 import { deployRegistry } from "../test/helpers/registry";
 import { startRelayProcess } from "../test/helpers/relay-process";
+import { benchSessionToken, registerBenchUsers, waitForRelaySync } from "./accounts";
 import { childPids, log, machine, options, percentile, procCpuMs, procMemory, result, round, sleep, sortedCopy } from "./lib";
 
 const opts = options({ connections: 5_000, concurrency: 100, "settle-seconds": 3 });
@@ -45,6 +48,13 @@ async function main() {
     const anvil = await startAnvil();
     cleanups.push(() => anvil.stop());
     const deployed = await deployRegistry({ rpcUrl: anvil.url });
+    const usernames = Array.from({ length: opts.connections }, (_, i) => `idle_${i}`);
+    const { users, lastBlock, seconds: registerSeconds } = await registerBenchUsers({
+      rpcUrl: anvil.url,
+      contractAddress: deployed.address,
+      relayerKey: deployed.relayerKey,
+      usernames,
+    });
     const db = await createTestDatabase("chat_bench");
     cleanups.push(() => db.drop());
     const secret = randomBytes(32);
@@ -55,9 +65,17 @@ async function main() {
       relayerKey: deployed.relayerKey,
       mysqlUrl: db.url,
       dataDir: dir,
-      env: { SESSION_SECRET: secret.toString("hex"), LOG_LEVEL: "warn" },
+      env: {
+        SESSION_SECRET: secret.toString("hex"),
+        LOG_LEVEL: "warn",
+        // Every client here shares one loopback address: the per-address cap (64 by default) is a guard
+        // against one abusive host, not a capacity, so it is raised to the count under test.
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS: String(opts.connections + 100),
+        HTTP_MAX_CONNECTIONS: String(Math.max(4096, opts.connections + 100)),
+      },
     });
     cleanups.push(() => relay.stop());
+    await waitForRelaySync(async () => (await relay.request("GET", "/healthz")).body, lastBlock);
     // tsx's CLI runs the program in a child Node process: measure that one.
     const pid = childPids(relay.process.pid!)[0] ?? relay.process.pid!;
     await sleep(opts["settle-seconds"] * 1000);
@@ -73,7 +91,7 @@ async function main() {
     const upgradeMs: number[] = [];
     const open = (i: number) =>
       new Promise<void>((resolve, reject) => {
-        const token = issueSessionToken({ secret, username: `idle_${i}`, keyIndex: 0, now: Date.now() }).token;
+        const token = benchSessionToken(secret, users.get(usernames[i])!);
         const started = performance.now();
         const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${token}` }, ca: relay.certificate!, perMessageDeflate: false });
         sockets.push(ws);
@@ -119,8 +137,9 @@ async function main() {
       connections: opts.connections,
       open_after_settle: open_,
       concurrency: opts.concurrency,
-      relay: "relay/main.ts (separate process), TLS, MySQL, default limits",
-      auth: "session tokens minted with relay/sessions.ts and the relay's SESSION_SECRET",
+      relay: "relay/main.ts (separate process), TLS, MySQL, default limits but the connection caps raised",
+      auth: "users registered on the chain first; session tokens minted with relay/sessions.ts and the relay's SESSION_SECRET for each user's key and credential",
+      register_seconds: round(registerSeconds, 1),
       connect_per_s: round(opts.connections / seconds, 0),
       connect_p50_ms: round(percentile(sorted, 50), 1),
       connect_p99_ms: round(percentile(sorted, 99), 1),

@@ -8,8 +8,9 @@
  * MariaDB (dropped at the end), one self-signed TLS certificate for both servers, and two child processes:
  * - the relay (bench/relay-server.ts: createRelay with the MySQL cache and mailbox, TLS, WebSocket auth,
  *   per-connection send rate limit raised, see that file), clients authenticated at the upgrade with
- *   session tokens minted by relay/sessions.ts with the relay's SESSION_SECRET (no register/login: the
- *   WebSocket path checks only the token);
+ *   session tokens minted by relay/sessions.ts with the relay's SESSION_SECRET; every user is registered
+ *   on the chain before the relay starts (bench/accounts.ts: no HTTP register or login, which the
+ *   benchmark does not measure), and the relay's cache has synced them before the first connection;
  * - the forwarder (bench/forwarder.ts): TLS, parse, forward, answer "accepted"; no auth, no storage.
  * The clients run in this process: `pairs` pairs of users, each user one connection, both directions.
  *
@@ -26,6 +27,7 @@
  * Last line: one JSON object with all figures.
  */
 import { execFileSync } from "node:child_process";
+import https from "node:https";
 import { randomBytes } from "node:crypto";
 import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
@@ -36,12 +38,12 @@ import mysql from "mysql2/promise";
 import WebSocket from "ws";
 import { sealEnvelope } from "../protocol/envelope";
 import { publicKeyOf } from "../protocol/keys";
-import { issueSessionToken } from "../relay/sessions";
 import { loadOrCreateCertificate } from "../relay/tls";
 import { startAnvil } from "../test/helpers/anvil";
 import { createTestDatabase } from "../test/helpers/mysql";
 import { deployRegistry } from "../test/helpers/registry";
 import { relayEnv } from "../test/helpers/relay-process";
+import { benchSessionToken, registerBenchUsers, waitForRelaySync, type BenchUser } from "./accounts";
 import { log, machine, median, options, percentile, procCpuMs, procMemory, result, round, sleep, sortedCopy, startTsChild } from "./lib";
 import { summarizeCpuProfile } from "./profile-summary";
 
@@ -348,6 +350,25 @@ async function mailboxPath(target: Target, pairs: number, total: number, window:
   };
 }
 
+/** GET of a JSON document over TLS, trusting exactly `ca` (the relay's self-signed certificate). */
+function getJson(url: string, ca: string): Promise<any> {
+  return new Promise((resolve, reject) => {
+    https
+      .get(url, { ca }, (res) => {
+        let body = "";
+        res.on("data", (chunk) => (body += chunk));
+        res.on("end", () => {
+          try {
+            resolve(JSON.parse(body));
+          } catch (error) {
+            reject(error);
+          }
+        });
+      })
+      .on("error", reject);
+  });
+}
+
 /** MariaDB's CPU time; NaN if it went away (another job may restart the shared server). */
 function dbCpu(pid: number): number {
   try {
@@ -386,6 +407,20 @@ async function main() {
     const keyFile = path.join(dir, "tls-key.pem");
     const sessionSecret = randomBytes(32);
 
+    const names = Array.from({ length: 2 * opts.pairs }, (_, i) => `pair${i >> 1}_${i & 1 ? "b" : "a"}`);
+    const mailboxNames = Array.from({ length: opts.pairs }, (_, i) => [`mbox${i}_s`, `mbox${i}_r`]).flat();
+    const { users, lastBlock } = await registerBenchUsers({
+      rpcUrl: anvil.url,
+      contractAddress: deployed.address,
+      relayerKey: deployed.relayerKey,
+      usernames: [...names, ...mailboxNames],
+    });
+    const userOf = (name: string): BenchUser => {
+      const user = users.get(name);
+      if (!user) throw new Error(`bench user ${name} was never registered`);
+      return user;
+    };
+
     const profileDir = path.join(dir, "profile");
     const relayChild = await startTsChild({
       script: "bench/relay-server.ts",
@@ -397,11 +432,16 @@ async function main() {
         TLS_KEY: keyFile,
         LOG_LEVEL: "warn",
         SYNC_POLL_MS: "", // the relay's default (relayEnv's 100 ms is for tests)
+        // Every client shares one loopback address: the per-address cap (64 by default) guards against
+        // one abusive host and is no capacity, so it is raised above the benchmark's connections.
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS: String(4 * opts.pairs + 100),
+        HTTP_MAX_CONNECTIONS: String(Math.max(4096, 4 * opts.pairs + 100)),
         BENCH_TRACE_SQL: opts["trace-sql"] ? "1" : "",
         BENCH_READ_COMMITTED: opts["read-committed"] ? "1" : "",
       },
     });
     cleanups.push(() => relayChild.stop());
+    await waitForRelaySync(() => getJson(`https://127.0.0.1:${relayChild.ready.port}/healthz`, tls.cert), lastBlock);
     const forwarderChild = await startTsChild({ script: "bench/forwarder.ts", env: { TLS_CERT: certFile, TLS_KEY: keyFile } });
     cleanups.push(() => forwarderChild.stop());
 
@@ -412,7 +452,7 @@ async function main() {
       cert: tls.cert,
       url: () => `wss://127.0.0.1:${relayChild.ready.port}/v1/ws`,
       headers: (name) => ({
-        Authorization: `Bearer ${issueSessionToken({ secret: sessionSecret, username: name, keyIndex: 0, now: Date.now() }).token}`,
+        Authorization: `Bearer ${benchSessionToken(sessionSecret, userOf(name))}`,
       }),
     };
     const forwarder: Target = {
@@ -433,7 +473,6 @@ async function main() {
       recipientPublicKey: publicKeyOf(bob.privateKey),
     });
 
-    const names = Array.from({ length: 2 * opts.pairs }, (_, i) => `pair${i >> 1}_${i & 1 ? "b" : "a"}`);
     log(`connecting ${names.length} clients to each server ...`);
     const relayClients = await connectAll(relay, names);
     const forwarderClients = await connectAll(forwarder, names);
@@ -510,7 +549,7 @@ async function main() {
         rounds: opts.rounds,
         envelope_chars: envelope.length,
         tls: "TLS 1.3, self-signed ECDSA P-256, loopback",
-        auth: "session tokens minted with relay/sessions.ts and the relay's SESSION_SECRET, checked at the WebSocket upgrade",
+        auth: "users registered on the chain first; session tokens minted with relay/sessions.ts and the relay's SESSION_SECRET for each user's key and credential, checked at the WebSocket upgrade",
         storage: "MySQL mailbox (MariaDB, fresh database, dropped after)",
         relay_process: "bench/relay-server.ts: createRelay, per-connection send rate limit raised",
         clients: "one Node process (this one)",
