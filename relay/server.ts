@@ -28,6 +28,7 @@ import type { CacheStore } from "./storage/cache-types";
 import type { Mailbox } from "./storage/mailbox";
 import { attachMessaging, type Messaging, type MessagingLimits } from "./ws/attach";
 import { mailboxDepthGauge } from "./ws/metrics";
+import { createUserDirectory } from "./ws/user-directory";
 
 export type RelayServerConfig = Pick<
   RelayConfig,
@@ -48,6 +49,7 @@ export type RelayServerConfig = Pick<
   | "mailboxTtlMs"
   | "trustProxy"
   | "bounds"
+  | "messagingBounds"
 >;
 
 export interface RelayDeps {
@@ -158,6 +160,14 @@ export function createRelay(deps: RelayDeps): Relay {
     },
   };
 
+  // Who is registered: one directory for refusing sends to unknown names and for key lookups of them.
+  const users = createUserDirectory({
+    cache,
+    chain,
+    clock,
+    settings: { missingTtlMs: config.messagingBounds.unknownUserTtlMs, maxEntries: config.messagingBounds.userDirectoryMaxEntries },
+  });
+
   const app = express();
   app.disable("x-powered-by");
   if (config.trustProxy !== null) {
@@ -179,7 +189,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));
   app.use(loginRoutes(ctx));
-  app.use(keyRoutes(ctx));
+  app.use(keyRoutes(ctx, { users, missesPerAddress: config.messagingBounds.keysMissesPerAddress }));
   app.use(messageRoutes({ ...ctx, mailbox }));
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));
   app.use(errorHandler(logger));
@@ -199,6 +209,7 @@ export function createRelay(deps: RelayDeps): Relay {
         logger,
         clock,
         metrics,
+        users,
         limits: { maxFrameBytes: config.maxFrameBytes, mailboxTtlMs: config.mailboxTtlMs, ...deps.messagingLimits },
       });
       syncer.start();
