@@ -319,7 +319,7 @@ function parseMessagingBounds(env: Env): MessagingBounds {
     maxBufferedBytes: integer(env, "WS_MAX_BUFFERED_BYTES", 4 * 1024 * 1024, 64 * 1024, 1024 ** 3),
     maxHeldMessages: integer(env, "WS_MAX_HELD_MESSAGES", 1_000, 1, 1_000_000),
     backlogTimeoutMs: integer(env, "WS_BACKLOG_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
-    rejectedFrameBurst: integer(env, "WS_REJECTED_FRAME_BURST", 10, 1, 10_000),
+    rejectedFrameBurst: integer(env, "WS_REJECTED_FRAME_BURST", 20, 1, 10_000),
     unknownUserTtlMs: integer(env, "UNKNOWN_USER_CACHE_SECONDS", 30, 1, 3600) * 1000,
     userDirectoryMaxEntries: integer(env, "USER_DIRECTORY_MAX_ENTRIES", 10_000, 16, 10_000_000),
     keysMissesPerAddress: integer(env, "KEYS_MISSES_PER_ADDRESS", 60, 1, 1_000_000),

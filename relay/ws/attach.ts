@@ -58,7 +58,7 @@ export interface MessagingLimits {
   maxHeldMessages?: number;
   /** The backlog must be sent within this, or the connection is closed with 1013. Default 60 s. */
   backlogTimeoutMs?: number;
-  /** Rejected frames answered in a burst (refilled over 10 s) before the connection is closed with 1008. Default 10. */
+  /** Rejected frames answered in a burst (refilled over 10 s) before the connection is closed with 1008. Default 20. */
   rejectedFrameBurst?: number;
 }
 
@@ -115,7 +115,7 @@ export function attachMessaging(params: {
       maxBufferedBytes: limits.maxBufferedBytes ?? 8 * 1024 * 1024,
       maxHeldMessages: limits.maxHeldMessages ?? 1_000,
       backlogTimeoutMs: limits.backlogTimeoutMs ?? 60_000,
-      rejectedFrameBurst: limits.rejectedFrameBurst ?? 10,
+      rejectedFrameBurst: limits.rejectedFrameBurst ?? 20,
       recipientExists: params.users ? (username) => params.users!.exists(username) : async () => true,
     },
   };

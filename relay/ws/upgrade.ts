@@ -66,7 +66,9 @@ export function createUpgradeHandler(params: {
       return refuse(socket, 503, "RATE_LIMITED", "too many connections on this relay", ["Retry-After: 5"]);
     }
     // The socket's own address: behind a reverse proxy this bounds the proxy, so raise it there.
-    const address = req.socket.remoteAddress ?? "unknown";
+    const raw = req.socket.remoteAddress ?? "unknown";
+    // An IPv4 client seen on a dual-stack socket (::ffff:1.2.3.4) is the same client as 1.2.3.4.
+    const address = raw.startsWith("::ffff:") && raw.includes(".") ? raw.slice(7) : raw;
     if ((perAddress.get(address) ?? 0) >= params.maxConnectionsPerAddress) {
       params.onRefused?.("address");
       return refuse(socket, 429, "RATE_LIMITED", "too many connections from this address", ["Retry-After: 10"]);
