@@ -83,10 +83,10 @@ describe("soak: the relay under abuse keeps serving honest users in bounded memo
       dataDir,
       env: {
         LOG_LEVEL: "warn",
-        MAILBOX_QUOTA_MESSAGES: "500",
+        MAILBOX_QUOTA_MESSAGES: "200",
         HTTP_HEADERS_TIMEOUT_SECONDS: "2",
         HTTP_REQUEST_TIMEOUT_SECONDS: "4",
-        // Small enough that the sleeper's output passes it within the mailbox quota (500 × 30 kB).
+        // Small enough that the sleeper's output passes it (with the kernel's buffers) within the mailbox quota (200 × 60 kB).
         WS_MAX_BUFFERED_BYTES: String(1024 * 1024),
       },
     });
@@ -249,7 +249,7 @@ describe("soak: the relay under abuse keeps serving honest users in bounded memo
         // The sleeper stops reading: its kernel buffers fill, then the relay must stop buffering for it.
         (sleeperWs as unknown as { _socket: { pause(): void } })._socket.pause();
         const floods = await Promise.all([0, 1].map(() => connect(attackerToken, "127.0.0.3")));
-        const big = randomBytes(22_000).toString("base64");
+        const big = randomBytes(45_000).toString("base64");
         const started = Date.now();
         let n = 0;
         while (Date.now() - started < 6_000) {
@@ -269,7 +269,12 @@ describe("soak: the relay under abuse keeps serving honest users in bounded memo
         const results = await Promise.allSettled(Array.from({ length: 300 }, (_, i) => connect(attackerToken, `127.0.1.${1 + (i % 50)}`)));
         const open = results.filter((r): r is PromiseFulfilledResult<WebSocket> => r.status === "fulfilled").map((r) => r.value);
         notes.accepted = open.length;
-        notes.refused429 = results.filter((r) => r.status === "rejected" && (r.reason as { status?: number }).status === 429).length;
+        for (const r of results) {
+          if (r.status === "fulfilled") continue;
+          const reason = r.reason as { status?: number; code?: string; message?: string };
+          const key = reason.status ? `refused${reason.status}` : `error_${reason.code ?? reason.message}`;
+          notes[key] = (notes[key] ?? 0) + 1;
+        }
         await sleep(1_000);
         for (const ws of open) ws.terminate();
       });
@@ -368,10 +373,15 @@ describe("soak: the relay under abuse keeps serving honest users in bounded memo
       const [neverReads, manyConnections, slowloris, flood, junkKeys] = figures;
       expect(neverReads.notes.closedSlowReaders).to.be.at.least(1);
       expect(manyConnections.notes.accepted).to.be.at.most(8);
-      expect(manyConnections.notes.refused429).to.be.at.least(292 - 8);
+      // Refused on upgrade with 429, or (a machine too loaded to finish 300 TLS handshakes within the
+      // handshake timeout) reset by the relay: nothing else, and never more than the per-user cap open.
+      const { accepted, refused429 = 0, error_ECONNRESET: reset = 0, ...others } = manyConnections.notes;
+      expect(others).to.deep.equal({});
+      expect(refused429).to.be.greaterThan(0);
+      expect(accepted + refused429 + reset).to.equal(300);
       expect(slowloris.notes.cutByRelay).to.equal(slowloris.notes.sockets);
       expect(flood.notes.MAILBOX_FULL).to.be.greaterThan(0);
-      expect(flood.notes.accepted).to.be.at.most(500);
+      expect(flood.notes.accepted).to.be.at.most(200);
       expect(flood.notes.UNKNOWN_USER).to.be.greaterThan(0);
       expect(junkKeys.notes.status429).to.be.greaterThan(800);
       expect(junkKeys.notes.status404 ?? 0).to.be.at.most(60);
