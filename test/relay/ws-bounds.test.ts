@@ -10,6 +10,7 @@ import http from "node:http";
 import pino from "pino";
 import { Registry } from "prom-client";
 import { DEFAULT_MAILBOX_TTL_MS, DEFAULT_MAX_FRAME_BYTES } from "../../protocol/wire";
+import { ConfigError, parseConfig } from "../../relay/config";
 import { verifySessionToken } from "../../relay/sessions";
 import type { Mailbox } from "../../relay/storage/mailbox";
 import { createMemoryMailbox } from "../../relay/storage/mailbox-memory";
@@ -203,4 +204,43 @@ describe("messaging bounds: one client cannot make the relay hold or answer with
     // Ten sends to one junk name asked the chain once (remembered as missing); the known name once.
     expect(chainCalls).to.equal(2);
   });
+});
+
+describe("messaging bounds settings", () => {
+  const base = {
+    RPC_URL: "http://127.0.0.1:8545",
+    CONTRACT_ADDRESS: "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+    PRIVATE_KEY: "0x" + "11".repeat(32),
+    CREDENTIAL_PEPPER: "22".repeat(32),
+    SESSION_SECRET: "33".repeat(32),
+  };
+
+  it("applies the documented defaults", () => {
+    expect(parseConfig(base).messagingBounds).to.deep.equal({
+      maxConnections: 10_000,
+      maxConnectionsPerUser: 8,
+      maxConnectionsPerAddress: 32,
+      maxBufferedBytes: 4 * 1024 * 1024,
+      maxHeldMessages: 1_000,
+      backlogTimeoutMs: 60_000,
+      rejectedFrameBurst: 20,
+      unknownUserTtlMs: 30_000,
+      userDirectoryMaxEntries: 10_000,
+      keysMissesPerAddress: 60,
+    });
+  });
+
+  for (const [name, value] of [
+    ["WS_MAX_CONNECTIONS_PER_USER", "0"],
+    ["WS_MAX_CONNECTIONS_PER_ADDRESS", "lots"],
+    ["WS_MAX_BUFFERED_BYTES", "1000"],
+    ["WS_BACKLOG_TIMEOUT_SECONDS", "0"],
+    ["KEYS_MISSES_PER_ADDRESS", "-1"],
+  ] as const) {
+    it(`rejects ${name}=${JSON.stringify(value)} naming it`, () => {
+      expect(() => parseConfig({ ...base, [name]: value }))
+        .to.throw(ConfigError)
+        .with.property("setting", name);
+    });
+  }
 });
