@@ -63,6 +63,7 @@ export interface RelayConfig {
   passwordBackoff: BackoffPolicy;
   trustProxy: string | null;
   bounds: RelayBounds;
+  messagingBounds: MessagingBounds;
 }
 
 type Env = Record<string, string | undefined>;
@@ -226,6 +227,7 @@ export function parseConfig(env: Env): RelayConfig {
     passwordBackoff,
     trustProxy,
     bounds: parseBounds(env),
+    messagingBounds: parseMessagingBounds(env),
   };
 }
 
@@ -279,5 +281,47 @@ function parseBounds(env: Env): RelayBounds {
     httpKeepAliveTimeoutMs: integer(env, "HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", 5, 1, 600) * 1000,
     httpMaxConnectionsPerAddress: integer(env, "HTTP_MAX_CONNECTIONS_PER_ADDRESS", 64, 1, 1_000_000),
     httpMaxConnections: integer(env, "HTTP_MAX_CONNECTIONS", 4096, 1, 1_000_000),
+  };
+}
+
+/**
+ * Bounds on what one WebSocket client, or one stream of junk names, can make the relay hold or ask the
+ * chain. Each has a default that is safe on the open internet.
+ */
+export interface MessagingBounds {
+  /** WS_MAX_CONNECTIONS: WebSocket connections on this instance; beyond it the upgrade answers 503 */
+  maxConnections: number;
+  /** WS_MAX_CONNECTIONS_PER_USER: connections of one user on this instance; beyond it 429 */
+  maxConnectionsPerUser: number;
+  /** WS_MAX_CONNECTIONS_PER_ADDRESS: connections (and upgrades being authenticated) from one address; beyond it 429 */
+  maxConnectionsPerAddress: number;
+  /** WS_MAX_BUFFERED_BYTES: unsent output of one connection beyond which it is closed with 1013 */
+  maxBufferedBytes: number;
+  /** WS_MAX_HELD_MESSAGES: live messages held while a connection reads its backlog; beyond it they are re-read from the mailbox */
+  maxHeldMessages: number;
+  /** WS_BACKLOG_TIMEOUT_SECONDS: the backlog must be sent within this, or the connection is closed with 1013 */
+  backlogTimeoutMs: number;
+  /** WS_REJECTED_FRAME_BURST: rejected frames answered before the connection is closed with 1008 */
+  rejectedFrameBurst: number;
+  /** UNKNOWN_USER_CACHE_SECONDS: how long a name the chain does not know is answered UNKNOWN_USER without asking again */
+  unknownUserTtlMs: number;
+  /** USER_DIRECTORY_MAX_ENTRIES: names remembered as registered, and as unknown (each) */
+  userDirectoryMaxEntries: number;
+  /** KEYS_MISSES_PER_ADDRESS: key lookups per RATE_LIMIT_WINDOW_SECONDS per address that must ask the chain */
+  keysMissesPerAddress: number;
+}
+
+function parseMessagingBounds(env: Env): MessagingBounds {
+  return {
+    maxConnections: integer(env, "WS_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
+    maxConnectionsPerUser: integer(env, "WS_MAX_CONNECTIONS_PER_USER", 8, 1, 10_000),
+    maxConnectionsPerAddress: integer(env, "WS_MAX_CONNECTIONS_PER_ADDRESS", 32, 1, 1_000_000),
+    maxBufferedBytes: integer(env, "WS_MAX_BUFFERED_BYTES", 4 * 1024 * 1024, 64 * 1024, 1024 ** 3),
+    maxHeldMessages: integer(env, "WS_MAX_HELD_MESSAGES", 1_000, 1, 1_000_000),
+    backlogTimeoutMs: integer(env, "WS_BACKLOG_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
+    rejectedFrameBurst: integer(env, "WS_REJECTED_FRAME_BURST", 20, 1, 10_000),
+    unknownUserTtlMs: integer(env, "UNKNOWN_USER_CACHE_SECONDS", 30, 1, 3600) * 1000,
+    userDirectoryMaxEntries: integer(env, "USER_DIRECTORY_MAX_ENTRIES", 10_000, 16, 10_000_000),
+    keysMissesPerAddress: integer(env, "KEYS_MISSES_PER_ADDRESS", 60, 1, 1_000_000),
   };
 }

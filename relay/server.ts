@@ -29,6 +29,7 @@ import type { CacheStore } from "./storage/cache-types";
 import type { Mailbox } from "./storage/mailbox";
 import { attachMessaging, type Messaging, type MessagingLimits } from "./ws/attach";
 import { mailboxDepthGauge } from "./ws/metrics";
+import { createUserDirectory } from "./ws/user-directory";
 
 export type RelayServerConfig = Pick<
   RelayConfig,
@@ -49,6 +50,7 @@ export type RelayServerConfig = Pick<
   | "mailboxTtlMs"
   | "trustProxy"
   | "bounds"
+  | "messagingBounds"
 >;
 
 export interface RelayDeps {
@@ -161,6 +163,14 @@ export function createRelay(deps: RelayDeps): Relay {
     },
   };
 
+  // Who is registered: one directory for refusing sends to unknown names and for key lookups of them.
+  const users = createUserDirectory({
+    cache,
+    chain,
+    clock,
+    settings: { missingTtlMs: config.messagingBounds.unknownUserTtlMs, maxEntries: config.messagingBounds.userDirectoryMaxEntries },
+  });
+
   const app = express();
   app.disable("x-powered-by");
   if (config.trustProxy !== null) {
@@ -183,7 +193,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));
   app.use(loginRoutes(ctx));
-  app.use(keyRoutes(ctx));
+  app.use(keyRoutes(ctx, { users, missesPerAddress: config.messagingBounds.keysMissesPerAddress }));
   app.use(messageRoutes({ ...ctx, mailbox }));
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));
   app.use(errorHandler(logger));
@@ -203,6 +213,7 @@ export function createRelay(deps: RelayDeps): Relay {
         logger,
         clock,
         metrics,
+        users,
         limits: { maxFrameBytes: config.maxFrameBytes, mailboxTtlMs: config.mailboxTtlMs, ...deps.messagingLimits },
       });
       syncer.start();

@@ -177,7 +177,7 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     sessions,
     revocations,
     tls: tls ? { cert: tls.cert, key: tls.key } : null,
-    messagingLimits: overrides.messagingLimits,
+    messagingLimits: { ...messagingLimitsOf(config), ...overrides.messagingLimits },
     writeSyncWaitMs: overrides.writeSyncWaitMs,
   });
 
@@ -218,5 +218,19 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
       })();
       return closed;
     },
+  };
+}
+
+/** The WebSocket bounds from the settings, in the shape messaging takes them. */
+function messagingLimitsOf(config: RelayConfig): Partial<MessagingLimits> {
+  const { messagingBounds: m } = config;
+  return {
+    maxConnections: m.maxConnections,
+    maxConnectionsPerUser: m.maxConnectionsPerUser,
+    maxConnectionsPerAddress: m.maxConnectionsPerAddress,
+    maxBufferedBytes: m.maxBufferedBytes,
+    maxHeldMessages: m.maxHeldMessages,
+    backlogTimeoutMs: m.backlogTimeoutMs,
+    rejectedFrameBurst: m.rejectedFrameBurst,
   };
 }

@@ -5,14 +5,23 @@
  * cache against a reachable chain.
  */
 import { Router } from "express";
-import { ChatError } from "../../protocol/errors";
+import { ChatError, isChatError } from "../../protocol/errors";
 import { publicKeyToAddress } from "../../protocol/keys";
 import { Username, type KeyRecordView, type KeysResponse, type PendingResetView } from "../../protocol/wire";
 import { isKeyEvent, type KeyEvent, type RegistryEvent } from "../chain/registry";
-import { assertCacheFresh, cacheVerified, fromStorage, type HttpContext } from "./context";
+import { assertCacheFresh, cacheVerified, clientAddress, fromStorage, type HttpContext } from "./context";
 import { parseWith } from "./errors";
+import type { UserDirectory } from "../ws/user-directory";
 
-export function keyRoutes(ctx: HttpContext): Router {
+export function keyRoutes(
+  ctx: HttpContext,
+  params: {
+    /** remembers names the chain did not know, so that a junk name costs one chain call per TTL */
+    users: Pick<UserDirectory, "knownMissing" | "rememberMissing">;
+    /** lookups per rate-limit window per address that miss the cache and must ask the chain */
+    missesPerAddress: number;
+  },
+): Router {
   const router = Router();
 
   async function scan(username: string, from: number, head: number): Promise<RegistryEvent[]> {
@@ -97,7 +106,17 @@ export function keyRoutes(ctx: HttpContext): Router {
         pendingReset: await pendingResetOf(username, true),
       };
     } else {
-      const keys = await fromChain(username);
+      // A cache miss costs chain calls: a name known to be missing is answered from memory, and each
+      // address may make only so many misses per window (junk names cannot make the relay query the chain).
+      if (params.users.knownMissing(username)) throw new ChatError("UNKNOWN_USER", `no user named ${username}`);
+      await ctx.limits.limiter.hit([{ key: `keys-miss:addr:${clientAddress(req)}`, limit: params.missesPerAddress }]);
+      let keys: KeyRecordView[];
+      try {
+        keys = await fromChain(username);
+      } catch (error) {
+        if (isChatError(error) && error.code === "UNKNOWN_USER") params.users.rememberMissing(username);
+        throw error;
+      }
       response = { username, source: "chain", verified: true, keys, pendingReset: await pendingResetOf(username, false) };
     }
     res.json(response);

@@ -25,6 +25,7 @@ import { startMailboxPurge } from "./mailbox-purge";
 import { messagingMetrics } from "./metrics";
 import { createRouter } from "./router";
 import { createUpgradeHandler } from "./upgrade";
+import type { UserDirectory } from "./user-directory";
 
 export interface MessagingLimits {
   /** Largest frame in bytes; a bigger one closes the socket with 1009. */
@@ -49,6 +50,16 @@ export interface MessagingLimits {
   maxBufferedBytes?: number;
   /** How long a connection waits for its bus subscription before sending the backlog anyway. Default 2 s. */
   busSubscribeTimeoutMs?: number;
+  /** Connections of one user on this instance; beyond it the upgrade answers 429. Default 8. */
+  maxConnectionsPerUser?: number;
+  /** Connections from one client address (upgrades being authenticated included); beyond it 429. Default 32. */
+  maxConnectionsPerAddress?: number;
+  /** Live messages held while the backlog is sent; beyond it they are dropped and re-read. Default 1,000. */
+  maxHeldMessages?: number;
+  /** The backlog must be sent within this, or the connection is closed with 1013. Default 60 s. */
+  backlogTimeoutMs?: number;
+  /** Rejected frames answered in a burst (refilled over 10 s) before the connection is closed with 1008. Default 20. */
+  rejectedFrameBurst?: number;
 }
 
 export interface Messaging {
@@ -70,6 +81,8 @@ export function attachMessaging(params: {
   clock: () => number;
   metrics: Registry;
   limits: MessagingLimits;
+  /** Whether a recipient is registered; without it every recipient is accepted (tests of the wire alone). */
+  users?: Pick<UserDirectory, "exists">;
 }): Messaging {
   const { server, mailbox, clock, limits } = params;
   if (!(Number.isInteger(limits.maxFrameBytes) && limits.maxFrameBytes > 0)) throw new Error("limits.maxFrameBytes must be a positive integer");
@@ -100,6 +113,10 @@ export function attachMessaging(params: {
       framesPerSecond: limits.framesPerSecond ?? 10 * messagesPerSecond,
       backlogPageSize: limits.backlogPageSize ?? 500,
       maxBufferedBytes: limits.maxBufferedBytes ?? 8 * 1024 * 1024,
+      maxHeldMessages: limits.maxHeldMessages ?? 1_000,
+      backlogTimeoutMs: limits.backlogTimeoutMs ?? 60_000,
+      rejectedFrameBurst: limits.rejectedFrameBurst ?? 20,
+      recipientExists: params.users ? (username) => params.users!.exists(username) : async () => true,
     },
   };
 
@@ -111,7 +128,12 @@ export function attachMessaging(params: {
     isClosing: () => closing,
     connectionCount: router.size,
     maxConnections: limits.maxConnections ?? 10_000,
-    onConnection: (ws, claims) => {
+    userConnectionCount: (username) => [...router.connectionsOf(username)].length,
+    maxConnectionsPerUser: limits.maxConnectionsPerUser ?? 8,
+    maxConnectionsPerAddress: limits.maxConnectionsPerAddress ?? 32,
+    onRefused: (cap) => metrics.refusedUpgrades.inc({ cap }),
+    onConnection: (ws, claims, release) => {
+      ws.once("close", release);
       const conn = new Connection(deps, ws, claims);
       claimsOf.set(conn, claims);
       connectedNames.set(usernameHash(claims.sub), claims.sub);

@@ -26,7 +26,16 @@ export interface ConnectionSettings {
   messageBurst: number;
   framesPerSecond: number;
   backlogPageSize: number;
+  /** unsent output (the ws send queue and the socket's own buffer) beyond which the connection is closed 1013 */
   maxBufferedBytes: number;
+  /** live messages held while the backlog is sent; beyond it they are dropped and re-read from the mailbox */
+  maxHeldMessages: number;
+  /** the whole backlog must be sent within this, or the connection is closed 1013 */
+  backlogTimeoutMs: number;
+  /** rejected frames (malformed, unknown recipient) answered in a burst before the connection is closed 1008 */
+  rejectedFrameBurst: number;
+  /** whether a recipient exists; a send to a name that does not is refused with UNKNOWN_USER */
+  recipientExists: (username: string) => Promise<boolean>;
 }
 
 /** What every connection of one messaging instance shares. */
@@ -55,13 +64,22 @@ export class Connection implements RoutedConnection {
   /** whether the peer answered the last ping */
   private alive = true;
   private held: RoutedMessage[] = [];
+  /** set when `held` passed its bound and was dropped: the backlog is read again before going live */
+  private heldDropped = false;
+  /** the frame rate was exceeded and the client was told once; further excess frames are dropped silently */
+  private frameLimitTold = false;
+  /** frames dropped silently since the client was told */
+  private unansweredFrames = 0;
   /** keys of messages pushed here and not yet acknowledged: no double push */
   private readonly inflight = new Set<string>();
   /** keys acknowledged while syncing: forgotten only after `held` is flushed, so a held copy is not pushed again */
   private ackedWhileSyncing: string[] = [];
   private readonly sends: TokenBucket;
   private readonly frames: TokenBucket;
+  /** answers to rejected input: output must never outgrow input */
+  private readonly rejections: TokenBucket;
   private readonly expiryTimer: NodeJS.Timeout;
+  private backlogTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly deps: ConnectionDeps,
@@ -73,6 +91,7 @@ export class Connection implements RoutedConnection {
     const now = performance.now();
     this.sends = createTokenBucket({ ratePerSecond: settings.messagesPerSecond, burst: settings.messageBurst, now });
     this.frames = createTokenBucket({ ratePerSecond: settings.framesPerSecond, burst: 2 * settings.framesPerSecond, now });
+    this.rejections = createTokenBucket({ ratePerSecond: settings.rejectedFrameBurst / 10, burst: settings.rejectedFrameBurst, now });
     const subscribed = deps.router.add(this);
     metrics.connections.inc();
     logger.debug({ user: this.username }, "connected");
@@ -94,6 +113,8 @@ export class Connection implements RoutedConnection {
       this.state = "closed";
       deps.router.remove(this);
       clearTimeout(this.expiryTimer);
+      if (this.backlogTimer) clearTimeout(this.backlogTimer);
+      this.held = [];
       metrics.connections.dec();
       logger.debug({ user: this.username }, "disconnected");
     });
@@ -104,6 +125,12 @@ export class Connection implements RoutedConnection {
       Math.min(Math.max(0, claims.exp - deps.clock()), MAX_TIMEOUT_MS),
     );
     this.expiryTimer.unref();
+
+    // A backlog read that never finishes (a slow store, or a reader that never drains) must not hold the connection.
+    this.backlogTimer = setTimeout(() => {
+      if (this.state === "syncing") this.closeFor(CLOSE_CODES.tryAgainLater, "mailbox backlog timed out: reconnect later");
+    }, settings.backlogTimeoutMs);
+    this.backlogTimer.unref();
 
     this.sendBacklog(subscribed).catch((error) => {
       deps.logFailure("backlog read failed", error);
@@ -121,18 +148,20 @@ export class Connection implements RoutedConnection {
       return;
     }
     if (this.state === "syncing") {
+      if (this.heldDropped) return;
+      if (this.held.length >= this.deps.settings.maxHeldMessages) {
+        // Every live message is stored before it is routed: dropped here, it is read again after the backlog.
+        this.held = [];
+        this.heldDropped = true;
+        return;
+      }
       this.held.push(m);
       return;
     }
     const key = messageKey(m.from, m.id);
     if (this.inflight.has(key)) return;
-    if (this.ws.bufferedAmount > this.deps.settings.maxBufferedBytes) {
-      // A reader this slow would make us buffer without bound; the message is safe in the mailbox.
-      this.ws.close(CLOSE_CODES.tryAgainLater, "slow consumer: reconnect to fetch the mailbox");
-      return;
-    }
+    if (!this.send(text)) return;
     this.inflight.add(key);
-    this.send(text);
     this.deps.metrics.delivered.inc();
   }
 
@@ -183,20 +212,26 @@ export class Connection implements RoutedConnection {
     await subscribed;
     const { settings, metrics } = this.deps;
     let count = 0;
-    for await (const page of this.pendingPages()) {
-      if (this.closed) return;
-      for (const m of page) {
-        const key = messageKey(m.sender, m.id);
-        if (this.inflight.has(key)) continue;
-        this.inflight.add(key);
-        this.send(messageFrameText(routed(m)));
-        metrics.delivered.inc();
-        count++;
+    do {
+      this.heldDropped = false;
+      for await (const page of this.pendingPages()) {
+        if (this.closed) return;
+        for (const m of page) {
+          const key = messageKey(m.sender, m.id);
+          if (this.inflight.has(key)) continue;
+          if (!this.send(messageFrameText(routed(m)))) return;
+          this.inflight.add(key);
+          metrics.delivered.inc();
+          count++;
+        }
+        // Pace the backlog by the reader: wait for it to drain instead of buffering the whole mailbox.
+        while (!this.closed && this.buffered() > settings.maxBufferedBytes / 2) await sleep(5);
       }
-      if (page.length === settings.backlogPageSize) {
-        while (!this.closed && this.ws.bufferedAmount > settings.maxBufferedBytes / 2) await sleep(5);
-      }
-    }
+      // Live messages were dropped while syncing: they are in the mailbox, so read it again.
+    } while (this.heldDropped && !this.closed);
+    if (this.closed) return;
+    if (this.backlogTimer) clearTimeout(this.backlogTimer);
+    this.backlogTimer = null;
     this.state = "live";
     this.send({ type: "ready", pending: count });
     const held = this.held;
@@ -206,9 +241,34 @@ export class Connection implements RoutedConnection {
     this.ackedWhileSyncing = [];
   }
 
-  private send(frame: ServerFrame | string): void {
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+  /**
+   * Unsent output: ws counts its own queue plus the socket's writable buffer; the socket's writableLength is
+   * read as well, in case a transport buffers beneath ws's count.
+   */
+  private buffered(): number {
+    const socket = (this.ws as unknown as { _socket?: { writableLength?: number } })._socket;
+    return Math.max(this.ws.bufferedAmount, socket?.writableLength ?? 0);
+  }
+
+  /** Closes (once) with a code that says why; a peer that does not complete the close within 1 s is cut. */
+  private closeFor(code: number, reason: string): void {
+    if (this.state === "closed" || this.ws.readyState !== WebSocket.OPEN) return;
+    this.deps.metrics.closedByRelay.inc({ code: String(code) });
+    this.close(code, reason).catch(() => undefined);
+  }
+
+  /**
+   * Every write goes through here: a peer that does not read would otherwise make the relay buffer without
+   * bound. Past the limit the connection is closed 1013 (its messages stay in the mailbox). False when nothing was sent.
+   */
+  private send(frame: ServerFrame | string): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    if (this.buffered() > this.deps.settings.maxBufferedBytes) {
+      this.closeFor(CLOSE_CODES.tryAgainLater, "slow consumer: reconnect to fetch the mailbox");
+      return false;
+    }
     this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+    return true;
   }
 
   private sendError(code: ErrorCode, message: string, extra: { id?: string; retryable?: boolean; retryAfterMs?: number } = {}): void {
@@ -216,16 +276,36 @@ export class Connection implements RoutedConnection {
     this.send({ type: "error", code, message, ...extra });
   }
 
+  /** Answers rejected input within a budget; a peer that keeps sending it is closed 1008 instead of answered. */
+  private reject(code: ErrorCode, message: string, extra: { id?: string } = {}): void {
+    if (this.rejections.take(performance.now()) > 0) {
+      this.closeFor(CLOSE_CODES.policy, "too many rejected frames");
+      return;
+    }
+    this.sendError(code, message, extra);
+  }
+
   private onFrame(data: RawData, isBinary: boolean): void {
     const now = performance.now();
     const wait = this.frames.take(now);
-    if (wait > 0) return this.sendError("RATE_LIMITED", "too many frames", { retryable: true, retryAfterMs: wait });
-    if (isBinary) return this.sendError("BAD_REQUEST", "frames are JSON text, not binary");
+    if (wait > 0) {
+      // One answer per burst: the client is told once, then excess frames are dropped; a peer that keeps
+      // going for another full burst is closed.
+      if (!this.frameLimitTold) {
+        this.frameLimitTold = true;
+        this.unansweredFrames = 0;
+        return this.sendError("RATE_LIMITED", "too many frames", { retryable: true, retryAfterMs: wait });
+      }
+      if (++this.unansweredFrames > 2 * this.deps.settings.framesPerSecond) this.closeFor(CLOSE_CODES.policy, "frame rate limit ignored");
+      return;
+    }
+    this.frameLimitTold = false;
+    if (isBinary) return this.reject("BAD_REQUEST", "frames are JSON text, not binary");
     let json: unknown;
     try {
       json = JSON.parse(data.toString());
     } catch {
-      return this.sendError("BAD_REQUEST", "frame is not valid JSON");
+      return this.reject("BAD_REQUEST", "frame is not valid JSON");
     }
     const parsed = ClientFrame.safeParse(json);
     if (!parsed.success) {
@@ -233,7 +313,7 @@ export class Connection implements RoutedConnection {
       const id = MessageId.safeParse(rawId).success ? (rawId as string) : undefined;
       const issue = parsed.error.issues[0];
       const code: ErrorCode = issue.path[0] === "to" || issue.path[0] === "from" ? "INVALID_USERNAME" : "BAD_REQUEST";
-      return this.sendError(code, describeIssue(issue), id === undefined ? {} : { id });
+      return this.reject(code, describeIssue(issue), id === undefined ? {} : { id });
     }
     const frame = parsed.data;
     if (frame.type === "ack") return this.onAck(frame);
@@ -245,33 +325,49 @@ export class Connection implements RoutedConnection {
     this.onSend(frame);
   }
 
-  /** Stores the message before "accepted"; only a newly stored one is routed (a re-send's first copy was). */
+  /**
+   * Stores the message before "accepted"; only a newly stored one is routed (a re-send's first copy was).
+   * A recipient that is not registered is refused first: nothing is stored for a name nobody can read.
+   */
   private onSend(frame: { id: string; to: string; envelope: string }): void {
+    const { settings } = this.deps;
+    const sender = this.username; // the session's user, never client input
+    settings.recipientExists(frame.to).then(
+      (exists) => {
+        if (this.closed) return;
+        if (!exists) return this.reject("UNKNOWN_USER", `no user named ${frame.to}`, { id: frame.id });
+        this.store(frame, sender);
+      },
+      (error) => {
+        this.deps.logFailure("recipient lookup failed", error);
+        this.sendError("STORAGE_UNAVAILABLE", "the relay cannot check the recipient right now; send again later", { id: frame.id, retryable: true });
+      },
+    );
+  }
+
+  private store(frame: { id: string; to: string; envelope: string }, sender: string): void {
     const { mailbox, metrics, clock, settings } = this.deps;
     const receivedAt = clock();
-    const sender = this.username; // the session's user, never client input
-    mailbox
-      .put({ recipient: frame.to, sender, id: frame.id, envelope: frame.envelope, receivedAt, expiresAt: receivedAt + settings.mailboxTtlMs })
-      .then(
-        (result) => {
-          metrics.relayed.inc();
-          this.send({ type: "accepted", id: frame.id, status: result.outcome === "acked" ? "delivered" : "stored" });
-          if (result.outcome !== "new") return;
-          metrics.stored.inc();
-          this.deps.router.deliver({ to: frame.to, from: sender, id: frame.id, envelope: frame.envelope, receivedAt });
-        },
-        (error) => {
-          if (error instanceof MailboxError && error.code === "MAILBOX_FULL") {
-            return this.sendError("MAILBOX_FULL", `the mailbox of ${frame.to} is full; send again later`, {
-              id: frame.id,
-              retryable: true,
-              retryAfterMs: (error.retryAfterSeconds ?? 60) * 1000,
-            });
-          }
-          this.deps.logFailure("mailbox write failed", error);
-          this.sendError("STORAGE_UNAVAILABLE", "the relay cannot store messages right now; send again later", { id: frame.id, retryable: true });
-        },
-      );
+    mailbox.put({ recipient: frame.to, sender, id: frame.id, envelope: frame.envelope, receivedAt, expiresAt: receivedAt + settings.mailboxTtlMs }).then(
+      (result) => {
+        metrics.relayed.inc();
+        this.send({ type: "accepted", id: frame.id, status: result.outcome === "acked" ? "delivered" : "stored" });
+        if (result.outcome !== "new") return;
+        metrics.stored.inc();
+        this.deps.router.deliver({ to: frame.to, from: sender, id: frame.id, envelope: frame.envelope, receivedAt });
+      },
+      (error) => {
+        if (error instanceof MailboxError && error.code === "MAILBOX_FULL") {
+          return this.sendError("MAILBOX_FULL", `the mailbox of ${frame.to} is full; send again later`, {
+            id: frame.id,
+            retryable: true,
+            retryAfterMs: (error.retryAfterSeconds ?? 60) * 1000,
+          });
+        }
+        this.deps.logFailure("mailbox write failed", error);
+        this.sendError("STORAGE_UNAVAILABLE", "the relay cannot store messages right now; send again later", { id: frame.id, retryable: true });
+      },
+    );
   }
 
   /** Online means connected to this instance: other instances are not asked (the bus has no query). */

@@ -34,8 +34,25 @@ export function createUpgradeHandler(params: {
   isClosing: () => boolean;
   connectionCount: () => number;
   maxConnections: number;
-  onConnection: (ws: WebSocket, claims: SessionClaims) => void;
+  /** open connections of one user on this instance */
+  userConnectionCount: (username: string) => number;
+  maxConnectionsPerUser: number;
+  /** open connections and upgrades being authenticated, per client address */
+  maxConnectionsPerAddress: number;
+  /** told which cap refused an upgrade */
+  onRefused?: (cap: "global" | "user" | "address") => void;
+  /** `release` must be called when the connection closes: it frees the address's slot */
+  onConnection: (ws: WebSocket, claims: SessionClaims, release: () => void) => void;
 }): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  // Counted from the upgrade request on (authentication pending included), so that a burst of upgrades
+  // from one address cannot pass the cap while their tokens are being checked.
+  const perAddress = new Map<string, number>();
+  const take = (address: string) => perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
+  const release = (address: string) => {
+    const n = (perAddress.get(address) ?? 1) - 1;
+    if (n <= 0) perAddress.delete(address);
+    else perAddress.set(address, n);
+  };
   return (req, socket, head) => {
     socket.on("error", () => socket.destroy());
     let pathname = "";
@@ -45,15 +62,41 @@ export function createUpgradeHandler(params: {
     if (pathname !== WS_PATH) return refuse(socket, 404, "NOT_FOUND", `no WebSocket endpoint here; use ${WS_PATH}`);
     if (params.isClosing()) return refuse(socket, 503, "RELAY_UNREACHABLE", "relay shutting down", ["Retry-After: 1"]);
     if (params.connectionCount() >= params.maxConnections) {
+      params.onRefused?.("global");
       return refuse(socket, 503, "RATE_LIMITED", "too many connections on this relay", ["Retry-After: 5"]);
     }
+    // The socket's own address: behind a reverse proxy this bounds the proxy, so raise it there.
+    const raw = req.socket.remoteAddress ?? "unknown";
+    // An IPv4 client seen on a dual-stack socket (::ffff:1.2.3.4) is the same client as 1.2.3.4.
+    const address = raw.startsWith("::ffff:") && raw.includes(".") ? raw.slice(7) : raw;
+    if ((perAddress.get(address) ?? 0) >= params.maxConnectionsPerAddress) {
+      params.onRefused?.("address");
+      return refuse(socket, 429, "RATE_LIMITED", "too many connections from this address", ["Retry-After: 10"]);
+    }
+    take(address);
+    let held = true;
+    const free = () => {
+      if (held) release(address);
+      held = false;
+    };
     params.authenticate(bearerToken(req.headers.authorization)).then(
       (claims) => {
-        if (socket.destroyed) return;
-        if (params.isClosing()) return refuse(socket, 503, "RELAY_UNREACHABLE", "relay shutting down", ["Retry-After: 1"]);
-        params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims));
+        if (socket.destroyed) return free();
+        if (params.isClosing()) {
+          free();
+          return refuse(socket, 503, "RELAY_UNREACHABLE", "relay shutting down", ["Retry-After: 1"]);
+        }
+        if (params.userConnectionCount(claims.sub) >= params.maxConnectionsPerUser) {
+          free();
+          params.onRefused?.("user");
+          return refuse(socket, 429, "RATE_LIMITED", "too many connections for this user", ["Retry-After: 10"]);
+        }
+        // handleUpgrade completes synchronously here (no verifyClient), so the user's count is exact.
+        socket.once("close", free);
+        params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims, free));
       },
       (error) => {
+        free();
         if (socket.destroyed) return;
         const code: ErrorCode = isChatError(error) ? error.code : "UNAUTHORIZED";
         const message = isChatError(error) ? error.message : "session token could not be checked";

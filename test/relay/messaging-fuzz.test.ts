@@ -7,7 +7,7 @@ import { connectClient, connectReady, envelope, isAccepted, tokenFor, startTestR
 describe("messaging: random frames", function () {
   let relay: TestRelay;
   before(async () => {
-    relay = await startTestRelay({ mailbox: createMemoryMailbox(), limits: { messagesPerSecond: 100_000 } });
+    relay = await startTestRelay({ mailbox: createMemoryMailbox(), limits: { messagesPerSecond: 100_000, rejectedFrameBurst: 100_000 } });
   });
   after(async () => {
     await relay.close();
