@@ -35,6 +35,8 @@ export interface RelayConfig {
   privateKey: string;
   /** the relayer's address, derived from privateKey (ACCOUNT must match when given) */
   account: string;
+  /** how the relayer spends gas: pre-broadcast checks, fee replacement, balance warning */
+  gas: RelayerGasSettings;
   credentialPepper: Uint8Array;
   sessionSecret: Uint8Array;
   mysqlUrl: string | null;
@@ -195,6 +197,7 @@ export function parseConfig(env: Env): RelayConfig {
     deployBlock,
     privateKey,
     account,
+    gas: parseRelayerGas(env),
     credentialPepper,
     sessionSecret,
     mysqlUrl,
@@ -279,5 +282,36 @@ function parseBounds(env: Env): RelayBounds {
     httpKeepAliveTimeoutMs: integer(env, "HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", 5, 1, 600) * 1000,
     httpMaxConnectionsPerAddress: integer(env, "HTTP_MAX_CONNECTIONS_PER_ADDRESS", 64, 1, 1_000_000),
     httpMaxConnections: integer(env, "HTTP_MAX_CONNECTIONS", 4096, 1, 1_000_000),
+  };
+}
+
+/**
+ * How the relayer spends its gas. A transaction the contract would reject is never broadcast; one that
+ * waits too long at a low fee is re-sent at the same nonce with higher fees, a bounded number of times.
+ */
+export interface RelayerGasSettings {
+  /** RELAYER_BALANCE_WARN_WEI: below this balance /healthz says so and a warning is logged */
+  balanceWarnWei: bigint;
+  /** TX_DEADLINE_MARGIN_SECONDS: a signature deadline closer than this to the chain's time is refused before sending */
+  deadlineMarginSeconds: number;
+  /** TX_REPLACE_AFTER_SECONDS: a transaction not mined after this is re-sent with higher fees */
+  replaceAfterMs: number;
+  /** TX_FEE_BUMP_PERCENT: how much each replacement raises both fees (nodes require at least 12.5) */
+  feeBumpPercent: number;
+  /** TX_MAX_REPLACEMENTS: replacements of one transaction at most (then it waits for the receipt timeout) */
+  maxReplacements: number;
+}
+
+function parseRelayerGas(env: Env): RelayerGasSettings {
+  const warn = read(env, "RELAYER_BALANCE_WARN_WEI");
+  if (warn !== undefined && !/^\d{1,40}$/.test(warn)) throw new ConfigError("RELAYER_BALANCE_WARN_WEI", `expected a whole number of wei, got "${warn}"`);
+  return {
+    // 0.05 ether: a few hundred registrations at typical L2 prices, a handful on a busy mainnet.
+    balanceWarnWei: warn === undefined ? 50_000_000_000_000_000n : BigInt(warn),
+    deadlineMarginSeconds: integer(env, "TX_DEADLINE_MARGIN_SECONDS", 60, 0, 86_400),
+    replaceAfterMs: integer(env, "TX_REPLACE_AFTER_SECONDS", 30, 1, 3600) * 1000,
+    // Nodes refuse a replacement raising either fee by less than 12.5 %; 13 is the least whole percent that passes.
+    feeBumpPercent: integer(env, "TX_FEE_BUMP_PERCENT", 25, 13, 1000),
+    maxReplacements: integer(env, "TX_MAX_REPLACEMENTS", 5, 0, 100),
   };
 }
