@@ -217,6 +217,8 @@ export function createEthersChain(params: {
       })();
       // Forget a failed start so the next request tries again.
       ready.catch(() => (ready = null));
+      // Read the balance once connected, so that a low one is logged at start, not only at the first write.
+      ready.then(() => readFunds().catch(() => undefined), () => undefined);
     }
     return ready.catch((error) => {
       throw toChainError(error, "connect");

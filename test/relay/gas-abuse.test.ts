@@ -9,6 +9,7 @@ import { expect } from "chai";
 import { toBeHex, type TransactionResponse } from "ethers";
 import { newIdentity, signRegister, signRotate } from "../contract/signing";
 import type { TestDatabase } from "../helpers/mysql";
+import { bumpFees } from "../../relay/chain/tx-sender";
 import {
   api,
   newUser,
@@ -184,6 +185,17 @@ describe("relayer gas under abuse (anvil + MariaDB)", function () {
     const receipts = await relayerReceipts(chain, relay.chain.relayerAddress, firstBlock);
     expect(receipts.length).to.be.greaterThan(5);
     expect(receipts.filter((r) => r.status !== 1)).to.have.length(0);
+  });
+});
+
+describe("relayer fee replacement", () => {
+  it("raises both fees by the percent, rounded up and by at least 1 wei, or to the node's current fees when higher", () => {
+    const previous = { type: 2 as const, maxFeePerGas: 1_000n, maxPriorityFeePerGas: 7n };
+    expect(bumpFees(previous, null, 13)).to.deep.equal({ type: 2, maxFeePerGas: 1_130n, maxPriorityFeePerGas: 8n });
+    expect(bumpFees({ ...previous, maxPriorityFeePerGas: 0n }, null, 13)).to.deep.equal({ type: 2, maxFeePerGas: 1_130n, maxPriorityFeePerGas: 1n });
+    const fresh = { type: 2 as const, maxFeePerGas: 5_000n, maxPriorityFeePerGas: 100n };
+    expect(bumpFees(previous, fresh, 25)).to.deep.equal({ type: 2, maxFeePerGas: 5_000n, maxPriorityFeePerGas: 100n });
+    expect(bumpFees({ type: 0, gasPrice: 800n }, null, 25)).to.deep.equal({ type: 0, gasPrice: 1_000n });
   });
 });
 
