@@ -302,16 +302,24 @@ export interface RelayerGasSettings {
   maxReplacements: number;
 }
 
+export const DEFAULT_RELAYER_GAS: RelayerGasSettings = {
+  // 0.05 ether: a few hundred registrations at typical L2 prices, a handful on a busy mainnet.
+  balanceWarnWei: 50_000_000_000_000_000n,
+  deadlineMarginSeconds: 60,
+  replaceAfterMs: 30_000,
+  feeBumpPercent: 25,
+  maxReplacements: 5,
+};
+
 function parseRelayerGas(env: Env): RelayerGasSettings {
   const warn = read(env, "RELAYER_BALANCE_WARN_WEI");
   if (warn !== undefined && !/^\d{1,40}$/.test(warn)) throw new ConfigError("RELAYER_BALANCE_WARN_WEI", `expected a whole number of wei, got "${warn}"`);
   return {
-    // 0.05 ether: a few hundred registrations at typical L2 prices, a handful on a busy mainnet.
-    balanceWarnWei: warn === undefined ? 50_000_000_000_000_000n : BigInt(warn),
-    deadlineMarginSeconds: integer(env, "TX_DEADLINE_MARGIN_SECONDS", 60, 0, 86_400),
-    replaceAfterMs: integer(env, "TX_REPLACE_AFTER_SECONDS", 30, 1, 3600) * 1000,
+    balanceWarnWei: warn === undefined ? DEFAULT_RELAYER_GAS.balanceWarnWei : BigInt(warn),
+    deadlineMarginSeconds: integer(env, "TX_DEADLINE_MARGIN_SECONDS", DEFAULT_RELAYER_GAS.deadlineMarginSeconds, 0, 86_400),
+    replaceAfterMs: integer(env, "TX_REPLACE_AFTER_SECONDS", DEFAULT_RELAYER_GAS.replaceAfterMs / 1000, 1, 3600) * 1000,
     // Nodes refuse a replacement raising either fee by less than 12.5 %; 13 is the least whole percent that passes.
-    feeBumpPercent: integer(env, "TX_FEE_BUMP_PERCENT", 25, 13, 1000),
-    maxReplacements: integer(env, "TX_MAX_REPLACEMENTS", 5, 0, 100),
+    feeBumpPercent: integer(env, "TX_FEE_BUMP_PERCENT", DEFAULT_RELAYER_GAS.feeBumpPercent, 13, 1000),
+    maxReplacements: integer(env, "TX_MAX_REPLACEMENTS", DEFAULT_RELAYER_GAS.maxReplacements, 0, 100),
   };
 }

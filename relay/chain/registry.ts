@@ -12,7 +12,7 @@ import { ChatError } from "../../protocol/errors";
 import { usernameHash } from "../../protocol/username";
 import { toChainError } from "./errors";
 import { TxSender, type TxSenderStats } from "./tx-sender";
-import type { RelayerGasSettings } from "../config";
+import { DEFAULT_RELAYER_GAS, type RelayerGasSettings } from "../config";
 
 export type KeyKind = "registered" | "rotated" | "reset";
 
@@ -179,13 +179,7 @@ export function createEthersChain(params: {
   const timeout = params.requestTimeoutMs ?? 10_000;
   let ready: Promise<{ provider: JsonRpcProvider; contract: RegistryContract; sender: TxSender; chainId: bigint }> | null = null;
   let closed = false;
-  const gas = {
-    balanceWarnWei: params.gas?.balanceWarnWei ?? 50_000_000_000_000_000n,
-    deadlineMarginSeconds: params.gas?.deadlineMarginSeconds ?? 60,
-    replaceAfterMs: params.gas?.replaceAfterMs ?? 30_000,
-    feeBumpPercent: params.gas?.feeBumpPercent ?? 25,
-    maxReplacements: params.gas?.maxReplacements ?? 5,
-  };
+  const gas: RelayerGasSettings = { ...DEFAULT_RELAYER_GAS, ...params.gas };
   /** Each user's writes run one after another: the tail of each user's queue and how many wait in it. */
   const userQueues = new Map<string, { tail: Promise<unknown>; waiting: number }>();
   let balance: { funds: RelayerFunds; readAt: number } | null = null;
