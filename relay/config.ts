@@ -35,6 +35,8 @@ export interface RelayConfig {
   privateKey: string;
   /** the relayer's address, derived from privateKey (ACCOUNT must match when given) */
   account: string;
+  /** how the relayer spends gas: pre-broadcast checks, fee replacement, balance warning */
+  gas: RelayerGasSettings;
   credentialPepper: Uint8Array;
   sessionSecret: Uint8Array;
   mysqlUrl: string | null;
@@ -196,6 +198,7 @@ export function parseConfig(env: Env): RelayConfig {
     deployBlock,
     privateKey,
     account,
+    gas: parseRelayerGas(env),
     credentialPepper,
     sessionSecret,
     mysqlUrl,
@@ -323,5 +326,44 @@ function parseMessagingBounds(env: Env): MessagingBounds {
     unknownUserTtlMs: integer(env, "UNKNOWN_USER_CACHE_SECONDS", 30, 1, 3600) * 1000,
     userDirectoryMaxEntries: integer(env, "USER_DIRECTORY_MAX_ENTRIES", 10_000, 16, 10_000_000),
     keysMissesPerAddress: integer(env, "KEYS_MISSES_PER_ADDRESS", 60, 1, 1_000_000),
+  };
+}
+
+/**
+ * How the relayer spends its gas. A transaction the contract would reject is never broadcast; one that
+ * waits too long at a low fee is re-sent at the same nonce with higher fees, a bounded number of times.
+ */
+export interface RelayerGasSettings {
+  /** RELAYER_BALANCE_WARN_WEI: below this balance /healthz says so and a warning is logged */
+  balanceWarnWei: bigint;
+  /** TX_DEADLINE_MARGIN_SECONDS: a signature deadline closer than this to the chain's time is refused before sending */
+  deadlineMarginSeconds: number;
+  /** TX_REPLACE_AFTER_SECONDS: a transaction not mined after this is re-sent with higher fees */
+  replaceAfterMs: number;
+  /** TX_FEE_BUMP_PERCENT: how much each replacement raises both fees (nodes require at least 12.5) */
+  feeBumpPercent: number;
+  /** TX_MAX_REPLACEMENTS: replacements of one transaction at most (then it waits for the receipt timeout) */
+  maxReplacements: number;
+}
+
+export const DEFAULT_RELAYER_GAS: RelayerGasSettings = {
+  // 0.05 ether: a few hundred registrations at typical L2 prices, a handful on a busy mainnet.
+  balanceWarnWei: 50_000_000_000_000_000n,
+  deadlineMarginSeconds: 60,
+  replaceAfterMs: 30_000,
+  feeBumpPercent: 25,
+  maxReplacements: 5,
+};
+
+function parseRelayerGas(env: Env): RelayerGasSettings {
+  const warn = read(env, "RELAYER_BALANCE_WARN_WEI");
+  if (warn !== undefined && !/^\d{1,40}$/.test(warn)) throw new ConfigError("RELAYER_BALANCE_WARN_WEI", `expected a whole number of wei, got "${warn}"`);
+  return {
+    balanceWarnWei: warn === undefined ? DEFAULT_RELAYER_GAS.balanceWarnWei : BigInt(warn),
+    deadlineMarginSeconds: integer(env, "TX_DEADLINE_MARGIN_SECONDS", DEFAULT_RELAYER_GAS.deadlineMarginSeconds, 0, 86_400),
+    replaceAfterMs: integer(env, "TX_REPLACE_AFTER_SECONDS", DEFAULT_RELAYER_GAS.replaceAfterMs / 1000, 1, 3600) * 1000,
+    // Nodes refuse a replacement raising either fee by less than 12.5 %; 13 is the least whole percent that passes.
+    feeBumpPercent: integer(env, "TX_FEE_BUMP_PERCENT", DEFAULT_RELAYER_GAS.feeBumpPercent, 13, 1000),
+    maxReplacements: integer(env, "TX_MAX_REPLACEMENTS", DEFAULT_RELAYER_GAS.maxReplacements, 0, 100),
   };
 }

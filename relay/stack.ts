@@ -71,7 +71,7 @@ export function createChainCache(params: {
   onAccountsChanged?: (usernameHashes: string[]) => void;
 }): ChainCache {
   const { config, logger } = params;
-  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger });
+  const chain = createEthersChain({ rpcUrl: config.rpcUrl, contractAddress: config.contractAddress, privateKey: config.privateKey, logger, gas: config.gas });
   const pool = config.mysqlUrl ? createMysqlPool(config.mysqlUrl, { connectionLimit: params.poolConnectionLimit }) : null;
   const cache = pool ? createMysqlCache(pool) : createMemoryCache();
   const syncer = createSyncer({

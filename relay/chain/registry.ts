@@ -11,7 +11,8 @@ import { createRpcProvider, fetchChainId, hasContractCode } from "../../chain/rp
 import { ChatError } from "../../protocol/errors";
 import { usernameHash } from "../../protocol/username";
 import { toChainError } from "./errors";
-import { TxSender } from "./tx-sender";
+import { TxSender, type TxSenderStats } from "./tx-sender";
+import { DEFAULT_RELAYER_GAS, type RelayerGasSettings } from "../config";
 
 export type KeyKind = "registered" | "rotated" | "reset";
 
@@ -60,6 +61,19 @@ export interface TransactionResult {
 
 type Compact = [string, string];
 
+export interface RelayerFunds {
+  balanceWei: bigint;
+  warnBelowWei: bigint;
+  low: boolean;
+}
+
+/** Writes waiting for one user at most; more are refused rather than held (each holds a request open). */
+const MAX_WAITING_WRITES_PER_USER = 8;
+/** How long a balance read is reused (/healthz and /metrics may be polled often). */
+const BALANCE_CACHE_MS = 5_000;
+/** How often a low balance is logged at most. */
+const BALANCE_WARN_EVERY_MS = 60_000;
+
 export interface RegistryChain {
   readonly contractAddress: string;
   readonly relayerAddress: string;
@@ -81,6 +95,10 @@ export interface RegistryChain {
   pendingReset(username: string): Promise<PendingReset | null>;
   /** Forget the relayer's local nonce (after a chain reset); the next transaction asks the node. */
   resetNonce(): void;
+  /** The relayer's balance (read at most every few seconds) and whether it is below the warning threshold. */
+  relayerFunds(): Promise<RelayerFunds>;
+  /** What the relayer's transactions came to since start (zeros before the first). */
+  transactionStats(): TxSenderStats;
   register(args: { username: string; credentialHash: string; publicKey: string; deadline: number; signature: Compact }): Promise<TransactionResult>;
   rotateKey(args: { username: string; newPublicKey: string; deadline: number; currentKeySignature: Compact; newKeySignature: Compact }): Promise<TransactionResult>;
   /** Starts a time-locked reset (relayer only); answers with the time it may be completed from. */
@@ -153,12 +171,22 @@ export function createEthersChain(params: {
   /** per JSON-RPC request; default 10 s */
   requestTimeoutMs?: number;
   receiptTimeoutMs?: number;
+  /** pre-broadcast deadline margin, fee replacement and balance warning (defaults as in the settings) */
+  gas?: Partial<RelayerGasSettings>;
 }): RegistryChain {
   const contractAddress = getAddress(params.contractAddress);
   const relayerAddress = new Wallet(params.privateKey).address;
   const timeout = params.requestTimeoutMs ?? 10_000;
   let ready: Promise<{ provider: JsonRpcProvider; contract: RegistryContract; sender: TxSender; chainId: bigint }> | null = null;
   let closed = false;
+  const gas: RelayerGasSettings = { ...DEFAULT_RELAYER_GAS, ...params.gas };
+  /** Each user's writes run one after another: the tail of each user's queue and how many wait in it. */
+  const userQueues = new Map<string, { tail: Promise<unknown>; waiting: number }>();
+  let balance: { funds: RelayerFunds; readAt: number } | null = null;
+  let balanceRead: Promise<RelayerFunds> | null = null;
+  let lastLowBalanceWarning = 0;
+  let currentSender: TxSender | null = null;
+  const stats = (): TxSenderStats => currentSender?.stats() ?? { broadcast: 0, replaced: 0, cancelled: 0, mined: 0, reverted: 0 };
 
   function connect() {
     if (closed) return Promise.reject(new ChatError("CHAIN_UNAVAILABLE", "chain connection closed"));
@@ -169,11 +197,22 @@ export function createEthersChain(params: {
         const provider = createRpcProvider(params.rpcUrl, chainId, { timeoutMs: timeout, batchMaxCount: 50 });
         const wallet = new Wallet(params.privateKey, provider);
         const contract = connectRegistry(contractAddress, provider);
-        const sender = new TxSender({ wallet, provider, logger: params.logger, receiptTimeoutMs: params.receiptTimeoutMs });
+        const sender = new TxSender({
+          wallet,
+          provider,
+          logger: params.logger,
+          receiptTimeoutMs: params.receiptTimeoutMs,
+          replaceAfterMs: gas.replaceAfterMs,
+          feeBumpPercent: gas.feeBumpPercent,
+          maxReplacements: gas.maxReplacements,
+        });
+        currentSender = sender;
         return { provider, contract, sender, chainId };
       })();
       // Forget a failed start so the next request tries again.
       ready.catch(() => (ready = null));
+      // Read the balance once connected, so that a low one is logged at start, not only at the first write.
+      ready.then(() => readFunds().catch(() => undefined), () => undefined);
     }
     return ready.catch((error) => {
       throw toChainError(error, "connect");
@@ -189,14 +228,93 @@ export function createEthersChain(params: {
     }
   }
 
-  /** Sends the call `populate` builds with the typed contract (so its arguments are checked at build time). */
-  async function transact(
+  /**
+   * Runs `task` after every earlier write for `username` has been mined or refused. Two requests for one
+   * user (five registrations of one name, two rotations signed with one nonce) are then never simulated
+   * against the same state: the second is simulated after the first is mined, and so fails before it is
+   * broadcast instead of reverting on chain at the relayer's cost.
+   */
+  function serialPerUser<T>(username: string, task: () => Promise<T>): Promise<T> {
+    const queue = userQueues.get(username) ?? { tail: Promise.resolve(), waiting: 0 };
+    if (queue.waiting >= MAX_WAITING_WRITES_PER_USER) {
+      return Promise.reject(new ChatError("RATE_LIMITED", `too many writes for ${username} are waiting; retry shortly`, { retryAfterSeconds: 5 }));
+    }
+    queue.waiting++;
+    const run = queue.tail.then(task, task);
+    queue.tail = run.catch(() => undefined);
+    userQueues.set(username, queue);
+    const done = () => {
+      queue.waiting--;
+      if (queue.waiting === 0 && userQueues.get(username) === queue) userQueues.delete(username);
+    };
+    run.then(done, done);
+    return run;
+  }
+
+  /** Refuses a signature deadline that could pass before the transaction is mined (a revert paid for). */
+  async function checkDeadlineMargin(provider: JsonRpcProvider, deadline: number, action: string) {
+    let chainTime: number;
+    try {
+      const latest = await provider.getBlock("latest");
+      if (!latest) throw new Error("no latest block");
+      chainTime = latest.timestamp;
+    } catch (error) {
+      throw toChainError(error, action);
+    }
+    if (deadline < chainTime + gas.deadlineMarginSeconds) {
+      throw new ChatError(
+        "SIGNATURE_EXPIRED",
+        `deadline ${deadline} is less than ${gas.deadlineMarginSeconds} s after the chain's time ${chainTime}: it could pass before the transaction is mined; sign a later one`,
+        { field: "deadline", chainTime, marginSeconds: gas.deadlineMarginSeconds },
+      );
+    }
+  }
+
+  async function readFunds(): Promise<RelayerFunds> {
+    if (balance && Date.now() - balance.readAt < BALANCE_CACHE_MS) return balance.funds;
+    balanceRead ??= call("eth_getBalance", async ({ provider }) => {
+      const balanceWei = await provider.getBalance(relayerAddress, "latest");
+      const funds = { balanceWei, warnBelowWei: gas.balanceWarnWei, low: balanceWei < gas.balanceWarnWei };
+      balance = { funds, readAt: Date.now() };
+      if (funds.low && Date.now() - lastLowBalanceWarning >= BALANCE_WARN_EVERY_MS) {
+        lastLowBalanceWarning = Date.now();
+        params.logger.warn(
+          { account: relayerAddress, balanceWei: balanceWei.toString(), warnBelowWei: gas.balanceWarnWei.toString() },
+          "relayer balance is below RELAYER_BALANCE_WARN_WEI: fund it before registrations start failing",
+        );
+      }
+      return funds;
+    }).finally(() => (balanceRead = null));
+    return balanceRead;
+  }
+
+  /**
+   * Sends the call `populate` builds with the typed contract (so its arguments are checked at build time),
+   * in `username`'s queue, after checking `deadline` against the chain's time.
+   */
+  function transact(
     action: string,
+    username: string,
+    deadline: number | undefined,
+    populate: (contract: RegistryContract) => Promise<{ data: string }>,
+  ): Promise<TransactionResult & { logs: readonly Log[] }> {
+    return serialPerUser(username, async () => {
+      const result = await sendNow(action, deadline, populate);
+      balance = null; // the balance changed: the next read (and its warning) sees the new one
+      void readFunds().catch(() => undefined);
+      return result;
+    });
+  }
+
+  async function sendNow(
+    action: string,
+    deadline: number | undefined,
     populate: (contract: RegistryContract) => Promise<{ data: string }>,
   ): Promise<TransactionResult & { logs: readonly Log[] }> {
     const { sender, provider, contract } = await connect();
+    if (deadline !== undefined) await checkDeadlineMargin(provider, deadline, action);
     const { data } = await populate(contract);
-    const { receipt, hash } = await sender.send({ to: contractAddress, data, action });
+    const { receipt, hash } = await sender.send({ to: contractAddress, data, action, deadline });
     if (receipt.status !== 1) {
       // Mined but reverted (the state changed after the estimate): replay it to learn why.
       try {
@@ -250,23 +368,25 @@ export function createEthersChain(params: {
         return /^0x0{40}$/i.test(key) ? null : { address: getAddress(key), effectiveAt: Number(effectiveAt) };
       }),
     register: async (a) =>
-      mined(await transact("register", (c) => c.register.populateTransaction(a.username, a.credentialHash, a.publicKey, a.deadline, a.signature))),
+      mined(await transact("register", a.username, a.deadline, (c) => c.register.populateTransaction(a.username, a.credentialHash, a.publicKey, a.deadline, a.signature))),
     rotateKey: async (a) =>
       mined(
-        await transact("rotateKey", (c) =>
+        await transact("rotateKey", a.username, a.deadline, (c) =>
           c.rotateKey.populateTransaction(a.username, a.newPublicKey, a.deadline, a.currentKeySignature, a.newKeySignature),
         ),
       ),
     requestReset: async (a) => {
-      const result = await transact("requestReset", (c) => c.requestReset.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature));
+      const result = await transact("requestReset", a.username, a.deadline, (c) => c.requestReset.populateTransaction(a.username, a.newPublicKey, a.deadline, a.newKeySignature));
       const requested = result.logs.map((log) => decodeRegistryLog(log as Log)).find((e) => e?.type === "resetRequested");
       if (requested?.type !== "resetRequested") throw new ChatError("INTERNAL", "requestReset mined without a ResetRequested event", { transactionHash: result.transactionHash });
       return { ...mined(result), effectiveAt: requested.effectiveAt };
     },
-    cancelReset: async (a) => mined(await transact("cancelReset", (c) => c.cancelReset.populateTransaction(a.username, a.deadline, a.signature))),
-    completeReset: async (a) => mined(await transact("completeReset", (c) => c.completeReset.populateTransaction(a.username, a.publicKey))),
+    cancelReset: async (a) => mined(await transact("cancelReset", a.username, a.deadline, (c) => c.cancelReset.populateTransaction(a.username, a.deadline, a.signature))),
+    completeReset: async (a) => mined(await transact("completeReset", a.username, undefined, (c) => c.completeReset.populateTransaction(a.username, a.publicKey))),
     updateCredential: async (a) =>
-      mined(await transact("updateCredential", (c) => c.updateCredential.populateTransaction(a.username, a.credentialHash, a.deadline, a.signature))),
+      mined(await transact("updateCredential", a.username, a.deadline, (c) => c.updateCredential.populateTransaction(a.username, a.credentialHash, a.deadline, a.signature))),
+    relayerFunds: readFunds,
+    transactionStats: () => stats(),
     resetNonce: () => {
       void ready?.then((c) => c.sender.resetNonce()).catch(() => undefined);
     },

@@ -1,9 +1,11 @@
 /** GET /healthz, GET /metrics, GET /v1/info. */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Router, type Request } from "express";
+import { Counter, Gauge } from "prom-client";
 import { ChatError } from "../../protocol/errors";
 import { PROTOCOL_VERSION } from "../../protocol/wire";
 import type { MessageBus } from "../bus/bus";
+import type { RelayerFunds } from "../chain/registry";
 import type { Mailbox } from "../storage/mailbox";
 import { fromStorage, type HttpContext } from "./context";
 import { sendError } from "./errors";
@@ -42,14 +44,55 @@ export function opsRoutes(
 ): Router {
   const router = Router();
 
+  /** The relayer's balance, or null when the node does not answer in time (a scrape must not hang on it). */
+  const relayerFunds = async (): Promise<RelayerFunds | null> => {
+    let funds: RelayerFunds | null = null;
+    await healthy(async () => (funds = await ctx.chain.relayerFunds()));
+    return funds;
+  };
+
+  // Read at scrape time: the gauges hold nothing between scrapes. A float loses wei below ~1e-7 of the
+  // balance, which no alert needs.
+  new Gauge({
+    name: "chat_relay_relayer_balance_wei",
+    help: "The relayer account's balance in wei (absent when the node did not answer)",
+    registers: [ctx.metrics],
+    async collect() {
+      const funds = await relayerFunds();
+      this.reset();
+      if (funds) this.set(Number(funds.balanceWei));
+    },
+  });
+  new Gauge({
+    name: "chat_relay_relayer_balance_warn_wei",
+    help: "RELAYER_BALANCE_WARN_WEI: below this balance the relay warns",
+    registers: [ctx.metrics],
+    async collect() {
+      const funds = await relayerFunds();
+      this.reset();
+      if (funds) this.set(Number(funds.warnBelowWei));
+    },
+  });
+  new Counter({
+    name: "chat_relay_relayer_transactions_total",
+    help: "The relayer's transactions since start: broadcast, replaced (higher fee), cancelled (would revert), mined, reverted (gas paid for nothing)",
+    labelNames: ["outcome"],
+    registers: [ctx.metrics],
+    collect() {
+      this.reset();
+      for (const [outcome, count] of Object.entries(ctx.chain.transactionStats())) this.inc({ outcome }, count);
+    },
+  });
+
   router.get("/healthz", async (_req, res) => {
     const status = ctx.syncer.status();
     const recent = status.lastContactAt !== null && ctx.clock() - status.lastContactAt <= Math.max(5_000, 4 * ctx.settings.syncPollMs);
     const chainOk = status.chainOk && recent;
-    const [cacheOk, mailboxOk, redisOk] = await Promise.all([
+    const [cacheOk, mailboxOk, redisOk, funds] = await Promise.all([
       healthy(() => ctx.cache.ping()),
       healthy(() => ctx.mailbox.ping()),
       ctx.bus ? healthy(() => ctx.bus!.ping()) : Promise.resolve(true),
+      relayerFunds(),
     ]);
     // Lag within a few blocks of the confirmations is normal between polls.
     const syncOk = !status.stale && status.lastContactAt !== null && status.lagBlocks <= ctx.settings.syncConfirmations + 5;
@@ -60,6 +103,11 @@ export function opsRoutes(
       storage: { ok: cacheOk && mailboxOk, kind: ctx.cache.kind },
       redis: { ok: redisOk, enabled: !!ctx.bus },
       sync: { syncedBlock: status.syncedBlock, lagBlocks: status.lagBlocks, stale: status.stale },
+      // A low balance does not make the relay unhealthy (messaging goes on); it is shown for the operator.
+      relayer: {
+        address: ctx.chain.relayerAddress,
+        ...(funds ? { balanceWei: funds.balanceWei.toString(), warnBelowWei: funds.warnBelowWei.toString(), low: funds.low } : {}),
+      },
     });
   });
 
