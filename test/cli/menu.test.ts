@@ -15,7 +15,8 @@ import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { runChat } from "./chat-process";
 
 const ROOT = path.resolve(__dirname, "../..");
-const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
+/** Fast KDFs, and the contract this test deployed as the one the client trusts (chat never takes it from the relay). */
+const CLIENT_ENV: Record<string, string> = { CHAT_INSECURE_FAST_KDF: "1" };
 
 describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   this.timeout(180_000);
@@ -58,6 +59,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   before(async () => {
     anvil = await startAnvil();
     const registry = await deployRegistry({ rpcUrl: anvil.url });
+    CLIENT_ENV.CHAT_CONTRACT = registry.address;
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-menu-"));
     relay = await startRelayProcess({
       rpcUrl: anvil.url,

@@ -19,7 +19,8 @@ const ROOT = path.resolve(__dirname, "../..");
 const CHAT = path.join(ROOT, "bin/chat.js");
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2" };
 /** Test-only fast key derivation for the client: the subject here is the conversation, not the KDF. */
-const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
+/** Fast KDFs, and the contract this test deployed as the one the client trusts (chat never takes it from the relay). */
+const CLIENT_ENV: Record<string, string> = { CHAT_INSECURE_FAST_KDF: "1" };
 
 /** A process whose output is watched: waits for text after a position, in order. */
 class Watched {
@@ -60,6 +61,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
   before(async () => {
     anvil = await startAnvil();
     registry = await deployRegistry({ rpcUrl: anvil.url });
+    CLIENT_ENV.CHAT_CONTRACT = registry.address;
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-talk-"));
     homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob") };
     relayOptions = {

@@ -145,7 +145,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     expect(pending.body.keys).to.have.length(2);
     expect(pending.body.pendingReset).to.deep.include({ publicKey: third.publicKey, address: third.address, effectiveAt: reset.body.effectiveAt });
     expect(pending.body.pendingReset.transactionHash).to.equal(reset.body.transactionHash);
-    expect((await login(relay.url, chain.domain, { ...user, identity: third })).body.error.code).to.equal("WRONG_KEY");
+    expect((await login(relay.url, chain.domain, { ...user, identity: third })).body.error.code).to.equal("LOGIN_FAILED");
     const again = await resetUser(relay.url, chain, { ...user, identity: second }, newIdentity());
     expect(again.body.error.code).to.equal("RESET_PENDING");
 
