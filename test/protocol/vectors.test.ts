@@ -14,6 +14,7 @@ import { ethers, network } from "hardhat";
 import { pepperCredential } from "../../protocol/credential";
 import { credentialSalt, deriveCredential, type Argon2Params } from "../../protocol/credential-derive";
 import {
+  CANCEL_RESET_TYPES,
   REGISTER_TYPES,
   RESET_KEY_TYPES,
   ROTATE_KEY_TYPES,
@@ -186,6 +187,7 @@ describe("protocol v1 known-answer vectors (test/vectors/protocol-v1.json)", () 
         Register: REGISTER_TYPES.Register,
         RotateKey: ROTATE_KEY_TYPES.RotateKey,
         ResetKey: RESET_KEY_TYPES.ResetKey,
+        CancelReset: CANCEL_RESET_TYPES.CancelReset,
         UpdateCredential: UPDATE_CREDENTIAL_TYPES.UpdateCredential,
       };
       expect(Object.keys(VECTORS.eip712.types).sort()).to.deep.equal(Object.keys(protocolTypes).sort());
