@@ -1,6 +1,6 @@
 /**
  * The interactive menu on a real pseudo-terminal (script(1)), against a real relay and anvil chain: the
- * choices a person needs, the login check before asking who, verify asking whether the safety numbers
+ * choices a person needs (cancelling a pending reset among them), the login check before asking who, verify asking whether the safety numbers
  * matched, hints that name menu choices, and log out.
  */
 import { expect } from "chai";
@@ -84,6 +84,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
     await menu.next("1) Log in");
     await menu.next("2) Register a new user");
     await menu.next("3) Chat with someone");
+    await menu.next("5) Cancel a pending reset of your account");
     await menu.next("Choose:");
     menu.type("3");
     const from = await menu.next(`You are not logged in: choose "Log in" (or "Register a new user") first.`);
@@ -96,7 +97,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   it("logged in: verify shows the safety number and asks; who is, status, hints as menu choices, log out", async () => {
     const menu = openMenu("alice");
     await menu.next("(logged in as alice)");
-    for (const label of ["1) Chat with someone", "2) Read inbox", "3) Who is", "4) Verify a contact", "5) Status", "6) Rotate key", "7) Change password", "8) Log out", "q) Quit"]) {
+    for (const label of ["1) Chat with someone", "2) Read inbox", "3) Who is", "4) Verify a contact", "5) Status", "6) Rotate key", "7) Change password", "8) Log out", "9) Cancel a pending reset of your account", "q) Quit"]) {
       await menu.next(label);
     }
     await menu.next("Choose:");
@@ -146,5 +147,8 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   it("hints in the menu name menu choices, not shell commands", () => {
     expect(menuHint("not logged in: run chat login USER (or chat register USER)")).to.equal('not logged in: choose "Log in" (or choose "Register a new user")');
     expect(menuHint("when the numbers match, run chat verify bob")).to.equal('when the numbers match, choose "Verify a contact (compare safety numbers)"');
+    expect(menuHint("If you did not request it, run `chat cancel-reset` NOW from this device, then change your password (chat passwd).")).to.equal(
+      'If you did not request it, choose "Cancel a pending reset of your account" NOW from this device, then change your password (choose "Change password").',
+    );
   });
 });
