@@ -1,7 +1,7 @@
 /**
  * The interactive menu on a real pseudo-terminal (script(1)), against a real relay and anvil chain: the
- * choices a person needs (cancelling a pending reset among them), the login check before asking who, verify asking whether the safety numbers
- * matched, hints that name menu choices, and log out.
+ * choices a person needs (cancelling a pending reset among them), the login check before asking who,
+ * verify asking whether the safety numbers matched, hints that name menu choices, and log out.
  */
 import { expect } from "chai";
 import { spawn, type ChildProcess } from "node:child_process";
