@@ -142,7 +142,7 @@ const WS_KINDS: Record<string, fc.Arbitrary<unknown>> = {
 };
 
 describe("bad input against a real relay process: fuzzing and named cases", function () {
-  this.timeout(240_000);
+  this.timeout(600_000); // 14,000 cases against real processes on a shared 2-core machine
   let chain: Chain;
   let db: TestDatabase;
   let relay: RelayProcess;
