@@ -92,7 +92,7 @@ export async function status(
     keyIndex: loggedIn?.keyIndex ?? null,
     sessionExpiresAt: loggedIn?.expiresAt ?? null,
     outbox,
-    waiting: waiting.map((m) => ({ id: m.id, to: m.to, timestamp: m.timestamp, state: m.state })),
+    waiting: waiting.map((m) => ({ id: m.id, to: m.to, timestamp: m.timestamp, state: m.state, description: describeWaiting(m) })),
     waitingCheck: waitingProblem ?? (loggedIn && contractCheck === "ok" ? "ok" : "not checked"),
   };
   ctx.out.data(
