@@ -21,13 +21,15 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   this.timeout(180_000);
   let anvil: AnvilNode;
   let relay: RelayProcess;
+  /** the ChatRegistry this test deployed: the one its users trust (--contract) */
+  let contract: string;
   let tmp: string;
   const children: ChildProcess[] = [];
   const home = (who: string) => path.join(tmp, who);
 
   /** `chat` alone on a pseudo-terminal; `next(text)` waits for text after the previous wait. */
   function openMenu(who: string) {
-    const command = [process.execPath, path.join(ROOT, "bin/chat.js"), "--home", home(who), "--relay", relay.url, "--rpc", anvil.url].map((p) => `'${p}'`).join(" ");
+    const command = [process.execPath, path.join(ROOT, "bin/chat.js"), "--home", home(who), "--relay", relay.url, "--rpc", anvil.url, "--contract", contract].map((p) => `'${p}'`).join(" ");
     const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", HOME: home(who), TERM: "dumb", ...CLIENT_ENV } });
     children.push(child);
     let screen = "";
@@ -58,6 +60,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   before(async () => {
     anvil = await startAnvil();
     const registry = await deployRegistry({ rpcUrl: anvil.url });
+    contract = registry.address;
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-menu-"));
     relay = await startRelayProcess({
       rpcUrl: anvil.url,

@@ -86,7 +86,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
 
   it("lines typed during the outage arrive after it, in order; states go sending → stored → delivered; presence; own line once", async () => {
     // bob: a plain `chat talk alice` reading standard input (it acknowledges alice's messages as they arrive)
-    const bobChild = spawn(process.execPath, [CHAT, "--home", homes.bob, "--relay", relay.url, "--rpc", anvil.url, "talk", "alice"], {
+    const bobChild = spawn(process.execPath, [CHAT, "--home", homes.bob, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "alice"], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: homes.bob, ...CLIENT_ENV },
       stdio: ["pipe", "pipe", "pipe"],
@@ -96,7 +96,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
     await bob.waitFor("Talking with alice");
 
     // alice: `chat talk bob` on a pseudo-terminal
-    const command = [process.execPath, CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "talk", "bob"].map((p) => `'${p}'`).join(" ");
+    const command = [process.execPath, CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "bob"].map((p) => `'${p}'`).join(" ");
     const aliceChild = spawn("script", ["-qec", command, "/dev/null"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", HOME: homes.alice, TERM: "dumb", ...CLIENT_ENV } });
     children.push(aliceChild);
     const alice = new Watched(aliceChild, [aliceChild.stdout!]);
@@ -177,7 +177,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
   });
 
   it("a key bob rotates during the conversation is noticed before alice's next line, which bob's new key opens", async () => {
-    const aliceChild = spawn(process.execPath, [CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "talk", "bob"], {
+    const aliceChild = spawn(process.execPath, [CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "bob"], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: homes.alice, ...CLIENT_ENV },
       stdio: ["pipe", "pipe", "pipe"],
