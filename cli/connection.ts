@@ -68,8 +68,8 @@ export class RelayConnection {
     ws.on("error", () => undefined); // reported through close
   }
 
+  /** The relay's transport was checked when the context built it (Context.relay). */
   static async open(ctx: ConnectionDeps, session: Session): Promise<RelayConnection> {
-    checkRelayTransport(ctx.relay.url, ctx.out);
     const tlsOptions = await ctx.relay.tls();
     const url = ctx.relay.wsUrl();
     const ws = new WebSocket(url, {
@@ -168,13 +168,13 @@ const warned = new Set<string>();
 
 /**
  * Plain http:// to a relay sends the password-derived credential and the session token in the clear:
- * refused unless CHAT_INSECURE_RELAY=1 asks for it (warned about then), and warned about on loopback,
+ * refused unless CHAT_INSECURE_RELAY=1 (or --insecure-relay) asks for it (warned about then), and warned about on loopback,
  * where only this machine can listen.
  */
 export function checkRelayTransport(relayUrl: URL, out: Output, env: NodeJS.ProcessEnv = process.env): void {
   if (relayUrl.protocol === "https:") return;
   if (!isLoopback(relayUrl) && env.CHAT_INSECURE_RELAY !== "1") {
-    throw new ChatError("USAGE", `refusing the unencrypted relay ${relayUrl.origin}: use https://, or set CHAT_INSECURE_RELAY=1 if you accept that anyone on the network can read and change the traffic`);
+    throw new ChatError("USAGE", `refusing the unencrypted relay ${relayUrl.origin}: use https://, or pass --insecure-relay (CHAT_INSECURE_RELAY=1) if you accept that anyone on the network can read and change the traffic`);
   }
   warnOnce(out, relayUrl.origin, { code: "INSECURE_RELAY", message: `the relay ${relayUrl.origin} is plain http: the session token travels unencrypted` });
 }
@@ -214,7 +214,6 @@ export async function fetchMessageStatus(ctx: ConnectionDeps, session: Session, 
 }
 
 async function postStatus(ctx: ConnectionDeps, session: Session, to: string, ids: string[]): Promise<MessageStatusResponse> {
-  checkRelayTransport(ctx.relay.url, ctx.out);
   const tlsOptions = await ctx.relay.tls();
   const payload = Buffer.from(JSON.stringify({ to, ids }));
   const target = new URL("/v1/messages/status", ctx.relay.url);

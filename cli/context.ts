@@ -13,6 +13,7 @@ import { CREDENTIAL_ARGON2_PARAMS, INSECURE_TEST_ARGON2_PARAMS, deriveCredential
 import { ChatError } from "../protocol/errors";
 import { DEFAULT_MAX_FRAME_BYTES, InfoResponse } from "../protocol/wire";
 import { ChainReader, type RegistryReader } from "./chain";
+import { checkRelayTransport, checkRpcTransport } from "./connection";
 import { Home, defaultHome } from "./home";
 import { StdinLines, passwordSource, type PasswordSource } from "./input";
 import { Output } from "./output";
@@ -29,6 +30,10 @@ export interface GlobalOptions {
   passwordStdin?: boolean;
   /** the ChatRegistry address to trust (overrides CHAT_CONTRACT and the known deployments) */
   contract?: string;
+  /** answer yes to confirmations */
+  yes?: boolean;
+  /** accept a plain http:// relay off this machine, as CHAT_INSECURE_RELAY=1 does */
+  insecureRelay?: boolean;
 }
 
 export interface Deployment {
@@ -69,6 +74,8 @@ export class Context implements ClientStores {
    * argon2id 256 KiB / 1 pass and keystore scrypt N=2^10 instead of 64 MiB / 3 passes and N=2^17.
    */
   readonly insecureFastKdf: boolean;
+  /** --insecure-relay or CHAT_INSECURE_RELAY=1: a plain http:// relay off this machine is accepted (and warned about) */
+  readonly insecureRelay: boolean;
   private relayHttp?: RelayHttp;
   private chainReader?: ChainReader;
   private deploymentCache?: Deployment;
@@ -90,6 +97,7 @@ export class Context implements ClientStores {
     this.lines = new StdinLines();
     this.passwords = passwordSource({ fromStdin: Boolean(options.passwordStdin), lines: this.lines });
     this.insecureFastKdf = env.CHAT_INSECURE_FAST_KDF === "1";
+    this.insecureRelay = Boolean(options.insecureRelay) || setting("CHAT_INSECURE_RELAY", env, file) === "1";
     ({
       keys: this.keys,
       contacts: this.contacts,
@@ -100,12 +108,21 @@ export class Context implements ClientStores {
     } = stores ?? fileStores(this.home, { fastKdf: this.insecureFastKdf }));
   }
 
+  /**
+   * The relay, refused before any use when it is plain http:// off this machine (the credential and the
+   * session token would travel in the clear) unless insecureRelay accepts it: every command goes through here.
+   */
   get relay(): RelayHttp {
-    this.relayHttp ??= new RelayHttp(this.relayUrl, this.relayPins, this.out);
+    if (!this.relayHttp) {
+      const relay = new RelayHttp(this.relayUrl, this.relayPins, this.out);
+      checkRelayTransport(relay.url, this.out, this.insecureRelay ? { CHAT_INSECURE_RELAY: "1" } : {});
+      this.relayHttp = relay;
+    }
     return this.relayHttp;
   }
 
   async chain(): Promise<ChainReader> {
+    if (!this.chainReader) checkRpcTransport(this.rpcUrl, this.out);
     this.chainReader ??= await ChainReader.connect(this.rpcUrl);
     return this.chainReader;
   }

@@ -1,5 +1,5 @@
 /**
- * `chat`: the command-line client (issue 4). All cryptography happens here; every key is checked
+ * `chat`: the command-line client. All cryptography happens here; every key is checked
  * against the chain over the client's own JSON-RPC before it is used. Data goes to stdout (one JSON
  * object per line with --json), messages and warnings to stderr; every error is one line on stderr and
  * a non-zero exit.
@@ -25,6 +25,7 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
     .addOption(new Option("--home <dir>", "folder for keys, session and history (default: CHAT_HOME or $XDG_CONFIG_HOME/eth-chat)"))
     .option("--json", "machine-readable output: one JSON object per line on stdout")
     .option("--password-stdin", "read the password from standard input (a second line for a new password)")
+    .option("--insecure-relay", "accept a plain http:// relay off this machine (as CHAT_INSECURE_RELAY=1): anyone on the network can read and change the traffic")
     .option("--yes", "answer yes to confirmations (chat verify: the safety numbers were compared already)")
     .showHelpAfterError()
     .exitOverride();

@@ -1,5 +1,5 @@
 /**
- * `chat` alone: an interactive menu, as the original's "follow the on-screen instructions". Each entry
+ * `chat` alone: an interactive menu that a person follows on screen, no commands to learn. Each entry
  * runs the same code as the matching command; what it offers depends on whether you are logged in, and
  * its hints name menu choices rather than shell commands.
  */
@@ -32,14 +32,20 @@ const ENTRIES: Record<string, MenuEntry> = {
   login: { label: "Log in", run: command("login", "login"), asks: "Username: " },
   register: { label: "Register a new user", run: command("register", "register"), asks: "Username to register: " },
   reset: { label: "Set up a new device for a user (reset)", run: command("reset", "reset"), asks: "Username: " },
+  cancelReset: {
+    label: "Cancel a pending reset of your account",
+    // An empty answer means the logged-in user.
+    run: (ctx, name) => command("cancel-reset", "cancelReset")(ctx, name || undefined),
+    asks: "Username (Enter: the logged-in one): ",
+  },
   trust: { label: "Trust the relay's new certificate", run: command("trust-relay", "trustRelay") },
 };
 
 /** The choices in order: what a logged-in person uses most comes first. */
 export function menuEntries(loggedIn: boolean): MenuEntry[] {
   const keys = loggedIn
-    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "login", "register"]
-    : ["login", "register", "chat", "reset", "whois", "status", "trust"];
+    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "cancelReset", "login", "register"]
+    : ["login", "register", "chat", "reset", "cancelReset", "whois", "status", "trust"];
   return keys.map((key) => ENTRIES[key]);
 }
 
@@ -57,6 +63,7 @@ const CHOICE_OF: Record<string, string> = {
   login: ENTRIES.login.label,
   register: ENTRIES.register.label,
   reset: ENTRIES.reset.label,
+  "cancel-reset": ENTRIES.cancelReset.label,
   "trust-relay": ENTRIES.trust.label,
 };
 
@@ -72,6 +79,8 @@ export async function menu(ctx: Context): Promise<void> {
     ctx.out.info("chat: no terminal for the menu; use a command (chat --help)", { always: true });
     return;
   }
+  // Warnings raised inside a choice (a pending reset of your account...) name menu choices too.
+  ctx.out.adviceFor = menuHint;
   for (;;) {
     const session = currentSession(ctx.sessions, ctx.relay.origin);
     const entries = menuEntries(Boolean(session));

@@ -42,6 +42,11 @@ export function inertJson(value: unknown): string {
 
 export class Output {
   private statusShown = false;
+  /**
+   * Rewrites the advice in notes and warnings for people (the menu names its own choices instead of shell
+   * commands). Data and --json objects are never rewritten.
+   */
+  adviceFor: (text: string) => string = (text) => text;
   constructor(
     readonly json: boolean,
     private readonly stdout: NodeJS.WriteStream = process.stdout,
@@ -58,14 +63,14 @@ export class Output {
   info(text: string, options: { always?: boolean } = {}): void {
     if (this.json && !options.always) return;
     this.clearStatus();
-    this.stderr.write(`${inert(text)}\n`);
+    this.stderr.write(`${inert(this.adviceFor(text))}\n`);
   }
 
   /** A warning that must be seen: stderr always, and a warning object on stdout in --json mode. */
   warn(warning: Warning, loud = false): void {
     this.clearStatus();
     const banner = loud ? "!!!" : "!";
-    this.stderr.write(`${banner} WARNING: ${inert(warning.message)}\n`);
+    this.stderr.write(`${banner} WARNING: ${inert(this.adviceFor(warning.message))}\n`);
     if (this.json) this.stdout.write(`${inertJson({ type: "warning", ...warning })}\n`);
   }
 

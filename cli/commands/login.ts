@@ -1,19 +1,23 @@
-import { assertUsername } from "../../protocol/username";
 import { loginWithKeys, unlockCurrentKeys, type LoginDeps, type UnlockDeps } from "../auth";
 import type { Context } from "../context";
+import { parseUsername } from "../errors";
+import { localTime } from "../messaging";
+import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 
-export type LoginCommandDeps = LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential">;
+export type LoginCommandDeps = LoginDeps & UnlockDeps & OwnAccountDeps & Pick<Context, "passwords" | "credential">;
 
 /** chat login USER */
 export async function login(ctx: LoginCommandDeps, rawUsername: string): Promise<void> {
-  const username = assertUsername(rawUsername);
+  const username = parseUsername(rawUsername);
   await ctx.deployment();
+  // Before the password: a pending reset of this account is news the owner needs first.
+  await checkOwnAccount(ctx, username);
   const password = await ctx.passwords.password(`Password for ${username}: `);
   const keys = await unlockCurrentKeys(ctx, username, password);
   const credential = await ctx.credential(username, password);
   const session = await loginWithKeys({ ctx, username, credential, keys });
   ctx.out.data(
     { type: "login", username, keyIndex: session.keyIndex, expiresAt: session.expiresAt },
-    `Logged in as ${username} until ${new Date(session.expiresAt).toISOString()}`,
+    `Logged in as ${username} until ${localTime(session.expiresAt)}`,
   );
 }

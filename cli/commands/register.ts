@@ -1,17 +1,17 @@
 import { ChatError } from "../../protocol/errors";
 import { signRegistryTypedData, registryDomain } from "../../protocol/eip712";
 import { keyFingerprint, publicKeyOf } from "../../protocol/keys";
-import { assertUsername } from "../../protocol/username";
 import { CredentialHashResponse, TransactionResponse } from "../../protocol/wire";
 import { loginWithKeys, type LoginDeps } from "../auth";
 import type { Context } from "../context";
+import { parseUsername } from "../errors";
 import { newPrivateKey } from "../keystore";
 
 /** chat register USER: a new key on this device, its registration on chain (through the relay), then login. */
 export async function register(
   ctx: LoginDeps & Pick<Context, "registry" | "keys" | "out" | "passwords" | "credential" | "deadline">,
   rawUsername: string): Promise<void> {
-  const username = assertUsername(rawUsername);
+  const username = parseUsername(rawUsername);
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();
   if (await registry.isRegistered(username)) throw new ChatError("USERNAME_TAKEN", `username taken: ${username}`);

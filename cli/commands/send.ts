@@ -3,11 +3,13 @@ import { RelayConnection, type ConnectionDeps } from "../connection";
 import { parseUsername } from "../errors";
 import { inertLine } from "../output";
 import { Messenger, type MessengerDeps } from "../messaging";
+import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession } from "../session";
 
 /** chat send USER TEXT: encrypt for USER's chain-checked key, send, wait until the relay accepts it. */
-export async function send(ctx: MessengerDeps & ConnectionDeps, to: string, text: string): Promise<void> {
+export async function send(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps, to: string, text: string): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
+  await checkOwnAccount(ctx, session.username);
   const messenger = new Messenger(ctx, session);
   const entry = await messenger.prepare(parseUsername(to), text);
   const conn = await RelayConnection.open(ctx, session);

@@ -6,11 +6,17 @@ import type { Context } from "../context";
 import { describeError, parseUsername } from "../errors";
 import { inertLine } from "../output";
 import { Messenger, advances, describeWaiting, formatMessage, snippet, waitingMessages, type DeliveryState, type MessengerDeps } from "../messaging";
+import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession } from "../session";
 
 const RECENT = 20;
 /** How long leaving waits for lines still being handed to the relay. */
 const QUIT_FLUSH_MS = 10_000;
+/**
+ * How often a long conversation re-reads the user's own account on chain (one cheap read): a reset started
+ * with a stolen password can only be cancelled while its delay runs, so an open talk must not hide it.
+ */
+const OWN_ACCOUNT_CHECK_MS = 120_000;
 
 /** Errors no reconnect can cure: the conversation ends with them. */
 const FATAL_CODES = new Set(["SESSION_EXPIRED", "UNAUTHORIZED", "CERTIFICATE_CHANGED", "USAGE", "NOT_LOGGED_IN"]);
@@ -26,10 +32,11 @@ const sleep = (ms: number, abort: Promise<void>) => Promise.race([new Promise<vo
  * With a terminal, readline keeps the typed line intact around incoming lines; without one (scripts,
  * tests) lines are read from standard input. /quit, Ctrl-D or Ctrl-C leaves.
  */
-export async function talk(ctx: MessengerDeps & ConnectionDeps & Pick<Context, "lines" | "options">, rawPeer: string): Promise<void> {
+export async function talk(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps & Pick<Context, "lines" | "options">, rawPeer: string): Promise<void> {
   const peer = parseUsername(rawPeer);
   const session = requireSession(ctx.sessions, ctx.relay.origin);
   const me = session.username;
+  await checkOwnAccount(ctx, me);
   const messenger = new Messenger(ctx, session);
   await messenger.book.current(peer); // check (and announce) the peer's key before anything else
   for (const entry of ctx.history.read(me, peer).slice(-RECENT)) {
@@ -70,6 +77,18 @@ export async function talk(ctx: MessengerDeps & ConnectionDeps & Pick<Context, "
         : `  ✓✓ delivered to ${inertLine(known.to)}'s device: "${snippet(known.body)}"`;
     show({ type: "status", id, to: known.to, status: state }, text);
   };
+
+  // The owner's self-check again while talking: one at a time, its own failure only a note.
+  let checkingOwnAccount = false;
+  const recheckOwnAccount = () => {
+    if (checkingOwnAccount) return;
+    checkingOwnAccount = true;
+    checkOwnAccount(ctx, me)
+      .catch((error) => note(`could not check ${me} on chain: ${describeError(error).message}`))
+      .finally(() => (checkingOwnAccount = false));
+  };
+  const ownAccountTimer = setInterval(recheckOwnAccount, OWN_ACCOUNT_CHECK_MS);
+  ownAccountTimer.unref();
 
   let quitting = false;
   let quit!: () => void;
@@ -145,6 +164,7 @@ export async function talk(ctx: MessengerDeps & ConnectionDeps & Pick<Context, "
         try {
           conn = await RelayConnection.open(ctx, session);
           note("reconnected.");
+          recheckOwnAccount();
           break;
         } catch (error) {
           const { code } = describeError(error);
@@ -216,6 +236,7 @@ export async function talk(ctx: MessengerDeps & ConnectionDeps & Pick<Context, "
     if (conn.isOpen) await Promise.race([pump(), new Promise((resolve) => setTimeout(resolve, QUIT_FLUSH_MS).unref())]);
     await receiving;
   } finally {
+    clearInterval(ownAccountTimer);
     quitting = true;
     quit();
     rl?.close();

@@ -20,7 +20,7 @@ export async function verify(ctx: KeyBookDeps & Pick<Context, "sessions" | "line
   announceKeyChanges(ctx, session.username, username, keys);
   const current = keys[keys.length - 1];
   const pair = pairSafetyNumber(ctx, username, current)!;
-  const yes = Boolean((ctx.options as { yes?: boolean }).yes);
+  const yes = Boolean(ctx.options.yes);
   if (!yes) {
     ctx.out.info(
       `Safety number of ${session.username} and ${username} (${username}'s key #${current.index}, ${current.fingerprint}):\n${formatSafetyNumber(pair.digits, { lines: true }).replace(/^/gm, "  ")}\nCompare it with the number ${username} sees (in person or on a call).`,

@@ -1,5 +1,5 @@
 /**
- * Accounts through the chain: the relay peppers credentials (DESIGN.md §2), checks what it can before
+ * Accounts through the chain: the relay peppers credentials (offline guessing needs its secret), checks what it can before
  * spending gas, submits the relayer's transactions and answers once they are mined. The contract
  * verifies every EIP-712 signature itself; the relay cannot register, rotate or change a credential
  * without the user's key, and its resets are recorded on chain as such.

@@ -1,7 +1,7 @@
 /**
  * Key lookup: a user's current key and whole history, with kinds and blocks, from the cache; on a miss
  * (a user registered after the last sync), from the chain's events. Clients must still check keys
- * against the chain themselves (DESIGN.md §2); `verified` says whether the relay could confirm its
+ * against the chain themselves (the relay is not trusted with keys); `verified` says whether the relay could confirm its
  * cache against a reachable chain.
  */
 import { Router } from "express";

@@ -1,7 +1,7 @@
 /**
  * The interactive menu on a real pseudo-terminal (script(1)), against a real relay and anvil chain: the
- * choices a person needs, the login check before asking who, verify asking whether the safety numbers
- * matched, hints that name menu choices, and log out.
+ * choices a person needs (cancelling a pending reset among them), the login check before asking who,
+ * verify asking whether the safety numbers matched, hints that name menu choices, and log out.
  */
 import { expect } from "chai";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -15,20 +15,21 @@ import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { runChat } from "./chat-process";
 
 const ROOT = path.resolve(__dirname, "../..");
-/** Fast KDFs, and the contract this test deployed as the one the client trusts (chat never takes it from the relay). */
-const CLIENT_ENV: Record<string, string> = { CHAT_INSECURE_FAST_KDF: "1" };
+const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
 
 describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   this.timeout(180_000);
   let anvil: AnvilNode;
   let relay: RelayProcess;
+  /** the ChatRegistry this test deployed: the one its users trust (--contract) */
+  let contract: string;
   let tmp: string;
   const children: ChildProcess[] = [];
   const home = (who: string) => path.join(tmp, who);
 
   /** `chat` alone on a pseudo-terminal; `next(text)` waits for text after the previous wait. */
   function openMenu(who: string) {
-    const command = [process.execPath, path.join(ROOT, "bin/chat.js"), "--home", home(who), "--relay", relay.url, "--rpc", anvil.url].map((p) => `'${p}'`).join(" ");
+    const command = [process.execPath, path.join(ROOT, "bin/chat.js"), "--home", home(who), "--relay", relay.url, "--rpc", anvil.url, "--contract", contract].map((p) => `'${p}'`).join(" ");
     const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", HOME: home(who), TERM: "dumb", ...CLIENT_ENV } });
     children.push(child);
     let screen = "";
@@ -59,7 +60,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   before(async () => {
     anvil = await startAnvil();
     const registry = await deployRegistry({ rpcUrl: anvil.url });
-    CLIENT_ENV.CHAT_CONTRACT = registry.address;
+    contract = registry.address;
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-menu-"));
     relay = await startRelayProcess({
       rpcUrl: anvil.url,
@@ -86,6 +87,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
     await menu.next("1) Log in");
     await menu.next("2) Register a new user");
     await menu.next("3) Chat with someone");
+    await menu.next("5) Cancel a pending reset of your account");
     await menu.next("Choose:");
     menu.type("3");
     const from = await menu.next(`You are not logged in: choose "Log in" (or "Register a new user") first.`);
@@ -98,7 +100,7 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   it("logged in: verify shows the safety number and asks; who is, status, hints as menu choices, log out", async () => {
     const menu = openMenu("alice");
     await menu.next("(logged in as alice)");
-    for (const label of ["1) Chat with someone", "2) Read inbox", "3) Who is", "4) Verify a contact", "5) Status", "6) Rotate key", "7) Change password", "8) Log out", "q) Quit"]) {
+    for (const label of ["1) Chat with someone", "2) Read inbox", "3) Who is", "4) Verify a contact", "5) Status", "6) Rotate key", "7) Change password", "8) Log out", "9) Cancel a pending reset of your account", "q) Quit"]) {
       await menu.next(label);
     }
     await menu.next("Choose:");
@@ -148,5 +150,8 @@ describe("chat menu (pseudo-terminal, real relay and chain)", function () {
   it("hints in the menu name menu choices, not shell commands", () => {
     expect(menuHint("not logged in: run chat login USER (or chat register USER)")).to.equal('not logged in: choose "Log in" (or choose "Register a new user")');
     expect(menuHint("when the numbers match, run chat verify bob")).to.equal('when the numbers match, choose "Verify a contact (compare safety numbers)"');
+    expect(menuHint("If you did not request it, run `chat cancel-reset` NOW from this device, then change your password (chat passwd).")).to.equal(
+      'If you did not request it, choose "Cancel a pending reset of your account" NOW from this device, then change your password (choose "Change password").',
+    );
   });
 });

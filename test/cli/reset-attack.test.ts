@@ -1,7 +1,7 @@
 /**
  * The time-locked reset against real processes (chat CLI, relay, anvil, MariaDB): a thief who knows a
- * password requests a reset through the relay; the owner's next relay command warns loudly with the command
- * that cancels it; `chat cancel-reset` cancels it on chain; with the chain's clock moved past the delay the
+ * password requests a reset through the relay; the owner's next relay command (inbox, send, status) warns
+ * loudly with the command that cancels it; `chat cancel-reset` cancels it on chain; with the chain's clock moved past the delay the
  * thief's key never becomes current. Without a cancel the reset completes after the delay (the relay
  * completes it), the new device logs in, and a peer is warned.
  * Fast KDF parameters (CHAT_INSECURE_FAST_KDF): the attack is about the chain and the relay, not argon2.
@@ -105,6 +105,20 @@ describe("time-locked reset: the stolen-password attack (real processes)", funct
     expect(own, inbox.stderr).to.exist;
     expect(own.message).to.include("chat cancel-reset");
     expect(inbox.stderr).to.match(/^!!! WARNING: A RESET of your account bob/m);
+
+    // So do send and status; status also lists what bob sent that alice has not received yet.
+    const send = ok(await chat("bob", ["--json", "send", "alice", "still me?"]), "bob writes to alice");
+    expect(warnings(send, "OWN_RESET_PENDING"), send.stderr).to.have.length(1);
+    const sentId = send.json.find((o) => o.type === "sent").id;
+    const status = ok(await chat("bob", ["--json", "status"]), "bob's status");
+    expect(warnings(status, "OWN_RESET_PENDING"), status.stderr).to.have.length(1);
+    const record = status.json.find((o) => o.type === "status");
+    expect(record.waitingCheck).to.equal("ok");
+    const waiting = record.waiting.find((m: { id: string }) => m.id === sentId);
+    expect(waiting, JSON.stringify(record.waiting)).to.include({ to: "alice", state: "pending" });
+    expect(waiting.description).to.include(`is on the relay, not yet on alice's device`);
+    const people = ok(await chat("bob", ["status"]), "bob's status for people");
+    expect(people.stdout).to.match(/undelivered: 1 message\(s\) accepted by the relay, not yet delivered:\n {2}your message to alice of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \("still me\?"\) is on the relay, not yet on alice's device/);
 
     // A peer looking bob up is warned as loudly.
     const whois = ok(await chat("alice", ["--json", "whois", "bob"]), "alice looks bob up");

@@ -19,8 +19,7 @@ const ROOT = path.resolve(__dirname, "../..");
 const CHAT = path.join(ROOT, "bin/chat.js");
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2" };
 /** Test-only fast key derivation for the client: the subject here is the conversation, not the KDF. */
-/** Fast KDFs, and the contract this test deployed as the one the client trusts (chat never takes it from the relay). */
-const CLIENT_ENV: Record<string, string> = { CHAT_INSECURE_FAST_KDF: "1" };
+const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
 
 /** A process whose output is watched: waits for text after a position, in order. */
 class Watched {
@@ -61,7 +60,6 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
   before(async () => {
     anvil = await startAnvil();
     registry = await deployRegistry({ rpcUrl: anvil.url });
-    CLIENT_ENV.CHAT_CONTRACT = registry.address;
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-talk-"));
     homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob") };
     relayOptions = {
@@ -88,7 +86,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
 
   it("lines typed during the outage arrive after it, in order; states go sending → stored → delivered; presence; own line once", async () => {
     // bob: a plain `chat talk alice` reading standard input (it acknowledges alice's messages as they arrive)
-    const bobChild = spawn(process.execPath, [CHAT, "--home", homes.bob, "--relay", relay.url, "--rpc", anvil.url, "talk", "alice"], {
+    const bobChild = spawn(process.execPath, [CHAT, "--home", homes.bob, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "alice"], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: homes.bob, ...CLIENT_ENV },
       stdio: ["pipe", "pipe", "pipe"],
@@ -98,7 +96,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
     await bob.waitFor("Talking with alice");
 
     // alice: `chat talk bob` on a pseudo-terminal
-    const command = [process.execPath, CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "talk", "bob"].map((p) => `'${p}'`).join(" ");
+    const command = [process.execPath, CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "bob"].map((p) => `'${p}'`).join(" ");
     const aliceChild = spawn("script", ["-qec", command, "/dev/null"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", HOME: homes.alice, TERM: "dumb", ...CLIENT_ENV } });
     children.push(aliceChild);
     const alice = new Watched(aliceChild, [aliceChild.stdout!]);
@@ -179,7 +177,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
   });
 
   it("a key bob rotates during the conversation is noticed before alice's next line, which bob's new key opens", async () => {
-    const aliceChild = spawn(process.execPath, [CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "talk", "bob"], {
+    const aliceChild = spawn(process.execPath, [CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "bob"], {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? "", HOME: homes.alice, ...CLIENT_ENV },
       stdio: ["pipe", "pipe", "pipe"],

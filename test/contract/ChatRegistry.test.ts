@@ -1,6 +1,6 @@
 /**
  * ChatRegistry on Hardhat's in-process network: every function, every custom error, and the attacks of the
- * trust model (DESIGN.md §2). All signatures are made through protocol/eip712.ts (see ./signing.ts).
+ * trust model (README, "Why the chain, and what each party can do"). All signatures are made through protocol/eip712.ts (see ./signing.ts).
  */
 import { expect } from "chai";
 import hre from "hardhat";

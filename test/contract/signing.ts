@@ -4,7 +4,7 @@
  * a drift between the protocol's EIP-712 types and the contract's type hashes fails these tests.
  * (No tests here: Hardhat loads every .ts under test/, and this file only exports helpers.)
  */
-import { SigningKey, TypedDataEncoder, Wallet } from "ethers";
+import { Wallet } from "ethers";
 import {
   registryDomain,
   signRegistryTypedData,
@@ -115,18 +115,7 @@ export function signUpdateCredential(p: {
   });
 }
 
-/**
- * CancelReset is not in protocol/eip712.ts yet, so it is signed here from its own type; the contract's type hash
- * is keccak256 of exactly "CancelReset(string username,uint256 nonce,uint256 deadline)".
- */
-export const CANCEL_RESET_TYPES = {
-  CancelReset: [
-    { name: "username", type: "string" },
-    { name: "nonce", type: "uint256" },
-    { name: "deadline", type: "uint256" },
-  ],
-};
-
+/** CancelReset, signed by the CURRENT key to drop a pending reset (protocol/eip712.ts's CANCEL_RESET_TYPES). */
 export function signCancelReset(p: {
   domain: RegistryDomain;
   signer: Identity;
@@ -134,11 +123,9 @@ export function signCancelReset(p: {
   nonce: bigint;
   deadline: bigint;
 }): CompactSignature {
-  const digest = TypedDataEncoder.hash(p.domain, CANCEL_RESET_TYPES, {
-    username: p.username,
-    nonce: p.nonce,
-    deadline: p.deadline,
+  return signRegistryTypedData({
+    privateKey: p.signer.privateKey,
+    domain: p.domain,
+    data: { primaryType: "CancelReset", message: { username: p.username, nonce: p.nonce, deadline: p.deadline } },
   });
-  const signature = new SigningKey(p.signer.privateKey).sign(digest);
-  return [signature.r, signature.yParityAndS];
 }

@@ -18,7 +18,7 @@ import { createMysqlPool } from "../../relay/storage/mysql-pool";
 export const SECRET = randomBytes(32);
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
-/** The relay's own pool (BIGINTs as strings on MariaDB, DESIGN.md §5), small for tests. */
+/** The relay's own pool (BIGINTs read as strings, exact beyond 2^53), small for tests. */
 export function createTestPool(url: string) {
   return createMysqlPool(url, { connectionLimit: 5 });
 }

@@ -1,7 +1,7 @@
 /**
  * Bad input against a real relay process (MariaDB, anvil):
  *  - property-based fuzzing (fast-check, fixed seed printed; FC_SEED replays another) of every HTTP body
- *    of protocol/wire.ts and of every WebSocket frame type, 11,000 cases in all: each answered with a
+ *    of protocol/wire.ts and of every WebSocket frame type, 14,000 cases in all: each answered with a
  *    4xx ErrorBody or an ErrorFrame, the process never crashes or logs an internal error, and a control
  *    pair of users exchanges messages before, during and after;
  *  - named cases that the relay and CLI suites do not already cover (see README "Security and reliability").
@@ -21,7 +21,7 @@ import { connectClient, isAccepted, isType, type TestClient } from "../relay/mes
 import { newTestUser, registerUsers, relayOptions, relaySecrets, startChain, type Chain } from "./stack";
 
 const SEED = Number(process.env.FC_SEED ?? 20261129);
-const HTTP_CASES_PER_ROUTE = 1_000; // 7 POST routes + the keys path
+const HTTP_CASES_PER_ROUTE = 1_000; // per POST route, the keys path and logout's Authorization header
 const WS_CASES_PER_KIND = 750; // 4 kinds of frame
 
 // --- arbitraries: every value is invalid for its field by construction ------------------------------
@@ -62,6 +62,15 @@ const F = {
   signature65: { valid: hexOf(65), invalid: badValue(isHex(65)) },
   deadline: { valid: fc.integer({ min: 1, max: 2 ** 40 }), invalid: badDeadline },
   compact: { valid: fc.tuple(hexOf(32), hexOf(32)), invalid: badSignature },
+  messageIds: {
+    valid: fc.array(fc.stringMatching(/^[A-Za-z0-9_-]{8,64}$/), { minLength: 1, maxLength: 5 }),
+    invalid: fc.oneof(
+      wrongType.filter((v) => !Array.isArray(v) || v.length > 0),
+      fc.constant([]),
+      fc.array(badValue((s) => /^[A-Za-z0-9_-]{8,64}$/.test(s)), { minLength: 1, maxLength: 3 }),
+      fc.constant(Array.from({ length: 501 }, (_, i) => `message-${i}`)),
+    ),
+  },
 } satisfies Record<string, Field>;
 
 const ROUTES: Record<string, Record<string, Field>> = {
@@ -72,7 +81,20 @@ const ROUTES: Record<string, Record<string, Field>> = {
   "/v1/credential": { username: F.username, credential: F.hex32, deadline: F.deadline, signature: F.compact },
   "/v1/login/challenge": { username: F.username },
   "/v1/login": { username: F.username, credential: F.hex32, challenge: F.hex32, signature: F.signature65 },
+  "/v1/reset/cancel": { username: F.username, deadline: F.deadline, signature: F.compact },
 };
+
+/** Routes that take a session: posted with a valid token, so that the body itself is what gets refused. */
+const SESSION_ROUTES: Record<string, Record<string, Field>> = {
+  "/v1/messages/status": { to: F.username, ids: F.messageIds },
+};
+
+/** Authorization headers that carry no valid session (POST /v1/logout reads nothing else). */
+const badAuthorization = fc.oneof(
+  fc.stringMatching(/^[\x20-\x7e]{0,120}$/),
+  fc.stringMatching(/^[A-Za-z0-9_.~+/=-]{0,200}$/).map((t) => `Bearer ${t}`),
+  fc.tuple(hexOf(16), hexOf(16)).map(([a, b]) => `Bearer ${a.slice(2)}.${b.slice(2)}`),
+);
 
 type HttpCase = { body: string | Buffer; contentType: string };
 
@@ -120,7 +142,7 @@ const WS_KINDS: Record<string, fc.Arbitrary<unknown>> = {
 };
 
 describe("bad input against a real relay process: fuzzing and named cases", function () {
-  this.timeout(240_000);
+  this.timeout(600_000); // 14,000 cases against real processes on a shared 2-core machine
   let chain: Chain;
   let db: TestDatabase;
   let relay: RelayProcess;
@@ -132,8 +154,16 @@ describe("bad input against a real relay process: fuzzing and named cases", func
   const opened: TestClient[] = [];
   let wsUrl: string;
 
-  const post = async (route: string, c: HttpCase) => {
-    const response = await fetch(`${relay.url}${route}`, { method: "POST", headers: { "content-type": c.contentType }, body: c.body });
+  const post = async (route: string, c: HttpCase, authorization?: string) => {
+    const headers: Record<string, string> = { "content-type": c.contentType };
+    if (authorization !== undefined) headers.authorization = authorization;
+    // A kept-alive socket the relay closes just as it is reused fails in the client before any request left:
+    // tried once more on a fresh one. A crashed relay fails the retry too (and the exit check after).
+    const send = () => fetch(`${relay.url}${route}`, { method: "POST", headers, body: c.body });
+    const response = await send().catch((error) => {
+      if ((error as { cause?: { code?: string } }).cause?.code !== "UND_ERR_SOCKET") throw error;
+      return send();
+    });
     const text = await response.text();
     let body: unknown;
     try {
@@ -193,7 +223,8 @@ describe("bad input against a real relay process: fuzzing and named cases", func
     expect(errors, errors.slice(0, 3).join("\n")).to.deep.equal([]);
   };
 
-  it(`fuzzes every HTTP body and every WebSocket frame type (${8 * HTTP_CASES_PER_ROUTE + 4 * WS_CASES_PER_KIND} cases, fixed seed)`, async () => {
+  const httpRouteCount = Object.keys(ROUTES).length + Object.keys(SESSION_ROUTES).length + 2; // + the keys path and logout
+  it(`fuzzes every HTTP body and every WebSocket frame type (${httpRouteCount * HTTP_CASES_PER_ROUTE + Object.keys(WS_KINDS).length * WS_CASES_PER_KIND} cases, fixed seed)`, async () => {
     console.log(`      fast-check seed ${SEED} (replay: FC_SEED=${SEED})`);
     const started = Date.now();
     await control();
@@ -208,14 +239,25 @@ describe("bad input against a real relay process: fuzzing and named cases", func
       codes.add(answer.body.error.code);
     };
     let routeIndex = 0;
-    for (const [route, fields] of Object.entries(ROUTES)) {
+    const routes = [
+      ...Object.entries(ROUTES).map(([route, fields]) => ({ route, fields, authorization: undefined as string | undefined })),
+      ...Object.entries(SESSION_ROUTES).map(([route, fields]) => ({ route, fields, authorization: `Bearer ${tokens.alice}` })),
+    ];
+    for (const { route, fields, authorization } of routes) {
       const cases = fc.sample(badBody(fields), { numRuns: HTTP_CASES_PER_ROUTE, seed: SEED + routeIndex++ });
       for (let i = 0; i < cases.length; i += 16) {
         const batch = cases.slice(i, i + 16);
-        const answers = await Promise.all(batch.map((c) => post(route, c)));
+        const answers = await Promise.all(batch.map((c) => post(route, c, authorization)));
         answers.forEach((answer, j) => check(`${route} ${String(batch[j].body).slice(0, 200)}`, answer));
       }
       if (routeIndex % 3 === 0) await control();
+    }
+    // logout: a session in the header is all it reads; none of these is one, so none logs anybody out
+    const headers = fc.sample(badAuthorization, { numRuns: HTTP_CASES_PER_ROUTE, seed: SEED + 50 });
+    for (let i = 0; i < headers.length; i += 16) {
+      const batch = headers.slice(i, i + 16);
+      const answers = await Promise.all(batch.map((h) => post("/v1/logout", { body: "{}", contentType: "application/json" }, h)));
+      answers.forEach((answer, j) => check(`logout ${JSON.stringify(batch[j])}`, answer));
     }
     // the one route with a parameter in the path
     const names = fc.sample(F.username.invalid.filter((v): v is string => typeof v === "string" && v.length > 0), { numRuns: HTTP_CASES_PER_ROUTE, seed: SEED + 100 });
@@ -285,14 +327,18 @@ describe("bad input against a real relay process: fuzzing and named cases", func
   });
 
   it("named: invalid JSON, wrong types and missing fields on every route name the bad field", async () => {
-    for (const [route, fields] of Object.entries(ROUTES)) {
-      const notJson = await post(route, { body: '{"username": ', contentType: "application/json" });
-      expect([notJson.status, (notJson.body as any).error.code], route).to.deep.equal([400, "BAD_REQUEST"]);
-      const missing = await post(route, { body: "{}", contentType: "application/json" });
-      expect(missing.status, route).to.equal(400);
-      expect((missing.body as any).error.message, route).to.match(/^username: /);
+    const routes = [
+      ...Object.entries(ROUTES).map(([route, fields]) => ({ route, fields, authorization: undefined as string | undefined })),
+      ...Object.entries(SESSION_ROUTES).map(([route, fields]) => ({ route, fields, authorization: `Bearer ${tokens.alice}` })),
+    ];
+    for (const { route, fields, authorization } of routes) {
       const first = Object.keys(fields)[0];
-      const wrong = await post(route, { body: JSON.stringify({ [first]: 42 }), contentType: "application/json" });
+      const notJson = await post(route, { body: '{"username": ', contentType: "application/json" }, authorization);
+      expect([notJson.status, (notJson.body as any).error.code], route).to.deep.equal([400, "BAD_REQUEST"]);
+      const missing = await post(route, { body: "{}", contentType: "application/json" }, authorization);
+      expect(missing.status, route).to.equal(400);
+      expect((missing.body as any).error.message, route).to.match(new RegExp(`^${first}: `));
+      const wrong = await post(route, { body: JSON.stringify({ [first]: 42 }), contentType: "application/json" }, authorization);
       expect((wrong.body as any).error.message, route).to.match(new RegExp(`^${first}: `));
     }
   });
