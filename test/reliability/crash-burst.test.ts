@@ -94,7 +94,7 @@ function describeCrashBurst({ name, mysql, messages: MESSAGES, killAfterAccepted
       const users = Array.from({ length: USERS }, (_, i) => newTestUser(`user_${String(i).padStart(2, "0")}`));
       await registerUsers(relay, chain.domain, users);
       for (const user of users) {
-        clients.push(await loginCli({ relayUrl: relay.url, rpcUrl: chain.anvil.url, home: path.join(tmp, user.username), user }));
+        clients.push(await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, user.username), user }));
       }
       const online = clients.slice(0, USERS / 2);
       const offline = clients.slice(USERS / 2);

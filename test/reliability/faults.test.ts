@@ -105,10 +105,10 @@ describe("fault: two relays with Redis, one is killed", function () {
     const [alice, bob, carol, dave] = ["alice", "bob", "carol", "dave"].map((n) => newTestUser(`${n}_scale`));
     await registerUsers(relayA, chain.domain, [alice, bob, carol, dave]);
     // alice (receiving) and carol (sending) reach A through the balancer; bob sends through B directly.
-    const a = await loginCli({ relayUrl: lbUrl, rpcUrl: chain.anvil.url, home: path.join(tmp, "alice"), user: alice });
-    const c = await loginCli({ relayUrl: lbUrl, rpcUrl: chain.anvil.url, home: path.join(tmp, "carol"), user: carol });
-    const b = await loginCli({ relayUrl: relayB.url, rpcUrl: chain.anvil.url, home: path.join(tmp, "bob"), user: bob });
-    const d = await loginCli({ relayUrl: lbUrl, rpcUrl: chain.anvil.url, home: path.join(tmp, "dave"), user: dave });
+    const a = await loginCli({ relayUrl: lbUrl, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "alice"), user: alice });
+    const c = await loginCli({ relayUrl: lbUrl, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "carol"), user: carol });
+    const b = await loginCli({ relayUrl: relayB.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "bob"), user: bob });
+    const d = await loginCli({ relayUrl: lbUrl, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "dave"), user: dave });
     clients.push(a, b, c, d);
 
     const shownToAlice: string[] = [];
@@ -182,8 +182,8 @@ describe("fault: MySQL stops and comes back", function () {
     relay = await startRelayProcess(relayOptions(chain, { dataDir: path.join(tmp, "relay"), secrets: relaySecrets(), mysqlUrl: mariadb.url }));
     const [alice, bob] = [newTestUser("alice_db"), newTestUser("bob_db")];
     await registerUsers(relay, chain.domain, [alice, bob]);
-    const a = await loginCli({ relayUrl: relay.url, rpcUrl: chain.anvil.url, home: path.join(tmp, "alice"), user: alice });
-    const b = await loginCli({ relayUrl: relay.url, rpcUrl: chain.anvil.url, home: path.join(tmp, "bob"), user: bob });
+    const a = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "alice"), user: alice });
+    const b = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "bob"), user: bob });
     clients.push(a, b);
     await a.messenger.book.current(bob.username); // bob's key checked before the outage
     const conn = await RelayConnection.open(a.ctx, a.session);
@@ -258,8 +258,8 @@ describe("fault: the chain's JSON-RPC is down", function () {
     const [alice, bob, carol] = [newTestUser("alice_rpc"), newTestUser("bob_rpc"), newTestUser("carol_rpc")];
     await registerUsers(relay, chain.domain, [alice, bob, carol]);
     const homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob") };
-    (await loginCli({ relayUrl: relay.url, rpcUrl, home: homes.alice, user: alice })).close();
-    (await loginCli({ relayUrl: relay.url, rpcUrl, home: homes.bob, user: bob })).close();
+    (await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home: homes.alice, user: alice })).close();
+    (await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home: homes.bob, user: bob })).close();
     const chat = (home: string, args: string[]) => runChat({ home, relay: relay.url, rpc: rpcUrl, args });
     const verified = await chat(homes.alice, ["--yes", "verify", bob.username]);
     expect(verified.code, verified.stderr).to.equal(0);

@@ -107,7 +107,7 @@ describe("a hostile relay is caught", function () {
     await registerUsers(relay, chain.domain, [alice, bob, carol]);
     for (const [name, user, url] of [["alice", alice, relay.url], ["bob", bob, proxy.url], ["carol", carol, relay.url]] as const) {
       homes[name] = path.join(tmp, name);
-      (await loginCli({ relayUrl: url, rpcUrl: chain.anvil.url, home: homes[name], user })).close();
+      (await loginCli({ relayUrl: url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: homes[name], user })).close();
     }
   });
   after(async () => {

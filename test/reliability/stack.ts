@@ -102,10 +102,13 @@ export interface CliClient {
   close(): void;
 }
 
-/** A client context with the CLI's code, its output captured instead of printed. */
-export function cliContext(params: { relayUrl: string; rpcUrl: string; home: string }): { ctx: Context; out: Captured } {
+/**
+ * A client context with the CLI's code, its output captured instead of printed. `contract` is the
+ * deployment the client trusts (the test's own), as a user would pass --contract.
+ */
+export function cliContext(params: { relayUrl: string; rpcUrl: string; contract: string; home: string }): { ctx: Context; out: Captured } {
   mkdirSync(params.home, { recursive: true, mode: 0o700 });
-  const ctx = new Context({ relay: params.relayUrl, rpc: params.rpcUrl, home: params.home, json: true }, {});
+  const ctx = new Context({ relay: params.relayUrl, rpc: params.rpcUrl, contract: params.contract, home: params.home, json: true }, {});
   const out: Captured = { data: [], warnings: [], text: "" };
   const sink = {
     isTTY: false,
@@ -125,7 +128,7 @@ export function cliContext(params: { relayUrl: string; rpcUrl: string; home: str
 }
 
 /** Logs `user` in with the CLI's own login (challenge signed by the key, session.json written in `home`). */
-export async function loginCli(params: { relayUrl: string; rpcUrl: string; home: string; user: TestUser }): Promise<CliClient> {
+export async function loginCli(params: { relayUrl: string; rpcUrl: string; contract: string; home: string; user: TestUser }): Promise<CliClient> {
   const { ctx, out } = cliContext(params);
   const session = await loginWithKeys({
     ctx,
