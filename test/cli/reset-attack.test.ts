@@ -17,7 +17,7 @@ import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { deployRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat, type ChatResult } from "./chat-process";
+import { runChat, type ChatResult } from "../helpers/chat-process";
 
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2", carol: "carol-Secret-pw-3" };
 const RESET_DELAY_S = 60; // test/helpers/registry.ts deploys with this delay

@@ -17,7 +17,7 @@ import { LookalikeRegistry__factory } from "../../typechain-types";
 import { anvilPrivateKey, startAnvil, type AnvilNode } from "../helpers/anvil";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat } from "./chat-process";
+import { runChat } from "../helpers/chat-process";
 
 /** Deploys the look-alike (ChatRegistry plus an admin key setter) as a hostile operator would. */
 async function deployLookalike(rpcUrl: string): Promise<{ address: string; deployBlock: number }> {
