@@ -10,6 +10,7 @@ import { expect } from "chai";
 import { ZeroAddress } from "ethers";
 import { newIdentity, signCancelReset, signRegister } from "../helpers/signing";
 import type { TestDatabase } from "../helpers/mysql";
+import { waitFor } from "../helpers/wait";
 import { startChain, type ChainFixture } from "../helpers/chain";
 import { newTestUser, uniqueUsername, randomCredential } from "../helpers/users";
 import {
@@ -151,8 +152,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     // Past the delay on the chain's clock, the relay completes it itself.
     await chain.provider.send("evm_increaseTime", [61]);
     await chain.provider.send("evm_mine", []);
-    const until = Date.now() + 15_000;
-    while ((await chain.registry.keyCount(user.username)) < 3n && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    await waitFor("the relay to complete the reset", async () => (await chain.registry.keyCount(user.username)) >= 3n, 15_000);
     expect(await chain.registry.keyCount(user.username)).to.equal(3n);
     await relay.relay.syncer.syncOnce();
 
@@ -315,13 +315,10 @@ describe("relay accounts limits and failures", function () {
     expect(response.status).to.equal(503);
     expect(response.body.error.code).to.equal("CHAIN_UNAVAILABLE");
     // Within a few polls the health check notices.
-    let health: any;
-    for (let i = 0; i < 100; i++) {
-      health = await api(relay.url, "GET", "/healthz");
-      if (health.status === 503) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(health.status).to.equal(503);
+    const health = await waitFor("a degraded health check", async () => {
+      const answer = await api(relay.url, "GET", "/healthz");
+      return answer.status === 503 && answer;
+    }, 10_000);
     expect(health.body.status).to.equal("degraded");
     expect(health.body.chain.ok).to.equal(false);
     // Keys still come from the cache, marked unverified.

@@ -6,6 +6,7 @@ import { createRedisBus } from "../../relay/bus/redis";
 import { createMysqlMailbox } from "../../relay/storage/mailbox-mysql";
 import type { Mailbox } from "../../relay/storage/mailbox";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import { waitFor } from "../helpers/wait";
 import {
   connectReady,
   createTestPool,
@@ -76,11 +77,7 @@ describe("messaging: two relays through Redis", function () {
     }
     // the ack on one instance empties the shared mailbox
     for (const id of ids) bobOnOther.send({ type: "ack", id, from: "x_alice" });
-    const deadline = Date.now() + 5_000;
-    while ((await mailboxes[1].pending({ recipient: "x_bob", now: Date.now(), limit: 100 })).length > 0) {
-      if (Date.now() > deadline) throw new Error("mailbox not emptied");
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor("the shared mailbox emptied", async () => (await mailboxes[1].pending({ recipient: "x_bob", now: Date.now(), limit: 100 })).length === 0, 5_000, 20);
   });
 
   it("a message stored through one instance is in the backlog on the other", async () => {

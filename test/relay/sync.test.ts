@@ -12,6 +12,7 @@ import { newIdentity } from "../helpers/signing";
 import { deployRegistry } from "../helpers/registry";
 import type { TestDatabase } from "../helpers/mysql";
 import { relayEnv, spawnRelay, startRelayProcess } from "../helpers/relay-process";
+import { waitFor } from "../helpers/wait";
 import { ConfigError, parseConfig } from "../../relay/config";
 import { startChain, type ChainFixture } from "../helpers/chain";
 import { newTestUser, uniqueUsername, randomCredential } from "../helpers/users";
@@ -139,12 +140,10 @@ describe("relay chain cache (anvil + MariaDB)", function () {
     expect((await api(relay.url, "GET", `/v1/users/${alice.username}/keys`)).status).to.equal(200);
 
     await chain.provider.send("anvil_reset", []);
-    let health: any;
-    for (let i = 0; i < 100; i++) {
-      health = await api(relay.url, "GET", "/healthz");
-      if (health.body.sync.stale) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const health = await waitFor("the relay to see its cache is stale", async () => {
+      const answer = await api(relay.url, "GET", "/healthz");
+      return answer.body.sync.stale && answer;
+    }, 10_000, 50);
     expect(health.status).to.equal(503);
     expect(health.body.sync.stale).to.equal(true);
     const keys = await api(relay.url, "GET", `/v1/users/${alice.username}/keys`);
@@ -158,14 +157,8 @@ describe("relay chain cache (anvil + MariaDB)", function () {
     const redeployed = await deployRegistry({ rpcUrl: chain.anvil.url });
     expect(redeployed.address).to.equal(chain.deployed.address);
     const bob = newTestUser(uniqueUsername("fresh"));
-    let registered: any;
-    for (let i = 0; i < 100; i++) {
-      registered = await registerUser(relay.url, chain.domain, bob);
-      if (registered.status === 200) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(registered.status, JSON.stringify(registered.body)).to.equal(200);
-    for (let i = 0; i < 100 && (await api(relay.url, "GET", "/healthz")).status !== 200; i++) await new Promise((r) => setTimeout(r, 50));
+    await waitFor("a registration on the fresh chain", async () => (await registerUser(relay.url, chain.domain, bob)).status === 200, 30_000, 50);
+    await waitFor("a healthy relay", async () => (await api(relay.url, "GET", "/healthz")).status === 200, 10_000, 50);
     expect((await api(relay.url, "GET", `/v1/users/${bob.username}/keys`)).status).to.equal(200);
     const gone = await api(relay.url, "GET", `/v1/users/${alice.username}/keys`);
     expect(gone.status).to.equal(404);
