@@ -1,4 +1,3 @@
-import { expect } from "chai";
 import { Wallet, ZeroAddress, ZeroHash, type ErrorFragment, type ParamType } from "ethers";
 import { decodeRegistryRevert, registryRevertError } from "../../chain/errors";
 import { connectRegistry, registryErrorInterface } from "../../chain/registry";
@@ -7,6 +6,7 @@ import { ChatError } from "../../protocol/errors";
 import { anvilPrivateKey, startAnvil, type AnvilNode } from "../helpers/anvil";
 import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { expect } from "../helpers/chai";
 
 /** A valid value of an ABI parameter type, enough to encode an error's arguments. */
 function sampleOf(param: ParamType): unknown {
@@ -62,11 +62,7 @@ describe("chain/: against a real node (anvil)", function () {
     const provider = createRpcProvider(anvil.url, deployed.chainId);
     try {
       const registry = connectRegistry(deployed.address, provider);
-      const failure = await registry.currentKey("nobody_here").then(
-        () => null,
-        (error: unknown) => error,
-      );
-      expect(failure).to.not.equal(null);
+      const failure = await expect(registry.currentKey("nobody_here")).to.be.rejected;
       const decoded = registryRevertError(failure);
       expect(decoded).to.be.instanceOf(ChatError);
       expect(decoded!.code).to.equal("UNKNOWN_USER");

@@ -1,18 +1,11 @@
-import { expect } from "chai";
 import { ChainReader } from "../../cli/chain";
 import { ChatError } from "../../protocol/errors";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { expect } from "../helpers/chai";
 
-async function rejection(work: Promise<unknown>): Promise<ChatError> {
-  const error = await work.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error, "expected a rejection").to.be.instanceOf(ChatError);
-  return error as ChatError;
-}
+const rejection = async (work: Promise<unknown>): Promise<ChatError> => expect(work).to.be.rejectedWith(ChatError);
 
 describe("cli/chain: the client's chain reads", function () {
   this.timeout(60_000);

@@ -1,4 +1,3 @@
-import { expect } from "chai";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -7,6 +6,7 @@ import { Home } from "../../cli/home";
 import { storeKey, toWeb3SecretStorage, unlockKey } from "../../cli/keystore";
 import { ChatError } from "../../protocol/errors";
 import { publicKeyOf } from "../../protocol/keys";
+import { expect, expectRejectedCode } from "../helpers/chai";
 
 const PRIVATE_KEY = "0x" + "5a".repeat(32);
 const PASSWORD = "correct horse battery staple";
@@ -56,14 +56,8 @@ describe("cli/keystore", () => {
     home.dir("users", "alice", "keys");
     writeFileSync(keystoreFile(1), await encryptKeystoreJson(account, PASSWORD, { scrypt: { N: 1 << 10 } }), { mode: 0o600 });
     expect((await unlockKey({ home, username: "alice", index: 1, password: PASSWORD })).privateKey).to.equal(PRIVATE_KEY);
-    try {
-      await unlockKey({ home, username: "alice", index: 1, password: "not the password" });
-      expect.fail("a wrong password must not open the keystore");
-    } catch (error) {
-      expect(error).to.be.instanceOf(ChatError);
-      expect((error as ChatError).code).to.equal("WRONG_PASSWORD");
-      expect((error as Error).message).to.not.include("not the password");
-    }
+    const refused = await expectRejectedCode(unlockKey({ home, username: "alice", index: 1, password: "not the password" }), "WRONG_PASSWORD");
+    expect(refused.message).to.not.include("not the password");
   });
 
   it("renames only the crypto section, keeps every other field, and refuses a keystore without exactly one", () => {

@@ -12,7 +12,7 @@ import { menuHint } from "../../cli/menu";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { deployRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat } from "./chat-process";
+import { runChat } from "../helpers/chat-process";
 
 const ROOT = path.resolve(__dirname, "../..");
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };

@@ -2,7 +2,6 @@
  * Trust on first use of the relay's certificate, over real TLS: the first contact pins it, a changed
  * certificate stops the client with CERTIFICATE_CHANGED, `chat trust-relay` re-trusts explicitly.
  */
-import { expect } from "chai";
 import { X509Certificate } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import https from "node:https";
@@ -11,9 +10,9 @@ import path from "node:path";
 import { generate } from "selfsigned";
 import { trustRelay } from "../../cli/commands/trust-relay";
 import { Context } from "../../cli/context";
-import { ChatError } from "../../protocol/errors";
 import { InfoResponse } from "../../protocol/wire";
 import { freePort } from "../helpers/ports";
+import { expect, expectRejectedCode } from "../helpers/chai";
 
 async function certificate() {
   return generate([{ name: "commonName", value: "eth-chat relay" }], { keyType: "ec", curve: "P-256", algorithm: "sha256" } as never);
@@ -66,21 +65,9 @@ describe("cli/relay-tls: the relay's certificate is pinned on first use", functi
     // the relay (or someone in between) now shows another certificate
     await close(server);
     server = await serve(port, second);
-    try {
-      await context().relay.get("/v1/info", InfoResponse);
-      expect.fail("a changed certificate must stop the client");
-    } catch (error) {
-      expect(error).to.be.instanceOf(ChatError);
-      expect((error as ChatError).code).to.equal("CERTIFICATE_CHANGED");
-      expect((error as ChatError).message).to.match(/chat trust-relay/);
-    }
+    await expectRejectedCode(context().relay.get("/v1/info", InfoResponse), "CERTIFICATE_CHANGED", /chat trust-relay/);
     // still refused on the next run: nothing was re-pinned silently
-    try {
-      await context().relay.get("/v1/info", InfoResponse);
-      expect.fail("still refused");
-    } catch (error) {
-      expect((error as ChatError).code).to.equal("CERTIFICATE_CHANGED");
-    }
+    await expectRejectedCode(context().relay.get("/v1/info", InfoResponse), "CERTIFICATE_CHANGED");
 
     const trusting = context();
     await trustRelay(trusting);

@@ -17,7 +17,8 @@ import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { deployRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat, type ChatResult } from "./chat-process";
+import { runChat, type ChatResult } from "../helpers/chat-process";
+import { sleep, waitFor } from "../helpers/wait";
 
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2", carol: "carol-Secret-pw-3" };
 const RESET_DELAY_S = 60; // test/helpers/registry.ts deploys with this delay
@@ -44,14 +45,6 @@ describe("time-locked reset: the stolen-password attack (real processes)", funct
   const passTheDelay = async () => {
     await provider.send("evm_increaseTime", [RESET_DELAY_S + 5]);
     await provider.send("evm_mine", []);
-  };
-
-  const waitFor = async (what: string, condition: () => Promise<boolean>, timeoutMs = 20_000) => {
-    const until = Date.now() + timeoutMs;
-    while (!(await condition())) {
-      if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
   };
 
   before(async () => {
@@ -132,7 +125,7 @@ describe("time-locked reset: the stolen-password attack (real processes)", funct
 
     // Past the delay, nothing can complete it: the thief's key never becomes current.
     await passTheDelay();
-    await new Promise((r) => setTimeout(r, 1500)); // several relay sync polls
+    await sleep(1500); // several relay sync polls
     const [bobKeyAfter, index] = await registry.currentKey("bob");
     expect(bobKeyAfter).to.equal(bobKeyBefore);
     expect(index).to.equal(0n);
@@ -161,7 +154,7 @@ describe("time-locked reset: the stolen-password attack (real processes)", funct
 
     await passTheDelay();
     // The relay completes the due reset itself.
-    await waitFor("the relay to complete carol's reset", async () => (await registry.currentKey("carol"))[1] === 1n);
+    await waitFor("the relay to complete carol's reset", async () => (await registry.currentKey("carol"))[1] === 1n, 20_000, 200);
     expect(Number((await registry.keyRecord("carol", 1)).kind)).to.equal(3); // KeyKind.Reset
     const [none] = await registry.pendingReset("carol");
     expect(none).to.equal("0x0000000000000000000000000000000000000000");

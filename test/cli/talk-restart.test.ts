@@ -13,7 +13,7 @@ import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat, type ChatResult } from "./chat-process";
+import { runChat, type ChatResult } from "../helpers/chat-process";
 
 const ROOT = path.resolve(__dirname, "../..");
 const CHAT = path.join(ROOT, "bin/chat.js");

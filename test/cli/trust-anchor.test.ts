@@ -4,7 +4,6 @@
  * first) and a look-alike with an admin key setter; a real relay in front of each; the real `chat` command.
  * A fresh client refuses the relays of the other two deployments and accepts the trusted one.
  */
-import { expect } from "chai";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -12,12 +11,12 @@ import { NonceManager, Wallet, keccak256 } from "ethers";
 import { connectRpc } from "../../chain/rpc";
 import { compareRuntimeBytecode, loadCompiledRuntime, metadataTail, readRuntimeCode } from "../../chain/bytecode";
 import { chooseTrustAnchor } from "../../cli/trust-anchor";
-import { ChatError } from "../../protocol/errors";
 import { LookalikeRegistry__factory } from "../../typechain-types";
 import { anvilPrivateKey, startAnvil, type AnvilNode } from "../helpers/anvil";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat } from "./chat-process";
+import { runChat } from "../helpers/chat-process";
+import { expect, expectThrownCode } from "../helpers/chai";
 
 /** Deploys the look-alike (ChatRegistry plus an admin key setter) as a hostile operator would. */
 async function deployLookalike(rpcUrl: string): Promise<{ address: string; deployBlock: number }> {
@@ -30,18 +29,6 @@ async function deployLookalike(rpcUrl: string): Promise<{ address: string; deplo
   } finally {
     provider.destroy();
   }
-}
-
-function expectChatError(work: () => unknown, code: string, message?: RegExp): void {
-  try {
-    work();
-  } catch (error) {
-    expect(error).to.be.instanceOf(ChatError);
-    expect((error as ChatError).code).to.equal(code);
-    if (message) expect((error as ChatError).message).to.match(message);
-    return;
-  }
-  expect.fail(`expected ${code}`);
 }
 
 describe("trust anchor: the client chooses its contract, checks its code, and says where the choice came from", function () {
@@ -136,15 +123,15 @@ describe("trust anchor: the client chooses its contract, checks its code, and sa
     });
 
     it("a local deployment file never decides on another chain; no anchor and a bad address stop with USAGE", () => {
-      expectChatError(() => chooseTrustAnchor({ chainId: 1n, localDeploymentFile: file(), rpcName: "http://rpc" }), "USAGE", /chain 1 .*pass --contract ADDRESS/);
-      expectChatError(() => chooseTrustAnchor({ chainId: 31337n, localDeploymentFile: path.join(tmp, "none.json"), rpcName: "rpc" }), "USAGE", /npm start/);
-      expectChatError(() => chooseTrustAnchor({ chainId: 31337n, contractOption: "0x1234", localDeploymentFile: file(), rpcName: "rpc" }), "USAGE", /--contract: not a contract address/);
+      expectThrownCode(() => chooseTrustAnchor({ chainId: 1n, localDeploymentFile: file(), rpcName: "http://rpc" }), "USAGE", /chain 1 .*pass --contract ADDRESS/);
+      expectThrownCode(() => chooseTrustAnchor({ chainId: 31337n, localDeploymentFile: path.join(tmp, "none.json"), rpcName: "rpc" }), "USAGE", /npm start/);
+      expectThrownCode(() => chooseTrustAnchor({ chainId: 31337n, contractOption: "0x1234", localDeploymentFile: file(), rpcName: "rpc" }), "USAGE", /--contract: not a contract address/);
       // One letter's case changed: the EIP-55 checksum catches a typo that would name another contract.
       const checksummed = new Wallet(anvilPrivateKey(3)).address;
       const i = [...checksummed].findIndex((c, k) => k > 1 && /[a-fA-F]/.test(c));
       const flipped = checksummed[i] === checksummed[i].toUpperCase() ? checksummed[i].toLowerCase() : checksummed[i].toUpperCase();
       const typo = `${checksummed.slice(0, i)}${flipped}${checksummed.slice(i + 1)}`;
-      expectChatError(() => chooseTrustAnchor({ chainId: 31337n, contractSetting: typo, localDeploymentFile: file(), rpcName: "rpc" }), "USAGE", /checksum/);
+      expectThrownCode(() => chooseTrustAnchor({ chainId: 31337n, contractSetting: typo, localDeploymentFile: file(), rpcName: "rpc" }), "USAGE", /checksum/);
     });
   });
 

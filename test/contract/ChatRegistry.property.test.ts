@@ -31,7 +31,7 @@ import {
   signRotate,
   signUpdateCredential,
   type Identity,
-} from "./signing";
+} from "../helpers/signing";
 
 const SEED = Number(process.env.FC_SEED ?? 20261129);
 const RUNS = 200;

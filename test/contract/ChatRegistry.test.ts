@@ -19,7 +19,7 @@ import {
   signRotate,
   signUpdateCredential,
   type Identity,
-} from "./signing";
+} from "../helpers/signing";
 
 const KIND = { None: 0n, Registered: 1n, Rotated: 2n, Reset: 3n };
 const RELAYER_ROLE = keccakUtf8("RELAYER_ROLE");

@@ -1,4 +1,3 @@
-import { expect } from "chai";
 import { argon2id as nobleArgon2id } from "@noble/hashes/argon2.js";
 import { argon2id as wasmArgon2id } from "hash-wasm";
 import {
@@ -7,7 +6,7 @@ import {
   credentialSalt,
   deriveCredential,
 } from "../../protocol/credential-derive";
-import { ChatError } from "../../protocol/errors";
+import { expect, expectRejectedCode } from "../helpers/chai";
 
 const CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 const BASE = { username: "alice", chainId: 31337n, contractAddress: CONTRACT };
@@ -73,20 +72,10 @@ describe("protocol/credential-derive", () => {
   });
 
   it("refuses weak parameters unless explicitly allowed, and bad inputs naming the field", async () => {
-    const expectCode = async (promise: Promise<unknown>, code: string, text: RegExp) => {
-      try {
-        await promise;
-        expect.fail("should have thrown");
-      } catch (error) {
-        expect(error).to.be.instanceOf(ChatError);
-        expect((error as ChatError).code).to.equal(code);
-        expect((error as ChatError).message).to.match(text);
-      }
-    };
-    await expectCode(deriveCredential({ ...BASE, password: "pw", argon2: INSECURE_TEST_ARGON2_PARAMS }), "BAD_REQUEST", /tests only/);
-    await expectCode(deriveCredential({ ...BASE, password: "" }), "BAD_REQUEST", /password/);
-    await expectCode(deriveCredential({ ...BASE, username: "Alice!", password: "pw" }), "INVALID_USERNAME", /a-z/);
-    await expectCode(deriveCredential({ ...BASE, contractAddress: "0x1234", password: "pw" }), "BAD_REQUEST", /contractAddress/);
-    await expectCode(deriveCredential({ ...BASE, chainId: "x", password: "pw" }), "BAD_REQUEST", /chainId/);
+    await expectRejectedCode(deriveCredential({ ...BASE, password: "pw", argon2: INSECURE_TEST_ARGON2_PARAMS }), "BAD_REQUEST", /tests only/);
+    await expectRejectedCode(deriveCredential({ ...BASE, password: "" }), "BAD_REQUEST", /password/);
+    await expectRejectedCode(deriveCredential({ ...BASE, username: "Alice!", password: "pw" }), "INVALID_USERNAME", /a-z/);
+    await expectRejectedCode(deriveCredential({ ...BASE, contractAddress: "0x1234", password: "pw" }), "BAD_REQUEST", /contractAddress/);
+    await expectRejectedCode(deriveCredential({ ...BASE, chainId: "x", password: "pw" }), "BAD_REQUEST", /chainId/);
   });
 });

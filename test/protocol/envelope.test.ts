@@ -1,4 +1,3 @@
-import { expect } from "chai";
 import EthCrypto from "eth-crypto";
 import fc from "fast-check";
 import { Wallet } from "ethers";
@@ -14,6 +13,7 @@ import {
 } from "../../protocol/envelope";
 import { ChatError } from "../../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../../protocol/keys";
+import { expect, expectRejectedCode } from "../helpers/chai";
 
 const ALICE = "0x" + "11".repeat(32);
 const BOB = "0x" + "22".repeat(32);
@@ -45,18 +45,6 @@ const BOB_KEYS = [
   { index: 1, privateKey: BOB },
   { index: 0, privateKey: BOB_OLD },
 ];
-
-async function expectRejected(promise: Promise<unknown>, code: string, text?: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error, String(error)).to.be.instanceOf(ChatError);
-    expect((error as ChatError).code).to.equal(code);
-    if (text) expect((error as ChatError).message).to.match(text);
-    return;
-  }
-  expect.fail(`expected ${code}`);
-}
 
 function open(envelope: string, overrides: Partial<Parameters<typeof openEnvelope>[0]> = {}) {
   return openEnvelope({
@@ -140,7 +128,7 @@ describe("protocol/envelope v1", () => {
     expect((await open(envelope)).inner.recipientKeyIndex).to.equal(0);
     // ... but not when the signed index names another key than the one that decrypts
     const lying = await sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB_OLD) });
-    await expectRejected(open(lying), "ENVELOPE_INVALID", /recipient key 1/);
+    await expectRejectedCode(open(lying), "ENVELOPE_INVALID", /recipient key 1/);
   });
 
   it("rejects an altered ciphertext (every region: iv, ephemeral key, body, mac)", async () => {
@@ -148,37 +136,37 @@ describe("protocol/envelope v1", () => {
     const { c } = JSON.parse(envelope) as { c: string };
     for (const position of [3, 40, Math.floor(c.length / 2), c.length - 3]) {
       const flipped = c.slice(0, position) + (c[position] === "0" ? "1" : "0") + c.slice(position + 1);
-      await expectRejected(open(JSON.stringify({ v: 1, c: flipped })), "ENVELOPE_INVALID");
+      await expectRejectedCode(open(JSON.stringify({ v: 1, c: flipped })), "ENVELOPE_INVALID");
     }
-    await expectRejected(open(JSON.stringify({ v: 1, c: c.slice(0, -2) })), "ENVELOPE_INVALID");
+    await expectRejectedCode(open(JSON.stringify({ v: 1, c: c.slice(0, -2) })), "ENVELOPE_INVALID");
   });
 
   it("rejects an altered signature, a signature by another key, and an altered signed field", async () => {
     const signature = signInner({ inner: INNER, privateKey: ALICE });
     // one bit of s flipped
     const altered = signature.slice(0, 70) + (signature[70] === "a" ? "b" : "a") + signature.slice(71);
-    await expectRejected(open(await encryptRaw({ m: INNER, s: altered })), "ENVELOPE_INVALID", /signature/);
+    await expectRejectedCode(open(await encryptRaw({ m: INNER, s: altered })), "ENVELOPE_INVALID", /signature/);
     // mallory signs a message that claims to come from alice
     const forged = signInner({ inner: INNER, privateKey: MALLORY });
-    await expectRejected(open(await encryptRaw({ m: INNER, s: forged })), "ENVELOPE_INVALID", /does not match alice's key 0/);
+    await expectRejectedCode(open(await encryptRaw({ m: INNER, s: forged })), "ENVELOPE_INVALID", /does not match alice's key 0/);
     // alice's real signature over another body
-    await expectRejected(open(await encryptRaw({ m: { ...INNER, body: "pay mallory" }, s: signature })), "ENVELOPE_INVALID", /signature/);
+    await expectRejectedCode(open(await encryptRaw({ m: { ...INNER, body: "pay mallory" }, s: signature })), "ENVELOPE_INVALID", /signature/);
   });
 
   it("checks the signature against the key at the claimed index, as the caller's chain-checked lookup gives it", async () => {
     const inner = { ...INNER, senderKeyIndex: 1 };
     const envelope = await sealEnvelope({ inner, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
-    await expectRejected(open(envelope), "KEY_MISMATCH", /no key 1 for alice/);
+    await expectRejectedCode(open(envelope), "KEY_MISMATCH", /no key 1 for alice/);
     const chainWithRotation = async (username: string, index: number) =>
       index === 1 ? publicKeyToAddress(publicKeyOf(MALLORY)) : lookup(username, index);
-    await expectRejected(open(envelope, { lookupSenderKey: chainWithRotation }), "ENVELOPE_INVALID", /key 1/);
+    await expectRejectedCode(open(envelope, { lookupSenderKey: chainWithRotation }), "ENVELOPE_INVALID", /key 1/);
   });
 
   it("rejects a message for someone else, a sender that is not the relay's `from`, and another id", async () => {
     const envelope = await sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
-    await expectRejected(open(envelope, { me: "carol" }), "ENVELOPE_INVALID", /addressed to bob/);
-    await expectRejected(open(envelope, { from: "mallory" }), "ENVELOPE_INVALID", /claims sender alice/);
-    await expectRejected(open(envelope, { frameId: "another-id-123" }), "ENVELOPE_INVALID", /id/);
+    await expectRejectedCode(open(envelope, { me: "carol" }), "ENVELOPE_INVALID", /addressed to bob/);
+    await expectRejectedCode(open(envelope, { from: "mallory" }), "ENVELOPE_INVALID", /claims sender alice/);
+    await expectRejectedCode(open(envelope, { frameId: "another-id-123" }), "ENVELOPE_INVALID", /id/);
   });
 
   it("drops duplicates by (sender, id) through the dedup store", async () => {
@@ -186,18 +174,18 @@ describe("protocol/envelope v1", () => {
     const envelope = await sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
     await open(envelope, { dedup });
     const again = await sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
-    await expectRejected(open(again, { dedup }), "DUPLICATE");
+    await expectRejectedCode(open(again, { dedup }), "DUPLICATE");
     expect(dedup.size()).to.equal(1);
   });
 
   it("refuses unknown versions and malformed envelopes", async () => {
-    await expectRejected(open(JSON.stringify({ v: 2, c: "00" })), "ENVELOPE_INVALID", /version 2/);
-    await expectRejected(open("not json"), "ENVELOPE_INVALID");
-    await expectRejected(open(JSON.stringify({ v: 1, c: "XYZ" })), "ENVELOPE_INVALID");
-    await expectRejected(open(JSON.stringify({ v: 1, c: "0x" })), "ENVELOPE_INVALID", /0x-prefixed hex/);
-    await expectRejected(open(JSON.stringify({ v: 1, c: "0x" + "ab".repeat(40) + "a" })), "ENVELOPE_INVALID", /whole bytes/);
-    await expectRejected(open(JSON.stringify({ v: 1, c: "0x" + "ab".repeat(96) })), "ENVELOPE_INVALID", /too short/);
-    await expectRejected(open(await encryptRaw({ m: { ...INNER, v: 7 }, s: "0x00" })), "ENVELOPE_INVALID", /malformed/);
+    await expectRejectedCode(open(JSON.stringify({ v: 2, c: "00" })), "ENVELOPE_INVALID", /version 2/);
+    await expectRejectedCode(open("not json"), "ENVELOPE_INVALID");
+    await expectRejectedCode(open(JSON.stringify({ v: 1, c: "XYZ" })), "ENVELOPE_INVALID");
+    await expectRejectedCode(open(JSON.stringify({ v: 1, c: "0x" })), "ENVELOPE_INVALID", /0x-prefixed hex/);
+    await expectRejectedCode(open(JSON.stringify({ v: 1, c: "0x" + "ab".repeat(40) + "a" })), "ENVELOPE_INVALID", /whole bytes/);
+    await expectRejectedCode(open(JSON.stringify({ v: 1, c: "0x" + "ab".repeat(96) })), "ENVELOPE_INVALID", /too short/);
+    await expectRejectedCode(open(await encryptRaw({ m: { ...INNER, v: 7 }, s: "0x00" })), "ENVELOPE_INVALID", /malformed/);
   });
 
   it("refuses bodies whose frame would exceed the relay's maxFrameBytes with MESSAGE_TOO_LONG", async () => {
@@ -211,20 +199,14 @@ describe("protocol/envelope v1", () => {
   });
 
   it("validates the inner message and names the bad field", async () => {
-    try {
-      await sealEnvelope({ inner: { ...INNER, id: "short" }, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
-      expect.fail("should throw");
-    } catch (error) {
-      expect((error as ChatError).code).to.equal("BAD_REQUEST");
-      expect((error as Error).message).to.match(/inner\.id/);
-    }
+    await expectRejectedCode(sealEnvelope({ inner: { ...INNER, id: "short" }, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) }), "BAD_REQUEST", /inner\.id/);
     // a lone surrogate would become U+FFFD on the way to UTF-8 and break the signature: refused up front
-    await expectRejected(
+    await expectRejectedCode(
       sealEnvelope({ inner: { ...INNER, body: "a\ud800b" }, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) }),
       "BAD_REQUEST",
       /inner\.body/,
     );
-    await expectRejected(
+    await expectRejectedCode(
       sealEnvelope({ inner: INNER, senderPrivateKey: ALICE, recipientPublicKey: "0x1234" }),
       "INVALID_PUBLIC_KEY",
       /recipientPublicKey/,

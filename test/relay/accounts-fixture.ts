@@ -1,52 +1,21 @@
 /**
- * Helpers of the accounts and sync tests (no tests here): a real anvil with ChatRegistry, a relay built
- * in-process with createRelayStack (plain HTTP on a free port) over the real MariaDB or memory stores, and a
- * client that registers, logs in, rotates and resets the way the CLI does.
+ * Helpers of the accounts and sync tests (no tests here): a relay built in-process with createRelayStack
+ * (plain HTTP on a free port) over the real MariaDB or memory stores, and a client that registers, logs in, rotates and resets the way the CLI does.
  */
-import { randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Wallet, hexlify, type JsonRpcProvider } from "ethers";
-import { createRpcProvider } from "../../chain/rpc";
+import { Wallet } from "ethers";
 import pino from "pino";
-import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
+import type { RegistryDomain } from "../../protocol/eip712";
 import { loginMessage } from "../../protocol/wire";
 import { parseConfig, type RelayConfig } from "../../relay/config";
 import { createRelayStack, type RelayStack } from "../../relay/stack";
-import { ChatRegistry__factory, type ChatRegistry } from "../../typechain-types";
-import { newIdentity, signRegister, signReset, signRotate, signUpdateCredential, type Identity } from "../contract/signing";
-import { startAnvil, type AnvilNode } from "../helpers/anvil";
+import type { ChainFixture } from "../helpers/chain";
+import { signRegister, signReset, signRotate, signUpdateCredential, type Identity } from "../helpers/signing";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { freePort } from "../helpers/ports";
-import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { relayEnv } from "../helpers/relay-process";
-
-export interface ChainFixture {
-  anvil: AnvilNode;
-  deployed: DeployedRegistry;
-  provider: JsonRpcProvider;
-  registry: ChatRegistry;
-  domain: RegistryDomain;
-  close(): Promise<void>;
-}
-
-export async function startChain(): Promise<ChainFixture> {
-  const anvil = await startAnvil();
-  const deployed = await deployRegistry({ rpcUrl: anvil.url });
-  const provider = createRpcProvider(anvil.url, deployed.chainId, { pollingIntervalMs: 100 });
-  const registry = ChatRegistry__factory.connect(deployed.address, provider);
-  return {
-    anvil,
-    deployed,
-    provider,
-    registry,
-    domain: registryDomain({ chainId: deployed.chainId, verifyingContract: deployed.address }),
-    close: async () => {
-      provider.destroy();
-      await anvil.stop();
-    },
-  };
-}
+import type { TestUser } from "../helpers/users";
 
 /**
  * The environment of an in-process relay: the relay processes' own (every setting explicit), on plain
@@ -106,17 +75,6 @@ export async function api(url: string, method: string, pathname: string, body?: 
   });
   const text = await response.text();
   return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : undefined };
-}
-
-export interface TestUser {
-  username: string;
-  identity: Identity;
-  /** what the CLI derives from the password (argon2id); random here */
-  credential: string;
-}
-
-export function newUser(prefix = "u"): TestUser {
-  return { username: `${prefix}_${randomBytes(5).toString("hex")}`, identity: newIdentity(), credential: hexlify(randomBytes(32)) };
 }
 
 export const deadline = () => Math.floor(Date.now() / 1000) + 3600;

@@ -8,21 +8,21 @@ import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import { ZeroAddress } from "ethers";
-import { newIdentity, signCancelReset } from "../contract/signing";
+import { newIdentity, signCancelReset, signRegister } from "../helpers/signing";
 import type { TestDatabase } from "../helpers/mysql";
+import { waitFor } from "../helpers/wait";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, randomCredential } from "../helpers/users";
 import {
   api,
   changeCredential,
   deadline,
   login,
-  newUser,
   registerUser,
   resetUser,
   rotateUser,
-  startChain,
   startRelay,
   withDatabase,
-  type ChainFixture,
   type RelayFixture,
 } from "./accounts-fixture";
 import { verifySessionToken } from "../../relay/sessions";
@@ -45,7 +45,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("registers through the relay: on chain first, then in the users table", async () => {
-    const user = newUser("alice");
+    const user = newTestUser(uniqueUsername("alice"));
     const response = await registerUser(relay.url, chain.domain, user);
     expect(response.status, JSON.stringify(response.body)).to.equal(200);
     expect(response.body.transactionHash).to.match(/^0x[0-9a-f]{64}$/);
@@ -67,7 +67,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("lands fifty concurrent registrations, one relayer nonce each", async () => {
-    const users = Array.from({ length: 50 }, () => newUser("many"));
+    const users = Array.from({ length: 50 }, () => newTestUser(uniqueUsername("many")));
     const startNonce = await chain.provider.getTransactionCount(relay.chain.relayerAddress);
     const started = Date.now();
     const responses = await Promise.all(users.map((u) => registerUser(relay.url, chain.domain, u)));
@@ -81,7 +81,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("logs in with the right password and current key, and refuses a wrong password, a wrong key, an unknown user", async () => {
-    const user = newUser("bob");
+    const user = newTestUser(uniqueUsername("bob"));
     expect((await registerUser(relay.url, chain.domain, user)).status).to.equal(200);
 
     const ok = await login(relay.url, chain.domain, user);
@@ -90,7 +90,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     expect(claims.sub).to.equal(user.username);
     expect(ok.body.keyIndex).to.equal(0);
 
-    const wrongPassword = await login(relay.url, chain.domain, user, { credential: newUser().credential });
+    const wrongPassword = await login(relay.url, chain.domain, user, { credential: randomCredential() });
     expect(wrongPassword.status).to.equal(401);
     expect(wrongPassword.body.error.code).to.equal("LOGIN_FAILED");
 
@@ -98,7 +98,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     expect(wrongKey.status).to.equal(401);
     expect(wrongKey.body).to.deep.equal(wrongPassword.body);
 
-    const unknown = await login(relay.url, chain.domain, newUser("ghost"));
+    const unknown = await login(relay.url, chain.domain, newTestUser(uniqueUsername("ghost")));
     expect(unknown.status).to.equal(404);
     expect(unknown.body.error.code).to.equal("UNKNOWN_USER");
 
@@ -107,7 +107,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("uses each login challenge once", async () => {
-    const user = newUser("carol");
+    const user = newTestUser(uniqueUsername("carol"));
     await registerUser(relay.url, chain.domain, user);
     const challenge = await api(relay.url, "POST", "/v1/login/challenge", { username: user.username });
     const { Wallet } = await import("ethers");
@@ -123,13 +123,13 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("serves the key history with kinds after rotate and a time-locked reset, and logs in only with the current key", async () => {
-    const user = newUser("dave");
+    const user = newTestUser(uniqueUsername("dave"));
     await registerUser(relay.url, chain.domain, user);
     const second = newIdentity();
     const rotated = await rotateUser(relay.url, chain, user, second);
     expect(rotated.status, JSON.stringify(rotated.body)).to.equal(200);
     const third = newIdentity();
-    const wrongReset = await resetUser(relay.url, chain, { ...user, identity: second }, third, newUser().credential);
+    const wrongReset = await resetUser(relay.url, chain, { ...user, identity: second }, third, randomCredential());
     expect(wrongReset.status).to.equal(401);
     expect(wrongReset.body.error.code).to.equal("WRONG_PASSWORD");
     const reset = await resetUser(relay.url, chain, { ...user, identity: second }, third);
@@ -152,8 +152,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     // Past the delay on the chain's clock, the relay completes it itself.
     await chain.provider.send("evm_increaseTime", [61]);
     await chain.provider.send("evm_mine", []);
-    const until = Date.now() + 15_000;
-    while ((await chain.registry.keyCount(user.username)) < 3n && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    await waitFor("the relay to complete the reset", async () => (await chain.registry.keyCount(user.username)) >= 3n, 15_000);
     expect(await chain.registry.keyCount(user.username)).to.equal(3n);
     await relay.relay.syncer.syncOnce();
 
@@ -183,7 +182,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("relays a cancel signed by the current key, refuses one signed by the pending key, and the reset never completes", async () => {
-    const user = newUser("erin");
+    const user = newTestUser(uniqueUsername("erin"));
     await registerUser(relay.url, chain.domain, user);
     const thief = newIdentity();
     const requested = await resetUser(relay.url, chain, user, thief);
@@ -216,9 +215,9 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("changes the credential on chain; the old password stops working", async () => {
-    const user = newUser("erin");
+    const user = newTestUser(uniqueUsername("erin"));
     await registerUser(relay.url, chain.domain, user);
-    const next = newUser().credential;
+    const next = randomCredential();
     const session = await login(relay.url, chain.domain, user);
     const changed = await changeCredential(relay.url, chain, user, next, session.body.token);
     expect(changed.status, JSON.stringify(changed.body)).to.equal(200);
@@ -227,11 +226,10 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("maps contract errors and bad input to stable 4xx codes without spending gas", async () => {
-    const user = newUser("frank");
+    const user = newTestUser(uniqueUsername("frank"));
     const nonceBefore = await chain.provider.getTransactionCount(relay.chain.relayerAddress);
     // A registration signed by another key than the one registered.
     const hash = await api(relay.url, "POST", "/v1/credential-hash", { username: user.username, credential: user.credential });
-    const { signRegister } = await import("../contract/signing");
     const d = Math.floor(Date.now() / 1000) + 600;
     const forged = await api(relay.url, "POST", "/v1/register", {
       username: user.username,
@@ -251,7 +249,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
     expect(badField.body.error.code).to.equal("BAD_REQUEST");
     expect(badField.body.error.message).to.match(/^credential/);
 
-    const unknownRotate = await rotateUser(relay.url, chain, newUser("nobody"), newIdentity());
+    const unknownRotate = await rotateUser(relay.url, chain, newTestUser(uniqueUsername("nobody")), newIdentity());
     expect(unknownRotate.status).to.equal(404);
     expect(unknownRotate.body.error.code).to.equal("UNKNOWN_USER");
 
@@ -263,7 +261,7 @@ describe("relay accounts (anvil + MariaDB)", function () {
   });
 
   it("answers a cache miss from the chain", async () => {
-    const user = newUser("gina");
+    const user = newTestUser(uniqueUsername("gina"));
     await registerUser(relay.url, chain.domain, user);
     await relay.pool!.query("DELETE FROM key_history WHERE username = ?", [user.username]);
     const keys = await api(relay.url, "GET", `/v1/users/${user.username}/keys`);
@@ -280,7 +278,7 @@ describe("relay accounts limits and failures", function () {
   this.timeout(60_000);
   let chain: ChainFixture;
   let relay: RelayFixture;
-  const user = newUser("hank");
+  const user = newTestUser(uniqueUsername("hank"));
 
   before(async () => {
     chain = await startChain();
@@ -313,17 +311,14 @@ describe("relay accounts limits and failures", function () {
 
   it("answers 503 CHAIN_UNAVAILABLE when the chain is down, and /healthz says degraded", async () => {
     await chain.anvil.stop();
-    const response = await registerUser(relay.url, chain.domain, newUser("ivy"));
+    const response = await registerUser(relay.url, chain.domain, newTestUser(uniqueUsername("ivy")));
     expect(response.status).to.equal(503);
     expect(response.body.error.code).to.equal("CHAIN_UNAVAILABLE");
     // Within a few polls the health check notices.
-    let health: any;
-    for (let i = 0; i < 100; i++) {
-      health = await api(relay.url, "GET", "/healthz");
-      if (health.status === 503) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(health.status).to.equal(503);
+    const health = await waitFor("a degraded health check", async () => {
+      const answer = await api(relay.url, "GET", "/healthz");
+      return answer.status === 503 && answer;
+    }, 10_000);
     expect(health.body.status).to.equal("degraded");
     expect(health.body.chain.ok).to.equal(false);
     // Keys still come from the cache, marked unverified.
@@ -373,10 +368,10 @@ describe("relay accounts: a failed broadcast leaves no nonce gap", function () {
       const relayer = relay.chain.relayerAddress;
       const before = await chain.provider.getTransactionCount(relayer);
       failNext = mode;
-      const failed = await registerUser(relay.url, chain.domain, newUser("fail"));
+      const failed = await registerUser(relay.url, chain.domain, newTestUser(uniqueUsername("fail")));
       expect(failed.status).to.equal(503);
       expect(failed.body.error.code).to.equal("CHAIN_UNAVAILABLE");
-      const next = await Promise.all([newUser("after"), newUser("after")].map((u) => registerUser(relay.url, chain.domain, u)));
+      const next = await Promise.all([newTestUser(uniqueUsername("after")), newTestUser(uniqueUsername("after"))].map((u) => registerUser(relay.url, chain.domain, u)));
       for (const r of next) expect(r.status, JSON.stringify(r.body)).to.equal(200);
       // Every nonce used exactly once, in order: the lost transaction (if it landed) plus the two new ones.
       expect(await chain.provider.getTransactionCount(relayer)).to.equal(before + (mode === "lose" ? 3 : 2));

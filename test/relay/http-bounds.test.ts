@@ -19,7 +19,7 @@ import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { ConfigError, parseConfig } from "../../relay/config";
 import { createMemoryMailbox } from "../../relay/storage/mailbox-memory";
 import { mailboxDepthGauge } from "../../relay/ws/metrics";
-import { startChain, type ChainFixture } from "./accounts-fixture";
+import { startChain, type ChainFixture } from "../helpers/chain";
 
 const METRICS_TOKEN = "metrics-token-0123456789abcdef";
 const HEADERS_TIMEOUT_S = 2;

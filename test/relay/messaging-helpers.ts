@@ -14,6 +14,9 @@ import type { Mailbox } from "../../relay/storage/mailbox";
 import type { MessageBus } from "../../relay/bus/bus";
 import { issueSessionToken, verifySessionToken } from "../../relay/sessions";
 import { createMysqlPool } from "../../relay/storage/mysql-pool";
+import { createRedisBus } from "../../relay/bus/redis";
+import { createMysqlMailbox } from "../../relay/storage/mailbox-mysql";
+import { createTestDatabase } from "../helpers/mysql";
 
 export const SECRET = randomBytes(32);
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
@@ -166,4 +169,52 @@ export async function connectReady(url: string, username: string): Promise<{ cli
 
 export function envelope(n: number | string) {
   return JSON.stringify({ v: 1, ciphertext: `opaque-${n}` });
+}
+
+/** Two messaging relays over one MariaDB mailbox database and one Redis: a user on one reaches a user on the other. */
+export interface RelayPair {
+  mailboxes: Mailbox[];
+  /** Connects `username` to relay 0 or 1 and waits for its backlog; closed with the pair. */
+  open(relay: number, username: string): ReturnType<typeof connectReady>;
+  close(): Promise<void>;
+}
+
+export async function startRelayPair(databaseName: string): Promise<RelayPair> {
+  const db = await createTestDatabase(databaseName);
+  const pool = createTestPool(db.url);
+  const mailboxes: Mailbox[] = [];
+  const buses: MessageBus[] = [];
+  const relays: TestRelay[] = [];
+  const clients: TestClient[] = [];
+  const close = async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    for (const r of relays) await r.close();
+    for (const b of buses) await b.close();
+    for (const m of mailboxes) await m.close();
+    await pool.end();
+    await db.drop();
+  };
+  try {
+    for (let i = 0; i < 2; i++) {
+      const mailbox = createMysqlMailbox(pool);
+      mailboxes.push(mailbox);
+      await mailbox.migrate();
+      const bus = createRedisBus(REDIS_URL);
+      buses.push(bus);
+      await bus.ping();
+      relays.push(await startTestRelay({ mailbox, bus }));
+    }
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  return {
+    mailboxes,
+    open: async (relay, username) => {
+      const ready = await connectReady(relays[relay].url, username);
+      clients.push(ready.client);
+      return ready;
+    },
+    close,
+  };
 }

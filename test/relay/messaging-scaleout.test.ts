@@ -1,59 +1,18 @@
 import { expect } from "chai";
 import Redis from "ioredis";
-import type { Pool } from "mysql2/promise";
-import type { MessageBus } from "../../relay/bus/bus";
-import { createRedisBus } from "../../relay/bus/redis";
-import { createMysqlMailbox } from "../../relay/storage/mailbox-mysql";
-import type { Mailbox } from "../../relay/storage/mailbox";
-import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
-import {
-  connectReady,
-  createTestPool,
-  envelope,
-  isAccepted,
-  isType,
-  REDIS_URL,
-  startTestRelay,
-  type TestClient,
-  type TestRelay,
-} from "./messaging-helpers";
+import { waitFor } from "../helpers/wait";
+import { envelope, isAccepted, isType, REDIS_URL, startRelayPair, type RelayPair } from "./messaging-helpers";
 
 /** Two relay instances, one database, one Redis: a user on one reaches a user on the other. */
 describe("messaging: two relays through Redis", function () {
-  let db: TestDatabase;
-  let pool: Pool;
-  const mailboxes: Mailbox[] = [];
-  const buses: MessageBus[] = [];
-  const relays: TestRelay[] = [];
-  const clients: TestClient[] = [];
+  let pair: RelayPair;
 
   before(async () => {
-    db = await createTestDatabase("chat_scaleout");
-    pool = createTestPool(db.url);
-    for (let i = 0; i < 2; i++) {
-      const mailbox = createMysqlMailbox(pool);
-      await mailbox.migrate();
-      const bus = createRedisBus(REDIS_URL);
-      await bus.ping();
-      mailboxes.push(mailbox);
-      buses.push(bus);
-      relays.push(await startTestRelay({ mailbox, bus }));
-    }
+    pair = await startRelayPair("chat_scaleout");
   });
-  after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    for (const r of relays) await r.close();
-    for (const b of buses) await b.close();
-    for (const m of mailboxes) await m.close();
-    await pool?.end();
-    await db?.drop();
-  });
+  after(async () => pair?.close());
 
-  const open = async (relay: number, username: string) => {
-    const r = await connectReady(relays[relay].url, username);
-    clients.push(r.client);
-    return r;
-  };
+  const open = (relay: number, username: string) => pair.open(relay, username);
 
   it("delivers live across instances, to each device, in order and once", async () => {
     const { client: alice } = await open(0, "x_alice");
@@ -76,11 +35,7 @@ describe("messaging: two relays through Redis", function () {
     }
     // the ack on one instance empties the shared mailbox
     for (const id of ids) bobOnOther.send({ type: "ack", id, from: "x_alice" });
-    const deadline = Date.now() + 5_000;
-    while ((await mailboxes[1].pending({ recipient: "x_bob", now: Date.now(), limit: 100 })).length > 0) {
-      if (Date.now() > deadline) throw new Error("mailbox not emptied");
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor("the shared mailbox emptied", async () => (await pair.mailboxes[1].pending({ recipient: "x_bob", now: Date.now(), limit: 100 })).length === 0, 5_000, 20);
   });
 
   it("a message stored through one instance is in the backlog on the other", async () => {

@@ -5,6 +5,7 @@ import { createMysqlMailbox } from "../../relay/storage/mailbox-mysql";
 import type { Mailbox } from "../../relay/storage/mailbox";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { freePort } from "../helpers/ports";
+import { waitFor } from "../helpers/wait";
 import {
   connectClient,
   connectReady,
@@ -69,13 +70,13 @@ describe("messaging: relay with a MySQL mailbox", function () {
     expect(first.backlog[0].receivedAt).to.be.a("number");
     // Ack only the first half, then reconnect: the other half comes again, in order.
     for (const m of first.backlog.slice(0, 10)) first.client.send({ type: "ack", id: m.id, from: m.from });
-    await waitFor(async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 100 })).length === 10);
+    await waitFor("ten messages in the mailbox", async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 100 })).length === 10, 5_000, 20);
     await first.client.close();
 
     const second = await open(bob);
     expect(second.backlog.map((m) => m.id)).to.deep.equal(ids.slice(10));
     for (const m of second.backlog) second.client.send({ type: "ack", id: m.id, from: m.from });
-    await waitFor(async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 100 })).length === 0);
+    await waitFor("an empty mailbox", async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 100 })).length === 0, 5_000, 20);
     await second.client.close();
     expect((await open(bob)).ready.pending).to.equal(0);
   });
@@ -91,7 +92,7 @@ describe("messaging: relay with a MySQL mailbox", function () {
     expect(m1).to.deep.equal(m2);
     expect(m1).to.include({ id: "live-0001", from: alice, envelope: envelope("live") });
     b1.send({ type: "ack", id: m1.id, from: m1.from });
-    await waitFor(async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 10 })).length === 0);
+    await waitFor("an empty mailbox", async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 10 })).length === 0, 5_000, 20);
   });
 
   it("a relay restart (a new attachMessaging on the same database) keeps the mailbox", async () => {
@@ -137,7 +138,7 @@ describe("messaging: relay with a MySQL mailbox", function () {
     a.send({ type: "send", id: "dup-000001", to: bob, envelope: envelope("dup") });
     expect((await a.next(isAccepted("dup-000001"))).status).to.equal("stored");
     b.send({ type: "ack", id: "dup-000001", from: alice });
-    await waitFor(async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 10 })).length === 0);
+    await waitFor("an empty mailbox", async () => (await mailbox.pending({ recipient: bob, now: Date.now(), limit: 10 })).length === 0, 5_000, 20);
     // Re-sent after the ack (the sender never saw "accepted"): answered "delivered", not delivered again.
     a.send({ type: "send", id: "dup-000001", to: bob, envelope: envelope("dup") });
     expect((await a.next(isAccepted("dup-000001"))).status).to.equal("delivered");
@@ -186,14 +187,6 @@ describe("messaging: relay with a MySQL mailbox", function () {
     expect((await a2.next(isAccepted("big-000002"))).status).to.equal("stored");
   });
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe("messaging: limits, expiry and failures", function () {
   let db: TestDatabase;
@@ -309,6 +302,6 @@ describe("messaging: limits, expiry and failures", function () {
     const { client: a } = await client(relay.url, "ping_alice");
     // ws clients answer pings automatically; silence this one by pausing its socket reads.
     (a.ws as any)._socket.pause();
-    await waitFor(async () => relay.messaging.connectionCount() === 0, 3_000);
+    await waitFor("every connection closed", () => relay.messaging.connectionCount() === 0, 3_000, 20);
   });
 });

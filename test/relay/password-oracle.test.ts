@@ -9,9 +9,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { newIdentity } from "../contract/signing";
+import { newIdentity } from "../helpers/signing";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { api, login, newUser, registerUser, startChain, type ChainFixture } from "./accounts-fixture";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, randomCredential } from "../helpers/users";
+import { api, login, registerUser } from "./accounts-fixture";
 import { REDIS_URL } from "./messaging-helpers";
 
 const PER_USER = 6;
@@ -57,12 +59,12 @@ describe("no password oracle (two relay processes sharing Redis)", function () {
 
   it("counts guesses against one victim across routes and instances, then answers 429 on both", async () => {
     const [a, b] = relays;
-    const victim = newUser("victim");
+    const victim = newTestUser(uniqueUsername("victim"));
     // Registration asks the credential hash once: the first attempt of the window.
     expect((await registerUser(a.url, chain.domain, victim)).status).to.equal(200);
     const statuses: number[] = [];
     for (let i = 1; i < PER_USER; i++) {
-      const guess = newUser().credential;
+      const guess = randomCredential();
       const relay = i % 2 ? a : b;
       const r = i % 3 === 0
         ? await api(relay.url, "POST", "/v1/credential-hash", { username: victim.username, credential: guess })
@@ -71,27 +73,27 @@ describe("no password oracle (two relay processes sharing Redis)", function () {
     }
     expect(statuses).to.not.include(429);
     for (const relay of [a, b]) {
-      const over = await login(relay.url, chain.domain, victim, { credential: newUser().credential });
+      const over = await login(relay.url, chain.domain, victim, { credential: randomCredential() });
       expect(over.status).to.equal(429);
       expect(over.body.error.code).to.equal("RATE_LIMITED");
-      const hash = await api(relay.url, "POST", "/v1/credential-hash", { username: victim.username, credential: newUser().credential });
+      const hash = await api(relay.url, "POST", "/v1/credential-hash", { username: victim.username, credential: randomCredential() });
       expect(hash.status).to.equal(429);
     }
     // The failures moved the metric on the instance that saw them.
     const metrics = await a.request("GET", "/metrics");
     expect(String(metrics.body)).to.match(/chat_relay_failed_logins_total\{reason="wrong_password"\} [1-9]/);
     // Another user is not affected.
-    const other = newUser("bystander");
+    const other = newTestUser(uniqueUsername("bystander"));
     expect((await registerUser(b.url, chain.domain, other)).status).to.equal(200);
     expect((await login(a.url, chain.domain, other)).status).to.equal(200);
   });
 
   it("gives a registered name's credential hash only to its own session, and binds the username", async () => {
     const [a, b] = relays;
-    const alice = newUser("alice");
-    const mallory = newUser("mallory");
+    const alice = newTestUser(uniqueUsername("alice"));
+    const mallory = newTestUser(uniqueUsername("mallory"));
     for (const u of [alice, mallory]) expect((await registerUser(a.url, chain.domain, u)).status).to.equal(200);
-    const guess = newUser().credential;
+    const guess = randomCredential();
 
     const anonymous = await api(b.url, "POST", "/v1/credential-hash", { username: alice.username, credential: guess });
     expect(anonymous.status).to.equal(409);
@@ -115,14 +117,14 @@ describe("no password oracle (two relay processes sharing Redis)", function () {
 
   it("answers a wrong password and a right password with a wrong key identically", async () => {
     const [a] = relays;
-    const bob = newUser("bob");
+    const bob = newTestUser(uniqueUsername("bob"));
     expect((await registerUser(a.url, chain.domain, bob)).status).to.equal(200);
     const timings: Record<string, number[]> = { password: [], key: [] };
     let wrongPassword: any;
     let wrongKey: any;
     for (let i = 0; i < 2; i++) {
       let started = performance.now();
-      wrongPassword = await login(a.url, chain.domain, bob, { credential: newUser().credential });
+      wrongPassword = await login(a.url, chain.domain, bob, { credential: randomCredential() });
       timings.password.push(performance.now() - started);
       started = performance.now();
       wrongKey = await login(a.url, chain.domain, bob, { signer: newIdentity() });

@@ -1,4 +1,3 @@
-import { expect } from "chai";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -13,19 +12,13 @@ import { MemoryAttemptLimiter, MemoryPasswordBackoff } from "../../relay/limits/
 import { createMysqlPool } from "../../relay/storage/mysql-pool";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { freePort } from "../helpers/ports";
+import { expect, expectRejectedCode } from "../helpers/chai";
 
 const REDIS_URL = process.env.TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
 /** Resolves to the RATE_LIMITED error `task` throws; fails the test if it throws nothing or something else. */
-async function refused(task: () => Promise<unknown> | unknown): Promise<ChatError> {
-  try {
-    await task();
-  } catch (error) {
-    expect(error).to.be.instanceOf(ChatError);
-    expect((error as ChatError).code).to.equal("RATE_LIMITED");
-    return error as ChatError;
-  }
-  expect.fail("expected RATE_LIMITED");
+function refused(task: () => Promise<unknown> | unknown): Promise<ChatError> {
+  return expectRejectedCode(Promise.resolve().then(task), "RATE_LIMITED");
 }
 
 const retryAfter = (error: ChatError) => error.details?.retryAfterSeconds as number;

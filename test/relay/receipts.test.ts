@@ -4,49 +4,17 @@
  * instance only. Two relay instances, one MariaDB mailbox, one Redis.
  */
 import { expect } from "chai";
-import type { Pool } from "mysql2/promise";
-import type { MessageBus } from "../../relay/bus/bus";
-import { createRedisBus } from "../../relay/bus/redis";
-import { createMysqlMailbox } from "../../relay/storage/mailbox-mysql";
-import type { Mailbox } from "../../relay/storage/mailbox";
-import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
-import { connectReady, createTestPool, envelope, isAccepted, isType, REDIS_URL, startTestRelay, type TestClient, type TestRelay } from "./messaging-helpers";
+import { envelope, isAccepted, isType, startRelayPair, type RelayPair } from "./messaging-helpers";
 
 describe("messaging: delivery receipts and presence", function () {
-  let db: TestDatabase;
-  let pool: Pool;
-  const mailboxes: Mailbox[] = [];
-  const buses: MessageBus[] = [];
-  const relays: TestRelay[] = [];
-  const clients: TestClient[] = [];
+  let pair: RelayPair;
 
   before(async () => {
-    db = await createTestDatabase("chat_receipts");
-    pool = createTestPool(db.url);
-    for (let i = 0; i < 2; i++) {
-      const mailbox = createMysqlMailbox(pool);
-      await mailbox.migrate();
-      const bus = createRedisBus(REDIS_URL);
-      await bus.ping();
-      mailboxes.push(mailbox);
-      buses.push(bus);
-      relays.push(await startTestRelay({ mailbox, bus }));
-    }
+    pair = await startRelayPair("chat_receipts");
   });
-  after(async () => {
-    await Promise.all(clients.map((c) => c.close()));
-    for (const r of relays) await r.close();
-    for (const b of buses) await b.close();
-    for (const m of mailboxes) await m.close();
-    await pool?.end();
-    await db?.drop();
-  });
+  after(async () => pair?.close());
 
-  const open = async (relay: number, username: string) => {
-    const r = await connectReady(relays[relay].url, username);
-    clients.push(r.client);
-    return r.client;
-  };
+  const open = async (relay: number, username: string) => (await pair.open(relay, username)).client;
 
   it("the recipient's ack reaches every connection of the sender, here and on the other instance, as a receipt", async () => {
     const aliceHere = await open(0, "r_alice");

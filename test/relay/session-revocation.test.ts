@@ -9,9 +9,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { newIdentity, type Identity } from "../contract/signing";
+import { newIdentity, type Identity } from "../helpers/signing";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { api, changeCredential, login, newUser, registerUser, rotateUser, startChain, type ChainFixture, type TestUser } from "./accounts-fixture";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, randomCredential, type TestUser } from "../helpers/users";
+import { api, changeCredential, login, registerUser, rotateUser } from "./accounts-fixture";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { createMemoryRevocations, createSessionRevocations, type SessionEvent, type SessionRevocations } from "../../relay/storage/revocations";
 import { connectClient, createTestPool, envelope, isAccepted, isType, REDIS_URL, type TestClient } from "./messaging-helpers";
@@ -94,7 +96,7 @@ describe("sessions end with their key (two relay processes sharing Redis)", func
     expect(fresh.status, JSON.stringify(fresh.body)).to.equal(200);
     const socket = await connectClient(wsUrl(b), fresh.body.token);
     await ready(socket);
-    const sender = newUser("sender");
+    const sender = newTestUser(uniqueUsername("sender"));
     const senderSession = await sessionOnB(sender);
     senderSession.socket.send({ type: "send", id: "message-after-end", to: user.username, envelope: envelope("after") });
     await senderSession.socket.next(isAccepted("message-after-end"));
@@ -105,7 +107,7 @@ describe("sessions end with their key (two relay processes sharing Redis)", func
   }
 
   it("a key rotation ends the sessions of the old key", async () => {
-    const user = newUser("rot");
+    const user = newTestUser(uniqueUsername("rot"));
     const old = await sessionOnB(user);
     const next = newIdentity();
     expect((await rotateUser(relays[0].url, chain, user, next)).status).to.equal(200);
@@ -113,16 +115,16 @@ describe("sessions end with their key (two relay processes sharing Redis)", func
   });
 
   it("a password change ends every session, the changing one included", async () => {
-    const user = newUser("pwd");
+    const user = newTestUser(uniqueUsername("pwd"));
     const old = await sessionOnB(user);
-    const next = newUser().credential;
+    const next = randomCredential();
     const changed = await changeCredential(relays[0].url, chain, user, next, old.token);
     expect(changed.status, JSON.stringify(changed.body)).to.equal(200);
     await expectEnded(user, old, user.identity, next);
   });
 
   it("logout revokes the token on every instance and closes its socket on the other one", async () => {
-    const user = newUser("out");
+    const user = newTestUser(uniqueUsername("out"));
     const old = await sessionOnB(user);
     const other = await login(relays[1].url, chain.domain, user);
     const out = await api(relays[0].url, "POST", "/v1/logout", {}, old.token);

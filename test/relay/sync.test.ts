@@ -8,24 +8,24 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { newIdentity } from "../contract/signing";
+import { newIdentity } from "../helpers/signing";
 import { deployRegistry } from "../helpers/registry";
 import type { TestDatabase } from "../helpers/mysql";
 import { relayEnv, spawnRelay, startRelayProcess } from "../helpers/relay-process";
+import { waitFor } from "../helpers/wait";
 import { ConfigError, parseConfig } from "../../relay/config";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, randomCredential } from "../helpers/users";
 import {
   api,
   changeCredential,
   login,
-  newUser,
   registerUser,
   resetUser,
   rotateUser,
-  startChain,
   startRelay,
   testEnv,
   withDatabase,
-  type ChainFixture,
   type RelayFixture,
 } from "./accounts-fixture";
 
@@ -64,12 +64,12 @@ describe("relay chain cache (anvil + MariaDB)", function () {
   });
 
   it("rebuilds exactly the same tables with `relay resync` after they are truncated", async () => {
-    const users = [newUser("r"), newUser("r"), newUser("r")];
+    const users = [newTestUser(uniqueUsername("r")), newTestUser(uniqueUsername("r")), newTestUser(uniqueUsername("r"))];
     for (const u of users) expect((await registerUser(relay.url, chain.domain, u)).status).to.equal(200);
     expect((await rotateUser(relay.url, chain, users[0], newIdentity())).status).to.equal(200);
     expect((await resetUser(relay.url, chain, users[1], newIdentity())).status).to.equal(200);
     const session = await login(relay.url, chain.domain, users[2]);
-    expect((await changeCredential(relay.url, chain, users[2], newUser().credential, session.body.token)).status).to.equal(200);
+    expect((await changeCredential(relay.url, chain, users[2], randomCredential(), session.body.token)).status).to.equal(200);
     const before = await dump(relay);
     const [syncBefore] = await relay.pool!.query<any[]>("SELECT * FROM sync_state");
     expect(before.users).to.have.length(3);
@@ -110,7 +110,7 @@ describe("relay chain cache (anvil + MariaDB)", function () {
   it("lets two relay instances share the cache: either syncs, a challenge from one logs in on the other", async () => {
     const second = await startRelay({ chain, db, config: { ...relay.config } });
     try {
-      const users = [newUser("two"), newUser("two"), newUser("two")];
+      const users = [newTestUser(uniqueUsername("two")), newTestUser(uniqueUsername("two")), newTestUser(uniqueUsername("two"))];
       // Registrations through both instances, both syncing the same tables concurrently.
       const results = await Promise.all(users.map((u, i) => registerUser(i % 2 ? second.url : relay.url, chain.domain, u)));
       for (const r of results) expect(r.status, JSON.stringify(r.body)).to.equal(200);
@@ -135,17 +135,15 @@ describe("relay chain cache (anvil + MariaDB)", function () {
   });
 
   it("detects a reset chain, refuses keys with CACHE_STALE, and serves again once rebuilt", async () => {
-    const alice = newUser("stale");
+    const alice = newTestUser(uniqueUsername("stale"));
     expect((await registerUser(relay.url, chain.domain, alice)).status).to.equal(200);
     expect((await api(relay.url, "GET", `/v1/users/${alice.username}/keys`)).status).to.equal(200);
 
     await chain.provider.send("anvil_reset", []);
-    let health: any;
-    for (let i = 0; i < 100; i++) {
-      health = await api(relay.url, "GET", "/healthz");
-      if (health.body.sync.stale) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const health = await waitFor("the relay to see its cache is stale", async () => {
+      const answer = await api(relay.url, "GET", "/healthz");
+      return answer.body.sync.stale && answer;
+    }, 10_000, 50);
     expect(health.status).to.equal(503);
     expect(health.body.sync.stale).to.equal(true);
     const keys = await api(relay.url, "GET", `/v1/users/${alice.username}/keys`);
@@ -158,15 +156,9 @@ describe("relay chain cache (anvil + MariaDB)", function () {
     // The same deployer deploys again at the same address on the fresh chain: the relay rebuilds.
     const redeployed = await deployRegistry({ rpcUrl: chain.anvil.url });
     expect(redeployed.address).to.equal(chain.deployed.address);
-    const bob = newUser("fresh");
-    let registered: any;
-    for (let i = 0; i < 100; i++) {
-      registered = await registerUser(relay.url, chain.domain, bob);
-      if (registered.status === 200) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(registered.status, JSON.stringify(registered.body)).to.equal(200);
-    for (let i = 0; i < 100 && (await api(relay.url, "GET", "/healthz")).status !== 200; i++) await new Promise((r) => setTimeout(r, 50));
+    const bob = newTestUser(uniqueUsername("fresh"));
+    await waitFor("a registration on the fresh chain", async () => (await registerUser(relay.url, chain.domain, bob)).status === 200, 30_000, 50);
+    await waitFor("a healthy relay", async () => (await api(relay.url, "GET", "/healthz")).status === 200, 10_000, 50);
     expect((await api(relay.url, "GET", `/v1/users/${bob.username}/keys`)).status).to.equal(200);
     const gone = await api(relay.url, "GET", `/v1/users/${alice.username}/keys`);
     expect(gone.status).to.equal(404);
@@ -249,7 +241,7 @@ describe("relay process (TLS, self-signed certificate)", function () {
       const info = await first.request("GET", "/v1/info");
       expect(info.status).to.equal(200);
       expect(info.body).to.include({ chainId: "31337", contractAddress: chain.deployed.address, protocolVersion: 1 });
-      const user = newUser("tls");
+      const user = newTestUser(uniqueUsername("tls"));
       expect((await first.request("POST", "/v1/credential-hash", { username: user.username, credential: user.credential })).status).to.equal(200);
       firstCert = first.certificate;
       expect(first.output()).to.include("MYSQL_URL is not set");

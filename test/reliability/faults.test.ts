@@ -15,11 +15,11 @@ import path from "node:path";
 import { Wallet, JsonRpcProvider } from "ethers";
 import { RelayConnection } from "../../cli/connection";
 import { ChatRegistry__factory } from "../../typechain-types";
-import { runChat } from "../cli/chat-process";
+import { runChat } from "../helpers/chat-process";
 import { startMariaDbServer, type MariaDbServer } from "../helpers/mariadb-server";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { newIdentity, signRegister } from "../contract/signing";
+import { newIdentity, signRegister } from "../helpers/signing";
 import {
   loginCli,
   newTestUser,

@@ -1,4 +1,3 @@
-import { expect } from "chai";
 import { Wallet } from "ethers";
 import { defaultAuthenticationService } from "ts-mls";
 import { ChatError } from "../../../protocol/errors";
@@ -16,6 +15,7 @@ import {
   ROTATION_GRACE_SECONDS,
 } from "../../../protocol/mls";
 import { CHAIN_ID, CONTRACT, createWorld, deliverCommit, receive, send, type Device, type Member } from "./fixture";
+import { expect, expectRejectedCode } from "../../helpers/chai";
 
 async function creatorOf(world: ReturnType<typeof createWorld>, name: string): Promise<Member> {
   world.register(name);
@@ -27,14 +27,7 @@ async function creatorOf(world: ReturnType<typeof createWorld>, name: string): P
 }
 
 async function expectRefusedAdd(member: Member, device: Device): Promise<void> {
-  let error: unknown;
-  try {
-    await addMembers({ state: member.state, keyPackages: [device.publicPackage] });
-  } catch (e) {
-    error = e;
-  }
-  expect(error, "the add should have been refused").to.be.instanceOf(Error);
-  expect(String((error as Error).message)).to.match(/credential/i);
+  await expect(addMembers({ state: member.state, keyPackages: [device.publicPackage] }), "the add should have been refused").to.be.rejectedWith(Error, /credential/i);
 }
 
 describe("MLS device binding to the on-chain key", function () {
@@ -98,14 +91,7 @@ describe("MLS device binding to the on-chain key", function () {
     // alice's client is compromised: it adds without checking credentials.
     const careless = { ...a.state, clientConfig: { ...a.state.clientConfig, authService: defaultAuthenticationService } };
     const pending = await addMembers({ state: careless, keyPackages: [forged.publicPackage] });
-    let error: unknown;
-    try {
-      await processIncomingMessage({ state: b.state, message: pending.commit });
-    } catch (e) {
-      error = e;
-    }
-    expect(error).to.be.instanceOf(ChatError);
-    expect((error as ChatError).code).to.equal("ENVELOPE_INVALID");
+    await expectRejectedCode(processIncomingMessage({ state: b.state, message: pending.commit }), "ENVELOPE_INVALID");
     // bob's state is untouched and still reads alice.
     expect(await receive(b, await send(a, "still here"))).to.deep.equal({ body: "still here", from: "alice" });
   });
@@ -141,13 +127,9 @@ describe("MLS device binding to the on-chain key", function () {
     const carol = await world.device("carol");
     const pending = await addMembers({ state: members[1].state, keyPackages: [carol.publicPackage] });
     // Strict checks at join would refuse alice's leaf, authorised by her replaced key.
-    let error: unknown;
-    try {
-      await joinFromWelcome({ welcome: pending.welcome!, keyPackage: carol.publicPackage, privatePackage: carol.privatePackage, joinConfig: world.strict, memberConfig: world.strict });
-    } catch (e) {
-      error = e;
-    }
-    expect(error).to.be.instanceOf(ChatError);
+    await expect(
+      joinFromWelcome({ welcome: pending.welcome!, keyPackage: carol.publicPackage, privatePackage: carol.privatePackage, joinConfig: world.strict, memberConfig: world.strict }),
+    ).to.be.rejectedWith(ChatError);
     members = await deliverCommit(world, members, members[1], pending, [carol]);
     expect(await receive(members[2], await send(members[0], "old leaf, still alice"))).to.deep.equal({ body: "old leaf, still alice", from: "alice" });
   });

@@ -1,18 +1,6 @@
-import { expect } from "chai";
-import { ChatError } from "../../../protocol/errors";
 import { addMembers, createMlsGroup, openGroupState, sealGroupState } from "../../../protocol/mls";
 import { createWorld, deliverCommit, receive, send } from "./fixture";
-
-function expectChatError(fn: () => unknown, code: string): void {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).to.be.instanceOf(ChatError);
-    expect((error as ChatError).code).to.equal(code);
-    return;
-  }
-  expect.fail(`expected ${code}`);
-}
+import { expect, expectThrownCode } from "../../helpers/chai";
 
 describe("MLS group state at rest", function () {
   it("seals and opens a state that keeps working; the wrong key, another group or a changed byte fail", async function () {
@@ -45,17 +33,17 @@ describe("MLS group state at rest", function () {
     });
 
     const wrongKey = globalThis.crypto.getRandomValues(new Uint8Array(32));
-    expectChatError(() => openGroupState({ sealed, key: wrongKey, groupId, clientConfig: world.strict }), "KEY_MISMATCH");
+    expectThrownCode(() => openGroupState({ sealed, key: wrongKey, groupId, clientConfig: world.strict }), "KEY_MISMATCH");
     const otherGroup = new Uint8Array(32).fill(7);
-    expectChatError(() => openGroupState({ sealed, key, groupId: otherGroup, clientConfig: world.strict }), "KEY_MISMATCH");
+    expectThrownCode(() => openGroupState({ sealed, key, groupId: otherGroup, clientConfig: world.strict }), "KEY_MISMATCH");
     const tampered = sealed.slice();
     tampered[tampered.length - 20] ^= 1;
-    expectChatError(() => openGroupState({ sealed: tampered, key, groupId, clientConfig: world.strict }), "KEY_MISMATCH");
+    expectThrownCode(() => openGroupState({ sealed: tampered, key, groupId, clientConfig: world.strict }), "KEY_MISMATCH");
     // A forged header naming another group id breaks the AAD even with the right key.
     const relabelled = sealed.slice();
     relabelled[2] ^= 1;
     const relabelledId = relabelled.subarray(2, 2 + relabelled[1]).slice();
-    expectChatError(() => openGroupState({ sealed: relabelled, key, groupId: relabelledId, clientConfig: world.strict }), "KEY_MISMATCH");
-    expectChatError(() => sealGroupState({ state: bob.state, key: new Uint8Array(16) }), "BAD_REQUEST");
+    expectThrownCode(() => openGroupState({ sealed: relabelled, key, groupId: relabelledId, clientConfig: world.strict }), "KEY_MISMATCH");
+    expectThrownCode(() => sealGroupState({ state: bob.state, key: new Uint8Array(16) }), "BAD_REQUEST");
   });
 });
