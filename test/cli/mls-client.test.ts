@@ -16,7 +16,9 @@ import { MlsDevice } from "../../cli/mls/device";
 import { ChatError, isChatError } from "../../protocol/errors";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { login, newUser, registerUser, startChain, type ChainFixture, type TestUser } from "../relay/accounts-fixture";
+import { login, registerUser } from "../relay/accounts-fixture";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 
 /** A DsClient whose answers a test can hold back or replace: the relay misbehaving or racing. */
 class TestDsClient extends DsClient {
@@ -75,7 +77,7 @@ describe("cli/mls: MLS devices over the relay's Delivery Service", function () {
   });
 
   async function user(prefix: string): Promise<TestUser & { token: string }> {
-    const u = newUser(prefix);
+    const u = newTestUser(uniqueUsername(prefix));
     const registered = await registerUser(relays[0].url, chain.domain, u);
     expect(registered.status, JSON.stringify(registered.body)).to.equal(200);
     const session = await login(relays[0].url, chain.domain, u);

@@ -6,7 +6,9 @@
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 import { encodeBase64 } from "../../protocol/wire-v2";
-import { login, newUser, registerUser, startChain, startRelay, type ChainFixture, type RelayFixture, type TestUser } from "./accounts-fixture";
+import { login, registerUser, startRelay, type RelayFixture } from "./accounts-fixture";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 
 describe("relay: MLS Delivery Service over HTTP (/v2)", function () {
   this.timeout(120_000);
@@ -23,7 +25,7 @@ describe("relay: MLS Delivery Service over HTTP (/v2)", function () {
   });
 
   async function session(prefix: string): Promise<TestUser & { token: string }> {
-    const u = newUser(prefix);
+    const u = newTestUser(uniqueUsername(prefix));
     expect((await registerUser(relay.url, chain.domain, u)).status).to.equal(200);
     const answer = await login(relay.url, chain.domain, u);
     expect(answer.status).to.equal(200);

@@ -10,18 +10,9 @@ import { toBeHex, type TransactionResponse } from "ethers";
 import { newIdentity, signRegister, signRotate } from "../contract/signing";
 import type { TestDatabase } from "../helpers/mysql";
 import { bumpFees } from "../../relay/chain/tx-sender";
-import {
-  api,
-  newUser,
-  registerUser,
-  rotateUser,
-  startChain,
-  startRelay,
-  withDatabase,
-  type ChainFixture,
-  type RelayFixture,
-  type TestUser,
-} from "./accounts-fixture";
+import { api, registerUser, rotateUser, startRelay, withDatabase, type RelayFixture } from "./accounts-fixture";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 
 /** Registers `user` with a signature valid until `deadline` (unix seconds). */
 async function registerWithDeadline(url: string, chain: ChainFixture, user: TestUser, deadline: number) {
@@ -92,7 +83,7 @@ describe("relayer gas under abuse (anvil + MariaDB)", function () {
   let db: TestDatabase;
   let relay: RelayFixture;
   let firstBlock: number;
-  const control = [newUser("ctl_a"), newUser("ctl_b")];
+  const control = [newTestUser(uniqueUsername("ctl_a")), newTestUser(uniqueUsername("ctl_b"))];
 
   before(async () => {
     chain = await startChain();
@@ -110,8 +101,8 @@ describe("relayer gas under abuse (anvil + MariaDB)", function () {
   it("five concurrent registrations of one name: one transaction, four refusals before broadcast, none reverted", async () => {
     const before = relay.chain.transactionStats();
     const pair = controlPair(relay, chain, control);
-    const name = newUser("contested").username;
-    const claimants = Array.from({ length: 5 }, () => ({ ...newUser(), username: name }));
+    const name = newTestUser(uniqueUsername("contested")).username;
+    const claimants = Array.from({ length: 5 }, () => ({ ...newTestUser(uniqueUsername()), username: name }));
     const answers = await Promise.all(claimants.map((user) => registerWithDeadline(relay.url, chain, user, (Date.now() / 1000 | 0) + 3600)));
     await pair.stop();
 
@@ -128,7 +119,7 @@ describe("relayer gas under abuse (anvil + MariaDB)", function () {
   });
 
   it("five concurrent rotations signed with one nonce: one transaction, none reverted", async () => {
-    const victim = newUser("nonce");
+    const victim = newTestUser(uniqueUsername("nonce"));
     expect((await registerUser(relay.url, chain.domain, victim)).status).to.equal(200);
     const pair = controlPair(relay, chain, control);
     const nonce = await chain.registry.nonces(victim.username);
@@ -160,7 +151,7 @@ describe("relayer gas under abuse (anvil + MariaDB)", function () {
   it("refuses a deadline closer than TX_DEADLINE_MARGIN_SECONDS to the chain's time, sending nothing", async () => {
     const before = relay.chain.transactionStats();
     const pendingBefore = await chain.provider.getTransactionCount(relay.chain.relayerAddress, "pending");
-    const user = newUser("hasty");
+    const user = newTestUser(uniqueUsername("hasty"));
     const response = await registerWithDeadline(relay.url, chain, user, (await chainTime(chain)) + 20);
     expect(response.status).to.equal(400);
     expect(response.body.error.code).to.equal("SIGNATURE_EXPIRED");
@@ -238,7 +229,7 @@ describe("relayer gas: stuck transactions (anvil without automine)", function ()
 
   it("re-sends a transaction stuck at a low fee at the same nonce with both fees raised by at least 12.5 %", async () => {
     await chain.provider.send("evm_setAutomine", [false]);
-    const user = newUser("stuck");
+    const user = newTestUser(uniqueUsername("stuck"));
     const answer = registerWithDeadline(relay.url, chain, user, (await chainTime(chain)) + 3600);
     await until("the registration in the mempool", async () => (await pendingOfRelayer()).length === 1);
     const [original] = await pendingOfRelayer();
@@ -262,7 +253,7 @@ describe("relayer gas: stuck transactions (anvil without automine)", function ()
 
   it("a deadline that passes in the mempool: the call is replaced by an empty transfer, nothing reverts", async () => {
     await chain.provider.send("evm_setAutomine", [false]);
-    const user = newUser("late");
+    const user = newTestUser(uniqueUsername("late"));
     const deadline = (await chainTime(chain)) + 8; // passes the 5 s margin now
     const answer = registerWithDeadline(relay.url, chain, user, deadline);
     await until("the registration in the mempool", async () => (await pendingOfRelayer()).length === 1);
