@@ -6,7 +6,6 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { hexlify } from "ethers";
 import { registryDomain, type RegistryDomain } from "../../protocol/eip712";
 import type { ServerFrame } from "../../protocol/wire";
 import { loginWithKeys } from "../../cli/auth";
@@ -15,9 +14,13 @@ import { Context } from "../../cli/context";
 import { Messenger } from "../../cli/messaging";
 import { Output, type Warning } from "../../cli/output";
 import type { Session } from "../../cli/session";
-import { newIdentity, signRegister, type Identity } from "../contract/signing";
+import { signRegister } from "../helpers/signing";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { newTestUser, type TestUser } from "../helpers/users";
+import { sleep, waitFor } from "../helpers/wait";
+
+export { newTestUser, sleep, waitFor, type TestUser };
 import type { RelayProcess, RelayProcessOptions } from "../helpers/relay-process";
 
 export interface Chain {
@@ -52,17 +55,6 @@ export function relayOptions(
     port: params.port,
     env: { LOG_LEVEL: "warn", ...params.secrets, ...params.env },
   };
-}
-
-export interface TestUser {
-  username: string;
-  identity: Identity;
-  /** what the CLI derives from the password with argon2id; random here (the relay sees only these 32 bytes) */
-  credential: string;
-}
-
-export function newTestUser(username: string): TestUser {
-  return { username, identity: newIdentity(), credential: hexlify(randomBytes(32)) };
 }
 
 /** Registers over the relay's HTTP API (concurrently: the relay serialises its nonces); throws on failure. */
@@ -153,18 +145,6 @@ export function receiveLive(client: CliClient, conn: RelayConnection, shown: (in
     });
   });
   return { idle: () => queue };
-}
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 /**
