@@ -1,0 +1,221 @@
+/**
+ * The durable append-only log under the file stores (mailbox-file.ts, ds-file.ts): one file of CRC-framed
+ * records (record-frame.ts) in a locked directory (directory-lock.ts). What a record means is the store's;
+ * this module only keeps the bytes safe.
+ *
+ * - Open: the whole log is read and handed to the store to replay; a torn or damaged tail (a crash
+ *   mid-append), or a record the store cannot decode, is cut off and reported.
+ * - Append: a batch of frames is written and fdatasync'ed before the call resolves, so a store that calls it
+ *   once per group commit only ever reports what is on disk. A failed write or fsync leaves an unknown prefix
+ *   on disk, so the log refuses all further work until a restart replays it.
+ * - Compaction: the store's live records are written to a temporary file, fsync'ed, renamed over the log and
+ *   the directory fsync'ed, so a crash at any point leaves either the old or the new log whole.
+ */
+import { mkdir, open, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { lockDirectory } from "./directory-lock";
+import { FRAME_HEADER_BYTES, readFrames } from "./record-frame";
+
+/** Owner only: the logs hold ciphertexts, group membership, and who wrote to whom and when. */
+const FILE_MODE = 0o600;
+/** Records per write while compacting, so a large store is not copied into one buffer. */
+const COMPACT_CHUNK_RECORDS = 2_048;
+
+export type DurableLogEvent =
+  | { type: "tail-truncated"; file: string; validBytes: number; truncatedBytes: number }
+  | { type: "compacted"; file: string; beforeBytes: number; afterBytes: number }
+  | { type: "compaction-failed"; file: string; error: unknown };
+
+/** What every file store is configured with; each adds its own compaction trigger. */
+export interface DurableStoreOptions {
+  /** The directory of this store (created if missing); one process at a time. */
+  dir: string;
+  /** Compaction is considered once the log exceeds this size. Default 8 MiB. */
+  compactMinBytes?: number;
+  /** Recoveries and compactions, for the relay's log; never carries message bytes. */
+  onEvent?: (event: DurableLogEvent) => void;
+}
+
+export const DEFAULT_COMPACT_MIN_BYTES = 8 * 1024 * 1024;
+
+export interface DurableLogSpec<R> {
+  dir: string;
+  /** The log's file name in `dir`; `<name>.compacting` is the temporary file of a compaction. */
+  name: string;
+  /** A record from its payload, or undefined for one this version cannot read (the log is cut there). */
+  decode(payload: Buffer): R | undefined;
+  /** The first record, and only the first, must be a header; a log that breaks this is cut there. */
+  isHeader(record: R): boolean;
+  /** The frames a new, empty log starts with (its header). */
+  emptyLog(): Iterable<Buffer>;
+  /** Rebuilds the store from the readable records; `frameBytes[i]` is the on-disk size of record i. Throw to refuse the log. */
+  replay(records: R[], frameBytes: number[]): void | Promise<void>;
+  /** The store's typed error for a log that can no longer be written; `what` says which step failed. */
+  failed(what: string, cause: unknown): Error;
+  onEvent?: (event: DurableLogEvent) => void;
+}
+
+export interface DurableLog {
+  readonly file: string;
+  /** Current size of the log on disk. */
+  readonly bytes: number;
+  /** Set once a write, fsync or switch failed: nothing more may be written until a restart. */
+  readonly failure: Error | undefined;
+  /** Appends the frames and resolves after fdatasync; rejects with the failure otherwise. */
+  append(frames: Buffer[]): Promise<void>;
+  /**
+   * Replaces the log with these frames (header first). Resolves false if the new log could not be written
+   * (the old one stays current, reported as compaction-failed); rejects with the failure if switching to it failed.
+   */
+  compact(frames: Iterable<Buffer>): Promise<boolean>;
+  /** Closes the file and releases the directory. */
+  close(): Promise<void>;
+}
+
+async function writeFully(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written);
+    written += bytesWritten;
+  }
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function openDurableLog<R>(spec: DurableLogSpec<R>): Promise<DurableLog> {
+  const dir = path.resolve(spec.dir);
+  const logPath = path.join(dir, spec.name);
+  const compactPath = `${logPath}.compacting`;
+  const emit = (event: DurableLogEvent) => spec.onEvent?.(event);
+
+  let handle: FileHandle | undefined;
+  let fileBytes = 0;
+  let failure: Error | undefined;
+
+  const fail = (what: string, error: unknown): Error => (failure ??= spec.failed(what, error));
+
+  /** Writes the frames to the temporary file and renames it over the log; returns its size. */
+  const writeWhole = async (frames: Iterable<Buffer>): Promise<number> => {
+    const out = await open(compactPath, "w", FILE_MODE);
+    try {
+      let position = 0;
+      let chunk: Buffer[] = [];
+      const flushChunk = async () => {
+        const bytes = Buffer.concat(chunk);
+        await writeFully(out, bytes, position);
+        position += bytes.length;
+        chunk = [];
+      };
+      for (const frame of frames) {
+        chunk.push(frame);
+        if (chunk.length >= COMPACT_CHUNK_RECORDS) await flushChunk();
+      }
+      await flushChunk();
+      await out.sync();
+      await out.close();
+      await rename(compactPath, logPath);
+      return position;
+    } catch (error) {
+      // Before the rename the old log is untouched and still current.
+      await out.close().catch(() => {});
+      await unlink(compactPath).catch(() => {});
+      throw error;
+    }
+  };
+
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const lock = await lockDirectory(dir);
+  try {
+    // A leftover temporary file is a compaction cut short before its rename: the log itself is whole.
+    await unlink(compactPath).catch(() => {});
+    let bytes = await readFile(logPath).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return undefined;
+      throw error;
+    });
+    if (bytes === undefined) {
+      await writeWhole(spec.emptyLog());
+      await fsyncDirectory(dir);
+      bytes = await readFile(logPath);
+    }
+    const records: R[] = [];
+    const frameBytes: number[] = [];
+    let usableBytes = 0;
+    for (const payload of readFrames(bytes).payloads) {
+      const record = spec.decode(payload);
+      // a checksum can pass on a record this version cannot read: the log is cut there like a torn tail
+      if (record === undefined || (records.length === 0) !== spec.isHeader(record)) break;
+      records.push(record);
+      frameBytes.push(FRAME_HEADER_BYTES + payload.length);
+      usableBytes += FRAME_HEADER_BYTES + payload.length;
+    }
+    await spec.replay(records, frameBytes);
+    handle = await open(logPath, "r+");
+    if (usableBytes < bytes.length) {
+      await handle.truncate(usableBytes);
+      await handle.sync();
+      emit({ type: "tail-truncated", file: logPath, validBytes: usableBytes, truncatedBytes: bytes.length - usableBytes });
+    }
+    fileBytes = usableBytes;
+  } catch (error) {
+    await handle?.close().catch(() => {});
+    await lock.release();
+    throw error;
+  }
+
+  return {
+    file: logPath,
+    get bytes() {
+      return fileBytes;
+    },
+    get failure() {
+      return failure;
+    },
+    async append(frames) {
+      if (failure) throw failure;
+      if (frames.length === 0) return;
+      const bytes = frames.length === 1 ? frames[0] : Buffer.concat(frames);
+      try {
+        await writeFully(handle!, bytes, fileBytes);
+        await handle!.datasync();
+      } catch (error) {
+        throw fail("append", error);
+      }
+      fileBytes += bytes.length;
+    },
+    async compact(frames) {
+      if (failure) throw failure;
+      const beforeBytes = fileBytes;
+      let afterBytes: number;
+      try {
+        afterBytes = await writeWhole(frames);
+      } catch (error) {
+        emit({ type: "compaction-failed", file: logPath, error });
+        return false;
+      }
+      // The new log is in place; the open handle still points at the old (unlinked) file.
+      fileBytes = afterBytes;
+      try {
+        await fsyncDirectory(dir);
+        const old = handle;
+        handle = await open(logPath, "r+");
+        await old?.close();
+      } catch (error) {
+        throw fail("switching to the compacted log", error);
+      }
+      emit({ type: "compacted", file: logPath, beforeBytes, afterBytes });
+      return true;
+    },
+    async close() {
+      await handle?.close().catch(() => {});
+      handle = undefined;
+      await lock.release();
+    },
+  };
+}
