@@ -14,7 +14,7 @@
  * Bytes are kept as base64 inside JSON records: simple to inspect, a third larger than binary.
  */
 import path from "node:path";
-import { DEFAULT_COMPACT_MIN_BYTES, openDurableLog, type DurableLog, type DurableLogEvent, type DurableStoreOptions } from "./durable-log";
+import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, type DurableLogEvent, type DurableStoreOptions } from "./durable-log";
 import { frameRecord } from "./record-frame";
 import { createSerialBatcher } from "./serial-batcher";
 import { createMemoryDeliveryServiceStore, type DsStateRecord, type MemoryDeliveryServiceStore } from "./ds-memory";
@@ -64,6 +64,7 @@ function reviver(_key: string, value: unknown): unknown {
 }
 
 const encode = (record: LogRecord) => frameRecord(Buffer.from(JSON.stringify(record, replacer), "utf8"));
+const EMPTY_LOG_HEADER = encode({ t: "h", format: FORMAT, v: FORMAT_VERSION });
 
 function parseRecord(payload: Buffer): LogRecord | undefined {
   try {
@@ -83,24 +84,19 @@ export interface FileDeliveryServiceOptions extends DurableStoreOptions {
 
 export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptions): DeliveryServiceStore {
   const dir = path.resolve(options.dir);
+  const logFile = path.join(dir, LOG_NAME);
   const compactMinBytes = options.compactMinBytes ?? DEFAULT_COMPACT_MIN_BYTES;
   const compactGrowthRatio = options.compactGrowthRatio ?? 2;
 
   let state: MemoryDeliveryServiceStore = createMemoryDeliveryServiceStore();
-  let log: DurableLog | undefined;
-  let baselineBytes = 0;
-  let opening: Promise<void> | undefined;
-  let closed = false;
+  /** The log's size after the last compaction, or at open (set by the first batch, before it appends). */
+  let baselineBytes: number | undefined;
   let compactionQueued = false;
 
-  const usable = (): DurableLog => {
-    if (log?.failure) throw log.failure;
-    if (closed || !log) throw new DsError("DS_CLOSED", `delivery service store ${dir} is not open`);
-    return log;
-  };
+  const usable = () => log.usable();
 
   function* snapshotRecords(): Iterable<Buffer> {
-    yield encode({ t: "h", format: FORMAT, v: FORMAT_VERSION });
+    yield EMPTY_LOG_HEADER;
     for (const s of state.exportState()) yield encode({ t: "s", s });
   }
 
@@ -112,6 +108,7 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
 
   const flush = async (batch: Call[]): Promise<Outcome[]> => {
     const current = usable();
+    baselineBytes ??= current.bytes;
     const outcomes: Outcome[] = [];
     let frames: Buffer[] = [];
     for (const call of batch) {
@@ -149,12 +146,8 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
     return outcome.value as T;
   };
 
-  const replay = async (file: string, records: LogRecord[]) => {
-    const header = records[0] as HeaderRecord | undefined;
-    // The header is written whole before the log exists (rename), so a bad one means this is not our file.
-    if (!header || header.format !== FORMAT || header.v !== FORMAT_VERSION) {
-      throw new DsError("DS_UNREADABLE", `${file} is not a delivery service log of format ${FORMAT} v${FORMAT_VERSION}`);
-    }
+  /** Rebuilds the state from the log's records, header first. */
+  const replay = async (records: LogRecord[]) => {
     const rebuilt = createMemoryDeliveryServiceStore();
     for (const record of records.slice(1)) {
       if (record.t === "s") rebuilt.importState(record.s);
@@ -163,40 +156,28 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
           await (rebuilt[record.op] as (p: unknown) => Promise<unknown>)(record.p);
         } catch (error) {
           // It succeeded when it was logged: a different outcome now means another version's rules.
-          throw new DsError("DS_UNREADABLE", `${file}: an operation no longer applies (${record.op})`, { cause: error });
+          throw new DsError("DS_UNREADABLE", `${logFile}: an operation no longer applies (${record.op})`, { cause: error });
         }
-      } else throw new DsError("DS_UNREADABLE", `${file}: unknown record`);
+      } else throw new DsError("DS_UNREADABLE", `${logFile}: unknown record`);
     }
     state = rebuilt;
   };
 
-  const openLog = async () => {
-    const file = path.join(dir, LOG_NAME);
-    log = await openDurableLog<LogRecord>({
-      dir,
-      name: LOG_NAME,
-      decode: parseRecord,
-      isHeader: (record) => record.t === "h",
-      emptyLog: () => [encode({ t: "h", format: FORMAT, v: FORMAT_VERSION })],
-      replay: (records) => replay(file, records),
-      // After a failed write or fsync the disk holds an unknown prefix of what we meant; memory no longer
-      // matches it, so everything stops until a restart replays the log.
-      failed: (what, cause) => new DsError("DS_FAILED", `delivery service store ${dir}: ${what} failed; restart to recover from the log`, { cause }),
-      onEvent: options.onEvent,
-    });
-    baselineBytes = log.bytes;
-  };
+  const log = createStoreLog<LogRecord>({
+    dir,
+    name: LOG_NAME,
+    title: "delivery service store",
+    header: { t: "h", format: FORMAT, version: FORMAT_VERSION },
+    decode: parseRecord,
+    emptyLog: () => [EMPTY_LOG_HEADER],
+    replay,
+    error: (kind, message, options) => new DsError(`DS_${kind}`, message, options),
+    onEvent: options.onEvent,
+  });
 
   return {
     kind: "file",
-    migrate() {
-      if (closed) return Promise.reject(new DsError("DS_CLOSED", `delivery service store ${dir} is closed`));
-      opening ??= openLog().catch((error) => {
-        opening = undefined;
-        throw error;
-      });
-      return opening;
-    },
+    migrate: () => log.open(),
     putKeyPackages: (p) => call("putKeyPackages", p),
     claimKeyPackages: (p) => call("claimKeyPackages", p),
     keyPackageCounts: (p) => call("keyPackageCounts", p),
@@ -213,13 +194,6 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
     welcomes: (p) => call("welcomes", p),
     ackWelcome: (p) => call("ackWelcome", p),
     purge: (p) => call("purge", p),
-    async close() {
-      if (closed) return;
-      await opening?.catch(() => {});
-      await calls.idle();
-      closed = true;
-      // `log` stays set: a store that failed keeps saying so after close.
-      await log?.close();
-    },
+    close: () => log.close(() => calls.idle()),
   };
 }

@@ -38,20 +38,24 @@ export interface DurableStoreOptions {
 
 export const DEFAULT_COMPACT_MIN_BYTES = 8 * 1024 * 1024;
 
-export interface DurableLogSpec<R> {
+export type DurableLogErrorKind = "CLOSED" | "FAILED" | "UNREADABLE";
+
+export interface DurableLogSpec<R extends { t: string }> {
   dir: string;
   /** The log's file name in `dir`; `<name>.compacting` is the temporary file of a compaction. */
   name: string;
+  /** What the store is called in its errors, e.g. "mailbox". */
+  title: string;
+  /** The first record, and only the first, has type `t`, and says which format and version the log is in. */
+  header: { t: string; format: string; version: number };
   /** A record from its payload, or undefined for one this version cannot read (the log is cut there). */
   decode(payload: Buffer): R | undefined;
-  /** The first record, and only the first, must be a header; a log that breaks this is cut there. */
-  isHeader(record: R): boolean;
   /** The frames a new, empty log starts with (its header). */
   emptyLog(): Iterable<Buffer>;
-  /** Rebuilds the store from the readable records; `frameBytes[i]` is the on-disk size of record i. Throw to refuse the log. */
+  /** Rebuilds the store from the readable records, header first; `frameBytes[i]` is the on-disk size of record i. Throw to refuse the log. */
   replay(records: R[], frameBytes: number[]): void | Promise<void>;
-  /** The store's typed error for a log that can no longer be written; `what` says which step failed. */
-  failed(what: string, cause: unknown): Error;
+  /** The store's typed error of this kind (its own stable code). */
+  error(kind: DurableLogErrorKind, message: string, options?: ErrorOptions): Error;
   onEvent?: (event: DurableLogEvent) => void;
 }
 
@@ -89,7 +93,7 @@ async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-export async function openDurableLog<R>(spec: DurableLogSpec<R>): Promise<DurableLog> {
+async function openDurableLog<R extends { t: string }>(spec: DurableLogSpec<R>): Promise<DurableLog> {
   const dir = path.resolve(spec.dir);
   const logPath = path.join(dir, spec.name);
   const compactPath = `${logPath}.compacting`;
@@ -99,7 +103,10 @@ export async function openDurableLog<R>(spec: DurableLogSpec<R>): Promise<Durabl
   let fileBytes = 0;
   let failure: Error | undefined;
 
-  const fail = (what: string, error: unknown): Error => (failure ??= spec.failed(what, error));
+  // After a failed write or fsync the disk holds an unknown prefix of what the store meant; its memory no
+  // longer matches the disk, so everything stops until a restart replays the log.
+  const fail = (what: string, error: unknown): Error =>
+    (failure ??= spec.error("FAILED", `${spec.title} ${dir}: ${what} failed; restart to recover from the log`, { cause: error }));
 
   /** Writes the frames to the temporary file and renames it over the log; returns its size. */
   const writeWhole = async (frames: Iterable<Buffer>): Promise<number> => {
@@ -150,10 +157,15 @@ export async function openDurableLog<R>(spec: DurableLogSpec<R>): Promise<Durabl
     for (const payload of readFrames(bytes).payloads) {
       const record = spec.decode(payload);
       // a checksum can pass on a record this version cannot read: the log is cut there like a torn tail
-      if (record === undefined || (records.length === 0) !== spec.isHeader(record)) break;
+      if (record === undefined || (records.length === 0) !== (record.t === spec.header.t)) break;
       records.push(record);
       frameBytes.push(FRAME_HEADER_BYTES + payload.length);
       usableBytes += FRAME_HEADER_BYTES + payload.length;
+    }
+    const header = records[0] as { format?: unknown; v?: unknown } | undefined;
+    // The header is written whole before the log exists (rename), so a bad one means this is not our file.
+    if (!header || header.format !== spec.header.format || header.v !== spec.header.version) {
+      throw spec.error("UNREADABLE", `${logPath} is not a ${spec.title} log of format ${spec.header.format} v${spec.header.version}`);
     }
     await spec.replay(records, frameBytes);
     handle = await open(logPath, "r+");
@@ -216,6 +228,50 @@ export async function openDurableLog<R>(spec: DurableLogSpec<R>): Promise<Durabl
       await handle?.close().catch(() => {});
       handle = undefined;
       await lock.release();
+    },
+  };
+}
+
+/** A store's log over the store's life: opened by `migrate` (once; retried after a failed open), closed once. */
+export interface StoreLog {
+  open(): Promise<void>;
+  /** The open log; throws the store's failure if it has one, or its closed error if not open. */
+  usable(): DurableLog;
+  /** Waits for an open under way and for `drain` (the store's queue), then closes the log. */
+  close(drain: () => Promise<void>): Promise<void>;
+}
+
+export function createStoreLog<R extends { t: string }>(spec: DurableLogSpec<R>): StoreLog {
+  const dir = path.resolve(spec.dir);
+  // `log` stays set after close: a store that failed keeps saying so.
+  let log: DurableLog | undefined;
+  let opening: Promise<void> | undefined;
+  let closed = false;
+  return {
+    open() {
+      if (closed) return Promise.reject(spec.error("CLOSED", `${spec.title} ${dir} is closed`));
+      opening ??= openDurableLog(spec).then(
+        (opened) => {
+          log = opened;
+        },
+        (error) => {
+          opening = undefined;
+          throw error;
+        },
+      );
+      return opening;
+    },
+    usable() {
+      if (log?.failure) throw log.failure;
+      if (closed || !log) throw spec.error("CLOSED", `${spec.title} ${dir} is not open`);
+      return log;
+    },
+    async close(drain) {
+      if (closed) return;
+      await opening?.catch(() => {});
+      await drain();
+      closed = true;
+      await log?.close();
     },
   };
 }

@@ -14,7 +14,7 @@
  * any point leaves either the old or the new log whole.
  */
 import path from "node:path";
-import { DEFAULT_COMPACT_MIN_BYTES, openDurableLog, type DurableLog, type DurableLogEvent, type DurableStoreOptions } from "./durable-log";
+import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, type DurableLogEvent, type DurableStoreOptions } from "./durable-log";
 import {
   DEFAULT_MAILBOX_QUOTA,
   MailboxError,
@@ -77,6 +77,7 @@ type Op =
 
 const keyOf = (recipient: string, sender: string, id: string) => `${recipient}\n${sender}\n${id}`;
 const encode = (record: LogRecord) => frameRecord(Buffer.from(JSON.stringify(record), "utf8"));
+const EMPTY_LOG_HEADER = encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 });
 
 function parseRecord(payload: Buffer): LogRecord | undefined {
   try {
@@ -124,9 +125,6 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   /** Bytes the live rows would take in a compacted log. */
   let liveBytes = 0;
 
-  let log: DurableLog | undefined;
-  let opening: Promise<void> | undefined;
-  let closed = false;
   let compactionQueued = false;
 
   const insertRow = (row: Row) => {
@@ -192,11 +190,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     ...(row.acked ? { a: 1 as const } : {}),
   });
 
-  const usable = (): DurableLog => {
-    if (log?.failure) throw log.failure;
-    if (closed || !log) throw new MailboxError("MAILBOX_CLOSED", `mailbox ${dir} is not open`);
-    return log;
-  };
+  const usable = () => log.usable();
 
   function* liveRecords(): Iterable<Buffer> {
     yield encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq });
@@ -272,12 +266,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   const ops = createSerialBatcher<Op, unknown>({ maxBatch: MAX_BATCH, flush });
 
   /** Applies the log's records in order; `frameBytes[i]` is the on-disk size of record i. */
-  const replay = (file: string, records: LogRecord[], frameBytes: number[]) => {
-    const header = records[0] as HeaderRecord | undefined;
-    // The header is written whole before the log exists (rename), so a bad one means this is not our file.
-    if (!header || header.format !== FORMAT || header.v !== FORMAT_VERSION) {
-      throw new MailboxError("MAILBOX_UNREADABLE", `${file} is not a mailbox log of format ${FORMAT} v${FORMAT_VERSION}`);
-    }
+  const replay = (records: LogRecord[], frameBytes: number[]) => {
     for (const [index, record] of records.entries()) {
       switch (record.t) {
         case "m":
@@ -310,34 +299,23 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     visibleSeq = nextSeq - 1;
   };
 
-  const openLog = async () => {
-    const file = path.join(dir, LOG_NAME);
-    log = await openDurableLog<LogRecord>({
-      dir,
-      name: LOG_NAME,
-      decode: parseRecord,
-      isHeader: (record) => record.t === "m",
-      emptyLog: () => [encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 })],
-      replay: (records, frameBytes) => replay(file, records, frameBytes),
-      // After a failed write or fsync the disk holds an unknown prefix of what we meant; the index can no
-      // longer be trusted to match it, so everything stops until a restart replays the log.
-      failed: (what, cause) => new MailboxError("MAILBOX_FAILED", `mailbox ${dir}: ${what} failed; restart to recover from the log`, { cause }),
-      onEvent: options.onEvent,
-    });
-  };
+  const log = createStoreLog<LogRecord>({
+    dir,
+    name: LOG_NAME,
+    title: "mailbox",
+    header: { t: "m", format: FORMAT, version: FORMAT_VERSION },
+    decode: parseRecord,
+    emptyLog: () => [EMPTY_LOG_HEADER],
+    replay,
+    error: (kind, message, options) => new MailboxError(`MAILBOX_${kind}`, message, options),
+    onEvent: options.onEvent,
+  });
 
   const visible = (row: Row, now: number) => !row.acked && row.seq <= visibleSeq && row.expiresAt > now;
 
   return {
     kind: "file",
-    migrate() {
-      if (closed) return Promise.reject(new MailboxError("MAILBOX_CLOSED", `mailbox ${dir} is closed`));
-      opening ??= openLog().catch((error) => {
-        opening = undefined;
-        throw error;
-      });
-      return opening;
-    },
+    migrate: () => log.open(),
     async ping() {
       usable();
     },
@@ -390,14 +368,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
       usable();
       return unacked;
     },
-    async close() {
-      if (closed) return;
-      await opening?.catch(() => {});
-      await ops.idle();
-      closed = true;
-      // `log` stays set: a store that failed keeps saying so after close.
-      await log?.close();
-    },
+    close: () => log.close(() => ops.idle()),
   };
 }
 
