@@ -14,8 +14,7 @@
  * Bytes are kept as base64 inside JSON records: simple to inspect, a third larger than binary.
  */
 import path from "node:path";
-import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, type DurableLogEvent, type DurableStoreOptions } from "./durable-log";
-import { frameRecord } from "./record-frame";
+import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, decodeJsonRecord, encodeJsonRecord, type DurableLogEvent, type DurableLogFormat, type DurableStoreOptions } from "./durable-log";
 import { createSerialBatcher } from "./serial-batcher";
 import { createMemoryDeliveryServiceStore, type DsStateRecord, type MemoryDeliveryServiceStore } from "./ds-memory";
 import { DsError, type AppendResult, type ClaimedKeyPackage, type DeliveryServiceStore, type PurgeResult } from "./ds-types";
@@ -63,17 +62,17 @@ function reviver(_key: string, value: unknown): unknown {
   return value;
 }
 
-const encode = (record: LogRecord) => frameRecord(Buffer.from(JSON.stringify(record, replacer), "utf8"));
-const EMPTY_LOG_HEADER = encode({ t: "h", format: FORMAT, v: FORMAT_VERSION });
+const encode = (record: LogRecord) => encodeJsonRecord(record, replacer);
 
-function parseRecord(payload: Buffer): LogRecord | undefined {
-  try {
-    const value = JSON.parse(payload.toString("utf8"), reviver) as LogRecord;
-    return value && typeof value === "object" && typeof value.t === "string" ? value : undefined;
-  } catch {
-    return undefined;
-  }
-}
+/** The delivery service's log: its file, records and typed errors. */
+const LOG_FORMAT: DurableLogFormat<LogRecord> = {
+  file: LOG_NAME,
+  title: "delivery service store",
+  header: { t: "h", format: FORMAT, v: FORMAT_VERSION },
+  encode,
+  decode: (payload) => decodeJsonRecord<LogRecord>(payload, reviver),
+  error: (kind, message, options) => new DsError(`DS_${kind}`, message, options),
+};
 
 export type FileDeliveryServiceEvent = DurableLogEvent;
 
@@ -96,7 +95,7 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
   const usable = () => log.usable();
 
   function* snapshotRecords(): Iterable<Buffer> {
-    yield EMPTY_LOG_HEADER;
+    yield encode(LOG_FORMAT.header);
     for (const s of state.exportState()) yield encode({ t: "s", s });
   }
 
@@ -163,17 +162,7 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
     state = rebuilt;
   };
 
-  const log = createStoreLog<LogRecord>({
-    dir,
-    name: LOG_NAME,
-    title: "delivery service store",
-    header: { t: "h", format: FORMAT, version: FORMAT_VERSION },
-    decode: parseRecord,
-    emptyLog: () => [EMPTY_LOG_HEADER],
-    replay,
-    error: (kind, message, options) => new DsError(`DS_${kind}`, message, options),
-    onEvent: options.onEvent,
-  });
+  const log = createStoreLog(options, LOG_FORMAT, replay);
 
   return {
     kind: "file",

@@ -14,7 +14,7 @@
 import { mkdir, open, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { lockDirectory } from "./directory-lock";
-import { FRAME_HEADER_BYTES, readFrames } from "./record-frame";
+import { FRAME_HEADER_BYTES, frameRecord, readFrames } from "./record-frame";
 
 /** Owner only: the logs hold ciphertexts, group membership, and who wrote to whom and when. */
 const FILE_MODE = 0o600;
@@ -40,24 +40,26 @@ export const DEFAULT_COMPACT_MIN_BYTES = 8 * 1024 * 1024;
 
 export type DurableLogErrorKind = "CLOSED" | "FAILED" | "UNREADABLE";
 
-export interface DurableLogSpec<R extends { t: string }> {
-  dir: string;
-  /** The log's file name in `dir`; `<name>.compacting` is the temporary file of a compaction. */
-  name: string;
+/** The first record of every log: its type tag, and which format and version the log is in. */
+export type LogHeader = { t: string; format: string; v: number };
+
+/** What a store's log is, independent of any one directory: its file, records and typed errors. */
+export interface DurableLogFormat<R extends { t: string }> {
+  /** The log's file name in the store's directory; `<file>.compacting` is the temporary file of a compaction. */
+  file: string;
   /** What the store is called in its errors, e.g. "mailbox". */
   title: string;
-  /** The first record, and only the first, has type `t`, and says which format and version the log is in. */
-  header: { t: string; format: string; version: number };
+  /** The header a new log starts with; a log whose first record is not a header of this format and version is refused. */
+  header: R & LogHeader;
+  encode(record: R): Buffer;
   /** A record from its payload, or undefined for one this version cannot read (the log is cut there). */
   decode(payload: Buffer): R | undefined;
-  /** The frames a new, empty log starts with (its header). */
-  emptyLog(): Iterable<Buffer>;
-  /** Rebuilds the store from the readable records, header first; `frameBytes[i]` is the on-disk size of record i. Throw to refuse the log. */
-  replay(records: R[], frameBytes: number[]): void | Promise<void>;
   /** The store's typed error of this kind (its own stable code). */
   error(kind: DurableLogErrorKind, message: string, options?: ErrorOptions): Error;
-  onEvent?: (event: DurableLogEvent) => void;
 }
+
+/** Rebuilds the store from the log's readable records, header first; `frameBytes[i]` is the on-disk size of record i. Throw to refuse the log. */
+export type Replay<R> = (records: R[], frameBytes: number[]) => void | Promise<void>;
 
 export interface DurableLog {
   readonly file: string;
@@ -74,6 +76,21 @@ export interface DurableLog {
   compact(frames: Iterable<Buffer>): Promise<boolean>;
   /** Closes the file and releases the directory. */
   close(): Promise<void>;
+}
+
+/** A JSON record in its frame; `replacer` as for JSON.stringify. */
+export function encodeJsonRecord(record: { t: string }, replacer?: (this: Record<string, unknown>, key: string, value: unknown) => unknown): Buffer {
+  return frameRecord(Buffer.from(JSON.stringify(record, replacer as (key: string, value: unknown) => unknown), "utf8"));
+}
+
+/** A frame's payload as a JSON record with a string type `t`, or undefined for anything else. */
+export function decodeJsonRecord<R extends { t: string }>(payload: Buffer, reviver?: (key: string, value: unknown) => unknown): R | undefined {
+  try {
+    const value = JSON.parse(payload.toString("utf8"), reviver) as R;
+    return value && typeof value === "object" && typeof value.t === "string" ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function writeFully(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
@@ -93,11 +110,15 @@ async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-async function openDurableLog<R extends { t: string }>(spec: DurableLogSpec<R>): Promise<DurableLog> {
-  const dir = path.resolve(spec.dir);
-  const logPath = path.join(dir, spec.name);
+async function openDurableLog<R extends { t: string }>(
+  options: DurableStoreOptions,
+  spec: DurableLogFormat<R>,
+  replay: Replay<R>,
+): Promise<DurableLog> {
+  const dir = path.resolve(options.dir);
+  const logPath = path.join(dir, spec.file);
   const compactPath = `${logPath}.compacting`;
-  const emit = (event: DurableLogEvent) => spec.onEvent?.(event);
+  const emit = (event: DurableLogEvent) => options.onEvent?.(event);
 
   let handle: FileHandle | undefined;
   let fileBytes = 0;
@@ -147,7 +168,7 @@ async function openDurableLog<R extends { t: string }>(spec: DurableLogSpec<R>):
       throw error;
     });
     if (bytes === undefined) {
-      await writeWhole(spec.emptyLog());
+      await writeWhole([spec.encode(spec.header)]);
       await fsyncDirectory(dir);
       bytes = await readFile(logPath);
     }
@@ -162,12 +183,12 @@ async function openDurableLog<R extends { t: string }>(spec: DurableLogSpec<R>):
       frameBytes.push(FRAME_HEADER_BYTES + payload.length);
       usableBytes += FRAME_HEADER_BYTES + payload.length;
     }
-    const header = records[0] as { format?: unknown; v?: unknown } | undefined;
+    const header = records[0] as Partial<LogHeader> | undefined;
     // The header is written whole before the log exists (rename), so a bad one means this is not our file.
-    if (!header || header.format !== spec.header.format || header.v !== spec.header.version) {
-      throw spec.error("UNREADABLE", `${logPath} is not a ${spec.title} log of format ${spec.header.format} v${spec.header.version}`);
+    if (!header || header.format !== spec.header.format || header.v !== spec.header.v) {
+      throw spec.error("UNREADABLE", `${logPath} is not a ${spec.title} log of format ${spec.header.format} v${spec.header.v}`);
     }
-    await spec.replay(records, frameBytes);
+    await replay(records, frameBytes);
     handle = await open(logPath, "r+");
     if (usableBytes < bytes.length) {
       await handle.truncate(usableBytes);
@@ -241,8 +262,8 @@ export interface StoreLog {
   close(drain: () => Promise<void>): Promise<void>;
 }
 
-export function createStoreLog<R extends { t: string }>(spec: DurableLogSpec<R>): StoreLog {
-  const dir = path.resolve(spec.dir);
+export function createStoreLog<R extends { t: string }>(options: DurableStoreOptions, spec: DurableLogFormat<R>, replay: Replay<R>): StoreLog {
+  const dir = path.resolve(options.dir);
   // `log` stays set after close: a store that failed keeps saying so.
   let log: DurableLog | undefined;
   let opening: Promise<void> | undefined;
@@ -250,7 +271,7 @@ export function createStoreLog<R extends { t: string }>(spec: DurableLogSpec<R>)
   return {
     open() {
       if (closed) return Promise.reject(spec.error("CLOSED", `${spec.title} ${dir} is closed`));
-      opening ??= openDurableLog(spec).then(
+      opening ??= openDurableLog(options, spec, replay).then(
         (opened) => {
           log = opened;
         },

@@ -13,8 +13,7 @@
  * is written to a temporary file, fsync'ed, renamed over the log, and the directory fsync'ed, so a crash at
  * any point leaves either the old or the new log whole.
  */
-import path from "node:path";
-import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, type DurableLogEvent, type DurableStoreOptions } from "./durable-log";
+import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, decodeJsonRecord, encodeJsonRecord, type DurableLogEvent, type DurableLogFormat, type DurableStoreOptions } from "./durable-log";
 import {
   DEFAULT_MAILBOX_QUOTA,
   MailboxError,
@@ -29,7 +28,6 @@ import {
   type PutResult,
   type StoredMessage,
 } from "./mailbox";
-import { frameRecord } from "./record-frame";
 import { createSerialBatcher } from "./serial-batcher";
 
 const LOG_NAME = "mailbox.log";
@@ -76,20 +74,19 @@ type Op =
   | { kind: "compact" };
 
 const keyOf = (recipient: string, sender: string, id: string) => `${recipient}\n${sender}\n${id}`;
-const encode = (record: LogRecord) => frameRecord(Buffer.from(JSON.stringify(record), "utf8"));
-const EMPTY_LOG_HEADER = encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 });
+const encode = (record: LogRecord) => encodeJsonRecord(record);
 
-function parseRecord(payload: Buffer): LogRecord | undefined {
-  try {
-    const value = JSON.parse(payload.toString("utf8")) as LogRecord;
-    return value && typeof value === "object" && typeof value.t === "string" ? value : undefined;
-  } catch {
-    return undefined;
-  }
-}
+/** The mailbox's log: its file, records and typed errors. */
+const LOG_FORMAT: DurableLogFormat<LogRecord> = {
+  file: LOG_NAME,
+  title: "mailbox",
+  header: { t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 },
+  encode,
+  decode: (payload) => decodeJsonRecord<LogRecord>(payload),
+  error: (kind, message, options) => new MailboxError(`MAILBOX_${kind}`, message, options),
+};
 
 export function createFileMailbox(options: FileMailboxOptions): Mailbox {
-  const dir = path.resolve(options.dir);
   const compactMinBytes = options.compactMinBytes ?? DEFAULT_COMPACT_MIN_BYTES;
   const compactGarbageRatio = options.compactGarbageRatio ?? 2;
   const quota = checkQuota(options.quota ?? DEFAULT_MAILBOX_QUOTA);
@@ -299,17 +296,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     visibleSeq = nextSeq - 1;
   };
 
-  const log = createStoreLog<LogRecord>({
-    dir,
-    name: LOG_NAME,
-    title: "mailbox",
-    header: { t: "m", format: FORMAT, version: FORMAT_VERSION },
-    decode: parseRecord,
-    emptyLog: () => [EMPTY_LOG_HEADER],
-    replay,
-    error: (kind, message, options) => new MailboxError(`MAILBOX_${kind}`, message, options),
-    onEvent: options.onEvent,
-  });
+  const log = createStoreLog(options, LOG_FORMAT, replay);
 
   const visible = (row: Row, now: number) => !row.acked && row.seq <= visibleSeq && row.expiresAt > now;
 
