@@ -62,7 +62,6 @@ export interface DurableLogFormat<R extends { t: string }> {
 export type Replay<R> = (records: R[], frameBytes: number[]) => void | Promise<void>;
 
 export interface DurableLog {
-  readonly file: string;
   /** Current size of the log on disk. */
   readonly bytes: number;
   /** Set once a write, fsync or switch failed: nothing more may be written until a restart. */
@@ -112,11 +111,11 @@ async function fsyncDirectory(dir: string): Promise<void> {
 
 async function openDurableLog<R extends { t: string }>(
   options: DurableStoreOptions,
-  spec: DurableLogFormat<R>,
+  format: DurableLogFormat<R>,
   replay: Replay<R>,
 ): Promise<DurableLog> {
   const dir = path.resolve(options.dir);
-  const logPath = path.join(dir, spec.file);
+  const logPath = path.join(dir, format.file);
   const compactPath = `${logPath}.compacting`;
   const emit = (event: DurableLogEvent) => options.onEvent?.(event);
 
@@ -127,7 +126,7 @@ async function openDurableLog<R extends { t: string }>(
   // After a failed write or fsync the disk holds an unknown prefix of what the store meant; its memory no
   // longer matches the disk, so everything stops until a restart replays the log.
   const fail = (what: string, error: unknown): Error =>
-    (failure ??= spec.error("FAILED", `${spec.title} ${dir}: ${what} failed; restart to recover from the log`, { cause: error }));
+    (failure ??= format.error("FAILED", `${format.title} ${dir}: ${what} failed; restart to recover from the log`, { cause: error }));
 
   /** Writes the frames to the temporary file and renames it over the log; returns its size. */
   const writeWhole = async (frames: Iterable<Buffer>): Promise<number> => {
@@ -168,7 +167,7 @@ async function openDurableLog<R extends { t: string }>(
       throw error;
     });
     if (bytes === undefined) {
-      await writeWhole([spec.encode(spec.header)]);
+      await writeWhole([format.encode(format.header)]);
       await fsyncDirectory(dir);
       bytes = await readFile(logPath);
     }
@@ -176,17 +175,17 @@ async function openDurableLog<R extends { t: string }>(
     const frameBytes: number[] = [];
     let usableBytes = 0;
     for (const payload of readFrames(bytes).payloads) {
-      const record = spec.decode(payload);
+      const record = format.decode(payload);
       // a checksum can pass on a record this version cannot read: the log is cut there like a torn tail
-      if (record === undefined || (records.length === 0) !== (record.t === spec.header.t)) break;
+      if (record === undefined || (records.length === 0) !== (record.t === format.header.t)) break;
       records.push(record);
       frameBytes.push(FRAME_HEADER_BYTES + payload.length);
       usableBytes += FRAME_HEADER_BYTES + payload.length;
     }
     const header = records[0] as Partial<LogHeader> | undefined;
     // The header is written whole before the log exists (rename), so a bad one means this is not our file.
-    if (!header || header.format !== spec.header.format || header.v !== spec.header.v) {
-      throw spec.error("UNREADABLE", `${logPath} is not a ${spec.title} log of format ${spec.header.format} v${spec.header.v}`);
+    if (!header || header.format !== format.header.format || header.v !== format.header.v) {
+      throw format.error("UNREADABLE", `${logPath} is not a ${format.title} log of format ${format.header.format} v${format.header.v}`);
     }
     await replay(records, frameBytes);
     handle = await open(logPath, "r+");
@@ -203,7 +202,6 @@ async function openDurableLog<R extends { t: string }>(
   }
 
   return {
-    file: logPath,
     get bytes() {
       return fileBytes;
     },
@@ -262,7 +260,7 @@ export interface StoreLog {
   close(drain: () => Promise<void>): Promise<void>;
 }
 
-export function createStoreLog<R extends { t: string }>(options: DurableStoreOptions, spec: DurableLogFormat<R>, replay: Replay<R>): StoreLog {
+export function createStoreLog<R extends { t: string }>(options: DurableStoreOptions, format: DurableLogFormat<R>, replay: Replay<R>): StoreLog {
   const dir = path.resolve(options.dir);
   // `log` stays set after close: a store that failed keeps saying so.
   let log: DurableLog | undefined;
@@ -270,8 +268,8 @@ export function createStoreLog<R extends { t: string }>(options: DurableStoreOpt
   let closed = false;
   return {
     open() {
-      if (closed) return Promise.reject(spec.error("CLOSED", `${spec.title} ${dir} is closed`));
-      opening ??= openDurableLog(options, spec, replay).then(
+      if (closed) return Promise.reject(format.error("CLOSED", `${format.title} ${dir} is closed`));
+      opening ??= openDurableLog(options, format, replay).then(
         (opened) => {
           log = opened;
         },
@@ -284,7 +282,7 @@ export function createStoreLog<R extends { t: string }>(options: DurableStoreOpt
     },
     usable() {
       if (log?.failure) throw log.failure;
-      if (closed || !log) throw spec.error("CLOSED", `${spec.title} ${dir} is not open`);
+      if (closed || !log) throw format.error("CLOSED", `${format.title} ${dir} is not open`);
       return log;
     },
     async close(drain) {
