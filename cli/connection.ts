@@ -2,12 +2,11 @@
  * The WebSocket connection to the relay (GET WS_PATH, `Authorization: Bearer <token>`), over the same
  * pinned TLS as the HTTP calls. Frames are validated with protocol/wire.ts.
  */
-import http from "node:http";
-import https from "node:https";
 import WebSocket from "ws";
 import { ChatError, type ErrorCode } from "../protocol/errors";
 import { ServerFrame, CLOSE_CODES, ErrorBody, MAX_STATUS_IDS, MessageStatusResponse, type ClientFrame } from "../protocol/wire";
 import type { Context } from "./context";
+import { exchangeText } from "./mls/ds-client";
 import type { Output } from "./output";
 import type { Session } from "./session";
 
@@ -216,27 +215,16 @@ export async function fetchMessageStatus(ctx: ConnectionDeps, session: Session, 
 async function postStatus(ctx: ConnectionDeps, session: Session, to: string, ids: string[]): Promise<MessageStatusResponse> {
   const tlsOptions = await ctx.relay.tls();
   const payload = Buffer.from(JSON.stringify({ to, ids }));
-  const target = new URL("/v1/messages/status", ctx.relay.url);
-  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-    const request = (ctx.relay.secure ? https : http).request(
-      target,
-      {
-        method: "POST",
-        headers: { accept: "application/json", "content-type": "application/json", "content-length": String(payload.length), authorization: `Bearer ${session.token}` },
-        timeout: 15_000,
-        ...tlsOptions,
-        agent: false,
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
-        response.on("error", (error) => reject(ctx.relay.connectionError(error)));
-      },
-    );
-    request.on("timeout", () => request.destroy(new Error("timeout")));
-    request.on("error", (error) => reject(ctx.relay.connectionError(error)));
-    request.end(payload);
+  const { status, text } = await exchangeText({
+    secure: ctx.relay.secure,
+    target: new URL("/v1/messages/status", ctx.relay.url),
+    method: "POST",
+    headers: { authorization: `Bearer ${session.token}` },
+    payload,
+    timeoutMs: 15_000,
+    tls: tlsOptions,
+  }).catch((error) => {
+    throw ctx.relay.connectionError(error);
   });
   let json: unknown;
   try {

@@ -44,6 +44,48 @@ export interface DsClientOptions {
   tls?: () => Promise<tls.ConnectionOptions>;
 }
 
+/**
+ * One JSON exchange with the relay over HTTP or pinned HTTPS: sends `payload` (if any) and collects the
+ * answer as text. Rejects with the transport's own error (a timeout as ETIMEDOUT) for the caller to name.
+ */
+export function exchangeText(params: {
+  secure: boolean;
+  target: URL;
+  method: "GET" | "POST";
+  /** besides accept and, with a payload, content-type and content-length */
+  headers: Record<string, string>;
+  payload?: Buffer;
+  timeoutMs: number;
+  tls: tls.ConnectionOptions;
+}): Promise<{ status: number; text: string }> {
+  const { payload } = params;
+  return new Promise((resolve, reject) => {
+    const request = (params.secure ? https : http).request(
+      params.target,
+      {
+        method: params.method,
+        headers: {
+          accept: "application/json",
+          ...params.headers,
+          ...(payload ? { "content-type": "application/json", "content-length": String(payload.length) } : {}),
+        },
+        timeout: params.timeoutMs,
+        ...params.tls,
+        agent: false,
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+        response.on("error", reject);
+      },
+    );
+    request.on("timeout", () => request.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
+    request.on("error", reject);
+    request.end(payload);
+  });
+}
+
 export class DsClient {
   private readonly base: URL;
 
@@ -59,34 +101,16 @@ export class DsClient {
     const secure = this.base.protocol === "https:";
     const tlsOptions = secure && this.options.tls ? await this.options.tls() : {};
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const target = new URL(path, this.base);
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const request = (secure ? https : http).request(
-        target,
-        {
-          method,
-          headers: {
-            accept: "application/json",
-            authorization: `Bearer ${this.options.token}`,
-            [DEVICE_ID_HEADER]: this.options.deviceId,
-            ...(payload ? { "content-type": "application/json", "content-length": String(payload.length) } : {}),
-          },
-          timeout: TIMEOUT_MS,
-          ...tlsOptions,
-          agent: false,
-        },
-        (response) => {
-          const chunks: Buffer[] = [];
-          response.on("data", (chunk: Buffer) => chunks.push(chunk));
-          response.on("end", () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
-          response.on("error", reject);
-        },
-      );
-      request.on("timeout", () => request.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
-      request.on("error", (error: NodeJS.ErrnoException) =>
-        reject(new ChatError("RELAY_UNREACHABLE", `relay unreachable at ${this.base.origin} (${error.code ?? error.message})`)),
-      );
-      request.end(payload);
+    const { status, text } = await exchangeText({
+      secure,
+      target: new URL(path, this.base),
+      method,
+      headers: { authorization: `Bearer ${this.options.token}`, [DEVICE_ID_HEADER]: this.options.deviceId },
+      payload,
+      timeoutMs: TIMEOUT_MS,
+      tls: tlsOptions,
+    }).catch((error: NodeJS.ErrnoException) => {
+      throw new ChatError("RELAY_UNREACHABLE", `relay unreachable at ${this.base.origin} (${error.code ?? error.message})`);
     });
     let json: unknown;
     try {

@@ -13,9 +13,7 @@
  * is written to a temporary file, fsync'ed, renamed over the log, and the directory fsync'ed, so a crash at
  * any point leaves either the old or the new log whole.
  */
-import { mkdir, open, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
-import path from "node:path";
-import { lockDirectory, type DirectoryLock } from "./directory-lock";
+import { DEFAULT_COMPACT_MIN_BYTES, createStoreLog, decodeJsonRecord, encodeJsonRecord, type DurableLogEvent, type DurableLogFormat, type DurableStoreOptions } from "./durable-log";
 import {
   DEFAULT_MAILBOX_QUOTA,
   MailboxError,
@@ -30,34 +28,19 @@ import {
   type PutResult,
   type StoredMessage,
 } from "./mailbox";
-import { FRAME_HEADER_BYTES, frameRecord, readFrames } from "./record-frame";
 import { createSerialBatcher } from "./serial-batcher";
 
 const LOG_NAME = "mailbox.log";
-const COMPACT_NAME = "mailbox.log.compacting";
 const FORMAT = "eth-chat-mailbox";
 const FORMAT_VERSION = 1;
-/** Owner only: the log holds ciphertexts and who wrote to whom and when. */
-const FILE_MODE = 0o600;
 /** Operations per group commit; bounds one write (and the memory it holds) under a burst. */
 const MAX_BATCH = 512;
-/** Records per write while compacting, so a large mailbox is not copied into one buffer. */
-const COMPACT_CHUNK_RECORDS = 2_048;
 
-export type FileMailboxEvent =
-  | { type: "tail-truncated"; file: string; validBytes: number; truncatedBytes: number }
-  | { type: "compacted"; file: string; beforeBytes: number; afterBytes: number }
-  | { type: "compaction-failed"; file: string; error: unknown };
+export type FileMailboxEvent = DurableLogEvent;
 
-export interface FileMailboxOptions {
-  /** The directory of this mailbox (created if missing); one process at a time. */
-  dir: string;
-  /** Compaction is considered once the log exceeds this size. Default 8 MiB. */
-  compactMinBytes?: number;
+export interface FileMailboxOptions extends DurableStoreOptions {
   /** ...and runs when the log is more than this many times the size of its live records. Default 2. */
   compactGarbageRatio?: number;
-  /** Recoveries and compactions, for the relay's log; never carries envelopes. */
-  onEvent?: (event: FileMailboxEvent) => void;
   /** What one recipient may have waiting; default DEFAULT_MAILBOX_QUOTA. */
   quota?: MailboxQuota;
 }
@@ -91,41 +74,21 @@ type Op =
   | { kind: "compact" };
 
 const keyOf = (recipient: string, sender: string, id: string) => `${recipient}\n${sender}\n${id}`;
-const encode = (record: LogRecord) => frameRecord(Buffer.from(JSON.stringify(record), "utf8"));
+const encode = (record: LogRecord) => encodeJsonRecord(record);
 
-function parseRecord(payload: Buffer): LogRecord | undefined {
-  try {
-    const value = JSON.parse(payload.toString("utf8")) as LogRecord;
-    return value && typeof value === "object" && typeof value.t === "string" ? value : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-export async function writeFully(handle: FileHandle, bytes: Buffer, position: number): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written);
-    written += bytesWritten;
-  }
-}
-
-export async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
+/** The mailbox's log: its file, records and typed errors. */
+const LOG_FORMAT: DurableLogFormat<LogRecord> = {
+  file: LOG_NAME,
+  title: "mailbox",
+  header: { t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 },
+  encode,
+  decode: (payload) => decodeJsonRecord<LogRecord>(payload),
+  error: (kind, message, options) => new MailboxError(`MAILBOX_${kind}`, message, options),
+};
 
 export function createFileMailbox(options: FileMailboxOptions): Mailbox {
-  const dir = path.resolve(options.dir);
-  const logPath = path.join(dir, LOG_NAME);
-  const compactPath = path.join(dir, COMPACT_NAME);
-  const compactMinBytes = options.compactMinBytes ?? 8 * 1024 * 1024;
+  const compactMinBytes = options.compactMinBytes ?? DEFAULT_COMPACT_MIN_BYTES;
   const compactGarbageRatio = options.compactGarbageRatio ?? 2;
-  const emit = (event: FileMailboxEvent) => options.onEvent?.(event);
   const quota = checkQuota(options.quota ?? DEFAULT_MAILBOX_QUOTA);
 
   // The index (as in mailbox-memory.ts). byKey keeps insertion order, which is seq order, for compaction.
@@ -159,12 +122,6 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   /** Bytes the live rows would take in a compacted log. */
   let liveBytes = 0;
 
-  let handle: FileHandle | undefined;
-  let lock: DirectoryLock | undefined;
-  let fileBytes = 0;
-  let opening: Promise<void> | undefined;
-  let closed = false;
-  let failure: MailboxError | undefined;
   let compactionQueued = false;
 
   const insertRow = (row: Row) => {
@@ -230,77 +187,20 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     ...(row.acked ? { a: 1 as const } : {}),
   });
 
-  const usable = () => {
-    if (failure) throw failure;
-    if (closed || !handle) throw new MailboxError("MAILBOX_CLOSED", `mailbox ${dir} is not open`);
-    return handle;
-  };
+  const usable = () => log.usable();
 
-  const fail = (what: string, error: unknown): MailboxError => {
-    // After a failed write or fsync the disk holds an unknown prefix of what we meant; the index can no
-    // longer be trusted to match it, so everything stops until a restart replays the log.
-    failure ??= new MailboxError("MAILBOX_FAILED", `mailbox ${dir}: ${what} failed; restart to recover from the log`, { cause: error });
-    return failure;
-  };
-
-  const append = async (frames: Buffer[]) => {
-    if (frames.length === 0) return;
-    const h = usable();
-    const bytes = frames.length === 1 ? frames[0] : Buffer.concat(frames);
-    try {
-      await writeFully(h, bytes, fileBytes);
-      await h.datasync();
-    } catch (error) {
-      throw fail("append", error);
-    }
-    fileBytes += bytes.length;
-  };
+  function* liveRecords(): Iterable<Buffer> {
+    yield encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq });
+    for (const row of byKey.values()) yield encode(putRecordOf(row));
+  }
 
   const compact = async () => {
     compactionQueued = false;
-    const beforeBytes = fileBytes;
-    let out: FileHandle | undefined;
-    try {
-      out = await open(compactPath, "w", FILE_MODE);
-      let position = 0;
-      let chunk: Buffer[] = [encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq })];
-      const flushChunk = async () => {
-        const bytes = Buffer.concat(chunk);
-        await writeFully(out!, bytes, position);
-        position += bytes.length;
-        chunk = [];
-      };
-      for (const row of byKey.values()) {
-        chunk.push(encode(putRecordOf(row)));
-        if (chunk.length >= COMPACT_CHUNK_RECORDS) await flushChunk();
-      }
-      await flushChunk();
-      await out.sync();
-      await out.close();
-      out = undefined;
-      await rename(compactPath, logPath);
-      fileBytes = position;
-      liveBytes = position;
-    } catch (error) {
-      // Before the rename the old log is untouched and still current: keep using it.
-      await out?.close().catch(() => {});
-      await unlink(compactPath).catch(() => {});
-      emit({ type: "compaction-failed", file: logPath, error });
-      return;
-    }
-    // From here the new log is in place; the open handle still points at the old (unlinked) file.
-    try {
-      await fsyncDirectory(dir);
-      const old = handle;
-      handle = await open(logPath, "r+");
-      await old?.close();
-    } catch (error) {
-      throw fail("switching to the compacted log", error);
-    }
-    emit({ type: "compacted", file: logPath, beforeBytes, afterBytes: fileBytes });
+    const current = usable();
+    if (await current.compact(liveRecords())) liveBytes = current.bytes;
   };
 
-  const maybeQueueCompaction = () => {
+  const maybeQueueCompaction = (fileBytes: number) => {
     if (compactionQueued || fileBytes < compactMinBytes || fileBytes <= compactGarbageRatio * liveBytes) return;
     compactionQueued = true;
     // Runs as the next item of the commit queue, between batches; its caller is nobody.
@@ -308,7 +208,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
   };
 
   const flush = async (batch: Op[]): Promise<unknown[]> => {
-    usable();
+    const current = usable();
     const results: unknown[] = [];
     let frames: Buffer[] = [];
     for (const op of batch) {
@@ -346,7 +246,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
         }
         case "compact":
           // Everything before it in this batch goes to the old log first, so the snapshot is all on disk.
-          await append(frames);
+          await current.append(frames);
           frames = [];
           visibleSeq = nextSeq - 1;
           await compact();
@@ -354,9 +254,9 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
           break;
       }
     }
-    await append(frames);
+    await current.append(frames);
     visibleSeq = nextSeq - 1;
-    maybeQueueCompaction();
+    maybeQueueCompaction(current.bytes);
     return results;
   };
 
@@ -396,79 +296,13 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
     visibleSeq = nextSeq - 1;
   };
 
-  const createLog = async () => {
-    const h = await open(compactPath, "w", FILE_MODE);
-    try {
-      const header = encode({ t: "m", format: FORMAT, v: FORMAT_VERSION, nextSeq: 1 });
-      await writeFully(h, header, 0);
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-    await rename(compactPath, logPath);
-    await fsyncDirectory(dir);
-  };
-
-  const openLog = async () => {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    lock = await lockDirectory(dir);
-    try {
-      // A leftover temporary file is a compaction cut short before its rename: the log itself is whole.
-      await unlink(compactPath).catch(() => {});
-      let bytes = await readFile(logPath).catch((error: NodeJS.ErrnoException) => {
-        if (error.code === "ENOENT") return undefined;
-        throw error;
-      });
-      if (bytes === undefined) {
-        await createLog();
-        bytes = await readFile(logPath);
-      }
-      const { payloads } = readFrames(bytes);
-      const records: LogRecord[] = [];
-      const frameBytes: number[] = [];
-      let usableBytes = 0;
-      for (const payload of payloads) {
-        const record = parseRecord(payload);
-        // a checksum can pass on a record this version cannot apply: the log is cut there like a torn tail
-        if (!record || (records.length === 0) !== (record.t === "m")) break;
-        records.push(record);
-        frameBytes.push(FRAME_HEADER_BYTES + payload.length);
-        usableBytes += FRAME_HEADER_BYTES + payload.length;
-      }
-      const header = records[0] as HeaderRecord | undefined;
-      // The header is written whole before the log exists (rename), so a bad one means this is not our file.
-      if (!header || header.format !== FORMAT || header.v !== FORMAT_VERSION) {
-        throw new MailboxError("MAILBOX_UNREADABLE", `${logPath} is not a mailbox log of format ${FORMAT} v${FORMAT_VERSION}`);
-      }
-      replay(records, frameBytes);
-      handle = await open(logPath, "r+");
-      if (usableBytes < bytes.length) {
-        await handle.truncate(usableBytes);
-        await handle.sync();
-        emit({ type: "tail-truncated", file: logPath, validBytes: usableBytes, truncatedBytes: bytes.length - usableBytes });
-      }
-      fileBytes = usableBytes;
-    } catch (error) {
-      await handle?.close().catch(() => {});
-      handle = undefined;
-      await lock.release();
-      lock = undefined;
-      throw error;
-    }
-  };
+  const log = createStoreLog(options, LOG_FORMAT, replay);
 
   const visible = (row: Row, now: number) => !row.acked && row.seq <= visibleSeq && row.expiresAt > now;
 
   return {
     kind: "file",
-    migrate() {
-      if (closed) return Promise.reject(new MailboxError("MAILBOX_CLOSED", `mailbox ${dir} is closed`));
-      opening ??= openLog().catch((error) => {
-        opening = undefined;
-        throw error;
-      });
-      return opening;
-    },
+    migrate: () => log.open(),
     async ping() {
       usable();
     },
@@ -521,16 +355,7 @@ export function createFileMailbox(options: FileMailboxOptions): Mailbox {
       usable();
       return unacked;
     },
-    async close() {
-      if (closed) return;
-      await opening?.catch(() => {});
-      await ops.idle();
-      closed = true;
-      await handle?.close().catch(() => {});
-      handle = undefined;
-      await lock?.release();
-      lock = undefined;
-    },
+    close: () => log.close(() => ops.idle()),
   };
 }
 
