@@ -89,6 +89,9 @@ export function relayEnv(options: RelayProcessOptions & { port: number }): Recor
     RATE_LIMIT_LOGIN_PER_ADDRESS: "100000",
     RATE_LIMIT_REGISTER_PER_USER: "1000",
     RATE_LIMIT_REGISTER_PER_ADDRESS: "100000",
+    // Every test client connects from 127.0.0.1: per-address caps as a single busy host would need.
+    HTTP_MAX_CONNECTIONS_PER_ADDRESS: "4096",
+    WS_MAX_CONNECTIONS_PER_ADDRESS: "4096",
     ...options.env,
   };
 }

@@ -93,7 +93,8 @@ describe("a hostile relay is caught", function () {
     expect(result.code, result.stderr).to.equal(0);
     return {
       messages: result.json.filter((o) => o.type === "message"),
-      warnings: result.json.filter((o) => o.type === "warning"),
+      // The double is plain http on loopback, which chat warns about on every run: not what is tested here.
+      warnings: result.json.filter((o) => o.type === "warning" && o.code !== "INSECURE_RELAY"),
       stderr: result.stderr,
     };
   };

@@ -84,6 +84,9 @@ describe("soak: the relay under abuse keeps serving honest users in bounded memo
       env: {
         LOG_LEVEL: "warn",
         MAILBOX_QUOTA_MESSAGES: "200",
+        // The relay's own defaults (the test helper raises them for suites whose clients all share 127.0.0.1).
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS: "64",
+        WS_MAX_CONNECTIONS_PER_ADDRESS: "32",
         HTTP_HEADERS_TIMEOUT_SECONDS: "2",
         HTTP_REQUEST_TIMEOUT_SECONDS: "4",
         // Small enough that the sleeper's output passes it (with the kernel's buffers) within the mailbox quota (200 × 60 kB).
