@@ -200,7 +200,7 @@ describe("bad input against a real relay process: fuzzing and named cases", func
     tmp = mkdtempSync(path.join(os.tmpdir(), "chat-fuzz-"));
     const secrets = relaySecrets();
     secret = Buffer.from(secrets.SESSION_SECRET, "hex");
-    relay = await startRelayProcess(relayOptions(chain, { dataDir: path.join(tmp, "relay"), secrets, mysqlUrl: db.url, env: { INSECURE_HTTP: "1", WS_REJECTED_FRAME_BURST: "100000" } }));
+    relay = await startRelayProcess(relayOptions(chain, { dataDir: path.join(tmp, "relay"), secrets, mysqlUrl: db.url, env: { INSECURE_HTTP: "1", WS_REJECTED_FRAME_BURST: "10000" } }));
     wsUrl = `${relay.url.replace("http", "ws")}/v1/ws`;
     await registerUsers(relay, chain.domain, [alice, bob]);
     for (const user of [alice, bob]) {
