@@ -419,10 +419,14 @@ export class MlsDevice {
     throw new ChatError("EPOCH_CONFLICT", `gave up after ${MAX_COMMIT_ATTEMPTS} commits lost their epoch to others`);
   }
 
-  /** Sends one text to the group, after catching up; an epoch gone by while sealing is caught up and resealed. */
-  async send(groupId: string, body: string): Promise<{ id: string; seq: number }> {
-    const id = newPayloadId();
-    const sentAt = Date.now();
+  /**
+   * Sends one text to the group, after catching up; an epoch gone by while sealing is caught up and resealed.
+   * A retry after a lost answer passes the first attempt's `id` and `sentAt`: the relay stores one entry per
+   * id, and receivers drop a payload id they have seen.
+   */
+  async send(groupId: string, body: string, retry?: { id: string; sentAt: number }): Promise<{ id: string; seq: number }> {
+    const id = retry?.id ?? newPayloadId();
+    const sentAt = retry?.sentAt ?? Date.now();
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
       await this.catchUp(groupId);
       const { file, state } = this.loadGroup(groupId);
