@@ -34,6 +34,10 @@ export interface GlobalOptions {
   yes?: boolean;
   /** accept a plain http:// relay off this machine, as CHAT_INSECURE_RELAY=1 does */
   insecureRelay?: boolean;
+  /** send, talk: the group (its name, or the start of its id) instead of a user */
+  group?: string;
+  /** group create: the users to add at once, comma-separated */
+  with?: string;
 }
 
 export interface Deployment {

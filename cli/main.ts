@@ -30,19 +30,21 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
     .showHelpAfterError()
     .exitOverride();
 
-  const command = (spec: string, description: string, action: Action) =>
-    program
-      .command(spec)
-      .description(description)
-      .action(async (...received: unknown[]) => {
-        const args = received.filter((value): value is string => typeof value === "string");
-        await run(action, args, program.opts<GlobalOptions>());
-      });
+  /** `options`: the command's own options, handed to the action with the global ones. */
+  const command = (spec: string, description: string, action: Action, options: Option[] = [], parent: Command = program) => {
+    const sub = parent.command(spec).description(description);
+    for (const option of options) sub.addOption(option);
+    return sub.action(async (...received: unknown[]) => {
+      const args = received.flatMap((value) => (typeof value === "string" ? [value] : Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : []));
+      await run(action, args, { ...program.opts<GlobalOptions>(), ...sub.opts<GlobalOptions>() });
+    });
+  };
+  const groupOption = () => new Option("--group <name>", "a group (its name, or the start of its id) instead of a user");
 
   command("register <user>", "create a key on this device, register USER on chain, log in", lazy(() => require("./commands/register"), "register"));
   command("login <user>", "log in as USER on this device", lazy(() => require("./commands/login"), "login"));
   command("logout", "log out (forget the session and unlocked keys)", lazy(() => require("./commands/logout"), "logout"));
-  command("send <user> <text>", "send one message to USER", lazy(() => require("./commands/send"), "send"));
+  command("send <user> [text]", "send one message to USER (with --group NAME: send TEXT to the group)", lazy(() => require("./commands/send"), "send"), [groupOption()]);
   command("inbox", "fetch, decrypt, check, save and print new messages", lazy(() => require("./commands/inbox"), "inbox"));
   command("talk <user>", "a live conversation with USER", lazy(() => require("./commands/talk"), "talk"));
   command("rotate-key", "replace your key (signed by the current key)", lazy(() => require("./commands/rotate-key"), "rotateKey"));

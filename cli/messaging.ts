@@ -49,7 +49,7 @@ export class Messenger {
   }
 
   /** Our session key must still be our current key on chain (not rotated or reset elsewhere). */
-  private async checkSelf(): Promise<void> {
+  async checkSelf(): Promise<void> {
     if (this.selfChecked) return;
     const registry = await this.ctx.registry();
     const current = await registry.currentKey(this.me);
@@ -114,7 +114,8 @@ export class Messenger {
    * move to the history; the others stay in the outbox for the next connection.
    */
   async flushOutbox(conn: RelayConnection, only?: Set<string>): Promise<{ entry: OutboxEntry; status?: string; error?: ChatError }[]> {
-    const entries = this.ctx.outbox.list(this.me).filter((entry) => !only || only.has(entry.id));
+    // Messages on MLS (v: 2) are sent by the MLS chat (cli/mls/chat.ts), not over this connection.
+    const entries = this.ctx.outbox.list(this.me).filter((entry) => entry.envelope !== undefined && (!only || only.has(entry.id)));
     if (entries.length === 0) return [];
     return Promise.all(entries.map((entry) => this.sendOne(conn, entry)));
   }
@@ -163,7 +164,7 @@ export class Messenger {
       const trySend = () => {
         attempts++;
         try {
-          conn.send({ type: "send", id: entry.id, to: entry.to, envelope: entry.envelope });
+          conn.send({ type: "send", id: entry.id, to: entry.to, envelope: entry.envelope! });
         } catch (error) {
           finish({ error: error instanceof ChatError ? error : new ChatError("RELAY_UNREACHABLE", "connection lost") });
         }
@@ -275,7 +276,7 @@ export async function waitingMessages(
   for (const peer of peers) {
     const asked = ctx.history
       .read(session.username, peer)
-      .filter((e) => e.direction === "out" && e.status === "stored" && now - e.at < DEFAULT_MAILBOX_TTL_MS)
+      .filter((e) => e.direction === "out" && e.v !== 2 && e.status === "stored" && now - e.at < DEFAULT_MAILBOX_TTL_MS)
       .slice(-MAX_STATUS_IDS);
     if (asked.length === 0) continue;
     const answer = await fetchMessageStatus(ctx, session, peer, asked.map((e) => e.id));

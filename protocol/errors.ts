@@ -55,6 +55,8 @@ export const ERROR_CODES = [
   "NO_LOCAL_KEY",
   "USAGE",
   "CANCELLED",
+  // another chat process of the same user holds the device's MLS state for too long
+  "DEVICE_BUSY",
   // the recipient's mailbox is at its quota: nothing was stored; retryable once they have read
   "MAILBOX_FULL",
 ] as const;

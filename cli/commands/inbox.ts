@@ -1,15 +1,21 @@
 import type { ServerFrame } from "../../protocol/wire";
 import { RelayConnection, type ConnectionDeps } from "../connection";
+import { describeError } from "../errors";
 import { Messenger, describeWaiting, formatMessage, waitingMessages, type MessengerDeps } from "../messaging";
+import { inertLine } from "../output";
+import { MlsChat, type MlsChatDeps, type ChatMessage } from "../mls/chat";
+import type { GroupEvent } from "../mls/device";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import type { Session } from "../session";
 import { requireSession } from "../session";
 
 /**
- * chat inbox: connect, take the mailbox backlog until the relay says "ready", open and check each
- * message, save it, acknowledge it, print it; then re-send any unaccepted outbox entries.
+ * chat inbox: first what still waits in envelope v1 (connect, take the mailbox backlog until the relay says
+ * "ready", open and check each message, save it, acknowledge it, print it); then messages on MLS: re-send
+ * the outbox, join the chats and groups whose welcomes wait, catch up every group with news and print its
+ * new messages and membership changes.
  */
-export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps): Promise<void> {
+export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps & MlsChatDeps): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
   await checkOwnAccount(ctx, session.username);
   const messenger = new Messenger(ctx, session);
@@ -45,11 +51,49 @@ export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps
     for (const result of resent.filter((r) => r.status)) {
       ctx.out.info(`re-sent an earlier message to ${result.entry.to} (${result.status})`);
     }
-    if (printed === 0) ctx.out.info("No new messages.");
-    await showWaiting(ctx, session);
   } finally {
     await conn.close();
   }
+  printed += await inboxMls(ctx, session);
+  if (printed === 0) ctx.out.info("No new messages.");
+  await showWaiting(ctx, session);
+}
+
+/** The MLS part of the inbox; returns how many messages it printed. */
+async function inboxMls(ctx: MlsChatDeps, session: Session): Promise<number> {
+  const chat = await MlsChat.open(ctx, session);
+  await chat.publishKeyPackages().catch((error) => ctx.out.info(`could not refresh this device's key packages: ${describeError(error).message}`));
+  for (const result of await chat.flushOutbox()) {
+    const where = result.groupId ? chat.label(result.groupId) : inertLine(result.entry.to);
+    if (result.status) ctx.out.info(`re-sent an earlier message to ${where} (${result.status})`);
+    else ctx.out.info(`an earlier message to ${where} is still waiting: ${result.error?.message}`);
+  }
+  const events = await chat.sync();
+  const messages = chat.take();
+  for (const m of messages) printMlsMessage(ctx, chat, m);
+  for (const event of events) printGroupEvent(ctx, chat, event);
+  return messages.length;
+}
+
+/** One MLS message: as a v1 one for a one-to-one chat, under "#name" for a group. */
+export function printMlsMessage(ctx: Pick<MlsChatDeps, "out">, chat: MlsChat, m: ChatMessage): void {
+  const inGroup = m.conversation.startsWith("#");
+  const sender = inGroup ? `${chat.label(m.groupId)} ${m.from}` : m.from;
+  ctx.out.data(
+    { type: "message", id: m.id, from: m.from, body: m.body, timestamp: m.sentAt, v: 2, groupId: m.groupId, ...(inGroup ? { group: m.groupName ?? null } : {}) },
+    formatMessage({ sender, body: m.body, timestamp: m.sentAt }),
+  );
+}
+
+/** A membership change, a name, a join or a refusal, as a line of its own. */
+export function printGroupEvent(ctx: Pick<MlsChatDeps, "out">, chat: MlsChat, event: GroupEvent): void {
+  const text = chat.describeEvent(event);
+  if (text === undefined) return;
+  if (event.kind === "refused") {
+    ctx.out.warn({ code: "GROUP_ENTRY_REFUSED", groupId: event.groupId, reason: event.code, message: text });
+    return;
+  }
+  ctx.out.data({ type: "group-event", ...event, label: chat.label(event.groupId) }, `-- ${text}`);
 }
 
 /** Messages you sent that the relay holds but the recipient has not received, or that the relay lost. */

@@ -6,10 +6,11 @@ import { loginWithKeys, type LoginDeps } from "../auth";
 import type { Context } from "../context";
 import { parseUsername } from "../errors";
 import { newPrivateKey } from "../keystore";
+import { publishDevice, type MlsChatDeps } from "../mls/chat";
 
 /** chat register USER: a new key on this device, its registration on chain (through the relay), then login. */
 export async function register(
-  ctx: LoginDeps & Pick<Context, "registry" | "keys" | "out" | "passwords" | "credential" | "deadline">,
+  ctx: LoginDeps & MlsChatDeps & Pick<Context, "registry" | "keys" | "out" | "passwords" | "credential" | "deadline">,
   rawUsername: string): Promise<void> {
   const username = parseUsername(rawUsername);
   const deployment = await ctx.deployment();
@@ -46,7 +47,8 @@ export async function register(
   const record = await registry.keyRecord(username, 0);
   if (record.address !== local.address) throw new ChatError("KEY_MISMATCH", `key mismatch for ${username}: the chain holds another key than the one registered here`);
   ctx.keys.confirm(username, 0);
-  await loginWithKeys({ ctx, username, credential, keys: [{ index: 0, privateKey }] });
+  const session = await loginWithKeys({ ctx, username, credential, keys: [{ index: 0, privateKey }] });
+  await publishDevice(ctx, session);
   ctx.out.data(
     { type: "registered", username, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash, fingerprint: keyFingerprint(publicKey) },
     `Registered ${username} in block ${receipt.blockNumber} and logged in. Your key's fingerprint: ${keyFingerprint(publicKey)}`,

@@ -7,8 +7,9 @@ import { loginWithKeys, type LoginDeps } from "../auth";
 import type { Context } from "../context";
 import { newPrivateKey } from "../keystore";
 import { checkOwnAccount, isoTime, timeLeft } from "../own-account";
+import { publishDevice, type MlsChatDeps } from "../mls/chat";
 
-type ResetDeps = LoginDeps & Pick<Context, "registry" | "chain" | "keys" | "out" | "passwords" | "credential" | "deadline">;
+type ResetDeps = LoginDeps & MlsChatDeps & Pick<Context, "registry" | "chain" | "keys" | "out" | "passwords" | "credential" | "deadline">;
 
 /**
  * chat reset USER: the lost-device path, time-locked. The first run makes a new key on this device and asks
@@ -32,7 +33,8 @@ export async function reset(ctx: ResetDeps, rawUsername: string): Promise<void> 
     const password = await ctx.passwords.password(`Password for ${username}: `);
     const unlocked = await ctx.out.progress("unlocking the keystore (scrypt)", ctx.keys.unlock(username, completed.index, password));
     ctx.keys.confirm(username, completed.index);
-    await loginWithKeys({ ctx, username, credential: await ctx.credential(username, password), keys: [unlocked] });
+    const session = await loginWithKeys({ ctx, username, credential: await ctx.credential(username, password), keys: [unlocked] });
+    await publishDevice(ctx, session);
     ctx.out.data(
       { type: "reset", status: "completed", username, keyIndex: completed.index, fingerprint: keyFingerprint(completed.publicKey) },
       `The reset of ${username} is complete: key ${completed.index} on this device is current, and you are logged in. ` +

@@ -1,34 +1,56 @@
 import { ChatError } from "../../protocol/errors";
-import { RelayConnection, type ConnectionDeps } from "../connection";
+import type { Context } from "../context";
 import { parseUsername } from "../errors";
-import { inertLine } from "../output";
 import { Messenger, type MessengerDeps } from "../messaging";
+import { MlsChat, type MlsChatDeps } from "../mls/chat";
+import { inertLine } from "../output";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession } from "../session";
+import { groupConversation } from "../stores";
 
-/** chat send USER TEXT: encrypt for USER's chain-checked key, send, wait until the relay accepts it. */
-export async function send(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps, to: string, text: string): Promise<void> {
+export type SendDeps = MlsChatDeps & MessengerDeps & OwnAccountDeps & Pick<Context, "options" | "sessions">;
+
+/**
+ * chat send USER TEXT, or chat send --group NAME TEXT: on MLS (a one-to-one chat is a two-member group,
+ * started here with USER's key packages when there is none, even while USER is offline). The message waits
+ * in the outbox until the relay accepts it; earlier messages still there go first, under their first ids.
+ */
+export async function send(ctx: SendDeps, first: string, second?: string): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
   await checkOwnAccount(ctx, session.username);
   const messenger = new Messenger(ctx, session);
-  const entry = await messenger.prepare(parseUsername(to), text);
-  const conn = await RelayConnection.open(ctx, session);
-  try {
-    // Left-over messages of earlier runs go first, with their original ids.
-    const results = await ctx.out.progress("sending", messenger.flushOutbox(conn));
-    let failure: ChatError | undefined;
-    for (const result of results) {
-      const mine = result.entry.id === entry.id;
-      if (result.status) {
-        ctx.out.data(
-          { type: "sent", id: result.entry.id, to: result.entry.to, status: result.status, resent: !mine, ...(mine ? { keyIndex: entry.recipientKeyIndex } : {}) },
-          `${mine ? "Sent" : "Re-sent"} to ${inertLine(result.entry.to)} (${result.status === "delivered" ? "delivered" : "stored for delivery"}) [${result.entry.id}]`,
-        );
-      } else if (mine) failure = result.error;
-      else ctx.out.info(`an earlier message to ${result.entry.to} is still waiting: ${result.error?.message}`);
-    }
-    if (failure) throw failure;
-  } finally {
-    await conn.close();
+  await messenger.checkSelf().catch((error: unknown) => {
+    // Without the chain our own key cannot be re-checked; the relay checked it at login.
+    if (!(error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE")) throw error;
+  });
+  const chat = await MlsChat.open(ctx, session);
+  let to: string;
+  let text: string;
+  if (ctx.options.group !== undefined) {
+    if (second !== undefined) throw new ChatError("USAGE", "with --group, give only the text: chat send --group NAME TEXT");
+    to = groupConversation(chat.resolveGroup(ctx.options.group));
+    text = first;
+  } else {
+    if (second === undefined) throw new ChatError("USAGE", "usage: chat send USER TEXT (or chat send --group NAME TEXT)");
+    to = parseUsername(first);
+    text = second;
+    // The peer's key history, read from the chain and compared with the pins: a rotation is told, a reset loudly.
+    await messenger.recheckPeerKey(to);
+    await messenger.book.current(to);
   }
+  const entry = chat.queue(to, text);
+  const results = await ctx.out.progress("sending", chat.flushOutbox());
+  let failure: ChatError | undefined;
+  for (const result of results) {
+    const mine = result.entry.id === entry.id;
+    const where = result.groupId ? chat.label(result.groupId) : inertLine(result.entry.to);
+    if (result.status) {
+      ctx.out.data(
+        { type: "sent", id: result.entry.id, to: result.entry.to, status: result.status, resent: !mine, v: 2, ...(result.groupId ? { groupId: result.groupId } : {}) },
+        `${mine ? "Sent" : "Re-sent"} to ${where} (${result.status === "delivered" ? "delivered" : "stored for delivery"}) [${result.entry.id}]`,
+      );
+    } else if (mine) failure = result.error;
+    else ctx.out.info(`an earlier message to ${where} is still waiting: ${result.error?.message}`);
+  }
+  if (failure) throw failure;
 }

@@ -90,6 +90,12 @@ export interface GroupFile {
   pending?: { id: string; epoch: number; sealedNext: string };
   /** this device was removed; the state is kept for reading history only */
   removed?: boolean;
+  /** the group's name, as its members last set it (absent for one-to-one chats) */
+  name?: string;
+  /** members who asked to leave and are not removed yet */
+  leaveRequests?: string[];
+  /** this device asked to leave: it no longer reads or sends */
+  left?: boolean;
 }
 
 export class DeviceStore {

@@ -5,6 +5,7 @@
  * welcomes joined) is checked against the user's key history read from the chain, never from the relay.
  */
 import { randomBytes } from "node:crypto";
+import path from "node:path";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { Wallet } from "ethers";
 import { encodeMlsMessage, type ClientConfig, type ClientState, type KeyPackage, type PrivateKeyPackage } from "ts-mls";
@@ -16,6 +17,7 @@ import {
   createMlsGroup,
   decodeDeviceIdentity,
   decodeMlsMessageBytes,
+  type PayloadKind,
   deviceAuthenticationService,
   generateDeviceKeyPackage,
   generateDeviceSignatureKey,
@@ -36,6 +38,7 @@ import { decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
 import type { Home } from "../home";
 import type { UnlockedKey } from "../keystore";
 import type { DsClient, DsDeviceRef } from "./ds-client";
+import { DeviceLock } from "./device-lock";
 import { DeviceStore, openBytes, sealBytes, type GroupFile, type KeyPackageEntry } from "./device-store";
 
 export const DEFAULT_ONE_TIME_KEY_PACKAGES = 10;
@@ -57,7 +60,12 @@ export interface ReceivedMessage {
 
 export type GroupEvent =
   | { kind: "joined"; groupId: string; epoch: number }
-  | { kind: "commit"; groupId: string; seq: number; by: string; epoch: number }
+  /** `added` and `removed`: the users who joined or left with this commit (from the trees before and after) */
+  | { kind: "commit"; groupId: string; seq: number; by: string; epoch: number; added: string[]; removed: string[] }
+  /** a member named (or renamed) the group */
+  | { kind: "named"; groupId: string; seq: number; by: string; name: string }
+  /** a member asked to leave; another member commits the removal */
+  | { kind: "leaving"; groupId: string; seq: number; by: string }
   /** `by` is empty when the relay's refusal, not the commit, told this device */
   | { kind: "removed"; groupId: string; seq: number; by: string }
   /** an entry this device could not accept (refused credential, erased epoch, garbage from the relay) */
@@ -114,6 +122,7 @@ export class MlsDevice {
   private readonly lenient: ClientConfig;
 
   private constructor(
+    private readonly lock: DeviceLock,
     private readonly options: MlsDeviceOptions,
     private readonly store: DeviceStore,
     private readonly stateKey: Uint8Array,
@@ -145,6 +154,11 @@ export class MlsDevice {
   /** Opens this user's device in `home`, creating it (a fresh Ed25519 key authorised by the current identity key) on first use. */
   static async open(options: MlsDeviceOptions): Promise<MlsDevice> {
     const store = new DeviceStore(options.home, options.username);
+    const lock = new DeviceLock(path.join(store.dir, "lock"));
+    return lock.run(() => MlsDevice.openLocked(lock, store, options));
+  }
+
+  private static async openLocked(lock: DeviceLock, store: DeviceStore, options: MlsDeviceOptions): Promise<MlsDevice> {
     const stateKey = store.stateKey(options.identityKeys);
     let file = store.readDevice();
     if (!file) {
@@ -168,6 +182,7 @@ export class MlsDevice {
     }
     const secrets = JSON.parse(new TextDecoder().decode(openBytes(stateKey, "device", file.sealed))) as DeviceSecrets;
     return new MlsDevice(
+      lock,
       options,
       store,
       stateKey,
@@ -225,7 +240,11 @@ export class MlsDevice {
    * Keeps N one-time packages and one last-resort package on the relay. The private halves are saved
    * before the upload, so a package the relay hands out can always be joined with.
    */
-  async ensureKeyPackages(options: { replaceLastResort?: boolean } = {}): Promise<{ oneTime: number; lastResort: boolean }> {
+  ensureKeyPackages(options: { replaceLastResort?: boolean } = {}): Promise<{ oneTime: number; lastResort: boolean }> {
+    return this.lock.run(() => this.ensureKeyPackagesLocked(options));
+  }
+
+  private async ensureKeyPackagesLocked(options: { replaceLastResort?: boolean }): Promise<{ oneTime: number; lastResort: boolean }> {
     const wanted = this.options.oneTimeKeyPackages ?? DEFAULT_ONE_TIME_KEY_PACKAGES;
     const counts = await this.ds.keyPackageCount();
     const now = Date.now();
@@ -283,11 +302,11 @@ export class MlsDevice {
     this.store.writeGroup({ ...file, sealed: encodeBase64(sealGroupState({ state, key: this.stateKey })) });
   }
 
-  /** The groups this device is in (ids), with the one-to-one peer where there is one. */
-  groups(): { groupId: string; peer?: string; removed: boolean }[] {
+  /** The groups this device is in (ids), with the one-to-one peer or the group's name where there is one. */
+  groups(): { groupId: string; peer?: string; name?: string; removed: boolean; left: boolean }[] {
     return this.store.groupIds().map((groupId) => {
       const file = this.store.readGroup(groupId)!;
-      return { groupId, peer: file.peer, removed: file.removed === true };
+      return { groupId, peer: file.peer, name: file.name, removed: file.removed === true, left: file.left === true };
     });
   }
 
@@ -328,7 +347,11 @@ export class MlsDevice {
    * The one-to-one group with `peer`, creating it when there is none: claims the peer's key packages,
    * creates the group and commits the add with a welcome. Works while the peer is offline.
    */
-  async startDirect(peer: string): Promise<string> {
+  startDirect(peer: string): Promise<string> {
+    return this.lock.run(() => this.startDirectLocked(peer));
+  }
+
+  private async startDirectLocked(peer: string): Promise<string> {
     if (peer === this.options.username) throw new ChatError("BAD_REQUEST", "a one-to-one chat needs another user");
     const existing = this.directGroup(peer);
     if (existing) return existing;
@@ -340,21 +363,76 @@ export class MlsDevice {
     return groupId;
   }
 
-  /** A group with `usernames` (each user's devices, from their key packages). */
-  async createGroup(usernames: string[]): Promise<string> {
-    const packages = [];
-    for (const username of new Set(usernames)) {
-      if (username !== this.options.username) packages.push(...(await this.claimKeyPackages(username)));
-    }
-    const groupId = await this.newGroup();
-    if (packages.length > 0) await this.commitAdd(groupId, packages);
-    return groupId;
+  /**
+   * A group with `usernames` (each user's devices, from their key packages), named `name` when given: the
+   * name travels inside the group (an application message), so the relay never sees it.
+   */
+  createGroup(usernames: string[], name?: string): Promise<string> {
+    return this.lock.run(async () => {
+      const packages = [];
+      for (const username of new Set(usernames)) {
+        if (username !== this.options.username) packages.push(...(await this.claimKeyPackages(username)));
+      }
+      const groupId = await this.newGroup();
+      if (name !== undefined) this.store.writeGroup({ ...this.store.readGroup(groupId)!, name });
+      if (packages.length > 0) await this.commitAdd(groupId, packages);
+      if (name !== undefined) await this.sendPayload(groupId, { kind: "group-name", body: name });
+      return groupId;
+    });
   }
 
-  async add(groupId: string, usernames: string[]): Promise<void> {
-    const packages = [];
-    for (const username of new Set(usernames)) packages.push(...(await this.claimKeyPackages(username)));
-    await this.commitAdd(groupId, packages);
+  /** Adds every device of `usernames`; a named group's name is sent again for the newcomers. */
+  add(groupId: string, usernames: string[]): Promise<void> {
+    return this.lock.run(async () => {
+      const packages = [];
+      for (const username of new Set(usernames)) packages.push(...(await this.claimKeyPackages(username)));
+      await this.commitAdd(groupId, packages);
+      const name = this.store.readGroup(groupId)?.name;
+      if (name !== undefined) await this.sendPayload(groupId, { kind: "group-name", body: name });
+    });
+  }
+
+  /** Names (or renames) the group for every member. */
+  rename(groupId: string, name: string): Promise<void> {
+    return this.lock.run(async () => {
+      await this.sendPayload(groupId, { kind: "group-name", body: name });
+      this.store.writeGroup({ ...this.store.readGroup(groupId)!, name, peer: undefined });
+    });
+  }
+
+  /**
+   * Leaves the group: RFC 9420 lets no member commit its own removal, so this device asks the others (an
+   * authenticated "leave" message) and one of them commits it. Until then the relay keeps sending to this
+   * device; it stops reading and keeps the state only for the history already read.
+   */
+  leave(groupId: string): Promise<void> {
+    return this.lock.run(async () => {
+      await this.sendPayload(groupId, { kind: "leave", body: "" });
+      this.store.writeGroup({ ...this.store.readGroup(groupId)!, left: true });
+    });
+  }
+
+  /**
+   * Commits the removal of members who asked to leave (seen while catching up), if they are still in the
+   * tree: whichever member gets there first does it; the others find nothing left to do.
+   */
+  honourLeaveRequests(groupId: string): Promise<void> {
+    return this.lock.run(async () => {
+      const file = this.store.readGroup(groupId);
+      if (!file?.leaveRequests?.length || file.removed || file.left) return;
+      const { state } = this.loadGroup(groupId);
+      const present = new Set(groupMembers(state).map((m) => m.username));
+      const leaving = file.leaveRequests.filter((u) => u !== this.options.username && present.has(u));
+      if (leaving.length > 0) {
+        try {
+          await this.remove(groupId, leaving);
+        } catch (error) {
+          // Another member removed them first (the rebuilt commit finds nobody): nothing is left to do.
+          if (!isChatError(error) || error.code !== "NOT_FOUND") throw error;
+        }
+      }
+      this.store.writeGroup({ ...this.store.readGroup(groupId)!, leaveRequests: undefined });
+    });
   }
 
   private commitAdd(groupId: string, packages: { device: DsDeviceRef; keyPackage: KeyPackage }[]): Promise<number> {
@@ -370,7 +448,7 @@ export class MlsDevice {
   }
 
   /** An empty commit with a fresh path: a thief holding a copy of this device's state loses the next epoch. */
-  async updateKeys(groupId: string): Promise<number> {
+  updateKeys(groupId: string): Promise<number> {
     return this.commit(groupId, async (state) => ({ pending: await selfUpdate({ state }), add: [], remove: [], welcomes: [] }));
   }
 
@@ -396,7 +474,14 @@ export class MlsDevice {
    * pending first: if the answer is lost, the commit's echo in the log adopts it. On EPOCH_CONFLICT another
    * commit won the epoch: catch up (processing the winner) and rebuild. Returns the commit's seq.
    */
-  private async commit(
+  private commit(
+    groupId: string,
+    build: (state: ClientState) => Promise<{ pending: PendingCommit; add: DsDeviceRef[]; remove: DsDeviceRef[]; welcomes: (DsDeviceRef & { bytes: Uint8Array })[] }>,
+  ): Promise<number> {
+    return this.lock.run(() => this.commitLocked(groupId, build));
+  }
+
+  private async commitLocked(
     groupId: string,
     build: (state: ClientState) => Promise<{ pending: PendingCommit; add: DsDeviceRef[]; remove: DsDeviceRef[]; welcomes: (DsDeviceRef & { bytes: Uint8Array })[] }>,
   ): Promise<number> {
@@ -424,14 +509,24 @@ export class MlsDevice {
    * A retry after a lost answer passes the first attempt's `id` and `sentAt`: the relay stores one entry per
    * id, and receivers drop a payload id they have seen.
    */
-  async send(groupId: string, body: string, retry?: { id: string; sentAt: number }): Promise<{ id: string; seq: number }> {
-    const id = retry?.id ?? newPayloadId();
-    const sentAt = retry?.sentAt ?? Date.now();
+  send(groupId: string, body: string, retry?: { id: string; sentAt: number }): Promise<{ id: string; seq: number }> {
+    return this.sendPayload(groupId, { kind: "text", body, ...retry });
+  }
+
+  private sendPayload(groupId: string, payload: { kind: PayloadKind; body: string; id?: string; sentAt?: number }): Promise<{ id: string; seq: number }> {
+    return this.lock.run(() => this.sendLocked(groupId, payload));
+  }
+
+  private async sendLocked(groupId: string, payload: { kind: PayloadKind; body: string; id?: string; sentAt?: number }): Promise<{ id: string; seq: number }> {
+    const { kind, body } = payload;
+    const id = payload.id ?? newPayloadId();
+    const sentAt = payload.sentAt ?? Date.now();
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
       await this.catchUp(groupId);
       const { file, state } = this.loadGroup(groupId);
       if (file.removed) throw new ChatError("NOT_GROUP_MEMBER", "this device was removed from the group");
-      const sealed = await sealApplicationMessage({ state, payload: { id, sentAt, body } });
+      if (file.left) throw new ChatError("NOT_GROUP_MEMBER", "you left this group");
+      const sealed = await sealApplicationMessage({ state, payload: { kind, id, sentAt, body } });
       // The message key is used up whether or not the relay takes the message: save before sending.
       this.saveGroup(file, sealed.state);
       const result = await this.ds.sendApplication(groupId, { epoch: Number(state.groupContext.epoch), id: `m${id}`, bytes: sealed.message });
@@ -445,12 +540,16 @@ export class MlsDevice {
    * epoch, this device's own commit echo adopts its pending state, application messages are opened and
    * handed to `deliver`. The state and cursor are saved after each page, then the relay's cursor moves.
    */
-  async catchUp(groupId: string): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+  catchUp(groupId: string): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+    return this.lock.run(() => this.catchUpLocked(groupId));
+  }
+
+  private async catchUpLocked(groupId: string): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
     const messages: ReceivedMessage[] = [];
     const events: GroupEvent[] = [];
     for (;;) {
       let { file, state } = this.loadGroup(groupId);
-      if (file.removed) break;
+      if (file.removed || file.left) break;
       let page: Awaited<ReturnType<DsClient["log"]>>;
       try {
         page = await this.ds.log(groupId, file.cursor, LOG_PAGE);
@@ -480,10 +579,20 @@ export class MlsDevice {
           } else {
             if (file.pending && file.pending.epoch === entry.epoch) file = { ...file, pending: undefined };
             try {
+              const before = new Set(groupMembers(state).map((m) => m.username));
               const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) });
               if (result.kind === "commit") {
                 state = result.state;
-                events.push({ kind: "commit", groupId, seq: entry.seq, by: result.sender.username, epoch: Number(result.epoch) });
+                const after = new Set(groupMembers(state).map((m) => m.username));
+                events.push({
+                  kind: "commit",
+                  groupId,
+                  seq: entry.seq,
+                  by: result.sender.username,
+                  epoch: Number(result.epoch),
+                  added: [...after].filter((u) => !before.has(u)),
+                  removed: [...before].filter((u) => !after.has(u)),
+                });
               } else if (result.kind === "removed") {
                 state = result.state;
                 file = { ...file, removed: true };
@@ -500,7 +609,20 @@ export class MlsDevice {
             const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) });
             if (result.kind === "application") {
               state = result.state;
-              batch.push({ groupId, seq: entry.seq, from: result.sender.username, id: result.payload.id, sentAt: result.payload.sentAt, body: result.payload.body });
+              const by = result.sender.username;
+              const kind = result.payload.kind ?? "text";
+              if (kind === "text") {
+                batch.push({ groupId, seq: entry.seq, from: by, id: result.payload.id, sentAt: result.payload.sentAt, body: result.payload.body });
+              } else if (kind === "group-name") {
+                // A named group is not a one-to-one chat, whatever its size. Told to the stored file at once (the
+                // state and cursor there are untouched), so the texts that follow in this page are filed under the group.
+                file = { ...file, name: result.payload.body, peer: undefined };
+                this.store.writeGroup({ ...this.store.readGroup(groupId)!, name: result.payload.body, peer: undefined });
+                events.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
+              } else {
+                if (by !== this.options.username) file = { ...file, leaveRequests: [...new Set([...(file.leaveRequests ?? []), by])] };
+                events.push({ kind: "leaving", groupId, seq: entry.seq, by });
+              }
             } else {
               refuse(new ChatError("ENVELOPE_INVALID", `entry ${entry.seq} is not an application message`));
             }
@@ -534,7 +656,11 @@ export class MlsDevice {
    * A welcome that no local key package opens, or whose tree has a leaf the chain does not authorise,
    * is acknowledged and reported, so it is not retried forever.
    */
-  async sync(): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+  sync(): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+    return this.lock.run(() => this.syncLocked());
+  }
+
+  private async syncLocked(): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
     const messages: ReceivedMessage[] = [];
     const events: GroupEvent[] = [];
     const pending = await this.ds.sync();
@@ -553,6 +679,7 @@ export class MlsDevice {
       const result = await this.catchUp(groupId);
       messages.push(...result.messages);
       events.push(...result.events);
+      await this.honourLeaveRequests(groupId);
     }
     return { messages, events };
   }

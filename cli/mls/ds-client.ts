@@ -42,6 +42,8 @@ export interface DsClientOptions {
   deviceId: string;
   /** TLS options for https (the CLI passes its pinned certificate: RelayHttp.tls()) */
   tls?: () => Promise<tls.ConnectionOptions>;
+  /** names a transport failure (the CLI's RelayHttp.connectionError tells a changed certificate apart) */
+  connectionError?: (error: unknown) => ChatError;
 }
 
 /**
@@ -110,7 +112,7 @@ export class DsClient {
       timeoutMs: TIMEOUT_MS,
       tls: tlsOptions,
     }).catch((error: NodeJS.ErrnoException) => {
-      throw new ChatError("RELAY_UNREACHABLE", `relay unreachable at ${this.base.origin} (${error.code ?? error.message})`);
+      throw this.options.connectionError?.(error) ?? new ChatError("RELAY_UNREACHABLE", `relay unreachable at ${this.base.origin} (${error.code ?? error.message})`);
     });
     let json: unknown;
     try {

@@ -1,16 +1,29 @@
 /**
- * The conversation with each peer, per local user, append-only. On disk: one JSON-lines file per peer,
- * users/<me>/history/<peer>.jsonl (0600). The incoming ids double as the dedup store of protocol/envelope.
+ * The conversation with each peer, and of each group, per local user, append-only. On disk: one JSON-lines
+ * file per conversation, users/<me>/history/<peer>.jsonl and users/<me>/history/group-<id>.jsonl (0600).
+ * The incoming ids double as the dedup store of protocol/envelope and of MLS application messages.
  */
 import type { DedupStore } from "../../protocol/envelope";
 import { existsSync, readdirSync } from "node:fs";
 import { assertUsername, isValidUsername } from "../../protocol/username";
 import type { Home } from "../home";
 
+/** A group's conversation key: "#" and the group id (no username has a "#"). */
+export const groupConversation = (groupIdHex: string) => `#${groupIdHex}`;
+const GROUP_KEY = /^#([0-9a-f]{64})$/;
+
 export interface HistoryEntry {
   id: string;
   direction: "in" | "out";
+  /** the peer's username, or a group's conversation key (groupConversation) */
   peer: string;
+  /** in a group: who sent an incoming message */
+  from?: string;
+  /** 2 for messages on MLS (absent: envelope v1) */
+  v?: 2;
+  /** messages on MLS: the group and the log position, to tell when every member has read it */
+  group?: string;
+  seq?: number;
   body: string;
   /** sender's clock, Unix ms */
   timestamp: number;
@@ -30,8 +43,9 @@ export interface HistoryStore {
 export class FileHistoryStore implements HistoryStore {
   constructor(private readonly home: Home) {}
   private file(me: string, peer: string): string {
-    // The peer's name becomes a file name: only a valid username may.
-    return `${this.home.userDir(me, "history")}/${assertUsername(peer)}.jsonl`;
+    // The key becomes a file name: only a valid username or a group key may.
+    const group = GROUP_KEY.exec(peer);
+    return `${this.home.userDir(me, "history")}/${group ? `group-${group[1]}` : assertUsername(peer)}.jsonl`;
   }
   read(me: string, peer: string): HistoryEntry[] {
     return this.home.readLines<HistoryEntry>(this.file(me, peer));

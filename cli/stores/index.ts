@@ -43,7 +43,7 @@ export function memoryStores(): ClientStores {
 
 export type { ContactStore, HistoryStore, KeyStore, OutboxStore, RelayPinStore, SessionStore };
 export type { ContactPin } from "./contact-store";
-export { historyDedupStore, type HistoryEntry } from "./history-store";
+export { groupConversation, historyDedupStore, type HistoryEntry } from "./history-store";
 export type { OutboxEntry } from "./outbox-store";
 export type { RelayPin, RelayPins } from "./relay-pin-store";
 export type { Session } from "./session-store";

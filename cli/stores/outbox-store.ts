@@ -6,8 +6,12 @@ import type { Home } from "../home";
 
 export interface OutboxEntry {
   id: string;
+  /** the peer, or a group's conversation key */
   to: string;
-  envelope: string;
+  /** envelope v1 (absent for messages on MLS, sealed only when sent: a sealed MLS message is bound to an epoch) */
+  envelope?: string;
+  /** 2 for messages on MLS */
+  v?: 2;
   /** kept to write the history once accepted */
   body: string;
   timestamp: number;

@@ -27,7 +27,10 @@ export {
   encodeApplicationPayload,
   newPayloadId,
   MAX_BODY_BYTES,
+  MAX_GROUP_NAME_BYTES,
+  PAYLOAD_KINDS,
   type ApplicationPayload,
+  type PayloadKind,
 } from "./application-payload";
 export { sealApplicationMessage } from "./seal-application-message";
 export { processIncomingMessage, type IncomingResult } from "./process-incoming-message";

@@ -53,6 +53,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   NO_LOCAL_KEY: 500,
   USAGE: 500,
   CANCELLED: 500,
+  DEVICE_BUSY: 500,
   // The recipient's quota, not the relay's disk: the sender may retry later, as with RATE_LIMITED.
   MAILBOX_FULL: 429,
 };

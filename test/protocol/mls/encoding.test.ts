@@ -86,8 +86,17 @@ describe("MLS encodings", function () {
   it("application payload: canonical round trip and strict decoding", function () {
     const payload = { id: "00112233445566778899aabbccddeeff", sentAt: 1_700_000_000_123, body: "héllo ✓" };
     const bytes = encodeApplicationPayload(payload);
-    expect(Buffer.from(bytes.subarray(0, 17)).toString("hex")).to.equal("0100112233445566778899aabbccddeeff");
+    expect(Buffer.from(bytes.subarray(0, 18)).toString("hex")).to.equal("020000112233445566778899aabbccddeeff");
     expect(decodeApplicationPayload(bytes)).to.deep.equal(payload);
+    // version 1 (no kind byte) is still read, as a text
+    expect(decodeApplicationPayload(Uint8Array.of(1, ...bytes.subarray(2)))).to.deep.equal(payload);
+    const named = { kind: "group-name" as const, id: payload.id, sentAt: 1, body: "team ✓" };
+    expect(decodeApplicationPayload(encodeApplicationPayload(named))).to.deep.equal(named);
+    const leave = { kind: "leave" as const, id: payload.id, sentAt: 1, body: "" };
+    expect(decodeApplicationPayload(encodeApplicationPayload(leave))).to.deep.equal(leave);
+    expect(fieldOf(() => encodeApplicationPayload({ ...leave, body: "x" }))).to.equal("body");
+    expect(fieldOf(() => encodeApplicationPayload({ ...named, body: "" }))).to.equal("body");
+    expect(fieldOf(() => decodeApplicationPayload(Uint8Array.of(2, 7, ...bytes.subarray(2))))).to.equal("kind");
     expect(fieldOf(() => decodeApplicationPayload(Uint8Array.of(...bytes, 0)))).to.equal("body");
     expect(fieldOf(() => decodeApplicationPayload(Uint8Array.of(9, ...bytes.subarray(1))))).to.equal("version");
     expect(fieldOf(() => encodeApplicationPayload({ ...payload, id: "not-hex" }))).to.equal("id");

@@ -1,0 +1,252 @@
+/**
+ * Conversations on MLS for the commands: one-to-one chats (two-member groups) and named groups over this
+ * user's device (device.ts). What it adds to the device: the outbox (a message waits there until the relay
+ * accepts it, and is sealed only then, for the epoch it goes out in), the history (each message saved before
+ * the device's cursor moves past it, so a crash shows it again at most, and a payload id seen before is
+ * dropped), names for groups, and delivery states from the other members' cursors.
+ */
+import { ChatError, isChatError } from "../../protocol/errors";
+import { MAX_BODY_BYTES, newPayloadId } from "../../protocol/mls";
+import { assertUsername } from "../../protocol/username";
+import type { Context } from "../context";
+import { inertLine } from "../output";
+import type { Session } from "../session";
+import { groupConversation, type HistoryEntry, type OutboxEntry } from "../stores";
+import { MlsDevice, type GroupEvent, type ReceivedMessage } from "./device";
+import { openSessionDevice, type SessionDeviceDeps } from "./session-device";
+
+export type MlsChatDeps = SessionDeviceDeps & Pick<Context, "history" | "outbox" | "out">;
+
+/** A message saved to the history by this run (not seen before). */
+export interface ChatMessage {
+  /** the peer of a one-to-one chat, or the group's conversation key */
+  conversation: string;
+  /** the group's name, for a named group */
+  groupName?: string;
+  groupId: string;
+  from: string;
+  id: string;
+  sentAt: number;
+  seq: number;
+  body: string;
+}
+
+export interface SendResult {
+  entry: OutboxEntry;
+  groupId?: string;
+  seq?: number;
+  status?: "stored" | "delivered";
+  error?: ChatError;
+}
+
+export class MlsChat {
+  /** messages saved by the device's deliver callback since the last take() */
+  private fresh: ChatMessage[] = [];
+
+  private constructor(
+    private readonly ctx: MlsChatDeps,
+    readonly session: Session,
+    private readonly holder: { device?: MlsDevice },
+  ) {}
+
+  static async open(ctx: MlsChatDeps, session: Session): Promise<MlsChat> {
+    const holder: { device?: MlsDevice } = {};
+    const chat = new MlsChat(ctx, session, holder);
+    holder.device = await openSessionDevice(ctx, session, (messages) => chat.save(messages));
+    return chat;
+  }
+
+  get device(): MlsDevice {
+    return this.holder.device!;
+  }
+
+  get me(): string {
+    return this.session.username;
+  }
+
+  /** The history key of a group: the peer of a one-to-one chat, else the group's key. */
+  conversationOf(groupId: string): string {
+    const group = this.device.groups().find((g) => g.groupId === groupId);
+    return group?.peer ?? groupConversation(groupId);
+  }
+
+  /** How a conversation is named for people: the peer, or "#name" (or "#" and the id's start for an unnamed group). */
+  label(groupId: string): string {
+    const group = this.device.groups().find((g) => g.groupId === groupId);
+    if (group?.peer) return inertLine(group.peer);
+    return group?.name !== undefined ? `#${inertLine(group.name)}` : `#${groupId.slice(0, 8)}`;
+  }
+
+  /**
+   * The group called `name` (its name, or the start of its id, at least 8 hex characters); USAGE when there
+   * is none, or more than one.
+   */
+  resolveGroup(name: string): string {
+    const live = this.device.groups().filter((g) => !g.removed && !g.left && g.peer === undefined);
+    const byName = live.filter((g) => g.name === name);
+    const matches = byName.length > 0 ? byName : /^[0-9a-f]{8,64}$/.test(name) ? live.filter((g) => g.groupId.startsWith(name)) : [];
+    if (matches.length === 0) throw new ChatError("NOT_FOUND", `no group ${inertLine(name)} on this device: chat group list shows yours`);
+    if (matches.length > 1) {
+      throw new ChatError("USAGE", `${matches.length} groups are called ${inertLine(name)}: name one by the start of its id (${matches.map((g) => g.groupId.slice(0, 8)).join(", ")})`);
+    }
+    return matches[0].groupId;
+  }
+
+  /** Saves received texts to the history unless their payload id was seen: runs before the cursor moves on. */
+  private save(messages: ReceivedMessage[]): void {
+    const seen = new Map<string, Set<string>>();
+    const groups = new Map(this.device.groups().map((g) => [g.groupId, g]));
+    for (const m of messages) {
+      const group = groups.get(m.groupId);
+      const conversation = group?.peer ?? groupConversation(m.groupId);
+      let ids = seen.get(conversation);
+      if (!ids) {
+        ids = new Set(this.ctx.history.read(this.me, conversation).filter((e) => e.direction === "in").map((e) => e.id));
+        seen.set(conversation, ids);
+      }
+      if (ids.has(m.id)) continue;
+      ids.add(m.id);
+      const inGroup = conversation.startsWith("#");
+      this.ctx.history.append(this.me, {
+        id: m.id,
+        direction: "in",
+        peer: conversation,
+        ...(inGroup ? { from: m.from } : {}),
+        body: m.body,
+        timestamp: m.sentAt,
+        at: Date.now(),
+        v: 2,
+        group: m.groupId,
+        seq: m.seq,
+      });
+      this.fresh.push({ conversation, groupName: inGroup ? group?.name : undefined, groupId: m.groupId, from: m.from, id: m.id, sentAt: m.sentAt, seq: m.seq, body: m.body });
+    }
+  }
+
+  /** The messages saved since the last call, in arrival order. */
+  take(): ChatMessage[] {
+    const out = this.fresh;
+    this.fresh = [];
+    return out;
+  }
+
+  /** Keeps this device's key packages on the relay, so that others can start chats while it is offline. */
+  publishKeyPackages(): Promise<{ oneTime: number; lastResort: boolean }> {
+    return this.device.ensureKeyPackages();
+  }
+
+  /** Joins waiting welcomes and catches up every group with news; the new texts are in take(). */
+  sync(): Promise<GroupEvent[]> {
+    return this.device.sync().then((result) => result.events);
+  }
+
+  /** Catches up one group (a conversation being watched). */
+  async catchUp(groupId: string): Promise<GroupEvent[]> {
+    const result = await this.device.catchUp(groupId);
+    await this.device.honourLeaveRequests(groupId);
+    return result.events;
+  }
+
+  /** Puts a text for `peer` (a one-to-one chat) or a group (its conversation key) in the outbox. */
+  queue(to: string, body: string): OutboxEntry {
+    if (!to.startsWith("#")) assertUsername(to);
+    if (to === this.me) throw new ChatError("BAD_REQUEST", "a one-to-one chat needs another user");
+    const bytes = Buffer.byteLength(body, "utf8");
+    if (bytes > MAX_BODY_BYTES) throw new ChatError("MESSAGE_TOO_LONG", `message too long: ${bytes} bytes, at most ${MAX_BODY_BYTES}`);
+    const entry: OutboxEntry = { id: newPayloadId(), to, body, timestamp: Date.now(), v: 2 };
+    this.ctx.outbox.put(this.me, entry);
+    return entry;
+  }
+
+  /**
+   * Sends the MLS entries of the outbox in order (`only`: just these ids). Each goes out in the current epoch
+   * under its first id, so a retry after a lost answer is stored once and read once. An accepted entry moves
+   * to the history; one that failed stays for the next run, except when it can never succeed.
+   */
+  async flushOutbox(only?: Set<string>): Promise<SendResult[]> {
+    const results: SendResult[] = [];
+    for (const entry of this.ctx.outbox.list(this.me).filter((e) => e.v === 2 && (!only || only.has(e.id)))) {
+      results.push(await this.sendOne(entry));
+      const last = results[results.length - 1];
+      // The relay is gone: the rest waits too, in order.
+      if (last.error?.code === "RELAY_UNREACHABLE") {
+        for (const rest of this.ctx.outbox.list(this.me).filter((e) => e.v === 2 && e.id !== entry.id && (!only || only.has(e.id)) && !results.some((r) => r.entry.id === e.id))) {
+          results.push({ entry: rest, error: last.error });
+        }
+        break;
+      }
+    }
+    return results;
+  }
+
+  private async sendOne(entry: OutboxEntry): Promise<SendResult> {
+    try {
+      const groupId = entry.to.startsWith("#") ? entry.to.slice(1) : await this.device.startDirect(entry.to);
+      const { seq } = await this.device.send(groupId, entry.body, { id: entry.id, sentAt: entry.timestamp });
+      const status = (await this.deliveredUpTo(groupId)) >= seq ? "delivered" : "stored";
+      const out: HistoryEntry = { id: entry.id, direction: "out", peer: entry.to, body: entry.body, timestamp: entry.timestamp, at: Date.now(), status, v: 2, group: groupId, seq };
+      this.ctx.history.append(this.me, out);
+      this.ctx.outbox.remove(this.me, entry.id);
+      return { entry, groupId, seq, status };
+    } catch (error) {
+      if (!isChatError(error)) throw error;
+      if (error.code === "NOT_FOUND" && !entry.to.startsWith("#") && !this.device.directGroup(entry.to)) {
+        // No key package: the peer has no device on messages v2 yet. It may have one later.
+        return { entry, error: new ChatError("NOT_FOUND", `${inertLine(entry.to)} has no device that can receive messages yet (they have not logged in with a current chat); the message waits in the outbox`) };
+      }
+      // Refusals that no retry cures: the peer is unknown or cannot be verified, or this device is out of the group.
+      if (PERMANENT.has(error.code)) this.ctx.outbox.remove(this.me, entry.id);
+      return { entry, error };
+    }
+  }
+
+  /**
+   * The last log position every other member's device has read (the relay's cursors): a message at or
+   * below it is delivered. The relay could lie about this; it only ever affects the ✓✓ shown.
+   */
+  async deliveredUpTo(groupId: string): Promise<number> {
+    const { members } = await this.device.ds.members(groupId);
+    const others = members.filter((m) => !(m.username === this.me && m.deviceId === this.device.deviceId));
+    return others.length === 0 ? 0 : Math.min(...others.map((m) => m.cursor));
+  }
+
+  /** One line for people about a group event; undefined when there is nothing to say. */
+  describeEvent(event: GroupEvent): string | undefined {
+    const where = this.label(event.groupId);
+    const who = (name: string) => (name === this.me ? "you" : inertLine(name));
+    const list = (names: string[]) => names.map(who).join(", ");
+    switch (event.kind) {
+      case "joined":
+        return where.startsWith("#") ? `you joined ${where}` : `new chat with ${where}`;
+      case "commit":
+        if (event.added.length > 0 && event.removed.length > 0) return `${who(event.by)} added ${list(event.added)} and removed ${list(event.removed)} in ${where}`;
+        if (event.added.length > 0) return `${who(event.by)} added ${list(event.added)} to ${where}`;
+        if (event.removed.length > 0) return `${who(event.by)} removed ${list(event.removed)} from ${where}`;
+        return undefined; // a key update: nothing a person needs to see
+      case "named":
+        return `${who(event.by)} named the group ${where}`;
+      case "leaving":
+        return `${who(event.by)} left ${where}`;
+      case "removed":
+        return event.by ? `${who(event.by)} removed you from ${where}` : `you are no longer in ${where}`;
+      case "refused":
+        return `refused an entry of ${where}: ${event.code}: ${event.message}`;
+    }
+  }
+}
+
+const PERMANENT = new Set(["UNKNOWN_USER", "NOT_FOUND", "KEY_UNVERIFIED", "KEY_MISMATCH", "NOT_GROUP_MEMBER", "UNKNOWN_GROUP", "MESSAGE_TOO_LONG", "BAD_REQUEST", "INVALID_USERNAME"]);
+
+/**
+ * After a login: opens (or creates) this user's MLS device here and keeps its key packages on the relay, so
+ * that others can start chats with it while it is offline. A failure is a warning: the login itself stands.
+ */
+export async function publishDevice(ctx: MlsChatDeps, session: Session): Promise<void> {
+  try {
+    const chat = await MlsChat.open(ctx, session);
+    await chat.publishKeyPackages();
+  } catch (error) {
+    if (!isChatError(error)) throw error;
+    ctx.out.warn({ code: error.code, message: `could not publish this device's key packages (others cannot start a chat with it yet): ${error.message}` });
+  }
+}
