@@ -94,7 +94,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
         if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
       },
       (error) => {
-        const now = Date.now();
+        const now = ctx.clock();
         if (now - announceFailedAt < 5_000) return;
         announceFailedAt = now;
         ctx.logger.warn({ err: { message: error instanceof Error ? error.message : String(error) } }, "group notice not sent: members unreadable");
@@ -176,9 +176,9 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     const groupId = groupIdOf(req);
     const body = parseWith(CommitRequest, req.body);
     const now = ctx.clock();
-    // Who was a member before the commit: a removed user hears of the commit that removed it. A failed
-    // read only costs those users the hint, never the commit.
-    const membersBefore = notify ? await store.members(groupId).catch(() => []) : [];
+    // Who was a member before a commit that removes: a removed user hears of the commit that removed it.
+    // A failed read only costs those users the hint, never the commit.
+    const membersBefore = notify && body.remove.length > 0 ? await store.members(groupId).catch(() => []) : [];
     const result = await ds(
       store.appendCommit({
         groupId,
