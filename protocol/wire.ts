@@ -237,7 +237,31 @@ export const ErrorFrame = z.object({
 export const ReceiptFrame = z.object({ type: z.literal("receipt"), id: MessageId, to: Username, status: z.literal("delivered") });
 /** relay -> client: whether `user` is connected to this relay instance (other instances are not asked). */
 export const PresenceFrame = z.object({ type: z.literal("presence"), user: Username, online: z.boolean() });
-export const ServerFrame = z.discriminatedUnion("type", [AcceptedFrame, MessageFrame, ReadyFrame, ErrorFrame, ReceiptFrame, PresenceFrame]);
+/** An MLS group id as the /v2 routes write it: 32 bytes as 64 lowercase hex characters (as GroupIdHex in wire-v2). */
+const GroupIdText = z.string().regex(/^[0-9a-f]{64}$/, "expected 32 bytes as lowercase hex");
+const LogCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/**
+ * relay -> every member user of MLS group `groupId`: its log has grown to at least `seq` (an entry of epoch
+ * `epoch`). A hint only, with no MLS bytes and no sender: read GET /v2/groups/:groupId/log after your cursor.
+ * Frames may be coalesced (only the newest seq of a group is kept while the socket is backed up) and may
+ * arrive out of order.
+ */
+export const GroupFrame = z.object({ type: z.literal("group"), groupId: GroupIdText, seq: LogCount, epoch: LogCount });
+/** relay -> a user one of whose devices has a new Welcome into `groupId`: read it with GET /v2/sync. */
+export const WelcomeFrame = z.object({ type: z.literal("welcome"), groupId: GroupIdText });
+/** The Delivery Service's live hints, as routed between relay instances. */
+export const GroupNotice = z.discriminatedUnion("type", [GroupFrame, WelcomeFrame]);
+export type GroupNotice = z.infer<typeof GroupNotice>;
+export const ServerFrame = z.discriminatedUnion("type", [
+  AcceptedFrame,
+  MessageFrame,
+  ReadyFrame,
+  ErrorFrame,
+  ReceiptFrame,
+  PresenceFrame,
+  GroupFrame,
+  WelcomeFrame,
+]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 
 /** WebSocket close codes (RFC 6455 §7.4.1). */

@@ -188,7 +188,10 @@ export function createRelay(deps: RelayDeps): Relay {
     });
     next();
   });
-  if (deps.deliveryService) app.use(deliveryServiceRoutes(ctx, deps.deliveryService)); // before the 16 kB parser: /v2 bodies carry welcomes
+  if (deps.deliveryService) {
+    // before the 16 kB parser: /v2 bodies carry welcomes; notices go out through messaging once it listens
+    app.use(deliveryServiceRoutes(ctx, deps.deliveryService, (usernames, notice) => messaging?.notify(usernames, notice)));
+  }
   app.use(express.json({ limit: "16kb" }));
   app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import Redis from "ioredis";
 import type pino from "pino";
-import type { MessageBus, RoutedMessage } from "./bus";
+import { GroupNotice } from "../../protocol/wire";
+import type { BusHandlers, MessageBus, RoutedMessage } from "./bus";
 
 const CHANNEL_PREFIX = "eth-chat:user:";
 
@@ -36,27 +37,47 @@ export function createRedisBus(url: string, options: { logger?: pino.Logger } = 
     );
   });
 
-  type Entry = { handlers: Set<(m: RoutedMessage) => void>; ready: Promise<unknown> };
+  type Entry = { handlers: Set<BusHandlers>; ready: Promise<unknown> };
   const channels = new Map<string, Entry>();
 
   subscriber.on("message", (channel: string, raw: string) => {
     const entry = channels.get(channel);
     if (!entry) return;
-    let parsed: { o: string; m: RoutedMessage };
+    // { o: instance, m: message } or { o: instance, n: notice }
+    let parsed: { o?: unknown; m?: unknown; n?: unknown };
     try {
       parsed = JSON.parse(raw);
     } catch {
       return;
     }
-    if (parsed.o === instanceId || typeof parsed.m !== "object" || parsed.m === null) return;
-    for (const handler of entry.handlers) handler(parsed.m);
+    if (typeof parsed !== "object" || parsed === null || parsed.o === instanceId) return;
+    if (parsed.n !== undefined) {
+      // Notices reach clients as they are: only well-formed ones are passed on.
+      const notice = GroupNotice.safeParse(parsed.n);
+      if (!notice.success) return;
+      for (const handlers of entry.handlers) handlers.notice(notice.data);
+      return;
+    }
+    if (typeof parsed.m !== "object" || parsed.m === null) return;
+    const message = parsed.m as RoutedMessage;
+    for (const handlers of entry.handlers) handlers.message(message);
   });
 
   return {
     async publish(message) {
       await publisher.publish(CHANNEL_PREFIX + message.to, JSON.stringify({ o: instanceId, m: message }));
     },
-    async subscribe(username, handler) {
+    async publishNotice(usernames, notice) {
+      if (usernames.length === 0) return;
+      const payload = JSON.stringify({ o: instanceId, n: notice });
+      // One round trip for every member of the group.
+      const pipeline = publisher.pipeline();
+      for (const username of usernames) pipeline.publish(CHANNEL_PREFIX + username, payload);
+      const results = await pipeline.exec();
+      const failed = results?.find(([error]) => error);
+      if (failed) throw failed[0];
+    },
+    async subscribe(username, handlers) {
       const channel = CHANNEL_PREFIX + username;
       let entry = channels.get(channel);
       if (!entry) {
@@ -65,11 +86,11 @@ export function createRedisBus(url: string, options: { logger?: pino.Logger } = 
         entry = { handlers: new Set(), ready: subscriber.subscribe(channel) };
         channels.set(channel, entry);
       }
-      entry.handlers.add(handler);
+      entry.handlers.add(handlers);
       const mine = entry;
       await mine.ready;
       return async () => {
-        mine.handlers.delete(handler);
+        mine.handlers.delete(handlers);
         if (mine.handlers.size === 0 && channels.get(channel) === mine) {
           channels.delete(channel);
           await subscriber.unsubscribe(channel).catch(() => undefined);

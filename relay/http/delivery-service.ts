@@ -3,6 +3,8 @@
  * stores opaque MLS bytes per (user, device); members authenticate each other's leaves against the chain
  * themselves, so nothing here is trusted by a client beyond ordering and availability.
  * Every route needs the session token (the same check as the WebSocket upgrade) and X-Device-Id.
+ * Each stored log entry and welcome is announced to the member users' open WebSockets (a hint without MLS
+ * bytes or sender, see GroupFrame in protocol/wire.ts), so that clients read the log at once instead of polling.
  */
 import express, { Router, type Request, type Response } from "express";
 import { ChatError } from "../../protocol/errors";
@@ -20,9 +22,9 @@ import {
   PutKeyPackagesRequest,
   V2_LIMITS,
 } from "../../protocol/wire-v2";
-import { Username } from "../../protocol/wire";
+import { Username, type GroupNotice } from "../../protocol/wire";
 import { verifySessionToken } from "../sessions";
-import { DsError, type AppendResult, type DeliveryServiceStore, type DeviceRef } from "../storage/ds-types";
+import { DsError, type AppendResult, type DeliveryServiceStore, type DeviceRef, type GroupMember } from "../storage/ds-types";
 import type { HttpContext } from "./context";
 import { parseWith } from "./errors";
 
@@ -56,6 +58,11 @@ function fromDs(error: unknown): never {
   throw new ChatError("STORAGE_UNAVAILABLE", "storage unavailable");
 }
 
+/** Hands a notice to every open connection of `usernames`, on this relay instance and the others. */
+export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice) => void;
+
+const usernamesOf = (members: readonly DeviceRef[]) => new Set(members.map((m) => m.username));
+
 async function ds<T>(task: Promise<T>): Promise<T> {
   try {
     return await task;
@@ -64,8 +71,36 @@ async function ds<T>(task: Promise<T>): Promise<T> {
   }
 }
 
-export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceStore): Router {
+export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceStore, notify?: GroupNotify): Router {
   const router = Router();
+  let announceFailedAt = -Infinity;
+
+  /**
+   * After the answer: tells the group's member users (as the store has them after the append) that the log
+   * grew, plus, for a commit, the users it removed entirely (they learn of their removal) and the recipients
+   * of its new welcomes. A failure only delays them until they next read the log, so it is logged, not returned.
+   */
+  function announce(params: { groupId: Uint8Array; result: AppendResult; membersBefore?: GroupMember[]; welcomeRecipients?: DeviceRef[] }): void {
+    const { result } = params;
+    if (!notify || !result.accepted) return;
+    const groupId = toHex(params.groupId);
+    store.members(params.groupId).then(
+      (after) => {
+        const users = usernamesOf(after);
+        for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
+        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch });
+        // A retried commit stored nothing new: its first attempt's welcomes were announced then.
+        const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
+        if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
+      },
+      (error) => {
+        const now = ctx.clock();
+        if (now - announceFailedAt < 5_000) return;
+        announceFailedAt = now;
+        ctx.logger.warn({ err: { message: error instanceof Error ? error.message : String(error) } }, "group notice not sent: members unreadable");
+      },
+    );
+  }
   // Commits carry welcomes for many members: a larger body limit than the v1 routes, on /v2 only.
   router.use("/v2", express.json({ limit: MAX_V2_BODY_BYTES }));
 
@@ -141,6 +176,9 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     const groupId = groupIdOf(req);
     const body = parseWith(CommitRequest, req.body);
     const now = ctx.clock();
+    // Who was a member before a commit that removes: a removed user hears of the commit that removed it.
+    // A failed read only costs those users the hint, never the commit.
+    const membersBefore = notify && body.remove.length > 0 ? await store.members(groupId).catch(() => []) : [];
     const result = await ds(
       store.appendCommit({
         groupId,
@@ -159,6 +197,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
       }),
     );
     sendAppend(res, result);
+    announce({ groupId, result, membersBefore, welcomeRecipients: body.welcomes.map((w) => ({ username: w.username, deviceId: w.deviceId })) });
   });
 
   router.post("/v2/groups/:groupId/messages", async (req, res) => {
@@ -169,6 +208,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
       store.appendApplication({ groupId, epoch: body.epoch, sender, messageId: body.id, bytes: decodeBase64(body.bytes), receivedAt: ctx.clock() }),
     );
     sendAppend(res, result);
+    announce({ groupId, result });
   });
 
   router.get("/v2/groups/:groupId/log", async (req, res) => {

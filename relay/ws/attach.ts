@@ -13,7 +13,7 @@ import type { Server as HttpsServer } from "node:https";
 import type pino from "pino";
 import type { Registry } from "prom-client";
 import { WebSocketServer } from "ws";
-import { CLOSE_CODES } from "../../protocol/wire";
+import { CLOSE_CODES, type GroupNotice } from "../../protocol/wire";
 import { usernameHash } from "../../protocol/username";
 import type { SessionClaims, SessionGuard } from "../sessions";
 import type { SessionEvent } from "../storage/revocations";
@@ -60,6 +60,10 @@ export interface MessagingLimits {
   backlogTimeoutMs?: number;
   /** Rejected frames answered in a burst (refilled over 10 s) before the connection is closed with 1008. Default 20. */
   rejectedFrameBurst?: number;
+  /** Unsent output above which Delivery Service notices wait, merged per group. Default 64 KiB. */
+  noticeWatermarkBytes?: number;
+  /** Groups with a waiting notice on one connection beyond which it is closed with 1013. Default 1,000. */
+  maxPendingNotices?: number;
 }
 
 export interface Messaging {
@@ -67,6 +71,8 @@ export interface Messaging {
   connectionCount(): number;
   /** Runs the mailbox purge now (it also runs every purgeIntervalMs); returns how many were purged. */
   purgeExpired(): Promise<number>;
+  /** Sends a Delivery Service notice to every connection of `usernames`, on this instance and the others. */
+  notify(usernames: Iterable<string>, notice: GroupNotice): void;
 }
 
 export function attachMessaging(params: {
@@ -116,6 +122,8 @@ export function attachMessaging(params: {
       maxHeldMessages: limits.maxHeldMessages ?? 1_000,
       backlogTimeoutMs: limits.backlogTimeoutMs ?? 60_000,
       rejectedFrameBurst: limits.rejectedFrameBurst ?? 20,
+      noticeWatermarkBytes: limits.noticeWatermarkBytes ?? 64 * 1024,
+      maxPendingNotices: limits.maxPendingNotices ?? 1_000,
       recipientExists: params.users ? (username) => params.users!.exists(username) : async () => true,
     },
   };
@@ -180,6 +188,9 @@ export function attachMessaging(params: {
   return {
     connectionCount: router.size,
     purgeExpired: purge.purgeExpired,
+    notify(usernames, notice) {
+      if (!closing) router.notify(usernames, notice);
+    },
     async close() {
       closing = true;
       server.off("upgrade", onUpgrade);

@@ -5,12 +5,15 @@
  *   closed   the socket is gone; nothing more is sent
  * A message is pushed at most once per connection until it is acknowledged (`inflight`), whether it
  * comes from the backlog, the live route or a catch-up after a bus outage.
+ * Delivery Service notices (a group's log grew, a welcome was stored) are not mailbox messages: they go out
+ * in any state, at once while the socket keeps up, and otherwise wait here, one per group (the newest seq),
+ * until it has drained.
  */
 import { performance } from "node:perf_hooks";
 import type pino from "pino";
 import { WebSocket, type RawData } from "ws";
 import type { ErrorCode } from "../../protocol/errors";
-import { ClientFrame, CLOSE_CODES, MessageId, type ServerFrame } from "../../protocol/wire";
+import { ClientFrame, CLOSE_CODES, MessageId, type GroupNotice, type ServerFrame } from "../../protocol/wire";
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
 import { MailboxError, type Mailbox, type StoredMessage } from "../storage/mailbox";
@@ -30,6 +33,10 @@ export interface ConnectionSettings {
   maxBufferedBytes: number;
   /** live messages held while the backlog is sent; beyond it they are dropped and re-read from the mailbox */
   maxHeldMessages: number;
+  /** unsent output above which notices wait (coalesced per group) instead of being written */
+  noticeWatermarkBytes: number;
+  /** groups with a waiting notice beyond which the connection is closed 1013 (it syncs on reconnect) */
+  maxPendingNotices: number;
   /** the whole backlog must be sent within this, or the connection is closed 1013 */
   backlogTimeoutMs: number;
   /** rejected frames (malformed, unknown recipient) answered in a burst before the connection is closed 1008 */
@@ -52,6 +59,8 @@ export interface ConnectionDeps {
 type State = "syncing" | "live" | "closed";
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/** How often waiting notices re-check whether a backed-up socket has drained. */
+const NOTICE_RETRY_MS = 25;
 
 const routed = (m: StoredMessage): RoutedMessage => ({ to: m.recipient, from: m.sender, id: m.id, envelope: m.envelope, receivedAt: m.receivedAt });
 const messageKey = (from: string, id: string) => `${from}\n${id}`;
@@ -80,6 +89,9 @@ export class Connection implements RoutedConnection {
   private readonly rejections: TokenBucket;
   private readonly expiryTimer: NodeJS.Timeout;
   private backlogTimer: NodeJS.Timeout | null = null;
+  /** notices not yet written, one per (kind, group), in arrival order */
+  private readonly notices = new Map<string, GroupNotice>();
+  private noticeTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly deps: ConnectionDeps,
@@ -114,6 +126,8 @@ export class Connection implements RoutedConnection {
       deps.router.remove(this);
       clearTimeout(this.expiryTimer);
       if (this.backlogTimer) clearTimeout(this.backlogTimer);
+      if (this.noticeTimer) clearTimeout(this.noticeTimer);
+      this.notices.clear();
       this.held = [];
       metrics.connections.dec();
       logger.debug({ user: this.username }, "disconnected");
@@ -163,6 +177,46 @@ export class Connection implements RoutedConnection {
     if (!this.send(text)) return;
     this.inflight.add(key);
     this.deps.metrics.delivered.inc();
+  }
+
+  /**
+   * Pushes a Delivery Service notice. While one for the same group waits unsent, the two are merged into
+   * the newer (highest seq): a busy group costs a backed-up socket one entry, not one per log entry.
+   */
+  notice(n: GroupNotice): void {
+    if (this.state === "closed") return;
+    const key = `${n.type} ${n.groupId}`;
+    const waiting = this.notices.get(key);
+    if (waiting) {
+      if (n.type === "group" && waiting.type === "group" && n.seq > waiting.seq) this.notices.set(key, n);
+      this.deps.metrics.noticesCoalesced.inc();
+      return;
+    }
+    if (this.notices.size >= this.deps.settings.maxPendingNotices) {
+      this.closeFor(CLOSE_CODES.tryAgainLater, "slow consumer: reconnect and sync");
+      return;
+    }
+    this.notices.set(key, n);
+    if (!this.noticeTimer) this.flushNotices();
+  }
+
+  /** Writes waiting notices while the socket keeps up; otherwise checks again shortly. */
+  private flushNotices(): void {
+    this.noticeTimer = null;
+    const { settings, metrics } = this.deps;
+    for (const [key, n] of this.notices) {
+      if (this.closed || this.ws.readyState !== WebSocket.OPEN) {
+        this.notices.clear();
+        return;
+      }
+      if (this.buffered() > settings.noticeWatermarkBytes) {
+        this.noticeTimer = setTimeout(() => this.flushNotices(), NOTICE_RETRY_MS);
+        this.noticeTimer.unref();
+        return;
+      }
+      this.notices.delete(key);
+      if (this.send(n)) metrics.noticesSent.inc();
+    }
   }
 
   /** Pushes what the mailbox holds that was not pushed yet (a connection still syncing reads it anyway). */

@@ -54,6 +54,8 @@ export function messagingMetrics(registry: Registry, depth: () => Promise<number
     purged: counter("chat_mailbox_purged_total", "Expired mailbox messages purged"),
     rejected: counter("chat_ws_frames_rejected_total", "Client frames answered with an error frame", ["code"]),
     closedByRelay: counter("chat_ws_closed_by_relay_total", "Connections the relay closed for a bound (slow reader, abuse, backlog timeout), by close code", ["code"]),
+    noticesSent: counter("chat_ws_group_notices_sent_total", "Delivery Service notices (group, welcome) written to connections"),
+    noticesCoalesced: counter("chat_ws_group_notices_coalesced_total", "Delivery Service notices merged into one already waiting for a backed-up connection"),
     refusedUpgrades: counter("chat_ws_upgrades_refused_total", "WebSocket upgrades refused before a socket was accepted, by cap", ["cap"]),
     // The relay's server registers it first with the configured refresh; alone (tests), the default applies.
     mailboxDepth: mailboxDepthGauge(registry, depth),

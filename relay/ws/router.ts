@@ -1,7 +1,10 @@
 /**
  * Routes accepted messages to their recipients' connections: those on this instance directly, those on
  * other instances through the bus. Each connection is subscribed on the bus for its user while it is open.
+ * The Delivery Service's notices (a group's log grew, a welcome was stored) go the same way, to every user
+ * it names.
  */
+import type { GroupNotice } from "../../protocol/wire";
 import type { MessageBus, RoutedMessage } from "../bus/bus";
 import type { FailureLog } from "./failure-log";
 
@@ -9,6 +12,8 @@ export interface RoutedConnection {
   readonly username: string;
   /** Pushes a live message; `text` is its frame, serialised once for every connection of the recipient. */
   push(message: RoutedMessage, text: string): void;
+  /** Pushes a Delivery Service notice (coalesced per group while the socket is backed up). */
+  notice(notice: GroupNotice): void;
   /** Re-reads the mailbox after a bus outage, for what other instances stored meanwhile. */
   catchUp(): Promise<void>;
 }
@@ -22,6 +27,8 @@ export interface Router<C extends RoutedConnection> {
   remove(conn: C): void;
   /** Hands a newly stored message to its recipient's connections here and on other instances. */
   deliver(message: RoutedMessage): void;
+  /** Hands a Delivery Service notice to every connection of `usernames`, here and on other instances. */
+  notify(usernames: Iterable<string>, notice: GroupNotice): void;
   size(): number;
   connections(): Iterable<C>;
   /** This instance's open connections of `username`. */
@@ -58,7 +65,10 @@ export function createRouter<C extends RoutedConnection>(params: {
       if (!mine) byUser.set(conn.username, (mine = new Set()));
       mine.add(conn);
       if (!bus) return Promise.resolve();
-      const subscribed = bus.subscribe(conn.username, (m) => conn.push(m, messageFrameText(m)));
+      const subscribed = bus.subscribe(conn.username, {
+        message: (m) => conn.push(m, messageFrameText(m)),
+        notice: (n) => conn.notice(n),
+      });
       subscribed.then(
         (unsubscribe) => {
           if (all.has(conn)) unsubscribes.set(conn, unsubscribe);
@@ -83,6 +93,11 @@ export function createRouter<C extends RoutedConnection>(params: {
         for (const conn of conns) conn.push(m, text);
       }
       bus?.publish(m).catch((error) => logFailure("bus publish failed; the recipient gets the message from the mailbox", error));
+    },
+    notify(usernames, notice) {
+      const distinct = [...new Set(usernames)];
+      for (const username of distinct) for (const conn of byUser.get(username) ?? []) conn.notice(notice);
+      bus?.publishNotice(distinct, notice).catch((error) => logFailure("bus publish of a group notice failed; members read the log when they next sync", error));
     },
     size: () => all.size,
     connections: () => all,
