@@ -46,6 +46,8 @@ export class MlsParticipant {
   redelivered = 0;
   /** operations that failed because the relay was unreachable (retried later) */
   unreachable = 0;
+  /** told of each message the relay accepts, whoever flushed the outbox */
+  onAccepted?: (message: OutgoingMessage) => void;
   private lock: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -103,6 +105,7 @@ export class MlsParticipant {
         if (!(await this.tolerant(() => this.device.send(message.groupId, message.body, { id: message.id, sentAt: message.sentAt })))) break;
         this.outbox.shift();
         accepted.push(message);
+        this.onAccepted?.(message);
       }
       return accepted;
     });
@@ -166,7 +169,6 @@ export async function runBurst(params: {
   participants: MlsParticipant[];
   plan: Map<string, { groupId: string; body: string }[]>;
   syncEvery: number;
-  onAccepted: (message: OutgoingMessage) => void;
   /** after each write, e.g. a member's periodic key update */
   afterWrite?: (participant: MlsParticipant, n: number) => Promise<void>;
 }): Promise<Map<string, OutgoingMessage>> {
@@ -178,7 +180,7 @@ export async function runBurst(params: {
         const message: OutgoingMessage = { id: newPayloadId(), sentAt: Date.now(), ...planned[n], from: p.username };
         written.set(message.id, message);
         p.outbox.push(message);
-        for (const accepted of await p.flushOutbox()) params.onAccepted(accepted);
+        await p.flushOutbox();
         if (n % params.syncEvery === params.syncEvery - 1) await p.sync();
         await params.afterWrite?.(p, n);
         // Encryption resolves in microtasks: let the sockets of the other participants be served.
@@ -189,14 +191,14 @@ export async function runBurst(params: {
   return written;
 }
 
-/** Flushes every outbox until all are empty (an unreachable relay is retried), reporting what was accepted. */
-export async function drainOutboxes(participants: MlsParticipant[], onAccepted: (message: OutgoingMessage) => void, timeoutMs = 90_000): Promise<void> {
+/** Flushes every outbox until all are empty (an unreachable relay is retried). */
+export async function drainOutboxes(participants: MlsParticipant[], timeoutMs = 90_000): Promise<void> {
   await Promise.all(
     participants.map((p) =>
       waitFor(
         `${p.username}'s outbox to empty`,
         async () => {
-          for (const accepted of await p.flushOutbox()) onAccepted(accepted);
+          await p.flushOutbox();
           return p.outbox.length === 0;
         },
         timeoutMs,
@@ -262,6 +264,41 @@ export function countDeliveries(participants: MlsParticipant[], conversations: C
   }
   const shownTwice = [...times.values()].filter((n) => n > 1).length;
   return { expected, lost, shownTwice, wrong, times };
+}
+
+/** Of `ids`, those not shown exactly once to every recipient. */
+export function notShownOnce(counts: DeliveryCounts, conversations: Conversation[], written: Map<string, OutgoingMessage>, ids: Iterable<string>): string[] {
+  return [...ids].filter((id) => {
+    const m = written.get(id)!;
+    const recipients = conversations.find((c) => c.groupId === m.groupId)!.members.filter((u) => u !== m.from);
+    return recipients.some((u) => counts.times.get(`${u}\n${id}`) !== 1);
+  });
+}
+
+/**
+ * What the relay's logs hold of the messages written, read group by group by a member: application
+ * entries of a written id (copies), ids held more than once, ids not held exactly once, and entries of
+ * ids nobody wrote. The history's check by payload id must not be what hides a duplicate.
+ */
+export async function relayLogCounts(
+  participants: MlsParticipant[],
+  conversations: Conversation[],
+  written: Map<string, OutgoingMessage>,
+): Promise<{ copies: number; duplicates: number; notOnce: string[]; unknown: number }> {
+  const out = { copies: 0, duplicates: 0, notOnce: [] as string[], unknown: 0 };
+  for (const c of conversations) {
+    const member = participants.find((p) => p.username === c.members[0])!;
+    const held = await readRelayLog(member.ds, c.groupId);
+    const ids = new Set([...written.values()].filter((m) => m.groupId === c.groupId).map((m) => relayMessageId(m.id)));
+    for (const id of ids) {
+      const n = held.applications.get(id) ?? 0;
+      out.copies += n;
+      if (n > 1) out.duplicates++;
+      if (n !== 1) out.notOnce.push(`${c.groupId.slice(0, 8)}/${id}`);
+    }
+    out.unknown += [...held.applications.keys()].filter((id) => !ids.has(id)).length;
+  }
+  return out;
 }
 
 /** A group's whole log as the relay holds it, read by a member: how often each id occurs, by kind, and the relay's epoch. */

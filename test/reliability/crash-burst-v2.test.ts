@@ -20,9 +20,10 @@ import {
   countDeliveries,
   killMidway,
   MlsParticipant,
+  notShownOnce,
   planMessages,
   readRelayLog,
-  relayMessageId,
+  relayLogCounts,
   runBurst,
   startAnswerCuttingProxy,
   startConversations,
@@ -117,6 +118,7 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
         accepted.add(m.id);
         if (accepted.size >= KILL_AFTER_ACCEPTED) arm();
       };
+      for (const p of participants) p.onAccepted = onAccepted;
       const burstStarted = Date.now();
       let updatesBeforeKill = 0;
       const [midway, written] = await Promise.all([
@@ -136,7 +138,6 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
           participants,
           plan,
           syncEvery: 4,
-          onAccepted,
           // The adopter moves the group's epoch now and then, so others' messages race commits.
           afterWrite: async (p, n) => {
             if (p === adopter && n % 3 === 2 && !killed && (await p.updateKeys(group.groupId))) updatesBeforeKill++;
@@ -170,7 +171,8 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       await Promise.all(participants.map((p) => p.sync()));
       const resentStarted = Date.now();
       let resent = 0;
-      await drainOutboxes(participants, () => resent++);
+      for (const p of participants) p.onAccepted = () => resent++;
+      await drainOutboxes(participants);
       await syncUntilDelivered(participants, conversations, written);
       const recoveryMs = Date.now() - resentStarted;
 
@@ -197,25 +199,8 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       expect(resendsAlreadyStored).to.be.at.least(1);
       const counts = countDeliveries(participants, conversations, written);
       expect(counts.wrong).to.deep.equal([]);
-      const acceptedNotOnce = [...acceptedBeforeKill].filter((id) => {
-        const m = written.get(id)!;
-        const recipients = conversations.find((c) => c.groupId === m.groupId)!.members.filter((u) => u !== m.from);
-        return recipients.some((u) => counts.times.get(`${u}\n${id}`) !== 1);
-      });
-      let relayCopies = 0;
-      let relayDuplicates = 0;
-      let relayUnknown = 0;
-      for (const c of conversations) {
-        const member = participants.find((p) => p.username === c.members[0])!;
-        const held = await readRelayLog(member.ds, c.groupId);
-        const ids = [...written.values()].filter((m) => m.groupId === c.groupId).map((m) => relayMessageId(m.id));
-        for (const id of ids) {
-          relayCopies += held.applications.get(id) ?? 0;
-          if ((held.applications.get(id) ?? 0) > 1) relayDuplicates++;
-        }
-        relayUnknown += [...held.applications.keys()].filter((id) => !ids.includes(id)).length;
-        expect(ids.filter((id) => held.applications.get(id) !== 1), `${c.groupId}: ids not held exactly once`).to.deep.equal([]);
-      }
+      const acceptedNotOnce = notShownOnce(counts, conversations, written, acceptedBeforeKill);
+      const held = await relayLogCounts(participants, conversations, written);
       const figures = {
         store: mysql ? "mysql" : "file",
         written: written.size,
@@ -223,15 +208,15 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
         waiting_in_outboxes_after_kill: waiting,
         resent_after_restart: resent,
         resends_already_stored: resendsAlreadyStored,
-        application_epoch_conflicts: participants.reduce((n, p) => n + p.ds.applications.epochConflicts, 0),
+        application_epoch_conflicts_after_restart: participants.reduce((n, p) => n + p.ds.applications.epochConflicts, 0),
         key_updates_before_kill: updatesBeforeKill,
         deliveries_expected: counts.expected,
         lost: counts.lost,
         shown_twice: counts.shownTwice,
         redelivered_dropped_by_history: participants.reduce((n, p) => n + p.redelivered, 0),
-        relay_log_copies: relayCopies,
-        relay_log_duplicates: relayDuplicates,
-        relay_log_unknown: relayUnknown,
+        relay_log_copies: held.copies,
+        relay_log_duplicates: held.duplicates,
+        relay_log_unknown: held.unknown,
         unreachable_errors: participants.reduce((n, p) => n + p.unreachable, 0),
         group_epoch: log.epoch,
         setup_ms: setupMs,
@@ -244,8 +229,9 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       expect(acceptedNotOnce, "accepted messages not shown exactly once").to.deep.equal([]);
       expect(counts.lost).to.equal(0);
       expect(counts.shownTwice).to.equal(0);
-      expect(relayCopies).to.equal(MESSAGES + 1);
-      expect(relayUnknown).to.equal(0);
+      expect(held.notOnce, "payload ids not held exactly once by the relay").to.deep.equal([]);
+      expect(held.copies).to.equal(MESSAGES + 1);
+      expect(held.unknown).to.equal(0);
       expect(resent).to.equal(waiting);
     });
   });
