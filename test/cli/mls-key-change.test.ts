@@ -11,6 +11,7 @@ import path from "node:path";
 import { ChainReader } from "../../cli/chain";
 import { Home } from "../../cli/home";
 import type { UnlockedKey } from "../../cli/keystore";
+import type { Session } from "../../cli/stores/session-store";
 import { chainKeyBook } from "../../cli/mls/chain-key-book";
 import { DsClient } from "../../cli/mls/ds-client";
 import { MlsDevice, type GroupEvent } from "../../cli/mls/device";
@@ -20,6 +21,7 @@ import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { login, registerUser, resetUser, rotateUser } from "../relay/accounts-fixture";
 import { startChain, type ChainFixture } from "../helpers/chain";
+import { runChat } from "../helpers/chat-process";
 import { newIdentity, type Identity } from "../helpers/signing";
 import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 import { waitFor } from "../helpers/wait";
@@ -248,6 +250,52 @@ describe("cli/mls: members follow on-chain key changes", function () {
     // Nor can it change the group: its own credential rests on the reset key.
     const own = await bOld.device.followKeyChanges();
     expect(own.map((e) => e.kind === "key-change-failed" && e.code)).to.deep.equal(["KEY_UNVERIFIED"]);
+  });
+
+  it("chat rotate-key re-authorises the MLS device of its home after the chain transaction", async () => {
+    const a = await device(await user("ca"));
+    const home = mkdtempSync(path.join(tmpdir(), "chat-mls-keys-cli-"));
+    const username = uniqueUsername("cb");
+    const password = "cb-Secret-pw-1";
+    const chat = (args: string[], input?: string) =>
+      runChat({ home, relay: relay.url, rpc: chain.anvil.url, args, input, env: { CHAT_INSECURE_FAST_KDF: "1" }, timeoutMs: 120_000 });
+    const registered = await chat(["--password-stdin", "--json", "register", username], `${password}\n`);
+    expect(registered.code, registered.stderr).to.equal(0);
+    // The home's MLS device, opened with the CLI's own session (its token and unlocked key).
+    const session = () => JSON.parse(readFileSync(path.join(home, "session.json"), "utf8")) as Session;
+    const before = session();
+    const open = (s: Session) =>
+      MlsDevice.open({
+        home: new Home(home),
+        username,
+        identityKeys: s.keys,
+        chainId: chain.deployed.chainId,
+        contract: chain.deployed.address,
+        keyBook: chainKeyBook(reader.registry(chain.deployed.address)),
+        connect: (deviceId) => new DsClient({ url: relay.url, token: s.token, deviceId }),
+        oneTimeKeyPackages: 3,
+        now,
+      });
+    const b = await open(before);
+    await b.ensureKeyPackages();
+    const group = await a.device.startDirect(username);
+    await b.sync();
+
+    const rotated = await chat(["--password-stdin", "--json", "rotate-key"], `${password}\n`);
+    expect(rotated.code, rotated.stderr).to.equal(0);
+    expect(rotated.json.find((o) => o.type === "rotated"), rotated.stdout + rotated.stderr).to.include({ keyIndex: 1 });
+    // The test relay is plain http on loopback (INSECURE_RELAY); nothing else is warned about.
+    expect(rotated.json.filter((o) => o.type === "warning" && o.code !== "INSECURE_RELAY"), rotated.stderr).to.deep.equal([]);
+    expect(rotated.stdout + rotated.stderr).to.not.include(session().keys[0].privateKey.slice(2));
+
+    const got = await a.device.sync();
+    expect(got.events.filter((e) => e.kind === "commit" && e.by === username), JSON.stringify(got.events)).to.have.length(1);
+    expect((await a.device.members(group)).find((m) => m.username === username)!.keyIndex).to.equal(1);
+    const after = await open(session());
+    expect(after.keyIndex).to.equal(1);
+    expect(await claimedKeyIndexes(a, username)).to.deep.equal([1]);
+    await a.device.send(group, "after your rotation");
+    expect(bodies(await after.sync())).to.deep.equal(["after your rotation"]);
   });
 
   it("a rotated device that never re-authorised is removed once the grace has passed", async () => {
