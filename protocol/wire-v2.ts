@@ -64,6 +64,8 @@ export const KeyPackageUploadSchema = z.object({ bytes: base64Of(V2_LIMITS.keyPa
 export const PutKeyPackagesRequest = z.object({
   oneTime: z.array(KeyPackageUploadSchema).max(V2_LIMITS.oneTimeKeyPackagesPerUpload),
   lastResort: KeyPackageUploadSchema.optional(),
+  /** drop every package this device had before adding these (after a key rotation: the old ones carry the old credential) */
+  replace: z.boolean().optional(),
 });
 /** answer of POST /v2/key-packages and GET /v2/key-packages/count */
 export const KeyPackageCountsResponse = z.object({ oneTime: Count, lastResort: z.boolean() });

@@ -5,10 +5,16 @@ import { loginWithKeys, unlockCurrentKeys, type LoginDeps, type UnlockDeps } fro
 import type { Context } from "../context";
 import { submitKeyChange } from "../key-change";
 import { newPrivateKey } from "../keystore";
-import { requireSession } from "../session";
+import { chainKeyBook } from "../mls/chain-key-book";
+import { MlsDevice } from "../mls/device";
+import { DeviceStore } from "../mls/device-store";
+import { DsClient } from "../mls/ds-client";
+import { requireSession, type Session } from "../session";
 
 /** chat rotate-key: a new key, authorised on chain by the current key's EIP-712 signature. */
-export async function rotateKey(ctx: LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential" | "deadline">): Promise<void> {
+type RotateDeps = LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential" | "deadline" | "home">;
+
+export async function rotateKey(ctx: RotateDeps): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
   const username = session.username;
   const deployment = await ctx.deployment();
@@ -36,9 +42,42 @@ export async function rotateKey(ctx: LoginDeps & UnlockDeps & Pick<Context, "pas
   });
   // A fresh session bound to the new key (the old token names the old key index).
   const credential = await ctx.credential(username, password);
-  await loginWithKeys({ ctx, username, credential, keys: [{ index, privateKey }, current, ...older].slice(0, 3) });
+  const fresh = await loginWithKeys({ ctx, username, credential, keys: [{ index, privateKey }, current, ...older].slice(0, 3) });
   ctx.out.data(
     { type: "rotated", username, keyIndex: index, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash, fingerprint: keyFingerprint(newPublicKey) },
     `Rotated ${username}'s key to key ${index} in block ${receipt.blockNumber}. New fingerprint: ${keyFingerprint(newPublicKey)}`,
   );
+  if (DeviceStore.exists(ctx.home, username)) await reauthorizeMlsDevice(ctx, fresh);
+}
+
+/**
+ * The MLS device of this home follows the rotation: its credential re-signed by the new key, its key
+ * packages replaced, a commit in each group (MlsDevice.reauthorize). The rotation is done on chain by now,
+ * so a failure here is a warning; the device's next sync finishes the job.
+ */
+async function reauthorizeMlsDevice(ctx: RotateDeps, session: Session): Promise<void> {
+  const warn = (message: string) =>
+    ctx.out.warn({ code: "MLS_REAUTHORIZE_FAILED", message: `${message}; the key rotation itself is done, and the next sync of this device retries` });
+  try {
+    const deployment = await ctx.deployment();
+    const registry = await ctx.registry();
+    const device = await MlsDevice.open({
+      home: ctx.home,
+      username: session.username,
+      identityKeys: session.keys,
+      chainId: deployment.chainId,
+      contract: deployment.contractAddress,
+      keyBook: chainKeyBook(registry),
+      connect: (deviceId) => new DsClient({ url: ctx.relay.url.origin, token: session.token, deviceId, tls: () => ctx.relay.tls() }),
+    });
+    const { keyIndex, events } = await device.reauthorize();
+    let done = 0;
+    for (const event of events) {
+      if (event.kind === "reauthorized") done++;
+      else if (event.kind === "key-change-failed") warn(`this device could not re-authorise itself in group ${event.groupId} (${event.code}: ${event.message})`);
+    }
+    ctx.out.info(`This device's messaging key is now authorised by key ${keyIndex}; updated in ${done} group(s).`);
+  } catch (error) {
+    warn(`this device's messaging key could not be re-authorised (${error instanceof Error ? error.message : String(error)})`);
+  }
 }

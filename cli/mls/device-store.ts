@@ -12,7 +12,7 @@
  * keystore (or the live session), so nothing here opens without the password. Why wrapped rather than
  * derived directly: a key rotation then rewrites one small file instead of every sealed state.
  */
-import { readdirSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { gcm } from "@noble/ciphers/aes.js";
@@ -106,6 +106,11 @@ export class DeviceStore {
     readonly username: string,
   ) {
     this.dir = home.userDir(username, "mls");
+  }
+
+  /** Whether `username` has an MLS device in `home`, without creating anything there. */
+  static exists(home: Home, username: string): boolean {
+    return existsSync(home.path("users", username, "mls", "device.json"));
   }
 
   private file(name: string): string {

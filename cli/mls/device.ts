@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { Wallet } from "ethers";
-import { encodeMlsMessage, type ClientConfig, type ClientState, type KeyPackage, type PrivateKeyPackage } from "ts-mls";
+import { encodeMlsMessage, type AuthenticationService, type ClientConfig, type ClientState, type KeyPackage, type PrivateKeyPackage } from "ts-mls";
 import { ChatError, isChatError } from "../../protocol/errors";
 import {
   acceptPendingCommit,
@@ -26,11 +26,16 @@ import {
   mlsClientConfig,
   newPayloadId,
   openGroupState,
+  outdatedMembers,
+  ownLeafCarries,
   processIncomingMessage,
+  reauthorizeLeaf,
   removeMembers,
+  replaceMembers,
   sealApplicationMessage,
   sealGroupState,
   selfUpdate,
+  snapshotKeyBook,
   type KeyBook,
   type PendingCommit,
 } from "../../protocol/mls";
@@ -69,7 +74,13 @@ export type GroupEvent =
   /** `by` is empty when the relay's refusal, not the commit, told this device */
   | { kind: "removed"; groupId: string; seq: number; by: string }
   /** an entry this device could not accept (refused credential, erased epoch, garbage from the relay) */
-  | { kind: "refused"; groupId: string; seq: number; code: string; message: string };
+  | { kind: "refused"; groupId: string; seq: number; code: string; message: string }
+  /** this device's leaf now carries a credential authorised by the user's identity key `keyIndex` */
+  | { kind: "reauthorized"; groupId: string; seq: number; keyIndex: number }
+  /** devices whose key was replaced on chain left, and their users' current devices joined, in one commit */
+  | { kind: "members-replaced"; groupId: string; seq: number; removed: string[]; added: string[] }
+  /** following a key change failed in this group (groupId "" for the device itself); retried at the next sync */
+  | { kind: "key-change-failed"; groupId: string; code: string; message: string };
 
 export interface MemberInfo {
   username: string;
@@ -100,6 +111,8 @@ export interface MlsDeviceOptions {
    * shows a message again (same id) rather than losing it.
    */
   deliver?: (messages: ReceivedMessage[]) => void | Promise<void>;
+  /** Unix seconds: the clock the rotation grace is measured with (tests move it) */
+  now?: () => number;
 }
 
 interface DeviceSecrets {
@@ -127,8 +140,8 @@ export class MlsDevice {
     private readonly store: DeviceStore,
     private readonly stateKey: Uint8Array,
     readonly deviceId: string,
-    /** the identity key index that authorised this device's credential */
-    readonly keyIndex: number,
+    /** the identity key index that authorised this device's credential (it moves on re-authorisation) */
+    private authorizedBy: number,
     private readonly secrets: { signatureKey: { publicKey: Uint8Array; signKey: Uint8Array }; credential: { credentialType: "basic"; identity: Uint8Array } },
     readonly ds: DsClient,
   ) {
@@ -138,6 +151,7 @@ export class MlsDevice {
         policy,
         chainId: options.chainId,
         contract: options.contract,
+        now: options.now,
         onRefused: (reason) => {
           this.refusals.push(`${reason.code}: ${reason.message}`);
           if (this.refusals.length > 100) this.refusals.shift();
@@ -266,27 +280,16 @@ export class MlsDevice {
   /**
    * Claims one key package per device of `username` and checks each: an MLS key package whose credential
    * names that user (a relay handing another user's package is caught here), and which the strict policy
-   * accepts against the chain (checked again by the library when the commit is built).
+   * accepts against the chain (checked again by the library when the commit is built). A device whose
+   * package is not authorised by the user's current key (one left behind by a reset) is skipped, so it
+   * cannot keep the user's current devices out; KEY_UNVERIFIED when no device is left.
    */
   async claimKeyPackages(username: string): Promise<{ device: DsDeviceRef; keyPackage: KeyPackage }[]> {
-    const claimed = await this.ds.claimKeyPackages(username);
-    const out: { device: DsDeviceRef; keyPackage: KeyPackage }[] = [];
-    for (const item of claimed.keyPackages) {
-      const message = decodeMlsMessageBytes(decodeBase64(item.bytes), "key package");
-      if (message.wireformat !== "mls_key_package") throw new ChatError("ENVELOPE_INVALID", `the relay sent ${username} a non-key-package`);
-      const leaf = message.keyPackage.leafNode;
-      if (leaf.credential.credentialType !== "basic") throw new ChatError("KEY_UNVERIFIED", `a key package for ${username} has no device credential`);
-      const identity = decodeDeviceIdentity(leaf.credential.identity);
-      if (identity.username !== username) {
-        throw new ChatError("KEY_MISMATCH", `the relay handed a key package of ${identity.username} when ${username} was asked for`);
-      }
-      const valid = await this.strict.authService.validateCredential(leaf.credential, leaf.signaturePublicKey);
-      if (!valid) {
-        throw new ChatError("KEY_UNVERIFIED", `a key package for ${username} is not authorised by their current key on chain (${this.refusals.at(-1) ?? "refused"})`);
-      }
-      out.push({ device: { username, deviceId: item.deviceId }, keyPackage: message.keyPackage });
+    const { accepted, refused } = await this.claimAuthorisedKeyPackages(username, this.strict.authService);
+    if (accepted.length === 0) {
+      throw new ChatError("KEY_UNVERIFIED", `a key package for ${username} is not authorised by their current key on chain (${refused[0]?.reason ?? "refused"})`);
     }
-    return out;
+    return accepted;
   }
 
   // ---- groups ----
@@ -681,6 +684,8 @@ export class MlsDevice {
       events.push(...result.events);
       await this.honourLeaveRequests(groupId);
     }
+    // Key changes happen on chain, not in the logs: the groups are checked against it once caught up.
+    events.push(...(await this.followKeyChanges()));
     return { messages, events };
   }
 
@@ -717,4 +722,263 @@ export class MlsDevice {
     }
     throw lastError;
   }
+
+  // ---- following key changes on chain ----
+
+  /** The identity key index that authorised this device's current credential. */
+  get keyIndex(): number {
+    return this.authorizedBy;
+  }
+
+  /**
+   * Re-authorises this device under the user's current identity key (the first of `identityKeys`, checked
+   * against the chain) after a rotation: the same Ed25519 key with a new credential signed by the new
+   * key; fresh key packages that replace all of this device's packages at the relay (the old ones carry the
+   * old credential, which peers refuse once the grace has passed); then, in every group, a commit whose
+   * update path carries the new credential. Every step checks what is already done, so a run cut short is
+   * finished by the next one (sync does that). A group that cannot follow is reported, not thrown.
+   */
+  async reauthorize(): Promise<{ keyIndex: number; events: GroupEvent[] }> {
+    await this.renewCredential();
+    const events: GroupEvent[] = [];
+    for (const { groupId, removed } of this.groups()) {
+      if (!removed) events.push(...(await this.keyChangeStep(groupId, () => this.reauthorizeGroup(groupId))));
+    }
+    return { keyIndex: this.authorizedBy, events };
+  }
+
+  /**
+   * Brings this device's groups in line with the chain (sync calls it after catching up): re-authorises
+   * this device when the session holds a newer identity key than the one behind its credential; then in
+   * each group, removes the leaves the strict policy no longer accepts (devices authorised by a key that a
+   * reset replaced, or by one rotated away longer ago than the grace) and adds those users' devices
+   * authorised by their current key, in one commit. Whichever member gets there first does it; the others
+   * lose the epoch, catch up and find nothing left to do. A device that is itself no longer authorised
+   * changes nothing: members would refuse its commits.
+   */
+  async followKeyChanges(): Promise<GroupEvent[]> {
+    const current = this.options.identityKeys[0];
+    if (current && current.index > this.authorizedBy) {
+      const failed = await this.keyChangeStep("", async () => {
+        await this.renewCredential();
+        return [];
+      });
+      if (failed.length > 0) return failed;
+    }
+    const events: GroupEvent[] = [];
+    const check = this.keyCheck();
+    const ownValid = await this.keyChangeStep("", async () => {
+      if (await check.validateCredential(this.secrets.credential, this.secrets.signatureKey.publicKey)) return [];
+      throw new ChatError("KEY_UNVERIFIED", `this device's credential (key ${this.authorizedBy}) is no longer accepted on chain; it cannot change its groups`);
+    });
+    if (ownValid.length > 0) return ownValid;
+    for (const { groupId, removed } of this.groups()) {
+      if (removed) continue;
+      events.push(...(await this.keyChangeStep(groupId, async () => [...(await this.reauthorizeGroup(groupId)), ...(await this.replaceOutdated(groupId, check))])));
+    }
+    return events;
+  }
+
+  /** A strict check over a key book whose counts are read once per pass (one chain read per user, not per leaf). */
+  private keyCheck(): AuthenticationService {
+    if (!this.followCheck) {
+      const book = snapshotKeyBook(this.options.keyBook);
+      const service = deviceAuthenticationService({
+        keyBook: book,
+        policy: "strict",
+        chainId: this.options.chainId,
+        contract: this.options.contract,
+        now: this.options.now,
+        onRefused: (reason) => {
+          this.refusals.push(`${reason.code}: ${reason.message}`);
+          if (this.refusals.length > 100) this.refusals.shift();
+        },
+      });
+      this.followCheck = { book, service };
+    }
+    this.followCheck.book.refresh();
+    return this.followCheck.service;
+  }
+
+  /** Runs one key-change step; a refusal or an unreachable relay or chain becomes an event, retried at the next sync. */
+  private async keyChangeStep(groupId: string, step: () => Promise<GroupEvent[]>): Promise<GroupEvent[]> {
+    try {
+      return await step();
+    } catch (error) {
+      if (!isChatError(error)) throw error;
+      return [{ kind: "key-change-failed", groupId, code: error.code, message: error.message }];
+    }
+  }
+
+  /**
+   * A new credential for this device's Ed25519 key, signed by the current identity key, and key packages
+   * carrying it in place of every old one. device.json is written last, so a run cut short is redone
+   * (the EIP-191 signature is deterministic, RFC 6979, so the credential comes out the same).
+   */
+  private async renewCredential(): Promise<void> {
+    const current = this.options.identityKeys[0];
+    if (!current) throw new ChatError("NO_LOCAL_KEY", "no unlocked identity key: log in first");
+    const username = this.options.username;
+    // The chain, not the session, says which key is current: never re-authorise under a replaced key.
+    const count = await this.options.keyBook.keyCount(username);
+    const record = await this.options.keyBook.keyRecord(username, current.index);
+    const wallet = new Wallet(current.privateKey);
+    if (current.index !== count - 1 || record?.address.toLowerCase() !== wallet.address.toLowerCase()) {
+      throw new ChatError("KEY_MISMATCH", `identity key ${current.index} is not ${username}'s current key on chain`);
+    }
+    if (current.index === this.authorizedBy) return;
+    const credential = await authorizeDevice({
+      username,
+      keyIndex: current.index,
+      chainId: this.options.chainId,
+      contract: this.options.contract,
+      devicePublicKey: this.secrets.signatureKey.publicKey,
+      sign: (text) => wallet.signMessage(text),
+    });
+    this.secrets.credential = credential;
+    await this.replaceKeyPackages();
+    const secrets: DeviceSecrets = {
+      publicKey: hex(this.secrets.signatureKey.publicKey),
+      signKey: hex(this.secrets.signatureKey.signKey),
+      identity: hex(credential.identity),
+    };
+    this.store.writeDevice({
+      deviceId: this.deviceId,
+      keyIndex: current.index,
+      sealed: sealBytes(this.stateKey, "device", new TextEncoder().encode(JSON.stringify(secrets))),
+    });
+    this.authorizedBy = current.index;
+  }
+
+  /**
+   * Uploads a full set of key packages with the current credential and has the relay drop every older one
+   * of this device. The older private halves stay until they expire: a welcome made from one before the
+   * replacement can still be joined, and the group is then re-authorised at the next sync.
+   */
+  private async replaceKeyPackages(): Promise<void> {
+    const wanted = this.options.oneTimeKeyPackages ?? DEFAULT_ONE_TIME_KEY_PACKAGES;
+    const fresh: { entry: KeyPackageEntry; publicBytes: Uint8Array }[] = [];
+    for (let i = 0; i < wanted; i++) fresh.push(await this.newKeyPackage(false));
+    const lastResort = await this.newKeyPackage(true);
+    const now = Date.now();
+    const kept = this.store.readKeyPackages().filter((p) => p.notAfter > now);
+    this.store.writeKeyPackages([...kept, ...fresh.map((f) => f.entry), lastResort.entry]);
+    await this.ds.putKeyPackages({
+      oneTime: fresh.map((f) => ({ bytes: f.publicBytes, notAfter: f.entry.notAfter })),
+      lastResort: { bytes: lastResort.publicBytes, notAfter: lastResort.entry.notAfter },
+      replace: true,
+    });
+  }
+
+  /** Commits this device's current credential into the group's tree, unless its leaf already carries it. */
+  private async reauthorizeGroup(groupId: string): Promise<GroupEvent[]> {
+    const credential = this.secrets.credential;
+    // Decided on the saved state first, so that a group with nothing to do costs no request.
+    if (ownLeafCarries(this.loadGroup(groupId).state, credential)) return [];
+    const seq = await this.commitIfNeeded(groupId, async (state) =>
+      ownLeafCarries(state, credential) ? undefined : { pending: await reauthorizeLeaf({ state, credential }), add: [], remove: [], welcomes: [] },
+    );
+    return seq === undefined ? [] : [{ kind: "reauthorized", groupId, seq, keyIndex: this.authorizedBy }];
+  }
+
+  /**
+   * Removes the group's leaves that `check` refuses and adds their users' devices that it accepts, in one
+   * commit. The relay drops from the group the devices whose packages were refused (those left behind by
+   * the key change); a device with no package on file cannot be told apart and stays listed at the relay,
+   * which gives it nothing readable: its leaf is gone from the tree.
+   */
+  private async replaceOutdated(groupId: string, check: AuthenticationService): Promise<GroupEvent[]> {
+    const outdatedIn = async (state: ClientState) =>
+      (await outdatedMembers({ state, authService: check })).filter((m) => m.leafIndex !== state.privatePath.leafIndex);
+    if ((await outdatedIn(this.loadGroup(groupId).state)).length === 0) return [];
+    // Claimed once per user for this group, even when the commit is rebuilt after losing its epoch.
+    const claims = new Map<string, Promise<ClaimedPackages>>();
+    const claim = (username: string) => {
+      let pending = claims.get(username);
+      if (!pending) {
+        pending = this.claimAuthorisedKeyPackages(username, check).catch((error: unknown) => {
+          if (isChatError(error) && error.code === "NOT_FOUND") return { accepted: [], refused: [] };
+          throw error;
+        });
+        claims.set(username, pending);
+      }
+      return pending;
+    };
+    let summary = { removed: [] as string[], added: [] as string[] };
+    const seq = await this.commitIfNeeded(groupId, async (state) => {
+      const outdated = await outdatedIn(state);
+      if (outdated.length === 0) return undefined;
+      const leaving = new Set(outdated.map((m) => m.leafIndex));
+      const staying = new Set(groupMembers(state).filter((m) => !leaving.has(m.leafIndex)).map((m) => hex(m.signaturePublicKey)));
+      const adds: { device: DsDeviceRef; keyPackage: KeyPackage }[] = [];
+      const refused = new Set<string>();
+      for (const username of new Set(outdated.map((m) => m.username))) {
+        const claimed = await claim(username);
+        adds.push(...claimed.accepted.filter((p) => !staying.has(hex(p.keyPackage.leafNode.signaturePublicKey))));
+        for (const r of claimed.refused) refused.add(`${r.device.username}\n${r.device.deviceId}`);
+      }
+      const relayMembers = (await this.ds.members(groupId)).members;
+      const pending = await replaceMembers({ state, removeLeafIndexes: [...leaving], addKeyPackages: adds.map((p) => p.keyPackage) });
+      summary = { removed: outdated.map((m) => m.username), added: adds.map((p) => p.device.username) };
+      return {
+        pending,
+        add: adds.map((p) => p.device),
+        remove: relayMembers.filter((m) => refused.has(`${m.username}\n${m.deviceId}`)).map((m) => ({ username: m.username, deviceId: m.deviceId })),
+        welcomes: pending.welcome ? adds.map((p) => ({ ...p.device, bytes: pending.welcome! })) : [],
+      };
+    });
+    return seq === undefined ? [] : [{ kind: "members-replaced", groupId, seq, ...summary }];
+  }
+
+  /** commit(), except that `build` may find nothing left to do (another member did it first): undefined then. */
+  private async commitIfNeeded(groupId: string, build: (state: ClientState) => Promise<CommitChange | undefined>): Promise<number | undefined> {
+    try {
+      return await this.commit(groupId, async (state) => {
+        const change = await build(state);
+        if (!change) throw new NothingToCommit();
+        return change;
+      });
+    } catch (error) {
+      if (error instanceof NothingToCommit) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * One key package per device of `username`, split into those `check` accepts and those it refuses.
+   * A package that is not a key package, or names another user, is the relay misbehaving: thrown.
+   */
+  private async claimAuthorisedKeyPackages(username: string, check: AuthenticationService): Promise<ClaimedPackages> {
+    const claimed = await this.ds.claimKeyPackages(username);
+    const out: ClaimedPackages = { accepted: [], refused: [] };
+    for (const item of claimed.keyPackages) {
+      const device = { username, deviceId: item.deviceId };
+      const message = decodeMlsMessageBytes(decodeBase64(item.bytes), "key package");
+      if (message.wireformat !== "mls_key_package") throw new ChatError("ENVELOPE_INVALID", `the relay sent ${username} a non-key-package`);
+      const leaf = message.keyPackage.leafNode;
+      if (leaf.credential.credentialType !== "basic") {
+        out.refused.push({ device, reason: "no device credential" });
+        continue;
+      }
+      const identity = decodeDeviceIdentity(leaf.credential.identity);
+      if (identity.username !== username) {
+        throw new ChatError("KEY_MISMATCH", `the relay handed a key package of ${identity.username} when ${username} was asked for`);
+      }
+      if (await check.validateCredential(leaf.credential, leaf.signaturePublicKey)) out.accepted.push({ device, keyPackage: message.keyPackage });
+      else out.refused.push({ device, reason: this.refusals.at(-1) ?? "refused" });
+    }
+    return out;
+  }
+
+  private followCheck?: { book: ReturnType<typeof snapshotKeyBook>; service: AuthenticationService };
 }
+
+type CommitChange = { pending: PendingCommit; add: DsDeviceRef[]; remove: DsDeviceRef[]; welcomes: (DsDeviceRef & { bytes: Uint8Array })[] };
+
+interface ClaimedPackages {
+  accepted: { device: DsDeviceRef; keyPackage: KeyPackage }[];
+  refused: { device: DsDeviceRef; reason: string }[];
+}
+
+/** Thrown by a commit's build step when there is nothing left to commit; never leaves this file. */
+class NothingToCommit extends Error {}

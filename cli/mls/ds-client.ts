@@ -152,9 +152,15 @@ export class DsClient {
     return this.parse("POST", path, status, json, AppendResponse);
   }
 
-  putKeyPackages(body: { oneTime: { bytes: Uint8Array; notAfter: number }[]; lastResort?: { bytes: Uint8Array; notAfter: number } }) {
+  /** `replace`: the relay drops every package this device had before adding these. */
+  putKeyPackages(body: { oneTime: { bytes: Uint8Array; notAfter: number }[]; lastResort?: { bytes: Uint8Array; notAfter: number }; replace?: boolean }) {
     const wire = (p: { bytes: Uint8Array; notAfter: number }) => ({ bytes: encodeBase64(p.bytes), notAfter: p.notAfter });
-    return this.call("POST", "/v2/key-packages", { oneTime: body.oneTime.map(wire), lastResort: body.lastResort && wire(body.lastResort) }, KeyPackageCountsResponse);
+    return this.call(
+      "POST",
+      "/v2/key-packages",
+      { oneTime: body.oneTime.map(wire), lastResort: body.lastResort && wire(body.lastResort), ...(body.replace ? { replace: true } : {}) },
+      KeyPackageCountsResponse,
+    );
   }
 
   keyPackageCount() {

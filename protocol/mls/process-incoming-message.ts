@@ -61,6 +61,15 @@ export async function processIncomingMessage(params: { state: ClientState; messa
   } catch (error) {
     throw new ChatError("ENVELOPE_INVALID", `message refused: ${(error as Error).message}`, { field: "message" });
   }
+  if (result.kind !== "applicationMessage") {
+    // A commit's path may carry the committer's leaf with a new credential (a re-authorisation after a
+    // key rotation); RFC 9420 §5.3.3 leaves it to the application to check it is still the same client.
+    // Checked before anything is erased, so a refusal leaves the old state usable.
+    const after = memberAtLeaf(result.newState.ratchetTree, sender.leafIndex);
+    if (after && after.username !== sender.username) {
+      throw new ChatError("KEY_MISMATCH", `a commit by ${sender.username} turned its leaf into ${after.username}'s`, { field: "message" });
+    }
+  }
   for (const secret of result.consumed) zeroOutUint8Array(secret);
   if (result.kind === "applicationMessage") {
     return { kind: "application", state: result.newState, sender, payload: decodeApplicationPayload(result.message) };

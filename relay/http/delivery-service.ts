@@ -142,7 +142,13 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     const body = parseWith(PutKeyPackagesRequest, req.body);
     const decode = (p: { bytes: string; notAfter: number }) => ({ bytes: decodeBase64(p.bytes), notAfter: p.notAfter });
     const counts = await ds(
-      store.putKeyPackages({ device, oneTime: body.oneTime.map(decode), lastResort: body.lastResort && decode(body.lastResort), now: ctx.clock() }),
+      store.putKeyPackages({
+        device,
+        oneTime: body.oneTime.map(decode),
+        lastResort: body.lastResort && decode(body.lastResort),
+        replace: body.replace === true,
+        now: ctx.clock(),
+      }),
     );
     res.json(counts);
   });

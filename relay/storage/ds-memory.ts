@@ -123,11 +123,11 @@ export function createMemoryDeliveryServiceStore(): MemoryDeliveryServiceStore {
     async migrate() {},
 
     async putKeyPackages(params) {
-      const { device, now, oneTime, lastResort } = checkKeyPackages(params);
+      const { device, now, oneTime, lastResort, replace } = checkKeyPackages(params);
       let byDevice = keyPackages.get(device.username);
       const known = byDevice?.has(device.deviceId) ?? false;
       if (!known && (byDevice?.size ?? 0) >= MAX_DEVICES_PER_USER) throw new DsError("DS_LIMIT", `at most ${MAX_DEVICES_PER_USER} devices per user`);
-      const current = byDevice?.get(device.deviceId);
+      const current = replace ? undefined : byDevice?.get(device.deviceId);
       const live = current ? current.oneTime.filter((p) => p.notAfter > now) : [];
       if (live.length + oneTime.length > MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE) {
         throw new DsError("DS_LIMIT", `at most ${MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE} one-time key packages per device`);

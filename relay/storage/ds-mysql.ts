@@ -238,7 +238,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
     },
 
     async putKeyPackages(params) {
-      const { device, now, oneTime, lastResort } = checkKeyPackages(params);
+      const { device, now, oneTime, lastResort, replace } = checkKeyPackages(params);
       return inTransaction(async (conn) => {
         await write(conn, "INSERT IGNORE INTO ds_key_package_owners (username) VALUES (?)", [device.username]);
         await rows(conn, "SELECT username FROM ds_key_package_owners WHERE username = ? FOR UPDATE", [device.username]);
@@ -246,6 +246,11 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
         const known = devices.some((r) => r.device_id === device.deviceId);
         if (!known && devices.length >= MAX_DEVICES_PER_USER) throw new DsError("DS_LIMIT", `at most ${MAX_DEVICES_PER_USER} devices per user`);
         if (!known) await write(conn, "INSERT INTO ds_devices (username, device_id) VALUES (?, ?)", [device.username, device.deviceId]);
+        if (replace) {
+          for (const table of ["ds_key_packages", "ds_last_resort_key_packages"]) {
+            await write(conn, `DELETE FROM ${table} WHERE username = ? AND device_id = ?`, [device.username, device.deviceId]);
+          }
+        }
         const before = await counts(conn, device, now);
         if (before.oneTime + oneTime.length > MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE) {
           throw new DsError("DS_LIMIT", `at most ${MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE} one-time key packages per device`);

@@ -177,8 +177,12 @@ export interface DeliveryServiceStore {
   /** Creates the tables when missing; safe on every start; call before anything else. */
   migrate(): Promise<void>;
 
-  /** Adds one-time packages and replaces the last-resort one; all or nothing (DS_LIMIT beyond the caps). */
-  putKeyPackages(params: { device: DeviceRef; oneTime: KeyPackageUpload[]; lastResort?: KeyPackageUpload; now: number }): Promise<KeyPackageCounts>;
+  /**
+   * Adds one-time packages and replaces the last-resort one; all or nothing (DS_LIMIT beyond the caps).
+   * With `replace`, every package the device had is dropped first, in the same transaction: after a key
+   * rotation its old packages carry a credential that peers will soon refuse, and must not be handed out.
+   */
+  putKeyPackages(params: { device: DeviceRef; oneTime: KeyPackageUpload[]; lastResort?: KeyPackageUpload; replace?: boolean; now: number }): Promise<KeyPackageCounts>;
   /** One unexpired package per device of `username`: a one-time one (handed out once, ever) or else the last-resort one. */
   claimKeyPackages(params: { username: string; now: number }): Promise<ClaimedKeyPackage[]>;
   keyPackageCounts(params: { device: DeviceRef; now: number }): Promise<KeyPackageCounts>;
@@ -278,9 +282,10 @@ export function checkLimit(limit: unknown): number {
   return limit;
 }
 
-export function checkKeyPackages(params: { device: DeviceRef; oneTime: KeyPackageUpload[]; lastResort?: KeyPackageUpload; now: number }) {
+export function checkKeyPackages(params: { device: DeviceRef; oneTime: KeyPackageUpload[]; lastResort?: KeyPackageUpload; replace?: boolean; now: number }) {
   const device = checkDevice(params.device);
   const now = checkCount(params.now, "now");
+  if (params.replace !== undefined && typeof params.replace !== "boolean") throw bad("replace must be a boolean");
   if (!Array.isArray(params.oneTime)) throw bad("oneTime must be an array");
   if (params.oneTime.length > MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE) {
     throw new DsError("DS_LIMIT", `at most ${MAX_ONE_TIME_KEY_PACKAGES_PER_DEVICE} one-time key packages per device`);
@@ -291,7 +296,13 @@ export function checkKeyPackages(params: { device: DeviceRef; oneTime: KeyPackag
     if (notAfter <= now || notAfter > now + MAX_KEY_PACKAGE_LIFETIME_MS) throw bad("notAfter must be in the future and within the maximum lifetime");
     return { bytes: checkBytes(p.bytes, MAX_KEY_PACKAGE_BYTES, "key package").slice(), notAfter };
   };
-  return { device, now, oneTime: params.oneTime.map(one), lastResort: params.lastResort === undefined ? undefined : one(params.lastResort) };
+  return {
+    device,
+    now,
+    oneTime: params.oneTime.map(one),
+    lastResort: params.lastResort === undefined ? undefined : one(params.lastResort),
+    replace: params.replace === true,
+  };
 }
 
 function checkAppendBase(params: AppendBase, maxBytes: number): AppendBase {

@@ -111,6 +111,20 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
         expect((await ds.claimKeyPackages({ username: "carol", now: NOW })).map((k) => text(k.bytes))).to.deep.equal(["carol-1"]);
       });
 
+      it("an upload with replace drops every earlier package of that device, and only of that device", async () => {
+        const phone = dev("bob", "phone");
+        const kp = (name: string) => ({ bytes: bytes(name), notAfter: NOW + DAY });
+        await ds.putKeyPackages({ device: phone, oneTime: [kp("old-1"), kp("old-2")], lastResort: kp("old-last"), now: NOW });
+        await ds.putKeyPackages({ device: dev("bob", "laptop"), oneTime: [kp("laptop-1")], now: NOW });
+        expect(await other.putKeyPackages({ device: phone, oneTime: [kp("new-1")], lastResort: kp("new-last"), replace: true, now: NOW })).to.deep.equal({
+          oneTime: 1,
+          lastResort: true,
+        });
+        const claimed = [];
+        for (let i = 0; i < 3; i++) claimed.push(...(await ds.claimKeyPackages({ username: "bob", now: NOW })).map((k) => `${k.deviceId}:${text(k.bytes)}`));
+        expect(claimed).to.deep.equal(["laptop:laptop-1", "phone:new-1", "phone:new-last", "phone:new-last"]);
+      });
+
       it("never hands out an expired package and purges expired ones", async () => {
         await ds.putKeyPackages({
           device: bob,

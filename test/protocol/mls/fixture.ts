@@ -68,7 +68,10 @@ export function createWorld(options: { now?: () => number } = {}) {
     return { username, keyIndex, signatureKey, credential, ...(await newKeyPackage()), newKeyPackage };
   }
 
-  return { keyBook, strict, lenient, refusals, register, changeKey, device };
+  /** `username`'s identity keys, oldest first (index = on-chain key index). */
+  const walletsOf = (username: string): Wallet[] => wallets.get(username) ?? [];
+
+  return { keyBook, strict, lenient, refusals, register, changeKey, device, wallets: walletsOf };
 }
 
 export interface Device {
