@@ -4,6 +4,7 @@ import { parseUsername } from "../errors";
 import { Messenger, type MessengerDeps } from "../messaging";
 import { MlsChat, type MlsChatDeps } from "../mls/chat";
 import { inertLine } from "../output";
+import { printGroupEvent, printMlsMessage } from "./inbox";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession } from "../session";
 import { groupConversation } from "../stores";
@@ -38,6 +39,9 @@ export async function send(ctx: SendDeps, first: string, second?: string): Promi
     await messenger.recheckPeerKey(to);
     await messenger.book.current(to);
   }
+  // Caught up first: a welcome from the peer joins their chat instead of starting a second one, and devices
+  // whose key was replaced on chain are swapped for the current ones before anything is sealed for them.
+  const events = await ctx.out.progress("catching up", chat.sync());
   const entry = chat.queue(to, text);
   const results = await ctx.out.progress("sending", chat.flushOutbox());
   let failure: ChatError | undefined;
@@ -52,5 +56,8 @@ export async function send(ctx: SendDeps, first: string, second?: string): Promi
     } else if (mine) failure = result.error;
     else ctx.out.info(`an earlier message to ${where} is still waiting: ${result.error?.message}`);
   }
+  // What arrived while catching up is saved in the history, and shown here, since inbox will not show it again.
+  for (const message of chat.take()) printMlsMessage(ctx, chat, message);
+  for (const event of events) printGroupEvent(ctx, chat, event);
   if (failure) throw failure;
 }

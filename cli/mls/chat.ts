@@ -231,6 +231,12 @@ export class MlsChat {
         return event.by ? `${who(event.by)} removed you from ${where}` : `you are no longer in ${where}`;
       case "refused":
         return `refused an entry of ${where}: ${event.code}: ${event.message}`;
+      case "reauthorized":
+        return undefined; // this device following its own rotation: rotate-key says so
+      case "members-replaced":
+        return `${list(event.removed)}: a device whose key was replaced on chain left ${where}; ${event.added.length > 0 ? `current devices of ${list(event.added)} joined` : "no current device joined yet"}`;
+      case "key-change-failed":
+        return `could not follow a key change${event.groupId ? ` in ${where}` : ""} (retried at the next sync): ${event.code}: ${event.message}`;
     }
   }
 }

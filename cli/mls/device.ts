@@ -131,6 +131,8 @@ export function deviceFingerprint(signaturePublicKey: Uint8Array): string {
 export class MlsDevice {
   /** why credentials were refused lately (the library only reports a boolean) */
   readonly refusals: string[] = [];
+  /** while a log entry is processed: when the relay received it (Unix s), the time its credentials are judged at */
+  private judgedAt: number | undefined;
   private readonly strict: ClientConfig;
   private readonly lenient: ClientConfig;
 
@@ -152,6 +154,7 @@ export class MlsDevice {
         chainId: options.chainId,
         contract: options.contract,
         now: options.now,
+        judgedAt: () => this.judgedAt,
         onRefused: (reason) => {
           this.refusals.push(`${reason.code}: ${reason.message}`);
           if (this.refusals.length > 100) this.refusals.shift();
@@ -583,7 +586,8 @@ export class MlsDevice {
             if (file.pending && file.pending.epoch === entry.epoch) file = { ...file, pending: undefined };
             try {
               const before = new Set(groupMembers(state).map((m) => m.username));
-              const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) });
+              this.judgedAt = Math.floor(entry.receivedAt / 1000);
+              const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) }).finally(() => (this.judgedAt = undefined));
               if (result.kind === "commit") {
                 state = result.state;
                 const after = new Set(groupMembers(state).map((m) => m.username));
@@ -738,7 +742,11 @@ export class MlsDevice {
    * update path carries the new credential. Every step checks what is already done, so a run cut short is
    * finished by the next one (sync does that). A group that cannot follow is reported, not thrown.
    */
-  async reauthorize(): Promise<{ keyIndex: number; events: GroupEvent[] }> {
+  reauthorize(): Promise<{ keyIndex: number; events: GroupEvent[] }> {
+    return this.lock.run(() => this.reauthorizeLocked());
+  }
+
+  private async reauthorizeLocked(): Promise<{ keyIndex: number; events: GroupEvent[] }> {
     await this.renewCredential();
     const events: GroupEvent[] = [];
     for (const { groupId, removed } of this.groups()) {
@@ -756,7 +764,11 @@ export class MlsDevice {
    * lose the epoch, catch up and find nothing left to do. A device that is itself no longer authorised
    * changes nothing: members would refuse its commits.
    */
-  async followKeyChanges(): Promise<GroupEvent[]> {
+  followKeyChanges(): Promise<GroupEvent[]> {
+    return this.lock.run(() => this.followKeyChangesLocked());
+  }
+
+  private async followKeyChangesLocked(): Promise<GroupEvent[]> {
     const current = this.options.identityKeys[0];
     if (current && current.index > this.authorizedBy) {
       const failed = await this.keyChangeStep("", async () => {

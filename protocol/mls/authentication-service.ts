@@ -29,6 +29,13 @@ export interface DeviceAuthenticationOptions {
   graceSeconds?: number;
   /** Unix seconds; injectable for tests */
   now?: () => number;
+  /**
+   * Unix seconds at which to judge a strict check instead of now, when it returns a number: a commit read
+   * from the log is judged at the time the relay received it, so that a commit made while its key was
+   * current still applies after a later reset or rotation (every member must apply the same log, or the
+   * group stalls at that entry). The time is the relay's word, as for envelope v1.
+   */
+  judgedAt?: () => number | undefined;
   /** Called with the reason when a credential is refused (the library only sees a boolean). */
   onRefused?: (reason: { code: string; message: string }) => void;
 }
@@ -68,6 +75,13 @@ export function deviceAuthenticationService(options: DeviceAuthenticationOptions
         return refuse("KEY_MISMATCH", `device of ${device.username} not signed by key ${device.keyIndex}`);
       }
       if (options.policy === "lenient") return true;
+      const at = options.judgedAt?.();
+      if (at !== undefined) {
+        const successor = await options.keyBook.keyRecord(device.username, device.keyIndex + 1);
+        if (!successor || successor.timestamp > at) return true;
+        if (successor.kind === "rotated" && at <= successor.timestamp + grace) return true;
+        return refuse("KEY_UNVERIFIED", `key ${device.keyIndex} of ${device.username} was replaced (${successor.kind}) before the relay received this`);
+      }
       const count = await options.keyBook.keyCount(device.username);
       if (device.keyIndex === count - 1) return true;
       if (device.keyIndex === count - 2) {

@@ -115,6 +115,23 @@ describe("MLS device binding to the on-chain key", function () {
     expect(await elsewhere.validateCredential(leaf.credential, leaf.signaturePublicKey)).to.equal(false);
   });
 
+  it("a commit read from the log is judged at the time the relay received it: before a reset it stands, after it not", async function () {
+    const now = Math.floor(Date.now() / 1000);
+    const world = createWorld({ now: () => now });
+    world.register("bob");
+    const oldDevice = await world.device("bob");
+    world.changeKey("bob", "reset", now - 100);
+    const leaf = oldDevice.publicPackage.leafNode;
+    let receivedAt: number | undefined;
+    const strict = deviceAuthenticationService({ keyBook: world.keyBook, policy: "strict", chainId: CHAIN_ID, contract: CONTRACT, now: () => now, judgedAt: () => receivedAt });
+    const check = () => strict.validateCredential(leaf.credential, leaf.signaturePublicKey);
+    expect(await check()).to.equal(false); // judged now: the key was reset
+    receivedAt = now - 101; // made while the key was current: every member applies it alike
+    expect(await check()).to.equal(true);
+    receivedAt = now - 99; // after the reset: refused, as a thief's commit with the old key would be
+    expect(await check()).to.equal(false);
+  });
+
   it("a joiner accepts a tree whose existing leaves predate their owner's rotation (lenient join)", async function () {
     let now = Math.floor(Date.now() / 1000);
     const world = createWorld({ now: () => now });
