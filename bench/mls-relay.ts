@@ -2,8 +2,9 @@
  * bench:mls-relay — messages v2 through the relay's MLS Delivery Service (/v2 routes) against the bare
  * `ws` forwarder (bench/forwarder.ts), same bytes, same run, alternating rounds.
  *
- *   npm run bench:mls-relay -- [--members 100] [--fanout-messages 100] [--fanout-window 4]
- *                              [--pairs 20] [--messages 2000] [--window 10] [--rounds 3] [--profile 0]
+ *   npm run bench:mls-relay -- [--members 100] [--fanout-messages 50] [--fanout-window 4]
+ *                              [--pairs 20] [--messages 2000] [--window 10] [--rounds 3]
+ *                              [--profile 0] [--trace-sql 0]
  *
  * Set-up (all loopback): anvil with ChatRegistry, a fresh MariaDB database (dropped at the end), one
  * self-signed certificate, the relay (bench/relay-server.ts: MySQL Delivery Service store) and the
@@ -25,9 +26,11 @@
  *    with at most `window` unread at once (the same closed loop as bench:relay for v1);
  *    messages/s and send-to-read latency; the forwarder runs the same loop over WebSockets.
  * Rounds alternate relay/forwarder (after a warm-up of each); figures are medians over rounds.
- * `--profile 1` runs the relay under node --cpu-prof and summarises where its CPU time went.
+ * `--profile 1` runs the relay under node --cpu-prof and summarises where its CPU time went;
+ * `--trace-sql 1` has it time every SQL statement by kind (bench/relay-server.ts) and reports that.
  * Last line: one JSON object with all figures.
  */
+import { execFileSync } from "node:child_process";
 import https from "node:https";
 import { randomBytes } from "node:crypto";
 import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
@@ -63,13 +66,14 @@ import { summarizeCpuProfile } from "./profile-summary";
 
 const opts = options({
   members: 100,
-  "fanout-messages": 100,
+  "fanout-messages": 50,
   "fanout-window": 4,
   pairs: 20,
   messages: 2_000,
   window: 10,
   rounds: 3,
   profile: 0,
+  "trace-sql": 0,
 });
 if (opts.members < 2 || opts.members > 1000) throw new Error("--members must be 2 to 1000");
 if (opts.pairs < 1 || opts.window < 1 || opts["fanout-window"] < 1) throw new Error("--pairs, --window and --fanout-window must be at least 1");
@@ -247,6 +251,16 @@ function readLoop(client: V2Http, groupId: string, self: string, startAfter: num
   };
 }
 
+/** MariaDB's cumulative CPU ms, or NaN (not found, or it went away: the server is shared). */
+function mariadbCpuMs(): number {
+  try {
+    const pid = Number(execFileSync("pidof", ["mariadbd"], { encoding: "utf8" }).trim().split(/\s+/)[0]);
+    return pid ? procCpuMs(pid) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 type Frame = { type: string; id?: string };
 
 /** Opens a forwarder connection as `user`; resolves on its "ready" frame. */
@@ -308,6 +322,7 @@ async function main() {
         // Every client shares one loopback address: the per-address cap guards against one abusive host, no capacity.
         HTTP_MAX_CONNECTIONS_PER_ADDRESS: String(connections),
         HTTP_MAX_CONNECTIONS: String(Math.max(4096, connections)),
+        BENCH_TRACE_SQL: opts["trace-sql"] ? "1" : "",
       },
     });
     cleanups.push(() => relayChild.stop());
@@ -370,6 +385,7 @@ async function main() {
       const startAfter = lastSeq.get(fanGroup.groupId)!;
       const loops = fanNames.slice(1).map((name) => readLoop(clients.get(name)!, fanGroup.groupId, name, startAfter, onEntry));
       const cpuBefore = relayCpu();
+      const dbBefore = mariadbCpuMs();
       const started = performance.now();
       pump();
       try {
@@ -386,6 +402,7 @@ async function main() {
         deliveries_per_s: round(delivered / seconds, 0),
         ...latencyStats(Float64Array.from(latency)),
         server_cpu_us_per_delivery: round(((relayCpu() - cpuBefore) * 1000) / delivered, 1),
+        mariadb_cpu_us_per_delivery: round(((mariadbCpuMs() - dbBefore) * 1000) / delivered, 1),
         log_reads: polls,
         empty_log_reads_pct: round((100 * empty) / Math.max(1, polls), 0),
       };
@@ -477,6 +494,7 @@ async function main() {
       };
       const loops = pairNames.map((name, d) => readLoop(clients.get(name)!, groupOf(d).groupId, name, lastSeq.get(groupOf(d).groupId)!, onEntry));
       const cpuBefore = relayCpu();
+      const dbBefore = mariadbCpuMs();
       const started = performance.now();
       for (let d = 0; d < devices; d++) pump(d);
       try {
@@ -492,6 +510,7 @@ async function main() {
         msgs_per_s: round(total / seconds, 0),
         ...latencyStats(latency),
         server_cpu_us_per_msg: round(((relayCpu() - cpuBefore) * 1000) / total, 1),
+        mariadb_cpu_us_per_msg: round(((mariadbCpuMs() - dbBefore) * 1000) / total, 1),
         log_reads: polls,
         empty_log_reads_pct: round((100 * empty) / Math.max(1, polls), 0),
       };
@@ -573,8 +592,16 @@ async function main() {
     const relayMemory = procMemory(relayChild.ready.pid);
 
     let profile: unknown = undefined;
-    if (opts.profile) {
+    let sqlTrace: unknown = undefined;
+    if (opts.profile || opts["trace-sql"]) {
       await relayChild.stop();
+      const sqlLine = relayChild.output().split("\n").find((l) => l.startsWith('{"sql"'));
+      if (sqlLine) {
+        sqlTrace = JSON.parse(sqlLine);
+        log(`relay SQL trace: ${sqlLine}`);
+      }
+    }
+    if (opts.profile) {
       const file = (await readdir(profileDir)).find((f) => f.endsWith(".cpuprofile"));
       if (file) {
         const kept = path.join(os.tmpdir(), `bench-mls-relay-${Date.now()}.cpuprofile`);
@@ -606,18 +633,19 @@ async function main() {
         storage: "MySQL Delivery Service store (MariaDB, fresh database, dropped after)",
       },
       fanout: {
-        relay: { deliveries_per_s: med(fan.relay, "deliveries_per_s"), p50_ms: med(fan.relay, "p50_ms"), p99_ms: med(fan.relay, "p99_ms"), server_cpu_us_per_delivery: med(fan.relay, "server_cpu_us_per_delivery"), empty_log_reads_pct: med(fan.relay, "empty_log_reads_pct"), rounds: fan.relay.map((x) => x.deliveries_per_s) },
+        relay: { deliveries_per_s: med(fan.relay, "deliveries_per_s"), p50_ms: med(fan.relay, "p50_ms"), p99_ms: med(fan.relay, "p99_ms"), server_cpu_us_per_delivery: med(fan.relay, "server_cpu_us_per_delivery"), mariadb_cpu_us_per_delivery: med(fan.relay, "mariadb_cpu_us_per_delivery"), empty_log_reads_pct: med(fan.relay, "empty_log_reads_pct"), rounds: fan.relay.map((x) => x.deliveries_per_s) },
         forwarder: { deliveries_per_s: med(fan.forwarder, "deliveries_per_s"), p50_ms: med(fan.forwarder, "p50_ms"), p99_ms: med(fan.forwarder, "p99_ms"), server_cpu_us_per_delivery: med(fan.forwarder, "server_cpu_us_per_delivery"), rounds: fan.forwarder.map((x) => x.deliveries_per_s) },
         throughput_ratio: round(median(fanRatios), 2),
       },
       online_one_to_one: {
-        relay: { msgs_per_s: med(duo.relay, "msgs_per_s"), p50_ms: med(duo.relay, "p50_ms"), p99_ms: med(duo.relay, "p99_ms"), server_cpu_us_per_msg: med(duo.relay, "server_cpu_us_per_msg"), empty_log_reads_pct: med(duo.relay, "empty_log_reads_pct"), rounds: duo.relay.map((x) => x.msgs_per_s) },
+        relay: { msgs_per_s: med(duo.relay, "msgs_per_s"), p50_ms: med(duo.relay, "p50_ms"), p99_ms: med(duo.relay, "p99_ms"), server_cpu_us_per_msg: med(duo.relay, "server_cpu_us_per_msg"), mariadb_cpu_us_per_msg: med(duo.relay, "mariadb_cpu_us_per_msg"), empty_log_reads_pct: med(duo.relay, "empty_log_reads_pct"), rounds: duo.relay.map((x) => x.msgs_per_s) },
         forwarder: { msgs_per_s: med(duo.forwarder, "msgs_per_s"), p50_ms: med(duo.forwarder, "p50_ms"), p99_ms: med(duo.forwarder, "p99_ms"), server_cpu_us_per_msg: med(duo.forwarder, "server_cpu_us_per_msg"), rounds: duo.forwarder.map((x) => x.msgs_per_s) },
         throughput_ratio: round(median(duoRatios), 2),
         goal_half_of_forwarder_met: median(duoRatios) >= 0.5,
       },
       relay_rss_mib: round(relayMemory.rss / 2 ** 20, 0),
       ...(profile ? { relay_profile: profile } : {}),
+      ...(sqlTrace ? { relay_sql: sqlTrace } : {}),
     });
   } finally {
     await cleanup();
