@@ -93,7 +93,21 @@ class V2Http {
     this.agent = new https.Agent({ keepAlive: true, maxSockets: 2, ca });
   }
 
-  request(method: "GET" | "POST", route: string, body?: unknown): Promise<any> {
+  /**
+   * One request; a kept-alive socket the relay closed as idle just as it was reused (ECONNRESET) is
+   * retried once on a fresh one. Safe for every call here: reads and cursor moves are idempotent, and a
+   * retried append carries the same id, which the relay stores once.
+   */
+  async request(method: "GET" | "POST", route: string, body?: unknown): Promise<any> {
+    try {
+      return await this.once(method, route, body);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ECONNRESET") throw error;
+      return this.once(method, route, body);
+    }
+  }
+
+  private once(method: "GET" | "POST", route: string, body?: unknown): Promise<any> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = https.request(
