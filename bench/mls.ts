@@ -1,7 +1,8 @@
 /**
  * Cost of messages v2 (MLS, RFC 9420, through ts-mls with cipher suite 1) on the client, against
  * envelope v1 (protocol/envelope.ts) in the same run:
- *  - per application message: v2 seal and open against v1 seal and open (median of batch means);
+ *  - per application message: v2 seal and open against v1 seal and open (median of batch means; v2
+ *    and v1 batches alternate, so that load from other jobs on the machine falls on both alike);
  *  - per group size (2, 10, 100 by default): a commit adding one member, the Welcome's size, the join
  *    from that Welcome, a commit removing one member, and an existing member processing each commit
  *    (medians over repetitions from the same state: a pending commit leaves the state untouched).
@@ -40,18 +41,27 @@ const opts = options({ batches: 7, ops: 40, "body-bytes": 120, reps: 5, "max-gro
 const CHAIN_ID = 31337n;
 const CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 
-async function timeBatches(label: string, op: (i: number) => unknown | Promise<unknown>): Promise<number> {
-  const perOp: number[] = [];
-  let i = 0;
-  for (let w = 0; w < 3; w++) await op(i++); // warm up (JIT, lazy tables)
-  for (let b = 0; b < opts.batches; b++) {
-    const started = performance.now();
-    for (let k = 0; k < opts.ops; k++) await op(i++);
-    perOp.push(((performance.now() - started) * 1000) / opts.ops);
+type TimedOp = { label: string; op: (i: number) => unknown | Promise<unknown> };
+
+/**
+ * Median µs per op of two operations measured in alternating batches (A B, B A, A B, ...), so that a
+ * change in the machine's load (these VMs are shared) falls on both sides of a comparison alike.
+ */
+async function timeInterleaved(a: TimedOp, b: TimedOp): Promise<[number, number]> {
+  const sides = [a, b].map((side) => ({ ...side, next: 0, perOp: [] as number[] }));
+  for (const side of sides) for (let w = 0; w < 3; w++) await side.op(side.next++); // warm up (JIT, lazy tables)
+  for (let batch = 0; batch < opts.batches; batch++) {
+    for (const side of batch % 2 === 0 ? sides : [...sides].reverse()) {
+      const started = performance.now();
+      for (let k = 0; k < opts.ops; k++) await side.op(side.next++);
+      side.perOp.push(((performance.now() - started) * 1000) / opts.ops);
+    }
   }
-  const us = median(perOp);
-  log(`${label}: ${round(us, 1)} µs/op (batches: ${perOp.map((x) => round(x, 0)).join(", ")})`);
-  return us;
+  return sides.map((side) => {
+    const us = median(side.perOp);
+    log(`${side.label}: ${round(us, 1)} µs/op (batches: ${side.perOp.map((x) => round(x, 0)).join(", ")})`);
+    return us;
+  }) as [number, number];
 }
 
 /** Median wall time in ms of `reps` runs of `op`, each given a fresh `prepare()` made outside the clock. */
@@ -105,16 +115,22 @@ async function perMessage() {
   const body = "x".repeat(opts["body-bytes"]);
 
   const wire: Uint8Array[] = [];
-  const v2Seal = await timeBatches("v2 seal (MLS application message)", async () => {
-    const sealed = await sealApplicationMessage({ state: aliceState, payload: { id: newPayloadId(), sentAt: Date.now(), body } });
-    aliceState = sealed.state;
-    wire.push(sealed.message);
-  });
-  const v2Open = await timeBatches("v2 open (MLS application message + sender)", async (i) => {
-    const opened = await processIncomingMessage({ state: bobState, message: wire[i] });
-    if (opened.kind !== "application" || opened.payload.body !== body || opened.sender.username !== "alice") throw new Error("v2 open failed");
-    bobState = opened.state;
-  });
+  const v2Seal: TimedOp = {
+    label: "v2 seal (MLS application message)",
+    op: async () => {
+      const sealed = await sealApplicationMessage({ state: aliceState, payload: { id: newPayloadId(), sentAt: Date.now(), body } });
+      aliceState = sealed.state;
+      wire.push(sealed.message);
+    },
+  };
+  const v2Open: TimedOp = {
+    label: "v2 open (MLS application message + sender)",
+    op: async (i) => {
+      const opened = await processIncomingMessage({ state: bobState, message: wire[i] });
+      if (opened.kind !== "application" || opened.payload.body !== body || opened.sender.username !== "alice") throw new Error("v2 open failed");
+      bobState = opened.state;
+    },
+  };
 
   const sender = Wallet.createRandom();
   const recipient = Wallet.createRandom();
@@ -122,27 +138,35 @@ async function perMessage() {
   const senderPublicKey = publicKeyOf(sender.privateKey);
   const dedup: DedupStore = { has: () => false, add: () => undefined };
   const sealed: { envelope: string; id: string }[] = [];
-  const v1Seal = await timeBatches("v1 seal (sign + ECIES)", async () => {
-    const inner: InnerMessageV1 = {
-      v: 1, sender: "alice", recipient: "bob", id: randomUUID(), timestamp: Date.now(), senderKeyIndex: 0, recipientKeyIndex: 0, body,
-    };
-    sealed.push({ envelope: await sealEnvelope({ inner, senderPrivateKey: sender.privateKey, recipientPublicKey }), id: inner.id });
-  });
-  const v1Open = await timeBatches("v1 open (ECIES + recover)", async (i) => {
-    const { envelope, id } = sealed[i];
-    await openEnvelope({
-      envelope, from: "alice", frameId: id, me: "bob",
-      privateKeys: [{ index: 0, privateKey: recipient.privateKey }],
-      lookupSenderKey: async () => senderPublicKey, dedup,
-    });
-  });
+  const v1Seal: TimedOp = {
+    label: "v1 seal (sign + ECIES)",
+    op: async () => {
+      const inner: InnerMessageV1 = {
+        v: 1, sender: "alice", recipient: "bob", id: randomUUID(), timestamp: Date.now(), senderKeyIndex: 0, recipientKeyIndex: 0, body,
+      };
+      sealed.push({ envelope: await sealEnvelope({ inner, senderPrivateKey: sender.privateKey, recipientPublicKey }), id: inner.id });
+    },
+  };
+  const v1Open: TimedOp = {
+    label: "v1 open (ECIES + recover)",
+    op: async (i) => {
+      const { envelope, id } = sealed[i];
+      await openEnvelope({
+        envelope, from: "alice", frameId: id, me: "bob",
+        privateKeys: [{ index: 0, privateKey: recipient.privateKey }],
+        lookupSenderKey: async () => senderPublicKey, dedup,
+      });
+    },
+  };
+  const [v2SealUs, v1SealUs] = await timeInterleaved(v2Seal, v1Seal);
+  const [v2OpenUs, v1OpenUs] = await timeInterleaved(v2Open, v1Open);
   return {
-    v2_seal_us: round(v2Seal, 1),
-    v2_open_us: round(v2Open, 1),
-    v1_seal_us: round(v1Seal, 1),
-    v1_open_us: round(v1Open, 1),
-    seal_speedup: round(v1Seal / v2Seal, 2),
-    open_speedup: round(v1Open / v2Open, 2),
+    v2_seal_us: round(v2SealUs, 1),
+    v2_open_us: round(v2OpenUs, 1),
+    v1_seal_us: round(v1SealUs, 1),
+    v1_open_us: round(v1OpenUs, 1),
+    seal_speedup: round(v1SealUs / v2SealUs, 2),
+    open_speedup: round(v1OpenUs / v2OpenUs, 2),
     v2_message_bytes: wire[0].length,
     v1_envelope_chars: sealed[0].envelope.length,
   };

@@ -14,28 +14,32 @@ import { parseConfig } from "../relay/config";
 import { createRelayStack } from "../relay/stack";
 
 /**
- * BENCH_TRACE_SQL=1: time every pool.query by statement kind (first words), to see where the mailbox
+ * BENCH_TRACE_SQL=1: time every pool.query and pool.execute by statement kind (first words), to see where the mailbox
  * waits; the summary goes to stderr on SIGTERM. Wraps the pool object only, never the relay's code.
  */
 function traceQueries(pool: Pool): () => Record<string, { n: number; avgMs: number; maxMs: number; avgParams: number }> {
   const stats = new Map<string, { n: number; ms: number; max: number; params: number }>();
-  const original = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
-  (pool as unknown as { query: unknown }).query = async (...args: unknown[]) => {
-    const sql = String(typeof args[0] === "string" ? args[0] : (args[0] as { sql?: string })?.sql ?? "");
-    const kind = sql.trim().split(/\s+/).slice(0, 3).join(" ");
-    const started = performance.now();
-    try {
-      return await original(...args);
-    } finally {
-      const ms = performance.now() - started;
-      const s = stats.get(kind) ?? { n: 0, ms: 0, max: 0, params: 0 };
-      s.n++;
-      s.ms += ms;
-      s.max = Math.max(s.max, ms);
-      s.params += Array.isArray(args[1]) ? args[1].length : 0;
-      stats.set(kind, s);
-    }
-  };
+  // Both entry points of the pool (text and prepared statements); statements on a connection taken with
+  // getConnection (inside a transaction) are not seen.
+  for (const method of ["query", "execute"] as const) {
+    const original = (pool[method] as (...args: unknown[]) => Promise<unknown>).bind(pool);
+    (pool as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+      const sql = String(typeof args[0] === "string" ? args[0] : (args[0] as { sql?: string })?.sql ?? "");
+      const kind = sql.trim().split(/\s+/).slice(0, 3).join(" ");
+      const started = performance.now();
+      try {
+        return await original(...args);
+      } finally {
+        const ms = performance.now() - started;
+        const s = stats.get(kind) ?? { n: 0, ms: 0, max: 0, params: 0 };
+        s.n++;
+        s.ms += ms;
+        s.max = Math.max(s.max, ms);
+        s.params += Array.isArray(args[1]) ? args[1].length : 0;
+        stats.set(kind, s);
+      }
+    };
+  }
   return () =>
     Object.fromEntries(
       [...stats].map(([k, s]) => [k, { n: s.n, avgMs: Math.round((s.ms / s.n) * 10) / 10, maxMs: Math.round(s.max), avgParams: Math.round(s.params / s.n) }]),
