@@ -1,7 +1,7 @@
 import type { ServerFrame } from "../../protocol/wire";
 import { RelayConnection, type ConnectionDeps } from "../connection";
 import { describeError } from "../errors";
-import { Messenger, describeWaiting, formatMessage, waitingMessages, type MessengerDeps } from "../messaging";
+import { Messenger, describeWaiting, formatMessage, waitingMessages, type MessengerDeps, type WaitingMessage } from "../messaging";
 import { inertLine } from "../output";
 import { MlsChat, type MlsChatDeps, type ChatMessage } from "../mls/chat";
 import type { GroupEvent } from "../mls/device";
@@ -54,14 +54,14 @@ export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps
   } finally {
     await conn.close();
   }
-  printed += await inboxMls(ctx, session);
+  const chat = await MlsChat.open(ctx, session);
+  printed += await inboxMls(ctx, chat);
   if (printed === 0) ctx.out.info("No new messages.");
-  await showWaiting(ctx, session);
+  await showWaiting(ctx, session, chat);
 }
 
 /** The MLS part of the inbox; returns how many messages it printed. */
-async function inboxMls(ctx: MlsChatDeps, session: Session): Promise<number> {
-  const chat = await MlsChat.open(ctx, session);
+async function inboxMls(ctx: MlsChatDeps, chat: MlsChat): Promise<number> {
   await chat.publishKeyPackages().catch((error) => ctx.out.info(`could not refresh this device's key packages: ${describeError(error).message}`));
   for (const result of await chat.flushOutbox()) {
     const where = result.groupId ? chat.label(result.groupId) : inertLine(result.entry.to);
@@ -97,13 +97,14 @@ export function printGroupEvent(ctx: Pick<MlsChatDeps, "out">, chat: MlsChat, ev
 }
 
 /** Messages you sent that the relay holds but the recipient has not received, or that the relay lost. */
-async function showWaiting(ctx: MessengerDeps & ConnectionDeps, session: Session): Promise<void> {
-  let waiting;
+async function showWaiting(ctx: MessengerDeps & ConnectionDeps, session: Session, chat: MlsChat): Promise<void> {
+  let waiting: WaitingMessage[];
   try {
     waiting = await waitingMessages(ctx, session);
   } catch {
-    return; // an older relay without the status query: nothing to tell
+    waiting = []; // an older relay without the status query: nothing to tell
   }
+  waiting.push(...(await chat.waiting().catch(() => [])));
   for (const m of waiting) {
     if (m.state === "unknown") ctx.out.warn({ code: "MESSAGE_LOST", id: m.id, to: m.to, message: describeWaiting(m) });
     else ctx.out.info(describeWaiting(m));

@@ -3,6 +3,7 @@ import type { Context } from "../context";
 import type { ConnectionDeps } from "../connection";
 import { describeError } from "../errors";
 import { describeWaiting, localTime, waitingMessages, type WaitingMessage } from "../messaging";
+import { MlsChat, type MlsChatDeps } from "../mls/chat";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { currentSession } from "../session";
 import type { TrustAnchor } from "../trust-anchor";
@@ -15,7 +16,8 @@ import type { TrustAnchor } from "../trust-anchor";
 export async function status(
   ctx: Pick<Context, "home" | "sessions" | "relayPins" | "outbox" | "history" | "relay" | "chain" | "rpcUrl" | "out" | "trustAnchor" | "deployment"> &
     ConnectionDeps &
-    OwnAccountDeps,
+    OwnAccountDeps &
+    MlsChatDeps,
 ): Promise<void> {
   const session = ctx.sessions.read();
   let relay: string;
@@ -69,6 +71,7 @@ export async function status(
     }
     try {
       waiting = await waitingMessages(ctx, loggedIn);
+      waiting.push(...(await (await MlsChat.open(ctx, loggedIn)).waiting()));
     } catch (error) {
       const { code, message } = describeError(error);
       waitingProblem = `${code}: ${message}`;

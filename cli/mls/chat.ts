@@ -12,6 +12,8 @@ import type { Context } from "../context";
 import { inertLine } from "../output";
 import type { Session } from "../session";
 import { groupConversation, type HistoryEntry, type OutboxEntry } from "../stores";
+import { MAX_STATUS_IDS } from "../../protocol/wire";
+import type { WaitingMessage } from "../messaging";
 import { MlsDevice, type GroupEvent, type ReceivedMessage } from "./device";
 import { openSessionDevice, type SessionDeviceDeps } from "./session-device";
 
@@ -208,6 +210,28 @@ export class MlsChat {
     const { members } = await this.device.ds.members(groupId);
     const others = members.filter((m) => !(m.username === this.me && m.deviceId === this.device.deviceId));
     return others.length === 0 ? 0 : Math.min(...others.map((m) => m.cursor));
+  }
+
+  /**
+   * This user's messages on MLS that the relay accepted and some other member's device has not read yet
+   * (by the relay's cursors, asked once per group), for the conversations `conversations` (default: all).
+   */
+  async waiting(conversations: string[] = this.ctx.history.peers(this.me).concat(this.device.groups().map((g) => groupConversation(g.groupId)))): Promise<WaitingMessage[]> {
+    const out: WaitingMessage[] = [];
+    const readUpTo = new Map<string, number>();
+    for (const conversation of new Set(conversations)) {
+      const stored = this.ctx.history
+        .read(this.me, conversation)
+        .filter((e) => e.direction === "out" && e.v === 2 && e.status === "stored" && e.group !== undefined && e.seq !== undefined)
+        .slice(-MAX_STATUS_IDS);
+      for (const e of stored) {
+        if (!readUpTo.has(e.group!)) readUpTo.set(e.group!, await this.deliveredUpTo(e.group!).catch(() => Number.MAX_SAFE_INTEGER));
+        if (readUpTo.get(e.group!)! < e.seq!) {
+          out.push({ id: e.id, to: conversation.startsWith("#") ? this.label(e.group!) : conversation, body: e.body, timestamp: e.timestamp, state: "pending" });
+        }
+      }
+    }
+    return out;
   }
 
   /** One line for people about a group event; undefined when there is nothing to say. */
