@@ -318,6 +318,11 @@ export class MlsDevice {
     return Number(this.loadGroup(groupId).state.groupContext.epoch);
   }
 
+  /** The users in this device's own tree of the group, without reading the chain. */
+  usernames(groupId: string): string[] {
+    return [...new Set(groupMembers(this.loadGroup(groupId).state).map((m) => m.username))];
+  }
+
   /** Members as this device's own tree says (not the relay), with device fingerprints and on-chain keys. */
   async members(groupId: string): Promise<MemberInfo[]> {
     const { state } = this.loadGroup(groupId);
@@ -674,6 +679,17 @@ export class MlsDevice {
       await this.ds.ackWelcome(welcome.id);
     }
     const groups = new Set(pending.groups.map((g) => g.groupId));
+    // The relay lists only groups with news, and drops a removed device with the commit that removes it:
+    // a group this device still thinks it is in but cannot read any more is caught up to learn so.
+    for (const local of this.groups()) {
+      if (groups.has(local.groupId) || local.removed || local.left) continue;
+      try {
+        await this.ds.log(local.groupId, this.store.readGroup(local.groupId)!.cursor, 1);
+      } catch (error) {
+        if (!isChatError(error) || error.code !== "NOT_GROUP_MEMBER") throw error;
+        groups.add(local.groupId);
+      }
+    }
     for (const groupId of groups) {
       if (!this.store.readGroup(groupId)) continue;
       const result = await this.catchUp(groupId);
