@@ -621,9 +621,11 @@ export class MlsDevice {
               } else if (kind === "group-name") {
                 // A named group is not a one-to-one chat, whatever its size. Told to the stored file at once (the
                 // state and cursor there are untouched), so the texts that follow in this page are filed under the group.
+                // The name is sent again after every add for the newcomers: the others hear only of a change.
+                const renamed = file.name !== result.payload.body;
                 file = { ...file, name: result.payload.body, peer: undefined };
                 this.store.writeGroup({ ...this.store.readGroup(groupId)!, name: result.payload.body, peer: undefined });
-                events.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
+                if (renamed) events.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
               } else {
                 if (by !== this.options.username) file = { ...file, leaveRequests: [...new Set([...(file.leaveRequests ?? []), by])] };
                 events.push({ kind: "leaving", groupId, seq: entry.seq, by });

@@ -126,7 +126,10 @@ describe("chat group (real chat processes, relay and chain)", function () {
   it("add dave: the others see who added whom; rename reaches every member", async () => {
     const added = ok(await chat("alice", ["--json", "group", "add", "team", "dave"]), "add").json.find((o) => o.type === "group-added");
     expect(added).to.include({ epoch: 2 });
-    expect(ok(await chat("bob", ["inbox"]), "bob inbox").stdout).to.include("-- alice added dave to #team");
+    const bob = ok(await chat("bob", ["inbox"]), "bob inbox").stdout;
+    expect(bob).to.include("-- alice added dave to #team");
+    // The name is sent again for dave; the others are not told of a rename that is none.
+    expect(bob).to.not.include("named the group");
     expect(ok(await chat("dave", ["inbox"]), "dave inbox").stdout).to.include("-- you joined #team");
     ok(await chat("carol", ["inbox"]), "carol inbox");
 
