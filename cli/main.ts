@@ -47,6 +47,15 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
   command("send <user> [text]", "send one message to USER (with --group NAME: send TEXT to the group)", lazy(() => require("./commands/send"), "send"), [groupOption()]);
   command("inbox", "fetch, decrypt, check, save and print new messages", lazy(() => require("./commands/inbox"), "inbox"));
   command("talk <user>", "a live conversation with USER", lazy(() => require("./commands/talk"), "talk"));
+  const group = program.command("group").description("named groups on MLS: create, add, remove, leave, rename, list, show");
+  const groups = () => require("./commands/group");
+  command("create <name>", "create the group NAME (with --with USER,...: those users in it at once)", lazy(groups, "create"), [new Option("--with <users>", "users to add at once, comma-separated")], group);
+  command("add <name> <users...>", "add USERS (all their devices) to the group NAME", lazy(groups, "add"), [], group);
+  command("remove <name> <users...>", "remove USERS from the group NAME", lazy(groups, "remove"), [], group);
+  command("leave <name>", "leave the group NAME (another member commits the removal)", lazy(groups, "leave"), [], group);
+  command("rename <name> <new>", "rename the group NAME to NEW for every member", lazy(groups, "rename"), [], group);
+  command("list", "your groups: name, id, members, epoch (or left / removed)", lazy(groups, "listGroups"), [], group);
+  command("show <name>", "the group's members with their key and device fingerprints, and its epoch", lazy(groups, "show"), [], group);
   command("rotate-key", "replace your key (signed by the current key)", lazy(() => require("./commands/rotate-key"), "rotateKey"));
   command(
     "reset <user>",

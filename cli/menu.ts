@@ -4,6 +4,7 @@
  * its hints name menu choices rather than shell commands.
  */
 import readline from "node:readline/promises";
+import { ChatError } from "../protocol/errors";
 import type { Context } from "./context";
 import { describeError } from "./errors";
 import { currentSession } from "./session";
@@ -18,6 +19,28 @@ export interface MenuEntry {
 }
 
 const command = (file: string, name: string) => (ctx: Context, arg?: string) => require(`./commands/${file}`)[name](ctx, arg);
+
+/** A second question after the entry's own (its readline is closed by then); undefined when input ends. */
+async function askMore(question: string): Promise<string | undefined> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return (await rl.question(question)).trim();
+  } catch {
+    return undefined;
+  } finally {
+    rl.close();
+  }
+}
+
+/** A group entry that needs users too: asks for them (comma-separated) after the group's name. */
+const groupWithUsers = (name: string, question: string, optional = false) => async (ctx: Context, group?: string) => {
+  const users = await askMore(question);
+  if (users === undefined) return;
+  const groups = require("./commands/group");
+  if (name === "create") return groups.create(ctx, group ?? "", users || undefined);
+  if (!users && !optional) throw new ChatError("USAGE", "name at least one user");
+  return groups[name](ctx, group ?? "", users);
+};
 
 /** Every choice, by the name a person sees. */
 const ENTRIES: Record<string, MenuEntry> = {
@@ -39,12 +62,18 @@ const ENTRIES: Record<string, MenuEntry> = {
     asks: "Username (Enter: the logged-in one): ",
   },
   trust: { label: "Trust the relay's new certificate", run: command("trust-relay", "trustRelay") },
+  groups: { label: "Your groups", run: command("group", "listGroups"), loggedIn: true },
+  groupShow: { label: "Show a group's members and fingerprints", run: command("group", "show"), asks: "Group (name or id start): ", loggedIn: true },
+  groupCreate: { label: "Create a group", run: groupWithUsers("create", "With (usernames, comma-separated; Enter: nobody yet): ", true), asks: "Group name: ", loggedIn: true },
+  groupAdd: { label: "Add people to a group", run: groupWithUsers("add", "Add (usernames, comma-separated): "), asks: "Group (name or id start): ", loggedIn: true },
+  groupRemove: { label: "Remove people from a group", run: groupWithUsers("remove", "Remove (usernames, comma-separated): "), asks: "Group (name or id start): ", loggedIn: true },
+  groupLeave: { label: "Leave a group", run: command("group", "leave"), asks: "Leave (group name or id start): ", loggedIn: true },
 };
 
 /** The choices in order: what a logged-in person uses most comes first. */
 export function menuEntries(loggedIn: boolean): MenuEntry[] {
   const keys = loggedIn
-    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "cancelReset", "login", "register"]
+    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "cancelReset", "groups", "groupShow", "groupCreate", "groupAdd", "groupRemove", "groupLeave", "login", "register"]
     : ["login", "register", "chat", "reset", "cancelReset", "whois", "status", "trust"];
   return keys.map((key) => ENTRIES[key]);
 }

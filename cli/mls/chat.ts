@@ -248,7 +248,8 @@ export class MlsChat {
         if (event.removed.length > 0) return `${who(event.by)} removed ${list(event.removed)} from ${where}`;
         return undefined; // a key update: nothing a person needs to see
       case "named":
-        return `${who(event.by)} named the group ${where}`;
+        // the name this event set, which a later rename in the same catch-up may have changed since
+        return `${who(event.by)} named the group #${inertLine(event.name)}`;
       case "leaving":
         return `${who(event.by)} left ${where}`;
       case "removed":

@@ -324,6 +324,11 @@ export class MlsDevice {
     return Number(this.loadGroup(groupId).state.groupContext.epoch);
   }
 
+  /** The users in this device's own tree of the group, without reading the chain. */
+  usernames(groupId: string): string[] {
+    return [...new Set(groupMembers(this.loadGroup(groupId).state).map((m) => m.username))];
+  }
+
   /** Members as this device's own tree says (not the relay), with device fingerprints and on-chain keys. */
   async members(groupId: string): Promise<MemberInfo[]> {
     const { state } = this.loadGroup(groupId);
@@ -623,9 +628,11 @@ export class MlsDevice {
               } else if (kind === "group-name") {
                 // A named group is not a one-to-one chat, whatever its size. Told to the stored file at once (the
                 // state and cursor there are untouched), so the texts that follow in this page are filed under the group.
+                // The name is sent again after every add for the newcomers: the others hear only of a change.
+                const renamed = file.name !== result.payload.body;
                 file = { ...file, name: result.payload.body, peer: undefined };
                 this.store.writeGroup({ ...this.store.readGroup(groupId)!, name: result.payload.body, peer: undefined });
-                events.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
+                if (renamed) events.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
               } else {
                 if (by !== this.options.username) file = { ...file, leaveRequests: [...new Set([...(file.leaveRequests ?? []), by])] };
                 events.push({ kind: "leaving", groupId, seq: entry.seq, by });
@@ -681,6 +688,17 @@ export class MlsDevice {
       await this.ds.ackWelcome(welcome.id);
     }
     const groups = new Set(pending.groups.map((g) => g.groupId));
+    // The relay lists only groups with news, and drops a removed device with the commit that removes it:
+    // a group this device still thinks it is in but cannot read any more is caught up to learn so.
+    for (const local of this.groups()) {
+      if (groups.has(local.groupId) || local.removed || local.left) continue;
+      try {
+        await this.ds.log(local.groupId, this.store.readGroup(local.groupId)!.cursor, 1);
+      } catch (error) {
+        if (!isChatError(error) || error.code !== "NOT_GROUP_MEMBER") throw error;
+        groups.add(local.groupId);
+      }
+    }
     for (const groupId of groups) {
       if (!this.store.readGroup(groupId)) continue;
       const result = await this.catchUp(groupId);
