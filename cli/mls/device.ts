@@ -13,6 +13,7 @@ import { ChatError, isChatError } from "../../protocol/errors";
 import {
   acceptPendingCommit,
   addMembers,
+  MAX_ADDS_PER_COMMIT,
   authorizeDevice,
   createMlsGroup,
   decodeDeviceIdentity,
@@ -39,7 +40,7 @@ import {
   type KeyBook,
   type PendingCommit,
 } from "../../protocol/mls";
-import { decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
+import { MAX_V2_BODY_BYTES, decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
 import type { Home } from "../home";
 import type { UnlockedKey } from "../keystore";
 import type { DsClient, DsDeviceRef } from "./ds-client";
@@ -47,6 +48,11 @@ import { DeviceLock } from "./device-lock";
 import { DeviceStore, openBytes, sealBytes, type GroupFile, type KeyPackageEntry } from "./device-store";
 
 export const DEFAULT_ONE_TIME_KEY_PACKAGES = 10;
+/** What one add commit's request may take, below the relay's body limit (MAX_V2_BODY_BYTES) for headroom. */
+const ADD_REQUEST_BUDGET_BYTES = Math.floor(MAX_V2_BODY_BYTES * 0.9);
+
+/** An add whose request would exceed the relay's limit: built but never sent, so nothing is pending. */
+class AddTooLarge extends Error {}
 export const DEFAULT_KEY_PACKAGE_LIFETIME_SECONDS = 30 * 24 * 3600;
 /** Log entries read per request while catching up. */
 const LOG_PAGE = 200;
@@ -446,16 +452,33 @@ export class MlsDevice {
     });
   }
 
-  private commitAdd(groupId: string, packages: { device: DsDeviceRef; keyPackage: KeyPackage }[]): Promise<number> {
-    return this.commit(groupId, async (state) => {
-      const pending = await addMembers({ state, keyPackages: packages.map((p) => p.keyPackage) });
-      return {
-        pending,
-        add: packages.map((p) => p.device),
-        remove: [],
-        welcomes: packages.map((p) => ({ ...p.device, bytes: pending.welcome! })),
-      };
-    });
+  /**
+   * Adds the devices of `packages`, in as few commits as fit the relay's request size: every added device
+   * gets its own copy of the Welcome, whose size grows with the group, so a large add is split (halving
+   * until each commit's request fits). Returns the last commit's seq.
+   */
+  private async commitAdd(groupId: string, packages: { device: DsDeviceRef; keyPackage: KeyPackage }[]): Promise<number> {
+    let chunk = Math.min(packages.length, MAX_ADDS_PER_COMMIT);
+    let seq = 0;
+    for (let done = 0; done < packages.length; ) {
+      const slice = packages.slice(done, done + chunk);
+      try {
+        seq = await this.commit(groupId, async (state) => {
+          const pending = await addMembers({ state, keyPackages: slice.map((p) => p.keyPackage) });
+          // base64 in JSON: 4/3 of the bytes, the Welcome once per added device, plus the commit itself.
+          const requestBytes = Math.ceil((4 / 3) * (pending.commit.length + slice.length * pending.welcome!.length)) + 512 * slice.length;
+          if (requestBytes > ADD_REQUEST_BUDGET_BYTES) throw new AddTooLarge();
+          return { pending, add: slice.map((p) => p.device), remove: [], welcomes: slice.map((p) => ({ ...p.device, bytes: pending.welcome! })) };
+        });
+      } catch (error) {
+        if (!(error instanceof AddTooLarge)) throw error;
+        if (chunk === 1) throw new ChatError("LIMIT_EXCEEDED", "the group is too large for the relay to carry one more Welcome");
+        chunk = Math.ceil(chunk / 2);
+        continue;
+      }
+      done += slice.length;
+    }
+    return seq;
   }
 
   /** An empty commit with a fresh path: a thief holding a copy of this device's state loses the next epoch. */
