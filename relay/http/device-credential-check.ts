@@ -2,9 +2,9 @@
  * The relay's check of a device credential, as strict as the clients' (protocol/mls/authentication-service.ts,
  * the "strict" policy): the identity bytes name this user, this deployment and this device's Ed25519 key,
  * and the EIP-191 signature recovers the user's current key, or the key a rotation replaced within the
- * grace period, never a key a reset replaced. The key history comes from the cache; when the cache refuses,
- * the chain decides (the cache may lag a block behind a fresh rotation), and the chain alone confirms only
- * the current key.
+ * grace period, never a key a reset replaced. The key history comes from the cache, confirmed by the
+ * chain's key count; when the cache refuses or is behind, the chain decides, and the chain alone confirms
+ * only the current key.
  */
 import { ChatError } from "../../protocol/errors";
 import { deviceAuthenticationService } from "../../protocol/mls/authentication-service";
@@ -64,7 +64,14 @@ export async function checkDeviceCredential(
       onRefused: (reason) => (refusal = reason),
     }).validateCredential(credential, params.devicePublicKey);
 
-  if (await check(cacheKeyBook(ctx))) return identity;
+  if (await check(cacheKeyBook(ctx))) {
+    // The cache may not show a reset or rotation mined a moment ago: its yes stands only while the chain
+    // has as many keys as the cache (a chain that cannot be reached leaves the cache's verdict).
+    const cached = (await fromStorage(ctx.cache.getKeys(params.username))).length;
+    const onChain = await ctx.chain.keyCount(params.username).catch(() => cached);
+    if (onChain === cached) return identity;
+    refusal = { code: "KEY_UNVERIFIED", message: `the relay's cache is behind the chain for ${params.username}` };
+  }
   const cacheRefusal = refusal as { code: string; message: string } | null;
   // A signature or deployment problem is the credential's own: the chain cannot change that verdict.
   if (cacheRefusal?.code === "INVALID_SIGNATURE" || cacheRefusal?.code === "BAD_REQUEST") {
