@@ -5,6 +5,7 @@
  */
 import { Wallet, getAddress, isAddress } from "ethers";
 import { DEFAULT_MAILBOX_TTL_MS, DEFAULT_MAX_FRAME_BYTES } from "../protocol/wire";
+import { V2_LIMITS } from "../protocol/wire-v2";
 import { DEFAULT_BACKOFF_POLICY, type BackoffPolicy } from "./limits/limits";
 import { DEFAULT_MAX_KEYS } from "./limits/memory";
 
@@ -64,6 +65,10 @@ export interface RelayConfig {
   /** the per-user delay after failed password checks */
   passwordBackoff: BackoffPolicy;
   trustProxy: string | null;
+  /** unrevoked devices one user may have (MAX_DEVICES_PER_USER) */
+  maxDevicesPerUser: number;
+  /** how long a new device's link request waits for approval (DEVICE_LINK_TTL_SECONDS) */
+  deviceLinkTtlMs: number;
   bounds: RelayBounds;
   messagingBounds: MessagingBounds;
 }
@@ -229,6 +234,9 @@ export function parseConfig(env: Env): RelayConfig {
     rateLimitMaxKeys: integer(env, "RATE_LIMIT_MAX_KEYS", DEFAULT_MAX_KEYS, 16, 100_000_000),
     passwordBackoff,
     trustProxy,
+    // At most what one key-package claim answers (every device of a user must fit in one).
+    maxDevicesPerUser: integer(env, "MAX_DEVICES_PER_USER", 10, 1, V2_LIMITS.devicesPerUser),
+    deviceLinkTtlMs: integer(env, "DEVICE_LINK_TTL_SECONDS", 600, 5, 3600) * 1000,
     bounds: parseBounds(env),
     messagingBounds: parseMessagingBounds(env),
   };

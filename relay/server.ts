@@ -16,6 +16,7 @@ import type { Syncer } from "./chain/sync";
 import type { RelayConfig } from "./config";
 import { accountRoutes } from "./http/accounts";
 import { deliveryServiceRoutes } from "./http/delivery-service";
+import { deviceRoutes } from "./http/devices";
 import type { HttpContext } from "./http/context";
 import { errorHandler, sendError } from "./http/errors";
 import { keyRoutes } from "./http/keys";
@@ -51,6 +52,8 @@ export type RelayServerConfig = Pick<
   | "trustProxy"
   | "bounds"
   | "messagingBounds"
+  | "maxDevicesPerUser"
+  | "deviceLinkTtlMs"
 >;
 
 export interface RelayDeps {
@@ -60,6 +63,8 @@ export interface RelayDeps {
   mailbox: Mailbox;
   /** The MLS Delivery Service store behind /v2 (migrated by the caller); without it /v2 answers 404. */
   deliveryService?: import("./storage/ds-types").DeliveryServiceStore;
+  /** Each user's devices and link requests (migrated by the caller); without it the device routes answer 404. */
+  devices?: import("./storage/devices-types").DeviceStore;
   bus?: MessageBus;
   /** Keeps `cache` true to the chain; started by listen(), stopped by close(). */
   syncer: Syncer;
@@ -188,6 +193,10 @@ export function createRelay(deps: RelayDeps): Relay {
     });
     next();
   });
+  if (deps.devices) {
+    // before the Delivery Service: its session gate covers every /v2 route
+    app.use(deviceRoutes(ctx, deps.devices, { maxDevicesPerUser: config.maxDevicesPerUser, deviceLinkTtlMs: config.deviceLinkTtlMs }));
+  }
   if (deps.deliveryService) {
     // before the 16 kB parser: /v2 bodies carry welcomes; notices go out through messaging once it listens
     app.use(deliveryServiceRoutes(ctx, deps.deliveryService, (usernames, notice) => messaging?.notify(usernames, notice)));
@@ -195,7 +204,7 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use(express.json({ limit: "16kb" }));
   app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));
-  app.use(loginRoutes(ctx));
+  app.use(loginRoutes(ctx, { devices: deps.devices }));
   app.use(keyRoutes(ctx, { users, missesPerAddress: config.messagingBounds.keysMissesPerAddress }));
   app.use(messageRoutes({ ...ctx, mailbox }));
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));

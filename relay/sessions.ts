@@ -6,10 +6,14 @@
  * A valid MAC is not enough: a token names the key index and a short hash of the credential hash the
  * user had at login, so a key change (rotation, reset) or a password change ends every older session,
  * and its id can be revoked (logout) until it would have expired. SessionGuard checks all of that.
+ * A device login (by the device's Ed25519 key, protocol/wire-devices.ts) adds the device id: revoking
+ * the device ends every session bound to it.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { ChatError } from "../protocol/errors";
-import { isValidUsername } from "../protocol/username";
+import { ROTATION_GRACE_SECONDS } from "../protocol/mls/authentication-service";
+import { isValidUsername, usernameHash } from "../protocol/username";
+import { DEVICE_ID_PATTERN } from "../protocol/wire-v2";
 import type { RegistryChain } from "./chain/registry";
 import type { CacheStore } from "./storage/cache-types";
 import type { SessionRevocations } from "./storage/revocations";
@@ -17,8 +21,10 @@ import type { SessionRevocations } from "./storage/revocations";
 export interface SessionClaims {
   /** the username */
   sub: string;
-  /** index of the key the user proved at login */
+  /** index of the key the user proved at login (for a device login: the key that signed its credential) */
   keyIndex: number;
+  /** the device a device login bound the session to; absent for an identity-key login */
+  dev?: string;
   /** credentialBinding() of the on-chain credential hash at login */
   cred: string;
   /** the token's id (128 random bits), what logout revokes */
@@ -47,10 +53,14 @@ export function issueSessionToken(params: {
   credentialHash: string;
   now: number;
   ttlMs?: number;
+  /** binds the session to this device (a device login) */
+  deviceId?: string;
 }): { token: string; claims: SessionClaims } {
+  if (params.deviceId !== undefined && !DEVICE_ID_PATTERN.test(params.deviceId)) throw new ChatError("BAD_REQUEST", "malformed device id", { field: "deviceId" });
   const claims: SessionClaims = {
     sub: params.username,
     keyIndex: params.keyIndex,
+    ...(params.deviceId === undefined ? {} : { dev: params.deviceId }),
     cred: credentialBinding(params.credentialHash),
     jti: randomBytes(16).toString("base64url"),
     iat: params.now,
@@ -81,6 +91,7 @@ export function verifySessionToken(params: { secret: Uint8Array; token: unknown;
   if (
     !isValidUsername(claims?.sub) ||
     !Number.isInteger(claims.keyIndex) ||
+    (claims.dev !== undefined && (typeof claims.dev !== "string" || !DEVICE_ID_PATTERN.test(claims.dev))) ||
     typeof claims.cred !== "string" ||
     typeof claims.jti !== "string" ||
     !/^[A-Za-z0-9_-]{16,64}$/.test(claims.jti) ||
@@ -102,6 +113,8 @@ export function bearerToken(header: string | undefined): string | undefined {
 interface AccountState {
   keyIndex: number;
   cred: string;
+  /** the current key replaced its predecessor by a rotation at this block time (Unix s); null otherwise or unknown */
+  rotatedAt: number | null;
 }
 
 /**
@@ -124,18 +137,31 @@ export class SessionGuard {
   private async fromCache(username: string): Promise<AccountState | null> {
     const [user, keys] = await Promise.all([this.deps.cache.getUser(username), this.deps.cache.getKeys(username)]);
     if (!user || keys.length === 0) return null;
-    return { keyIndex: keys[keys.length - 1].index, cred: credentialBinding(user.credentialHash) };
+    const last = keys[keys.length - 1];
+    return { keyIndex: last.index, cred: credentialBinding(user.credentialHash), rotatedAt: last.kind === "rotated" ? last.blockTime : null };
   }
 
   private async fromChain(username: string): Promise<AccountState | null> {
     const [credentialHash, current] = await Promise.all([this.deps.chain.credentialHash(username), this.deps.chain.currentKey(username)]);
     if (!current) return null;
-    return { keyIndex: current.index, cred: credentialBinding(credentialHash) };
+    return { keyIndex: current.index, cred: credentialBinding(credentialHash), rotatedAt: null };
   }
 
-  /** Whether `claims` still match the user's current key and credential (false when not, or unknown). */
-  async current(claims: SessionClaims): Promise<boolean> {
-    const matches = (state: AccountState | null) => state !== null && state.keyIndex === claims.keyIndex && state.cred === claims.cred;
+  /**
+   * Whether `claims` still match the user's key and credential (false when not, or unknown). An
+   * identity-key session needs the current key. A device session, like the clients' strict check of a
+   * device credential, also stands on the key just replaced by a rotation, within the rotation grace
+   * (never one replaced by a reset): the device fetches its re-authorised credential meanwhile.
+   */
+  private async accountCurrent(claims: SessionClaims): Promise<boolean> {
+    const nowSeconds = Math.floor(this.deps.clock() / 1000);
+    const keyStands = (state: AccountState) =>
+      state.keyIndex === claims.keyIndex ||
+      (claims.dev !== undefined &&
+        state.keyIndex === claims.keyIndex + 1 &&
+        state.rotatedAt !== null &&
+        nowSeconds <= state.rotatedAt + ROTATION_GRACE_SECONDS);
+    const matches = (state: AccountState | null) => state !== null && keyStands(state) && state.cred === claims.cred;
     let cached: AccountState | null = null;
     try {
       cached = await this.fromCache(claims.sub);
@@ -150,14 +176,41 @@ export class SessionGuard {
     }
   }
 
+  /** Whether a device session's device was revoked (false for an identity-key session). */
+  private async deviceRevoked(claims: SessionClaims): Promise<boolean> {
+    return claims.dev !== undefined && (await this.deps.revocations.isDeviceRevoked(claims.sub, claims.dev));
+  }
+
+  /** Whether `claims` still stand for the account: key and credential, and the device not revoked. */
+  async current(claims: SessionClaims): Promise<boolean> {
+    const [revoked, current] = await Promise.all([this.deviceRevoked(claims).catch(() => true), this.accountCurrent(claims)]);
+    return !revoked && current;
+  }
+
   /** The claims of a token that still stands; throws UNAUTHORIZED, SESSION_EXPIRED or SESSION_REVOKED otherwise. */
   async authenticate(token: unknown): Promise<SessionClaims> {
     const claims = verifySessionToken({ secret: this.deps.secret, token, now: this.deps.clock() });
-    if (await this.deps.revocations.isRevoked(claims.jti)) throw new ChatError("SESSION_REVOKED", "session ended by logout: log in again");
-    if (!(await this.current(claims))) {
+    // The three checks are independent: run together, the slowest one bounds the latency.
+    const [loggedOut, deviceRevoked, current] = await Promise.all([
+      this.deps.revocations.isRevoked(claims.jti),
+      this.deviceRevoked(claims),
+      this.accountCurrent(claims),
+    ]);
+    if (loggedOut) throw new ChatError("SESSION_REVOKED", "session ended by logout: log in again");
+    if (deviceRevoked) throw new ChatError("SESSION_REVOKED", "session ended: this device was revoked by its user");
+    if (!current) {
       throw new ChatError("SESSION_REVOKED", "session ended: the account's key or password changed since it began; log in again");
     }
     return claims;
+  }
+
+  /**
+   * Ends every session bound to the device, on every instance: refused from now until the longest a token
+   * issued before now can live, and each instance re-checks the user's sockets (closing the device's).
+   */
+  async revokeDevice(params: { username: string; deviceId: string; sessionTtlMs: number }): Promise<void> {
+    await this.deps.revocations.revokeDevice(params.username, params.deviceId, this.deps.clock() + params.sessionTtlMs);
+    await this.deps.revocations.announce({ type: "account", usernameHash: usernameHash(params.username) });
   }
 
   /** Revokes the token's id until it would have expired, and tells every instance to close its sockets. */

@@ -28,6 +28,9 @@ import { createFileDeliveryServiceStore } from "./storage/ds-file";
 import { createMemoryDeliveryServiceStore } from "./storage/ds-memory";
 import { createMysqlDeliveryServiceStore } from "./storage/ds-mysql";
 import { createMysqlPool } from "./storage/mysql-pool";
+import { createMemoryDeviceStore } from "./storage/devices-memory";
+import { createMysqlDeviceStore } from "./storage/devices-mysql";
+import type { DeviceStore } from "./storage/devices-types";
 import { loadOrCreateCertificate } from "./tls";
 import type { MessagingLimits } from "./ws/attach";
 
@@ -103,6 +106,7 @@ export interface RelayStack extends ChainCache {
   bus: MessageBus | null;
   limits: AttemptLimits;
   revocations: SessionRevocations;
+  devices: DeviceStore;
   /** Migrates the tables, starts the sync, the mailbox purge and messaging, and listens on HOST:PORT. */
   listen(): Promise<{ url: string; port: number }>;
   /** Closes the server, then the mailbox, bus, cache, pool and chain; safe to call more than once. */
@@ -161,6 +165,8 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     );
   }
   const deliveryService = pool ? createMysqlDeliveryServiceStore(pool) : overrides.memoryMailbox ? createMemoryDeliveryServiceStore() : createFileDeliveryServiceStore({ dir: path.join(config.dataDir, "ds") });
+  // Devices are shared state: in MySQL when there is one, else in this process (a lone instance).
+  const devices = pool ? createMysqlDeviceStore(pool) : createMemoryDeviceStore();
   const bus = config.redisUrl ? createRedisBus(config.redisUrl, { logger }) : null;
   if (!bus) logger.info("REDIS_URL is not set: single relay instance");
 
@@ -170,6 +176,7 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     cache,
     mailbox,
     deliveryService,
+    devices,
     bus: bus ?? undefined,
     syncer,
     logger,
@@ -181,6 +188,13 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     writeSyncWaitMs: overrides.writeSyncWaitMs,
   });
 
+  // Expired link requests go, and revoked devices once no session of theirs can be alive.
+  let deviceSweep: NodeJS.Timeout | null = null;
+  const sweepDevices = () => {
+    const now = Date.now();
+    devices.sweep({ now, revokedBefore: now - config.sessionTtlMs }).catch((error) => logger.warn({ err: String(error?.message ?? error) }, "device sweep failed"));
+  };
+
   let closed: Promise<void> | null = null;
   return {
     ...parts,
@@ -189,6 +203,7 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     bus,
     limits,
     revocations,
+    devices,
     async listen() {
       try {
         if (!(await chain.isRelayer())) {
@@ -202,13 +217,18 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
       await limits.migrate();
       await revocations!.migrate();
       await deliveryService.migrate();
+      await devices.migrate();
+      deviceSweep = setInterval(sweepDevices, 60_000);
+      deviceSweep.unref();
       return relay.listen();
     },
     close() {
       closed ??= (async () => {
+        if (deviceSweep) clearInterval(deviceSweep);
         await relay.close().catch((error) => logger.error({ err: String(error?.message ?? error) }, "close failed"));
         await mailbox.close().catch(() => undefined);
         await deliveryService.close().catch(() => undefined);
+        await devices.close().catch(() => undefined);
         await bus?.close().catch(() => undefined);
         await limits.close().catch(() => undefined);
         await revocations!.close().catch(() => undefined);

@@ -6,14 +6,23 @@
  * same work, so a guesser never learns that a password was right; each failure counts in the user's
  * shared limits and backoff (password-check.ts). Challenges live in the cache storage so that any relay
  * instance can consume one another issued. Logout revokes the caller's token on every instance.
+ *
+ * Device login (POST /v1/login/device, after the same challenge): a linked device that never holds the
+ * identity key proves its Ed25519 key (RFC 8032) over deviceLoginText(); the device must be registered
+ * and not revoked, and its credential must stand on chain as strictly as clients check it. The session
+ * is bound to the user, the credential's key index and the device.
  */
-import { randomBytes } from "node:crypto";
+import { createPublicKey, randomBytes, verify as verifySignature } from "node:crypto";
 import { Router, type Request } from "express";
 import { getAddress, hexlify, verifyMessage } from "ethers";
 import { ChatError } from "../../protocol/errors";
 import { publicKeyToAddress } from "../../protocol/keys";
 import { ChallengeRequest, LoginRequest, loginMessage } from "../../protocol/wire";
+import { DeviceLoginRequest, deviceLoginText } from "../../protocol/wire-devices";
+import { decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
 import { issueSessionToken } from "../sessions";
+import type { DeviceStore } from "../storage/devices-types";
+import { checkDeviceCredential } from "./device-credential-check";
 import { assertCacheFresh, clientAddress, fromStorage, requireSession, type HttpContext } from "./context";
 import { parseWith } from "./errors";
 import { admitPasswordAttempt, passwordMatches, recordPasswordFailure, recordPasswordSuccess } from "./password-check";
@@ -26,7 +35,19 @@ interface Account {
 
 const LOGIN_FAILED_MESSAGE = "login failed: wrong password, or a key that is not the user's current key";
 
-export function loginRoutes(ctx: HttpContext): Router {
+/** RFC 8032 Ed25519 over `message` by the raw 32-byte `publicKey` (SPKI of RFC 8410 for node:crypto). */
+function ed25519Verifies(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  try {
+    const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(publicKey).toString("base64url") }, format: "jwk" });
+    return verifySignature(null, message, key, signature);
+  } catch {
+    return false;
+  }
+}
+
+const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
+
+export function loginRoutes(ctx: HttpContext, options: { devices?: DeviceStore } = {}): Router {
   const router = Router();
   const { settings } = ctx;
 
@@ -131,6 +152,81 @@ export function loginRoutes(ctx: HttpContext): Router {
     ctx.logger.info({ username: body.username, keyIndex: account.keyIndex }, "logged in");
     res.json({ token, expiresAt: claims.exp, keyIndex: claims.keyIndex });
   });
+
+  const { devices } = options;
+  if (devices) {
+    router.post("/v1/login/device", async (req, res) => {
+      const body = parseWith(DeviceLoginRequest, req.body);
+      await ctx.limits.limiter.hit([
+        { key: `device-login:user:${body.username}`, limit: settings.loginRateLimit.perUser },
+        { key: `device-login:addr:${clientAddress(req)}`, limit: settings.loginRateLimit.perAddress },
+      ]);
+      assertCacheFresh(ctx);
+      const challenge = body.challenge.toLowerCase();
+      const fresh = await fromStorage(ctx.cache.consumeChallenge({ username: body.username, challenge, now: ctx.clock() }));
+      if (!fresh) {
+        ctx.failedLogins.inc({ reason: "challenge" });
+        throw new ChatError("CHALLENGE_INVALID", "challenge unknown, used or expired: request a new one");
+      }
+      const device = await fromStorage(devices.device(body.username, body.deviceId));
+      if (!device) {
+        ctx.failedLogins.inc({ reason: "unknown_device" });
+        throw new ChatError("LOGIN_FAILED", `device login failed: ${body.username} has no device ${body.deviceId}`);
+      }
+      if (device.revokedAt !== null) {
+        ctx.failedLogins.inc({ reason: "revoked_device" });
+        throw new ChatError("FORBIDDEN", `device ${body.deviceId} was revoked by its user: link it again`);
+      }
+      const chainId = await ctx.chain.chainId();
+      const text = deviceLoginText({ username: body.username, challenge, chainId, contract: ctx.chain.contractAddress, deviceId: body.deviceId });
+      if (!ed25519Verifies(device.publicKey, new TextEncoder().encode(text), new Uint8Array(Buffer.from(body.signature, "hex")))) {
+        ctx.failedLogins.inc({ reason: "device_signature" });
+        throw new ChatError("LOGIN_FAILED", "device login failed: the signature is not by this device's key");
+      }
+
+      // The newest credential that stands: the one sent, or the relay's when a device holding the identity
+      // key re-authorised this one (after a rotation) while it was away.
+      const sent = decodeBase64(body.credential);
+      const candidates = sameBytes(sent, device.credential) ? [sent] : [sent, device.credential];
+      let stood: { credential: Uint8Array; keyIndex: number } | null = null;
+      let refusal: unknown = null;
+      for (const credential of candidates) {
+        try {
+          const identity = await checkDeviceCredential(ctx, { username: body.username, devicePublicKey: device.publicKey, identityBytes: credential });
+          if (!stood || identity.keyIndex > stood.keyIndex) stood = { credential, keyIndex: identity.keyIndex };
+        } catch (error) {
+          if (!(error instanceof ChatError) || error.code === "CHAIN_UNAVAILABLE" || error.code === "STORAGE_UNAVAILABLE") throw error;
+          refusal ??= error;
+        }
+      }
+      if (!stood) {
+        ctx.failedLogins.inc({ reason: "device_credential" });
+        const why = refusal instanceof ChatError ? refusal.message : "no credential stands";
+        throw new ChatError("KEY_UNVERIFIED", `device login failed: ${why}; a device holding the identity key must authorise this device again`);
+      }
+      if (stood.keyIndex > device.keyIndex) {
+        await fromStorage(devices.updateCredential({ username: body.username, deviceId: body.deviceId, keyIndex: stood.keyIndex, credential: stood.credential }));
+      }
+
+      let credentialHash: string;
+      const user = await fromStorage(ctx.cache.getUser(body.username));
+      if (user) credentialHash = user.credentialHash;
+      else credentialHash = await ctx.chain.credentialHash(body.username);
+      const now = ctx.clock();
+      await fromStorage(devices.touch(body.username, body.deviceId, now));
+      const { token, claims } = issueSessionToken({
+        secret: settings.sessionSecret,
+        username: body.username,
+        keyIndex: stood.keyIndex,
+        credentialHash,
+        now,
+        ttlMs: settings.sessionTtlMs,
+        deviceId: body.deviceId,
+      });
+      ctx.logger.info({ username: body.username, deviceId: body.deviceId, keyIndex: stood.keyIndex }, "device logged in");
+      res.json({ token, expiresAt: claims.exp, keyIndex: stood.keyIndex, deviceId: body.deviceId, credential: encodeBase64(stood.credential) });
+    });
+  }
 
   /** Ends the caller's session on every relay instance: its token is refused until it would have expired. */
   router.post("/v1/logout", async (req, res) => {

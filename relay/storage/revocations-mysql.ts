@@ -20,6 +20,13 @@ export function createMysqlRevocations(options: { pool: Pool; clock?: () => numb
         expires_at BIGINT NOT NULL,
         KEY session_revocations_expiry (expires_at)
       ) ENGINE=InnoDB`);
+      await pool.query(`CREATE TABLE IF NOT EXISTS session_device_revocations (
+        username VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+        device_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (username, device_id),
+        KEY session_device_revocations_expiry (expires_at)
+      ) ENGINE=InnoDB`);
     },
     async revoke(jti, expiresAt) {
       const now = clock();
@@ -28,10 +35,22 @@ export function createMysqlRevocations(options: { pool: Pool; clock?: () => numb
       if (now - lastPurge > PURGE_EVERY_MS) {
         lastPurge = now;
         await pool.query("DELETE FROM session_revocations WHERE expires_at <= ?", [now]);
+        await pool.query("DELETE FROM session_device_revocations WHERE expires_at <= ?", [now]);
       }
     },
     async isRevoked(jti) {
       const [rows] = await pool.query<any[]>("SELECT 1 FROM session_revocations WHERE token_id = ? AND expires_at > ?", [jti, clock()]);
+      return rows.length > 0;
+    },
+    async revokeDevice(username, deviceId, until) {
+      if (until <= clock()) return;
+      await pool.query(
+        "INSERT INTO session_device_revocations (username, device_id, expires_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE expires_at = GREATEST(expires_at, VALUES(expires_at))",
+        [username, deviceId, until],
+      );
+    },
+    async isDeviceRevoked(username, deviceId) {
+      const [rows] = await pool.query<any[]>("SELECT 1 FROM session_device_revocations WHERE username = ? AND device_id = ? AND expires_at > ?", [username, deviceId, clock()]);
       return rows.length > 0;
     },
     announce: async (event) => listeners.emit(event),

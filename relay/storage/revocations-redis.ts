@@ -4,9 +4,10 @@
  * instance. A subscriber needs its own connection (RESP2: a subscribed connection runs no other command).
  */
 import Redis from "ioredis";
-import { listenerSet, parseSessionEvent, type SessionRevocations } from "./revocations";
+import { deviceRevocationKey, listenerSet, parseSessionEvent, type SessionRevocations } from "./revocations";
 
 const PREFIX = "eth-chat:revoked:";
+const DEVICE_PREFIX = "eth-chat:revoked-device:";
 const CHANNEL = "eth-chat:session-events";
 
 export function createRedisRevocations(options: { url: string; clock?: () => number }): SessionRevocations {
@@ -35,6 +36,13 @@ export function createRedisRevocations(options: { url: string; clock?: () => num
     },
     async isRevoked(jti) {
       return (await redis.exists(PREFIX + jti)) === 1;
+    },
+    async revokeDevice(username, deviceId, until) {
+      const ttl = until - clock();
+      if (ttl > 0) await redis.set(DEVICE_PREFIX + deviceRevocationKey(username, deviceId), "1", "PX", ttl);
+    },
+    async isDeviceRevoked(username, deviceId) {
+      return (await redis.exists(DEVICE_PREFIX + deviceRevocationKey(username, deviceId))) === 1;
     },
     async announce(event) {
       await redis.publish(CHANNEL, JSON.stringify(event));
