@@ -247,7 +247,8 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
     try {
       const news = await chat.device.ds.sync();
       const ours = new Set(ourGroups());
-      if (news.welcomes.length > 0 || news.groups.some((g) => ours.has(g.groupId)) || undelivered.size > 0) await refresh(news.welcomes.length > 0);
+      if (news.welcomes.length > 0 || news.groups.some((g) => ours.has(g.groupId))) await refresh(news.welcomes.length > 0);
+      else if (undelivered.size > 0) await checkDelivered();
       if (ctx.outbox.list(me).some((e) => e.v === 2 && e.to === conversation)) await pump();
     } catch (error) {
       failed("could not ask the relay for news")(error);
