@@ -203,8 +203,10 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
       const id = result.entry.id;
       if (!states.has(id)) states.set(id, { state: "sending", body: result.entry.body });
       if (result.status) {
+        // Accepted is shown even when every member had read it by the time the relay was asked.
+        advance(id, "stored");
         if (result.status === "stored" && result.groupId && result.seq !== undefined) undelivered.set(id, { groupId: result.groupId, seq: result.seq });
-        advance(id, result.status);
+        else advance(id, result.status);
       } else if (result.error && FATAL_CODES.has(result.error.code)) {
         endWith(result.error);
       } else if (result.error && result.error.code !== "RELAY_UNREACHABLE" && !told.has(`${id} ${result.error.code}`)) {
