@@ -98,6 +98,11 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
     return new Watched(child, [child.stdout!, child.stderr!]);
   };
 
+  // A test that failed half-way leaves its talks running: they would read the next test's messages.
+  afterEach(() => {
+    for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+  });
+
   after(async () => {
     for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
     await relay?.stop();
