@@ -46,7 +46,7 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
   command("logout", "log out (forget the session and unlocked keys)", lazy(() => require("./commands/logout"), "logout"));
   command("send <user> [text]", "send one message to USER (with --group NAME: send TEXT to the group)", lazy(() => require("./commands/send"), "send"), [groupOption()]);
   command("inbox", "fetch, decrypt, check, save and print new messages", lazy(() => require("./commands/inbox"), "inbox"));
-  command("talk <user>", "a live conversation with USER", lazy(() => require("./commands/talk"), "talk"));
+  command("talk [user]", "a live conversation with USER (with --group NAME: with the group)", lazy(() => require("./commands/talk"), "talk"), [groupOption()]);
   const group = program.command("group").description("named groups on MLS: create, add, remove, leave, rename, list, show");
   const groups = () => require("./commands/group");
   command("create <name>", "create the group NAME (with --with USER,...: those users in it at once)", lazy(groups, "create"), [new Option("--with <users>", "users to add at once, comma-separated")], group);

@@ -15,7 +15,7 @@ import { inertLine } from "../output";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession } from "../session";
 import { fetchVerifiedKeys, type VerifiedKey } from "../trust";
-import { printGroupEvent, printMlsMessage } from "./inbox";
+import { printGroupEvent, printMlsMessage } from "../mls/print";
 
 export type GroupDeps = MlsChatDeps & MessengerDeps & OwnAccountDeps & Pick<Context, "options" | "sessions">;
 
@@ -54,8 +54,8 @@ async function openGroups(ctx: GroupDeps): Promise<GroupSession> {
   });
   const chat = await MlsChat.open(ctx, session);
   const events = await ctx.out.progress("catching up", chat.sync());
-  for (const message of chat.take()) printMlsMessage(ctx, chat, message);
-  for (const event of events) printGroupEvent(ctx, chat, event);
+  for (const message of chat.take()) printMlsMessage(ctx.out, chat, message);
+  for (const event of events) printGroupEvent(ctx.out, chat, event);
   return { chat, messenger, me: session.username };
 }
 

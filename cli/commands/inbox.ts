@@ -3,8 +3,8 @@ import { RelayConnection, type ConnectionDeps } from "../connection";
 import { describeError } from "../errors";
 import { Messenger, describeWaiting, formatMessage, waitingMessages, type MessengerDeps, type WaitingMessage } from "../messaging";
 import { inertLine } from "../output";
-import { MlsChat, type MlsChatDeps, type ChatMessage } from "../mls/chat";
-import type { GroupEvent } from "../mls/device";
+import { MlsChat, type MlsChatDeps } from "../mls/chat";
+import { printGroupEvent, printMlsMessage } from "../mls/print";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import type { Session } from "../session";
 import { requireSession } from "../session";
@@ -70,30 +70,9 @@ async function inboxMls(ctx: MlsChatDeps, chat: MlsChat): Promise<number> {
   }
   const events = await chat.sync();
   const messages = chat.take();
-  for (const m of messages) printMlsMessage(ctx, chat, m);
-  for (const event of events) printGroupEvent(ctx, chat, event);
+  for (const m of messages) printMlsMessage(ctx.out, chat, m);
+  for (const event of events) printGroupEvent(ctx.out, chat, event);
   return messages.length;
-}
-
-/** One MLS message: as a v1 one for a one-to-one chat, under "#name" for a group. */
-export function printMlsMessage(ctx: Pick<MlsChatDeps, "out">, chat: MlsChat, m: ChatMessage): void {
-  const inGroup = m.conversation.startsWith("#");
-  const sender = inGroup ? `${chat.label(m.groupId)} ${m.from}` : m.from;
-  ctx.out.data(
-    { type: "message", id: m.id, from: m.from, body: m.body, timestamp: m.sentAt, v: 2, groupId: m.groupId, ...(inGroup ? { group: m.groupName ?? null } : {}) },
-    formatMessage({ sender, body: m.body, timestamp: m.sentAt }),
-  );
-}
-
-/** A membership change, a name, a join or a refusal, as a line of its own. */
-export function printGroupEvent(ctx: Pick<MlsChatDeps, "out">, chat: MlsChat, event: GroupEvent): void {
-  const text = chat.describeEvent(event);
-  if (text === undefined) return;
-  if (event.kind === "refused") {
-    ctx.out.warn({ code: "GROUP_ENTRY_REFUSED", groupId: event.groupId, reason: event.code, message: text });
-    return;
-  }
-  ctx.out.data({ type: "group-event", ...event, label: chat.label(event.groupId) }, `-- ${text}`);
 }
 
 /** Messages you sent that the relay holds but the recipient has not received, or that the relay lost. */

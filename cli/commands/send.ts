@@ -4,7 +4,7 @@ import { parseUsername } from "../errors";
 import { Messenger, type MessengerDeps } from "../messaging";
 import { MlsChat, type MlsChatDeps } from "../mls/chat";
 import { inertLine } from "../output";
-import { printGroupEvent, printMlsMessage } from "./inbox";
+import { printGroupEvent, printMlsMessage } from "../mls/print";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession } from "../session";
 import { groupConversation } from "../stores";
@@ -57,7 +57,7 @@ export async function send(ctx: SendDeps, first: string, second?: string): Promi
     else ctx.out.info(`an earlier message to ${where} is still waiting: ${result.error?.message}`);
   }
   // What arrived while catching up is saved in the history, and shown here, since inbox will not show it again.
-  for (const message of chat.take()) printMlsMessage(ctx, chat, message);
-  for (const event of events) printGroupEvent(ctx, chat, event);
+  for (const message of chat.take()) printMlsMessage(ctx.out, chat, message);
+  for (const event of events) printGroupEvent(ctx.out, chat, event);
   if (failure) throw failure;
 }

@@ -699,17 +699,8 @@ export class MlsDevice {
 
   private async syncLocked(): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
     const messages: ReceivedMessage[] = [];
-    const events: GroupEvent[] = [];
     const pending = await this.ds.sync();
-    for (const welcome of pending.welcomes) {
-      try {
-        events.push(await this.join(welcome.groupId, decodeBase64(welcome.bytes)));
-      } catch (error) {
-        if (!isChatError(error)) throw error;
-        events.push({ kind: "refused", groupId: welcome.groupId, seq: 0, code: error.code, message: error.message });
-      }
-      await this.ds.ackWelcome(welcome.id);
-    }
+    const events = await this.joinLocked(pending.welcomes);
     const groups = new Set(pending.groups.map((g) => g.groupId));
     // The relay lists only groups with news, and drops a removed device with the commit that removes it:
     // a group this device still thinks it is in but cannot read any more is caught up to learn so.
@@ -732,6 +723,28 @@ export class MlsDevice {
     // Key changes happen on chain, not in the logs: the groups are checked against it once caught up.
     events.push(...(await this.followKeyChanges()));
     return { messages, events };
+  }
+
+  /**
+   * Joins the groups whose welcomes wait for this device and reads no group's log: a live conversation
+   * watching one group leaves the others' messages for the inbox.
+   */
+  joinWelcomes(): Promise<GroupEvent[]> {
+    return this.lock.run(async () => this.joinLocked((await this.ds.sync()).welcomes));
+  }
+
+  private async joinLocked(welcomes: { id: string; groupId: string; bytes: string }[]): Promise<GroupEvent[]> {
+    const events: GroupEvent[] = [];
+    for (const welcome of welcomes) {
+      try {
+        events.push(await this.join(welcome.groupId, decodeBase64(welcome.bytes)));
+      } catch (error) {
+        if (!isChatError(error)) throw error;
+        events.push({ kind: "refused", groupId: welcome.groupId, seq: 0, code: error.code, message: error.message });
+      }
+      await this.ds.ackWelcome(welcome.id);
+    }
+    return events;
   }
 
   private async join(groupId: string, welcome: Uint8Array): Promise<GroupEvent> {

@@ -384,12 +384,16 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
     expect(again.json).to.deep.equal([]);
   });
 
-  it("`chat talk`: history first, incoming lines appear live, typed lines are sent", async () => {
-    await given.bobReset(); // bob_new has alice's message in its history
+  it("`chat talk` on MLS: history first, incoming lines appear live, typed lines are sent and stored", async () => {
+    await given.registered();
+    await given.carolRegistered();
+    // alice starts a one-to-one chat with carol; carol's inbox puts it in her history
+    ok(await chat("alice", ["send", "carol", "Hello carol, this is alice."]), "alice writes to carol");
+    expect(ok(await chat("carol", ["inbox"]), "carol reads it").stdout).to.include("alice: Hello carol, this is alice.");
     const child = spawn(
       process.execPath,
-      [path.resolve(__dirname, "../../bin/chat.js"), "--home", homes.bob_new, "--relay", relay.url, "--rpc", anvil.url, "--contract", registryAddress, "talk", "alice"],
-      { env: { PATH: process.env.PATH ?? "", HOME: homes.bob_new }, stdio: ["pipe", "pipe", "pipe"] },
+      [path.resolve(__dirname, "../../bin/chat.js"), "--home", homes.carol, "--relay", relay.url, "--rpc", anvil.url, "--contract", registryAddress, "talk", "alice"],
+      { env: { PATH: process.env.PATH ?? "", HOME: homes.carol }, stdio: ["pipe", "pipe", "pipe"] },
     );
     cleanups.push(() => void child.kill("SIGKILL"));
     let stdout = "";
@@ -404,16 +408,22 @@ describe("chat CLI end to end (real processes, relay, anvil, MariaDB)", function
       }
     };
     await waitFor(() => stderr.includes("Talking with alice"), "talk to start");
-    expect(stdout).to.include("alice: Are you on a new device?"); // recent history first
-    ok(await chat("alice", ["send", "bob", "live hello"]), "send while bob talks");
+    expect(stdout).to.include("alice: Hello carol, this is alice."); // recent history first
+    const sent = ok(await chat("alice", ["--json", "send", "carol", "live hello"]), "send while carol talks");
+    expect(sent.json.find((o) => o.type === "sent")).to.include({ v: 2 });
+    // from the sender's process ending (accepted by the relay) to carol's screen, through the group notice
+    const accepted = Date.now();
     await waitFor(() => stdout.includes("alice: live hello"), "the live message");
+    console.log(`      shown in carol's talk ${Date.now() - accepted} ms after alice's chat send exited (0: before it exited)`);
     child.stdin.write("hi alice, live\n");
-    await waitFor(() => stdout.includes("bob: hi alice, live"), "the sent line");
+    await waitFor(() => stdout.includes("carol: hi alice, live"), "the sent line");
+    await waitFor(() => stdout.includes(`✓ stored on the relay for alice: "hi alice, live"`) || stdout.includes(`delivered to alice's device: "hi alice, live"`), "the stored state");
     child.stdin.end("/quit\n");
     await new Promise((resolve) => child.once("close", resolve));
     expect(child.exitCode).to.equal(0);
+    expect(stdout.split("alice: live hello").length - 1, "shown once").to.equal(1);
     const inbox = ok(await chat("alice", ["--json", "inbox"]), "alice inbox");
-    expect(inbox.json.filter((o) => o.type === "message").map((m) => [m.from, m.body])).to.deep.equal([["bob", "hi alice, live"]]);
+    expect(inbox.json.filter((o) => o.type === "message").map((m) => [m.from, m.body, m.v])).to.deep.equal([["carol", "hi alice, live", 2]]);
   });
 
   it("session expired, message too long, relay or chain unreachable: one line each, naming what was tried", async () => {
