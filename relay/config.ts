@@ -314,6 +314,8 @@ export interface MessagingBounds {
   backlogTimeoutMs: number;
   /** WS_REJECTED_FRAME_BURST: rejected frames answered before the connection is closed with 1008 */
   rejectedFrameBurst: number;
+  /** WS_PING_INTERVAL_SECONDS: a connection that did not answer the previous ping by the next one is dropped */
+  pingIntervalMs: number;
   /** UNKNOWN_USER_CACHE_SECONDS: how long a name the chain does not know is answered UNKNOWN_USER without asking again */
   unknownUserTtlMs: number;
   /** USER_DIRECTORY_MAX_ENTRIES: names remembered as registered, and as unknown (each) */
@@ -331,6 +333,7 @@ function parseMessagingBounds(env: Env): MessagingBounds {
     maxHeldMessages: integer(env, "WS_MAX_HELD_MESSAGES", 1_000, 1, 1_000_000),
     backlogTimeoutMs: integer(env, "WS_BACKLOG_TIMEOUT_SECONDS", 60, 1, 3600) * 1000,
     rejectedFrameBurst: integer(env, "WS_REJECTED_FRAME_BURST", 20, 1, 10_000),
+    pingIntervalMs: integer(env, "WS_PING_INTERVAL_SECONDS", 30, 1, 3600) * 1000,
     unknownUserTtlMs: integer(env, "UNKNOWN_USER_CACHE_SECONDS", 30, 1, 3600) * 1000,
     userDirectoryMaxEntries: integer(env, "USER_DIRECTORY_MAX_ENTRIES", 10_000, 16, 10_000_000),
     keysMissesPerAddress: integer(env, "KEYS_MISSES_PER_ADDRESS", 60, 1, 1_000_000),

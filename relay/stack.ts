@@ -251,6 +251,7 @@ function messagingLimitsOf(config: RelayConfig): Partial<MessagingLimits> {
     maxBufferedBytes: m.maxBufferedBytes,
     maxHeldMessages: m.maxHeldMessages,
     backlogTimeoutMs: m.backlogTimeoutMs,
+    pingIntervalMs: m.pingIntervalMs,
     rejectedFrameBurst: m.rejectedFrameBurst,
   };
 }
