@@ -9,11 +9,10 @@ import { MAX_GROUP_NAME_BYTES } from "../../protocol/mls";
 import type { Context } from "../context";
 import { parseUsername } from "../errors";
 import { Messenger, type MessengerDeps } from "../messaging";
-import { MlsChat, type MlsChatDeps } from "../mls/chat";
+import { MlsChat, openChatCommand, type MlsChatDeps } from "../mls/chat";
 import type { MemberInfo } from "../mls/device";
 import { inertLine } from "../output";
-import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
-import { requireSession } from "../session";
+import type { OwnAccountDeps } from "../own-account";
 import { fetchVerifiedKeys, type VerifiedKey } from "../trust";
 import { printGroupEvent, printMlsMessage } from "../mls/print";
 
@@ -45,14 +44,7 @@ interface GroupSession {
 
 /** Checks the session and this user's own key, opens the device and syncs it, printing what arrived. */
 async function openGroups(ctx: GroupDeps): Promise<GroupSession> {
-  const session = requireSession(ctx.sessions, ctx.relay.origin);
-  await checkOwnAccount(ctx, session.username);
-  const messenger = new Messenger(ctx, session);
-  await messenger.checkSelf().catch((error: unknown) => {
-    // Without the chain our own key cannot be re-checked; the relay checked it at login.
-    if (!(error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE")) throw error;
-  });
-  const chat = await MlsChat.open(ctx, session);
+  const { session, messenger, chat } = await openChatCommand(ctx);
   const events = await ctx.out.progress("catching up", chat.sync());
   for (const message of chat.take()) printMlsMessage(ctx.out, chat, message);
   for (const event of events) printGroupEvent(ctx.out, chat, event);

@@ -1,12 +1,11 @@
 import { ChatError } from "../../protocol/errors";
 import type { Context } from "../context";
 import { parseUsername } from "../errors";
-import { Messenger, type MessengerDeps } from "../messaging";
-import { MlsChat, type MlsChatDeps } from "../mls/chat";
+import type { MessengerDeps } from "../messaging";
+import { openChatCommand, type MlsChatDeps } from "../mls/chat";
 import { inertLine } from "../output";
 import { printGroupEvent, printMlsMessage } from "../mls/print";
-import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
-import { requireSession } from "../session";
+import type { OwnAccountDeps } from "../own-account";
 import { groupConversation } from "../stores";
 
 export type SendDeps = MlsChatDeps & MessengerDeps & OwnAccountDeps & Pick<Context, "options" | "sessions">;
@@ -17,14 +16,7 @@ export type SendDeps = MlsChatDeps & MessengerDeps & OwnAccountDeps & Pick<Conte
  * in the outbox until the relay accepts it; earlier messages still there go first, under their first ids.
  */
 export async function send(ctx: SendDeps, first: string, second?: string): Promise<void> {
-  const session = requireSession(ctx.sessions, ctx.relay.origin);
-  await checkOwnAccount(ctx, session.username);
-  const messenger = new Messenger(ctx, session);
-  await messenger.checkSelf().catch((error: unknown) => {
-    // Without the chain our own key cannot be re-checked; the relay checked it at login.
-    if (!(error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE")) throw error;
-  });
-  const chat = await MlsChat.open(ctx, session);
+  const { messenger, chat } = await openChatCommand(ctx);
   let to: string;
   let text: string;
   if (ctx.options.group !== undefined) {

@@ -10,7 +10,9 @@ import { MAX_BODY_BYTES, newPayloadId } from "../../protocol/mls";
 import { assertUsername } from "../../protocol/username";
 import type { Context } from "../context";
 import { inertLine } from "../output";
-import type { Session } from "../session";
+import { Messenger, type MessengerDeps } from "../messaging";
+import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
+import { requireSession, type Session } from "../session";
 import { groupConversation, type HistoryEntry, type OutboxEntry } from "../stores";
 import { MAX_STATUS_IDS } from "../../protocol/wire";
 import type { WaitingMessage } from "../messaging";
@@ -280,4 +282,21 @@ export async function publishDevice(ctx: MlsChatDeps, session: Session): Promise
     if (!isChatError(error)) throw error;
     ctx.out.warn({ code: error.code, message: `could not publish this device's key packages (others cannot start a chat with it yet): ${error.message}` });
   }
+}
+
+export type ChatCommandDeps = MlsChatDeps & MessengerDeps & OwnAccountDeps & Pick<Context, "sessions">;
+
+/**
+ * What a messaging command starts with: the session, this user's own account and key re-checked on chain
+ * (a pending reset is shown loudly; a key replaced elsewhere stops the command), and the MLS chat.
+ */
+export async function openChatCommand(ctx: ChatCommandDeps): Promise<{ session: Session; messenger: Messenger; chat: MlsChat }> {
+  const session = requireSession(ctx.sessions, ctx.relay.origin);
+  await checkOwnAccount(ctx, session.username);
+  const messenger = new Messenger(ctx, session);
+  await messenger.checkSelf().catch((error: unknown) => {
+    // Without the chain our own key cannot be re-checked; the relay checked it at login.
+    if (!(error instanceof ChatError && error.code === "CHAIN_UNAVAILABLE")) throw error;
+  });
+  return { session, messenger, chat: await MlsChat.open(ctx, session) };
 }
