@@ -34,14 +34,20 @@ const REQUEST_TIMEOUT_MS = 60_000;
 
 /** One device's keep-alive HTTPS JSON client for the /v2 routes, with at most `sockets` connections. */
 export class V2Client {
+  /** TLS connections this client opened (a kept-alive one is reused): every TLS handshake costs the relay CPU */
+  static connectionsOpened = 0;
   private readonly agent: https.Agent;
+  readonly sockets: number;
   constructor(
     private readonly port: number,
     private readonly ca: string,
     private readonly token: string,
     sockets: number,
   ) {
-    this.agent = new https.Agent({ keepAlive: true, maxSockets: sockets, ca });
+    // FIFO: requests take turns on the open sockets, so none idles past the relay's keep-alive timeout
+    // while the device is busy (LIFO would leave the spare ones idle, closed, and reopened at every burst).
+    this.agent = new https.Agent({ keepAlive: true, maxSockets: sockets, ca, scheduling: "fifo" });
+    this.sockets = sockets;
   }
 
   /**
@@ -77,6 +83,7 @@ export class V2Client {
           },
         },
         (res) => {
+          if (!req.reusedSocket) V2Client.connectionsOpened++;
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
           res.on("end", () => {

@@ -3,7 +3,7 @@
  * curve, against the bare `ws` forwarder (bench/forwarder.ts) in the same run.
  *
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
- *                             [--confirm 1] [--pairs 50] [--sockets 4] [--closed-seconds 4]
+ *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
@@ -75,7 +75,7 @@ const opts = options({
   "drain-seconds": 3,
   confirm: 1,
   pairs: 50,
-  sockets: 4,
+  sockets: 2,
   "closed-seconds": 4,
   "closed-window": 1,
   profile: 1,
@@ -88,7 +88,7 @@ if (opts["step-seconds"] <= 0) throw new Error("--step-seconds must be positive"
 const P99_GOAL_MS = 50;
 /** Deliveries scheduled longer ago than this and not yet made count as backlog. */
 const OVERDUE_MS = 50;
-const FANOUT_SENDER_SOCKETS = 32;
+const FANOUT_SENDER_SOCKETS = 8;
 const WS_PATH = "/v1/ws";
 
 type TargetKind = "relay" | "forwarder";
@@ -105,6 +105,8 @@ interface Driver {
   pid: number;
   onDelivery: (id: string, now: number) => void;
   send(slot: number, id: string): void;
+  /** opens the connections a step will use before it starts (the relay closes idle ones after 5 s) */
+  prepare(): Promise<void>;
   errors: { count: number; last?: string };
 }
 
@@ -145,6 +147,11 @@ class RelayMember {
     if (frame.type !== "group" || frame.groupId !== this.groupId || typeof frame.seq !== "number") return;
     if (frame.seq > this.wanted) this.wanted = frame.seq;
     if (!this.reading) void this.read();
+  }
+
+  /** One cheap read on each of its HTTPS connections at once: they are open when the step starts. */
+  async touch(): Promise<void> {
+    await Promise.all(Array.from({ length: this.client.sockets }, () => this.client.request("GET", `/v2/groups/${this.groupId}/log?after=${this.cursor}&limit=1`)));
   }
 
   private async read(): Promise<void> {
@@ -196,6 +203,7 @@ interface StepResult {
   db_cpu_us_per_msg: number | null;
   db_server_cpu_us_per_msg: number | null;
   db_threads: number;
+  relay_tls_connections_opened: number;
   client_cpu_us_per_msg: number;
   machine_busy_share: number;
   passed: boolean;
@@ -231,7 +239,9 @@ async function openLoopStep(driver: Driver, deliveriesPerSecond: number, seconds
     latencies[delivered++] = now - scheduledAt[idx];
   };
 
+  await driver.prepare();
   const dbThreadsBefore = threadsCpuMs(db.pid, await db.threads());
+  const connectionsBefore = V2Client.connectionsOpened;
   const serverBefore = cpuMsOrNaN(driver.pid);
   const dbBefore = cpuMsOrNaN(db.pid);
   const clientBefore = process.cpuUsage();
@@ -314,6 +324,7 @@ async function openLoopStep(driver: Driver, deliveriesPerSecond: number, seconds
     db_cpu_us_per_msg: dbThreadsBefore.size > 0 ? round((dbThreadsMs * 1000) / count, 0) : null,
     db_server_cpu_us_per_msg: Number.isFinite(dbMs) ? round((dbMs * 1000) / count, 0) : null,
     db_threads: dbThreadsBefore.size,
+    relay_tls_connections_opened: V2Client.connectionsOpened - connectionsBefore,
     client_cpu_us_per_msg: round((clientUsage.user + clientUsage.system) / count, 0),
     machine_busy_share: round((machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total), 2),
     passed: p99 < P99_GOAL_MS && !backlogGrew && undelivered === 0 && driver.errors.count === 0,
@@ -427,7 +438,7 @@ async function main() {
     log(`  application message: ${pairGroups[0].message.length} bytes (two members), ${fan100Group.message.length} bytes (100 members)`);
 
     const profileDir = path.join(dir, "profile");
-    const relaySockets = 2 * opts.pairs * (opts.sockets + 1) + 2 * (FANOUT_SENDER_SOCKETS + 1) + 3 * (9 + 99);
+    const relaySockets = (2 * opts.pairs + 9 + 99) * (opts.sockets + 1) + 2 * FANOUT_SENDER_SOCKETS + 10;
     const relayChild = await startTsChild({
       script: "bench/relay-server.ts",
       nodeArgs: opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
@@ -473,9 +484,12 @@ async function main() {
 
     // ---- relay drivers ----
     log("registering the groups on the relay and connecting its devices ...");
-    const newDriver = (target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"]): Driver => ({
-      target, scenario, recipientsPerMessage, slots, pid, send, onDelivery: noDelivery, errors: { count: 0 },
-    });
+    const newDriver = (
+      target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
+    ): Driver => ({ target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 } });
+    const touchAll = async (members: RelayMember[]) => {
+      for (let i = 0; i < members.length; i += 25) await Promise.all(members.slice(i, i + 25).map((m) => m.touch()));
+    };
     const failSend = (driver: () => Driver) => (error: unknown) => {
       const errors = driver().errors;
       errors.count++;
@@ -495,16 +509,23 @@ async function main() {
       pairMembers[slot].client
         .request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes: pairBytes[slot >> 1] })
         .catch(failSend(() => relayDuo));
-    });
+    }, () => touchAll(pairMembers));
 
     const relayFanout = async (names: string[], group: RealGroup, scenario: string) => {
       const sender = client(names[0], FANOUT_SENDER_SOCKETS);
       await registerGroupOnRelay(sender, names, group);
       const bytes = encodeBase64(group.message);
-      const driver: Driver = newDriver("relay", scenario, names.length - 1, 1, relayPid, (_slot, id) => {
-        sender.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).catch(failSend(() => driver));
-      });
-      const members = names.slice(1).map((name) => new RelayMember(name, client(name, 2), group.groupId, () => driver));
+      const members = names.slice(1).map((name) => new RelayMember(name, client(name, opts.sockets), group.groupId, () => driver));
+      const driver: Driver = newDriver(
+        "relay", scenario, names.length - 1, 1, relayPid,
+        (_slot, id) => {
+          sender.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).catch(failSend(() => driver));
+        },
+        async () => {
+          await Promise.all(Array.from({ length: sender.sockets }, () => sender.request("GET", `/v2/groups/${group.groupId}/members`)));
+          await touchAll(members);
+        },
+      );
       return { driver, members };
     };
     const relayFan10 = await relayFanout(fan10Names, fan10Group, "fanout_10");
@@ -562,13 +583,15 @@ async function main() {
       }
     }
 
-    const dbIdle = async (ms: number) => {
-      const before = cpuMsOrNaN(dbPid);
+    // CPU while no message flows: the relay's timers (pings, chain polling) and the other jobs on the database server.
+    const idle = async (ms: number) => {
+      const db = cpuMsOrNaN(dbPid);
+      const relay = cpuMsOrNaN(relayPid);
       await sleep(ms);
-      return round(((cpuMsOrNaN(dbPid) - before) * 1000) / ms, 1);
+      return { database_server: round(((cpuMsOrNaN(dbPid) - db) * 1000) / ms, 1), relay: round(((cpuMsOrNaN(relayPid) - relay) * 1000) / ms, 1) };
     };
-    const dbIdleBefore = await dbIdle(2_000);
-    log(`database server CPU while this benchmark is idle: ${dbIdleBefore} ms/s (other jobs on the machine)`);
+    const idleBefore = await idle(2_000);
+    log(`CPU ms/s while this benchmark sends nothing: ${JSON.stringify(idleBefore)}`);
 
     // ---- the ladders ----
     const stepCost = opts["step-seconds"] + 1;
@@ -605,7 +628,7 @@ async function main() {
         if (!alive.relay && !alive.forwarder) break;
       }
     }
-    const dbIdleAfter = await dbIdle(2_000);
+    const idleAfter = await idle(2_000);
 
     log("closed loop, one-to-one ...");
     const closedRelay = await closedLoop(relayDuo, opts["closed-window"], opts["closed-seconds"], opts["drain-seconds"]);
@@ -674,7 +697,7 @@ async function main() {
         bytes: "real MLS: one application message per group sealed ahead, resent under fresh ids (the relay stores and serves it without parsing it)",
         mls_message_bytes: { two_members: pairGroups[0].message.length, ten_members: fan10Group.message.length, hundred_members: fan100Group.message.length },
         pairs: opts.pairs,
-        https_sockets_per_device: opts.sockets,
+        https_sockets_per_device: `${opts.sockets} (FIFO, opened before each step; the relay closes idle ones after its 5 s keep-alive timeout)`,
         fanout_sender_sockets: FANOUT_SENDER_SOCKETS,
         relay_websockets: allMembers.length,
         relay_max_client_connections: relaySockets,
@@ -684,9 +707,9 @@ async function main() {
         cut_by_time_box: cutByTimeBox,
       },
       mysql_durability: durability,
-      database_server_idle_cpu_ms_per_s: {
-        before_ladders: dbIdleBefore,
-        after_ladders: dbIdleAfter,
+      idle_cpu_ms_per_s: {
+        before_ladders: idleBefore,
+        after_ladders: idleAfter,
         note: "db_cpu_us_per_msg: the server threads of the relay's connections only; db_server_cpu_us_per_msg: the whole server, other jobs' load included",
       },
       knees: summary,
