@@ -1,0 +1,732 @@
+/**
+ * bench:capacity — the relay's capacity on the v2 (MLS Delivery Service) path as the knee of its latency
+ * curve, against the bare `ws` forwarder (bench/forwarder.ts) in the same run.
+ *
+ *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
+ *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
+ *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
+ *
+ * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
+ * at fixed times for `step-seconds`, whatever happens to earlier ones, and latency is measured from the
+ * SCHEDULED send time to the delivery (so a stalled sender or server is charged for every message it
+ * held up: no coordinated omission). A step passes when its p99 is under 50 ms and no backlog grew
+ * (deliveries more than 50 ms overdue at the step's end exceed those at mid-step by more than
+ * max(recipients per message, 0.5 % of the step's deliveries)) and everything arrived within
+ * `drain-seconds` after it. With `confirm` 1 a failed step is run once more (the machine may be shared:
+ * one stall of another job fails a p99), and the rate passes if that attempt does. The knee is the
+ * highest offered rate that passed; a series stops at its first failed rate. Relay and forwarder steps
+ * alternate at each rate (same machine load).
+ *
+ * Scenarios (all loopback, TLS):
+ * - one_to_one: `pairs` two-member MLS groups, each device sends to its peer. Relay: the sender POSTs
+ *   the message to /v2/groups/:id/messages; the recipient hears {type:"group"} on its WebSocket, reads
+ *   GET /v2/groups/:id/log after its cursor and moves its cursor (POST /cursor): delivered = read.
+ *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
+ * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
+ *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
+ * The bytes are real MLS: one application message per group sealed ahead (sealing is client CPU, not
+ * relay capacity) and resent under fresh ids; the relay stores and serves them without parsing them.
+ * Bounded: fixed connections (one WebSocket per recipient device, at most `sockets` HTTPS keep-alive
+ * connections per device, 32 for a fan-out sender), each step time-boxed, the ladder cut at
+ * `budget-seconds` of run time.
+ *
+ * Per step: achieved rates, p50/p99/max latency from schedule, backlog, CPU per message of the relay
+ * (or forwarder) process, of the database server's threads serving the relay's connections (and of the
+ * whole server, which other jobs on the machine may share), of this client process, and the machine's
+ * busy share.
+ * Also a CLOSED-loop figure (each device keeps `closed-window` messages unread) for comparison with
+ * bench:mls-relay, the MySQL durability settings read from the server, and (`--profile 1`, the default)
+ * where the relay's CPU time went (node --cpu-prof over the whole run). Last line: one JSON object.
+ */
+import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import mysql from "mysql2/promise";
+import type WebSocket from "ws";
+import { encodeBase64 } from "../protocol/wire-v2";
+import { loadOrCreateCertificate } from "../relay/tls";
+import { startAnvil } from "../test/helpers/anvil";
+import { createTestDatabase } from "../test/helpers/mysql";
+import { deployRegistry } from "../test/helpers/registry";
+import { relayEnv } from "../test/helpers/relay-process";
+import { benchSessionToken, registerBenchUsers, waitForRelaySync } from "./accounts";
+import {
+  buildRealGroup,
+  connectWebSocket,
+  cpuMsOrNaN,
+  databaseConnectionThreads,
+  databaseServerPid,
+  machineCpuMs,
+  registerGroupOnRelay,
+  threadsCpuMs,
+  V2Client,
+  type Frame,
+  type RealGroup,
+} from "./capacity-setup";
+import { log, machine, options, percentile, procMemory, result, round, sleep, startTsChild } from "./lib";
+import { summarizeCpuProfile } from "./profile-summary";
+
+const opts = options({
+  start: 50,
+  max: 16_000,
+  "step-seconds": 5,
+  "drain-seconds": 3,
+  confirm: 1,
+  pairs: 50,
+  sockets: 2,
+  "closed-seconds": 4,
+  "closed-window": 1,
+  profile: 1,
+  "budget-seconds": 270,
+});
+if (opts.start < 1 || opts.max < opts.start) throw new Error("--start must be at least 1 and --max at least --start");
+if (opts.pairs < 1 || opts.sockets < 1 || opts["closed-window"] < 1) throw new Error("--pairs, --sockets and --closed-window must be at least 1");
+if (opts["step-seconds"] <= 0) throw new Error("--step-seconds must be positive");
+
+const P99_GOAL_MS = 50;
+/** Deliveries scheduled longer ago than this and not yet made count as backlog. */
+const OVERDUE_MS = 50;
+const FANOUT_SENDER_SOCKETS = 8;
+const WS_PATH = "/v1/ws";
+
+type TargetKind = "relay" | "forwarder";
+
+/** One scenario on one target: sends messages and reports each delivery by message id. */
+interface Driver {
+  target: TargetKind;
+  scenario: string;
+  /** deliveries one message makes */
+  recipientsPerMessage: number;
+  /** sending devices; a message goes out from slot idx % slots */
+  slots: number;
+  /** the server process whose CPU is measured */
+  pid: number;
+  onDelivery: (id: string, now: number) => void;
+  send(slot: number, id: string): void;
+  /** opens the connections a step will use before it starts (the relay closes idle ones after 5 s) */
+  prepare(): Promise<void>;
+  errors: { count: number; last?: string };
+}
+
+const noDelivery = () => undefined;
+
+/**
+ * A relay member device: its WebSocket hears that its group's log grew, then it reads the log after its
+ * cursor (one read at a time; notices that arrive meanwhile are merged into the next read), hands every
+ * entry not its own to the driver, and moves its cursor past what it read.
+ */
+class RelayMember {
+  private cursor = 0;
+  private wanted = 0;
+  private reading = false;
+  ws: WebSocket | null = null;
+
+  constructor(
+    readonly name: string,
+    readonly client: V2Client,
+    private readonly groupId: string,
+    private readonly driver: () => Driver,
+  ) {}
+
+  async open(port: number, ca: string, token: string): Promise<void> {
+    this.ws = await connectWebSocket(`wss://127.0.0.1:${port}${WS_PATH}`, ca, { authorization: `Bearer ${token}` }, (frame) => this.onFrame(frame));
+    // Start after what the group holds already (its creation and add commit).
+    const page = await this.client.request("GET", `/v2/groups/${this.groupId}/log?after=0&limit=1`);
+    this.cursor = Math.max(this.cursor, page.lastSeq);
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.type === "error") {
+      const errors = this.driver().errors;
+      errors.count++;
+      errors.last = `${frame.code}: ${frame.message}`;
+      return;
+    }
+    if (frame.type !== "group" || frame.groupId !== this.groupId || typeof frame.seq !== "number") return;
+    if (frame.seq > this.wanted) this.wanted = frame.seq;
+    if (!this.reading) void this.read();
+  }
+
+  /** One cheap read on each of its HTTPS connections at once: they are open when the step starts. */
+  async touch(): Promise<void> {
+    await Promise.all(Array.from({ length: this.client.sockets }, () => this.client.request("GET", `/v2/groups/${this.groupId}/log?after=${this.cursor}&limit=1`)));
+  }
+
+  private async read(): Promise<void> {
+    this.reading = true;
+    try {
+      while (this.wanted > this.cursor) {
+        const page = await this.client.request("GET", `/v2/groups/${this.groupId}/log?after=${this.cursor}&limit=1000`);
+        if (page.entries.length === 0) break;
+        const now = performance.now();
+        const driver = this.driver();
+        for (const entry of page.entries) if (entry.sender.username !== this.name) driver.onDelivery(entry.id, now);
+        this.cursor = page.entries[page.entries.length - 1].seq;
+        await this.client.request("POST", `/v2/groups/${this.groupId}/cursor`, { seq: this.cursor });
+      }
+    } catch (error) {
+      const errors = this.driver().errors;
+      errors.count++;
+      errors.last = error instanceof Error ? error.message : String(error);
+    } finally {
+      this.reading = false;
+    }
+  }
+}
+
+/** The database server's CPU: the whole process, and the threads of this benchmark's database's connections. */
+interface DbProbe {
+  pid: number;
+  threads(): Promise<number[]>;
+}
+
+interface StepResult {
+  attempt: number;
+  offered_deliveries_per_s: number;
+  offered_msgs_per_s: number;
+  messages: number;
+  achieved_send_msgs_per_s: number;
+  achieved_deliveries_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+  overdue_at_mid: number;
+  overdue_at_end: number;
+  backlog_grew: boolean;
+  undelivered_after_drain: number;
+  errors: number;
+  server_cpu_us_per_msg: number;
+  server_cpu_us_per_delivery: number;
+  server_cpu_share: number;
+  db_cpu_us_per_msg: number | null;
+  db_server_cpu_us_per_msg: number | null;
+  db_threads: number;
+  relay_tls_connections_opened: number;
+  client_cpu_us_per_msg: number;
+  machine_busy_share: number;
+  passed: boolean;
+  last_error?: string;
+}
+
+let stepCounter = 0;
+
+/** Sum of deliveries of messages scheduled before `before` that have not been made. */
+function overdue(scheduledAt: Float64Array, left: Int32Array, before: number): number {
+  let n = 0;
+  for (let i = 0; i < scheduledAt.length && scheduledAt[i] <= before; i++) n += left[i];
+  return n;
+}
+
+/** One open-loop step: `deliveriesPerSecond` offered for `seconds`, then up to `drainSeconds` to finish. */
+async function openLoopStep(driver: Driver, deliveriesPerSecond: number, seconds: number, drainSeconds: number, db: DbProbe, attempt = 1): Promise<StepResult> {
+  const recipients = driver.recipientsPerMessage;
+  const msgRate = deliveriesPerSecond / recipients;
+  const count = Math.max(1, Math.round(msgRate * seconds));
+  const tag = `s${++stepCounter}_`;
+  const scheduledAt = new Float64Array(count);
+  const left = new Int32Array(count).fill(recipients);
+  const latencies = new Float64Array(count * recipients);
+  let delivered = 0;
+  driver.errors.count = 0;
+  driver.errors.last = undefined;
+  driver.onDelivery = (id, now) => {
+    if (!id.startsWith(tag)) return;
+    const idx = Number(id.slice(tag.length));
+    if (!(idx >= 0 && idx < count) || left[idx] === 0) return;
+    left[idx]--;
+    latencies[delivered++] = now - scheduledAt[idx];
+  };
+
+  await driver.prepare();
+  const dbThreadsBefore = threadsCpuMs(db.pid, await db.threads());
+  const connectionsBefore = V2Client.connectionsOpened;
+  const serverBefore = cpuMsOrNaN(driver.pid);
+  const dbBefore = cpuMsOrNaN(db.pid);
+  const clientBefore = process.cpuUsage();
+  const machineBefore = machineCpuMs();
+  const t0 = performance.now() + 2;
+  for (let i = 0; i < count; i++) scheduledAt[i] = t0 + (i * 1000) / msgRate;
+  const tEnd = t0 + seconds * 1000;
+
+  let sent = 0;
+  let sentByEnd = 0;
+  let deliveredByEnd = 0;
+  let overdueAtMid = 0;
+  let overdueAtEnd = 0;
+  await new Promise<void>((resolve) => {
+    let midTaken = false;
+    const tick = () => {
+      const now = performance.now();
+      while (sent < count && scheduledAt[sent] <= now) {
+        driver.send(sent % driver.slots, `${tag}${sent}`);
+        sent++;
+      }
+      if (!midTaken && now >= t0 + seconds * 500) {
+        midTaken = true;
+        overdueAtMid = overdue(scheduledAt, left, now - OVERDUE_MS);
+      }
+      if (now >= tEnd) {
+        sentByEnd = sent;
+        deliveredByEnd = delivered;
+        overdueAtEnd = overdue(scheduledAt, left, now - OVERDUE_MS);
+        return resolve();
+      }
+      setTimeout(tick, 1);
+    };
+    setTimeout(tick, Math.max(0, t0 - performance.now()));
+  });
+  // Whatever the schedule still holds goes out now (the client fell behind), then the drain.
+  while (sent < count) driver.send(sent % driver.slots, `${tag}${sent++}`);
+  const total = count * recipients;
+  const drainUntil = performance.now() + drainSeconds * 1000;
+  while (delivered < total && performance.now() < drainUntil) await sleep(5);
+  const finished = performance.now();
+  const undelivered = total - delivered;
+  // What never arrived counts with at least the time it waited: a lower bound that still fails the goal.
+  let filled = delivered;
+  for (let i = 0; i < count; i++) for (let k = 0; k < left[i]; k++) latencies[filled++] = finished - scheduledAt[i];
+  driver.onDelivery = noDelivery;
+
+  const serverMs = cpuMsOrNaN(driver.pid) - serverBefore;
+  const dbMs = cpuMsOrNaN(db.pid) - dbBefore;
+  // Threads that served a connection all along; one opened during the step has no "before" and is left out.
+  let dbThreadsMs = 0;
+  for (const [tid, ms] of threadsCpuMs(db.pid, [...dbThreadsBefore.keys()])) dbThreadsMs += ms - dbThreadsBefore.get(tid)!;
+  const clientUsage = process.cpuUsage(clientBefore);
+  const machineAfter = machineCpuMs();
+  const sorted = latencies.sort();
+  const p99 = percentile(sorted, 99);
+  const tolerance = Math.max(recipients, 0.005 * total);
+  const backlogGrew = overdueAtEnd > overdueAtMid + tolerance;
+  const wallMs = finished - t0;
+  // Set by the send and read callbacks since the reset above (a narrowing TypeScript cannot see).
+  const lastError = driver.errors.last as string | undefined;
+  const out: StepResult = {
+    attempt,
+    offered_deliveries_per_s: deliveriesPerSecond,
+    offered_msgs_per_s: round(msgRate, 2),
+    messages: count,
+    achieved_send_msgs_per_s: round(sentByEnd / seconds, 1),
+    achieved_deliveries_per_s: round(deliveredByEnd / seconds, 0),
+    p50_ms: round(percentile(sorted, 50), 1),
+    p99_ms: round(p99, 1),
+    max_ms: round(sorted[sorted.length - 1], 1),
+    overdue_at_mid: overdueAtMid,
+    overdue_at_end: overdueAtEnd,
+    backlog_grew: backlogGrew,
+    undelivered_after_drain: undelivered,
+    errors: driver.errors.count,
+    server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
+    server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
+    server_cpu_share: round(serverMs / wallMs, 2),
+    db_cpu_us_per_msg: dbThreadsBefore.size > 0 ? round((dbThreadsMs * 1000) / count, 0) : null,
+    db_server_cpu_us_per_msg: Number.isFinite(dbMs) ? round((dbMs * 1000) / count, 0) : null,
+    db_threads: dbThreadsBefore.size,
+    relay_tls_connections_opened: V2Client.connectionsOpened - connectionsBefore,
+    client_cpu_us_per_msg: round((clientUsage.user + clientUsage.system) / count, 0),
+    machine_busy_share: round((machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total), 2),
+    passed: p99 < P99_GOAL_MS && !backlogGrew && undelivered === 0 && driver.errors.count === 0,
+    ...(lastError ? { last_error: lastError.slice(0, 200) } : {}),
+  };
+  return out;
+}
+
+/** Closed loop on a one-to-one driver: each device keeps `window` messages unread, sending for `seconds`. */
+async function closedLoop(driver: Driver, window: number, seconds: number, drainSeconds: number) {
+  const capacity = 2_000_000;
+  const tag = `c${++stepCounter}_`;
+  const sentAt = new Float64Array(capacity);
+  const slotOf = new Int32Array(capacity);
+  const latencies: number[] = [];
+  let next = 0;
+  let sending = true;
+  let lastDelivery = 0;
+  const t0 = performance.now();
+  const sendFrom = (slot: number) => {
+    if (!sending || next >= capacity) return;
+    const idx = next++;
+    sentAt[idx] = performance.now();
+    slotOf[idx] = slot;
+    driver.send(slot, `${tag}${idx}`);
+  };
+  driver.errors.count = 0;
+  driver.onDelivery = (id, now) => {
+    if (!id.startsWith(tag)) return;
+    const idx = Number(id.slice(tag.length));
+    latencies.push(now - sentAt[idx]);
+    lastDelivery = now;
+    sendFrom(slotOf[idx]);
+  };
+  for (let slot = 0; slot < driver.slots; slot++) for (let w = 0; w < window; w++) sendFrom(slot);
+  await sleep(seconds * 1000);
+  sending = false;
+  const drainUntil = performance.now() + drainSeconds * 1000;
+  while (latencies.length < next && performance.now() < drainUntil) await sleep(5);
+  driver.onDelivery = noDelivery;
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    window_per_device: window,
+    devices: driver.slots,
+    seconds,
+    // Sending stops after `seconds`; the rate counts every delivery up to the last one.
+    msgs_per_s: round((1000 * latencies.length) / Math.max(1, lastDelivery - t0), 0),
+    p50_ms: round(percentile(sorted, 50), 1),
+    p99_ms: round(percentile(sorted, 99), 1),
+    undelivered: next - latencies.length,
+    errors: driver.errors.count,
+  };
+}
+
+async function main() {
+  const runStarted = performance.now();
+  const elapsed = () => (performance.now() - runStarted) / 1000;
+  const dir = await mkdtemp(path.join(os.tmpdir(), "bench-capacity-"));
+  const cleanups: Array<() => Promise<unknown>> = [async () => rm(dir, { recursive: true, force: true })];
+  const cleanup = async () => {
+    for (const f of cleanups.reverse()) await f().catch((error) => log(`cleanup: ${error?.message ?? error}`));
+  };
+  try {
+    log("starting anvil, deploying ChatRegistry, creating the database ...");
+    const anvil = await startAnvil();
+    cleanups.push(() => anvil.stop());
+    const deployed = await deployRegistry({ rpcUrl: anvil.url });
+    const db = await createTestDatabase("chat_bench_capacity");
+    cleanups.push(() => db.drop());
+    const durability = await (async () => {
+      const conn = await mysql.createConnection(db.url);
+      try {
+        const [rows] = await conn.query(
+          "SELECT @@innodb_flush_log_at_trx_commit AS flush, @@sync_binlog AS sync_binlog, @@log_bin AS log_bin, @@innodb_flush_method AS flush_method, @@version AS version",
+        );
+        const row = (rows as Record<string, unknown>[])[0];
+        return {
+          innodb_flush_log_at_trx_commit: Number(row.flush),
+          sync_binlog: Number(row.sync_binlog),
+          log_bin: Number(row.log_bin) === 1,
+          innodb_flush_method: String(row.flush_method),
+          server_version: String(row.version),
+        };
+      } finally {
+        await conn.end();
+      }
+    })();
+    log(`MySQL durability: ${JSON.stringify(durability)}`);
+    const tls = await loadOrCreateCertificate({ certFile: null, keyFile: null, dataDir: dir, host: "127.0.0.1" });
+    const certFile = path.join(dir, "tls-cert.pem");
+    const keyFile = path.join(dir, "tls-key.pem");
+    const ca = tls.cert;
+    const sessionSecret = randomBytes(32);
+
+    const pairNames = Array.from({ length: 2 * opts.pairs }, (_, i) => `cap${i >> 1}_${i & 1 ? "b" : "a"}`);
+    const fan10Names = Array.from({ length: 10 }, (_, i) => `capten_${i}`);
+    const fan100Names = Array.from({ length: 100 }, (_, i) => `caphundred_${i}`);
+    const { users, lastBlock } = await registerBenchUsers({
+      rpcUrl: anvil.url,
+      contractAddress: deployed.address,
+      relayerKey: deployed.relayerKey,
+      usernames: [...pairNames, ...fan10Names, ...fan100Names],
+    });
+    const tokenOf = (name: string) => benchSessionToken(sessionSecret, users.get(name)!);
+
+    log(`building real MLS groups: ${opts.pairs} of two, one of 10, one of 100, each with one sealed application message ...`);
+    const pairGroups: RealGroup[] = [];
+    for (let p = 0; p < opts.pairs; p++) pairGroups.push(await buildRealGroup(pairNames.slice(2 * p, 2 * p + 2)));
+    const fan10Group = await buildRealGroup(fan10Names);
+    const fan100Group = await buildRealGroup(fan100Names);
+    log(`  application message: ${pairGroups[0].message.length} bytes (two members), ${fan100Group.message.length} bytes (100 members)`);
+
+    const profileDir = path.join(dir, "profile");
+    const relaySockets = (2 * opts.pairs + 9 + 99) * (opts.sockets + 1) + 2 * FANOUT_SENDER_SOCKETS + 10;
+    const relayChild = await startTsChild({
+      script: "bench/relay-server.ts",
+      nodeArgs: opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
+      env: {
+        ...relayEnv({ rpcUrl: anvil.url, contractAddress: deployed.address, deployBlock: deployed.deployBlock, relayerKey: deployed.relayerKey, mysqlUrl: db.url, dataDir: dir, port: 0 }),
+        SESSION_SECRET: sessionSecret.toString("hex"),
+        TLS_CERT: certFile,
+        TLS_KEY: keyFile,
+        LOG_LEVEL: "warn",
+        SYNC_POLL_MS: "",
+        // Every client shares one loopback address: the per-address caps guard against one abusive host, no capacity.
+        HTTP_MAX_CONNECTIONS_PER_ADDRESS: String(relaySockets + 100),
+        HTTP_MAX_CONNECTIONS: String(Math.max(4096, relaySockets + 100)),
+        WS_MAX_CONNECTIONS_PER_ADDRESS: String(relaySockets + 100),
+      },
+    });
+    cleanups.push(() => relayChild.stop());
+    const relayPort = relayChild.ready.port as number;
+    const relayPid = relayChild.ready.pid as number;
+    const health = new V2Client(relayPort, ca, "", 1);
+    await waitForRelaySync(() => health.request("GET", "/healthz"), lastBlock);
+    health.close();
+    const forwarderChild = await startTsChild({ script: "bench/forwarder.ts", env: { TLS_CERT: certFile, TLS_KEY: keyFile } });
+    cleanups.push(() => forwarderChild.stop());
+    const fwdPort = forwarderChild.ready.port as number;
+    const fwdPid = forwarderChild.ready.pid as number;
+    const dbAdmin = await mysql.createConnection(db.url);
+    cleanups.push(() => dbAdmin.end());
+    const dbProbe: DbProbe = { pid: databaseServerPid(), threads: () => databaseConnectionThreads(dbAdmin, db.name) };
+    const dbPid = dbProbe.pid;
+
+    const sockets: WebSocket[] = [];
+    const clients: V2Client[] = [];
+    cleanups.push(async () => {
+      sockets.forEach((ws) => ws.terminate());
+      clients.forEach((c) => c.close());
+    });
+    const client = (name: string, n: number) => {
+      const c = new V2Client(relayPort, ca, tokenOf(name), n);
+      clients.push(c);
+      return c;
+    };
+
+    // ---- relay drivers ----
+    log("registering the groups on the relay and connecting its devices ...");
+    const newDriver = (
+      target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
+    ): Driver => ({ target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 } });
+    const touchAll = async (members: RelayMember[]) => {
+      for (let i = 0; i < members.length; i += 25) await Promise.all(members.slice(i, i + 25).map((m) => m.touch()));
+    };
+    const failSend = (driver: () => Driver) => (error: unknown) => {
+      const errors = driver().errors;
+      errors.count++;
+      errors.last = error instanceof Error ? error.message : String(error);
+    };
+
+    const pairMembers: RelayMember[] = [];
+    for (let p = 0; p < opts.pairs; p++) {
+      const names = pairNames.slice(2 * p, 2 * p + 2);
+      const members = names.map((name) => new RelayMember(name, client(name, opts.sockets), pairGroups[p].groupId, () => relayDuo));
+      await registerGroupOnRelay(members[0].client, names, pairGroups[p]);
+      pairMembers.push(...members);
+    }
+    const pairBytes = pairGroups.map((g) => encodeBase64(g.message));
+    const relayDuo: Driver = newDriver("relay", "one_to_one", 1, pairMembers.length, relayPid, (slot, id) => {
+      const group = pairGroups[slot >> 1];
+      pairMembers[slot].client
+        .request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes: pairBytes[slot >> 1] })
+        .catch(failSend(() => relayDuo));
+    }, () => touchAll(pairMembers));
+
+    const relayFanout = async (names: string[], group: RealGroup, scenario: string) => {
+      const sender = client(names[0], FANOUT_SENDER_SOCKETS);
+      await registerGroupOnRelay(sender, names, group);
+      const bytes = encodeBase64(group.message);
+      const members = names.slice(1).map((name) => new RelayMember(name, client(name, opts.sockets), group.groupId, () => driver));
+      const driver: Driver = newDriver(
+        "relay", scenario, names.length - 1, 1, relayPid,
+        (_slot, id) => {
+          sender.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).catch(failSend(() => driver));
+        },
+        async () => {
+          await Promise.all(Array.from({ length: sender.sockets }, () => sender.request("GET", `/v2/groups/${group.groupId}/members`)));
+          await touchAll(members);
+        },
+      );
+      return { driver, members };
+    };
+    const relayFan10 = await relayFanout(fan10Names, fan10Group, "fanout_10");
+    const relayFan100 = await relayFanout(fan100Names, fan100Group, "fanout_100");
+    const allMembers = [...pairMembers, ...relayFan10.members, ...relayFan100.members];
+    for (let i = 0; i < allMembers.length; i += 20) {
+      await Promise.all(allMembers.slice(i, i + 20).map((m) => m.open(relayPort, ca, tokenOf(m.name))));
+    }
+    sockets.push(...allMembers.map((m) => m.ws!));
+
+    // ---- forwarder drivers ----
+    log("connecting the forwarder's devices ...");
+    const fwdUrl = (user: string) => `wss://127.0.0.1:${fwdPort}${WS_PATH}?user=${user}`;
+    const fwdSocket = async (user: string, driver: () => Driver) => {
+      let ws: WebSocket | null = null;
+      ws = await connectWebSocket(fwdUrl(user), ca, {}, (frame) => {
+        if (frame.type !== "message" || !frame.id) return;
+        // The recipient acknowledges, as it moves its cursor on the relay.
+        ws!.send(JSON.stringify({ type: "ack", id: frame.id }));
+        driver().onDelivery(frame.id, performance.now());
+      });
+      sockets.push(ws);
+      return ws;
+    };
+    const fwdDuoSockets: WebSocket[] = [];
+    for (const name of pairNames) fwdDuoSockets.push(await fwdSocket(name, () => fwdDuo));
+    const fwdDuo: Driver = newDriver("forwarder", "one_to_one", 1, pairNames.length, fwdPid, (slot, id) => {
+      fwdDuoSockets[slot].send(JSON.stringify({ type: "send", id, to: pairNames[slot ^ 1], envelope: pairBytes[slot >> 1] }));
+    });
+    const fwdFanout = async (names: string[], group: RealGroup, scenario: string) => {
+      const groupUser = `${names[0]}_group`;
+      const bytes = encodeBase64(group.message);
+      const sender = await fwdSocket(names[0], () => driver);
+      for (let i = 1; i < names.length; i++) await fwdSocket(groupUser, () => driver);
+      const driver: Driver = newDriver("forwarder", scenario, names.length - 1, 1, fwdPid, (_slot, id) => {
+        sender.send(JSON.stringify({ type: "send", id, to: groupUser, envelope: bytes }));
+      });
+      return driver;
+    };
+    const fwdFan10 = await fwdFanout(fan10Names, fan10Group, "fanout_10");
+    const fwdFan100 = await fwdFanout(fan100Names, fan100Group, "fanout_100");
+
+    const scenarios: { name: string; relay: Driver; forwarder: Driver }[] = [
+      { name: "one_to_one", relay: relayDuo, forwarder: fwdDuo },
+      { name: "fanout_10", relay: relayFan10.driver, forwarder: fwdFan10 },
+      { name: "fanout_100", relay: relayFan100.driver, forwarder: fwdFan100 },
+    ];
+
+    log("warming up (TLS connections, JIT) ...");
+    for (const s of scenarios) {
+      for (const d of [s.relay, s.forwarder]) {
+        const warm = await openLoopStep(d, Math.min(opts.start, 250), 1, Math.max(5, opts["drain-seconds"]), dbProbe);
+        log(`  warm-up ${s.name} ${d.target}: p99 ${warm.p99_ms} ms, undelivered ${warm.undelivered_after_drain}, errors ${warm.errors}${warm.last_error ? ` (${warm.last_error})` : ""}`);
+        if (warm.undelivered_after_drain > 0 || warm.errors > 0) throw new Error(`${s.name} ${d.target}: the warm-up did not deliver everything`);
+      }
+    }
+
+    // CPU while no message flows: the relay's timers (pings, chain polling) and the other jobs on the database server.
+    const idle = async (ms: number) => {
+      const db = cpuMsOrNaN(dbPid);
+      const relay = cpuMsOrNaN(relayPid);
+      await sleep(ms);
+      return { database_server: round(((cpuMsOrNaN(dbPid) - db) * 1000) / ms, 1), relay: round(((cpuMsOrNaN(relayPid) - relay) * 1000) / ms, 1) };
+    };
+    const idleBefore = await idle(2_000);
+    log(`CPU ms/s while this benchmark sends nothing: ${JSON.stringify(idleBefore)}`);
+
+    // ---- the ladders ----
+    const stepCost = opts["step-seconds"] + 1;
+    let cutByTimeBox = false;
+    const ladders: Record<string, { relay: StepResult[]; forwarder: StepResult[] }> = {};
+    for (const s of scenarios) {
+      const steps = { relay: [] as StepResult[], forwarder: [] as StepResult[] };
+      ladders[s.name] = steps;
+      const alive = { relay: true, forwarder: true };
+      let turn = 0;
+      for (let rate = opts.start; rate <= opts.max; rate *= 2, turn++) {
+        const order: TargetKind[] = turn % 2 === 0 ? ["relay", "forwarder"] : ["forwarder", "relay"];
+        for (const kind of order) {
+          if (!alive[kind]) continue;
+          if (elapsed() + stepCost > opts["budget-seconds"]) {
+            cutByTimeBox = true;
+            alive[kind] = false;
+            continue;
+          }
+          for (let attempt = 1; attempt <= 1 + opts.confirm; attempt++) {
+            if (attempt > 1 && elapsed() + stepCost > opts["budget-seconds"]) {
+              cutByTimeBox = true;
+              break;
+            }
+            const step = await openLoopStep(s[kind], rate, opts["step-seconds"], opts["drain-seconds"], dbProbe, attempt);
+            steps[kind].push(step);
+            log(`${s.name} ${kind} ${rate}/s #${attempt}: ${step.passed ? "pass" : "FAIL"} ${JSON.stringify(step)}`);
+            // Let the step's stragglers and cursor moves settle before the next one.
+            await sleep(300);
+            if (step.passed) break;
+          }
+          if (!steps[kind].some((x) => x.passed && x.offered_deliveries_per_s === rate)) alive[kind] = false;
+        }
+        if (!alive.relay && !alive.forwarder) break;
+      }
+    }
+    const idleAfter = await idle(2_000);
+
+    log("closed loop, one-to-one ...");
+    const closedRelay = await closedLoop(relayDuo, opts["closed-window"], opts["closed-seconds"], opts["drain-seconds"]);
+    log(`closed loop relay: ${JSON.stringify(closedRelay)}`);
+    const closedForwarder = await closedLoop(fwdDuo, opts["closed-window"], opts["closed-seconds"], opts["drain-seconds"]);
+    log(`closed loop forwarder: ${JSON.stringify(closedForwarder)}`);
+
+    const kneeOf = (steps: StepResult[]) => {
+      const passed = steps.filter((x) => x.passed);
+      const knee = passed.length ? passed[passed.length - 1] : undefined;
+      const failedAbove = steps.some((x) => x.offered_deliveries_per_s > (knee?.offered_deliveries_per_s ?? 0) && !x.passed);
+      // What one core of the server would carry at the CPU cost per delivery of the knee (or lowest) step.
+      const costStep = knee ?? steps[0];
+      return {
+        deliveries_per_s: knee?.offered_deliveries_per_s ?? null,
+        below_lowest_step: !knee && steps.length > 0,
+        msgs_per_s: knee?.offered_msgs_per_s ?? null,
+        // No failed step above it (the ladder's top or the time box): the knee is only a lower bound.
+        lower_bound_only: !failedAbove,
+        server_cpu_us_per_msg: knee?.server_cpu_us_per_msg ?? null,
+        db_cpu_us_per_msg: knee?.db_cpu_us_per_msg ?? null,
+        client_cpu_us_per_msg: knee?.client_cpu_us_per_msg ?? null,
+        p99_ms: knee?.p99_ms ?? null,
+        one_core_deliveries_per_s: costStep && costStep.server_cpu_us_per_delivery > 0 ? round(1e6 / costStep.server_cpu_us_per_delivery, 0) : null,
+      };
+    };
+    const summary = Object.fromEntries(
+      scenarios.map((s) => {
+        const relay = kneeOf(ladders[s.name].relay);
+        const forwarder = kneeOf(ladders[s.name].forwarder);
+        const ratio = relay.deliveries_per_s && forwarder.deliveries_per_s ? round(relay.deliveries_per_s / forwarder.deliveries_per_s, 2) : null;
+        const cpuRatio = relay.one_core_deliveries_per_s && forwarder.one_core_deliveries_per_s ? round(relay.one_core_deliveries_per_s / forwarder.one_core_deliveries_per_s, 3) : null;
+        return [
+          s.name,
+          { relay_knee: relay, forwarder_knee: forwarder, knee_ratio: ratio, ratio_is_upper_bound: forwarder.lower_bound_only && ratio !== null, one_core_ratio: cpuRatio },
+        ];
+      }),
+    );
+
+    let profile: unknown = undefined;
+    const relayRss = round(procMemory(relayPid).hwm / 2 ** 20, 0);
+    if (opts.profile) {
+      await relayChild.stop();
+      const file = (await readdir(profileDir).catch(() => [] as string[])).find((f) => f.endsWith(".cpuprofile"));
+      if (file) {
+        const kept = path.join(os.tmpdir(), `bench-capacity-${Date.now()}.cpuprofile`);
+        await copyFile(path.join(profileDir, file), kept);
+        log(`relay CPU profile kept at ${kept} (tsx bench/profile-summary.ts ${kept})`);
+        profile = summarizeCpuProfile(kept, 10);
+      }
+    }
+
+    result({
+      bench: "capacity",
+      date: new Date().toISOString(),
+      machine: machine(),
+      run_seconds: round(elapsed(), 0),
+      setup: {
+        path: "v2 (MLS Delivery Service over HTTPS; {type:'group'} notices over the relay's WebSocket)",
+        loop: "open: fixed send schedule per step; latency from the scheduled send time to the read (relay) or push (forwarder)",
+        rates: `deliveries/s doubling from ${opts.start} to at most ${opts.max}; a series stops at its first failed rate`,
+        failed_step_rerun_once: opts.confirm === 1,
+        step_seconds: opts["step-seconds"],
+        drain_seconds: opts["drain-seconds"],
+        pass_rule: `p99 < ${P99_GOAL_MS} ms, no backlog growth (deliveries > ${OVERDUE_MS} ms overdue at the end vs mid-step, tolerance max(recipients, 0.5% of deliveries)), all delivered, no errors`,
+        bytes: "real MLS: one application message per group sealed ahead, resent under fresh ids (the relay stores and serves it without parsing it)",
+        mls_message_bytes: { two_members: pairGroups[0].message.length, ten_members: fan10Group.message.length, hundred_members: fan100Group.message.length },
+        pairs: opts.pairs,
+        https_sockets_per_device: `${opts.sockets} (FIFO, opened before each step; the relay closes idle ones after its 5 s keep-alive timeout)`,
+        fanout_sender_sockets: FANOUT_SENDER_SOCKETS,
+        relay_websockets: allMembers.length,
+        relay_max_client_connections: relaySockets,
+        relay_process: "bench/relay-server.ts: relay/stack.ts with the MySQL stores, per-connection send rate limit raised",
+        forwarder_process: "bench/forwarder.ts: ws over TLS, parse and push, nothing stored; fan-out recipients share one user name",
+        relay_profiled: opts.profile === 1,
+        cut_by_time_box: cutByTimeBox,
+      },
+      mysql_durability: durability,
+      idle_cpu_ms_per_s: {
+        before_ladders: idleBefore,
+        after_ladders: idleAfter,
+        note: "db_cpu_us_per_msg: the server threads of the relay's connections only; db_server_cpu_us_per_msg: the whole server, other jobs' load included",
+      },
+      knees: summary,
+      ladders,
+      closed_loop_one_to_one: { relay: closedRelay, forwarder: closedForwarder },
+      relay_peak_rss_mib: relayRss,
+      ...(profile ? { relay_profile: profile } : {}),
+    });
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
