@@ -134,6 +134,28 @@ export function deviceFingerprint(signaturePublicKey: Uint8Array): string {
   return hex(sha256(signaturePublicKey).subarray(0, 16)).match(/.{4}/g)!.join(" ");
 }
 
+/** The last error the key book met reading the chain (reset before each check that must tell it apart). */
+interface ChainFailures {
+  last?: unknown;
+}
+
+type WatchedOptions = MlsDeviceOptions & { chainFailures: ChainFailures };
+
+/**
+ * The key book, noting its failures: the library turns any error in a credential check into "invalid", and
+ * a commit or welcome refused because the chain was unreachable must be retried later, not skipped.
+ */
+function watchedKeyBook(book: KeyBook, failures: ChainFailures): KeyBook {
+  const note = (error: unknown): never => {
+    failures.last = error;
+    throw error;
+  };
+  return {
+    keyRecord: (username, index) => book.keyRecord(username, index).catch(note),
+    keyCount: (username) => book.keyCount(username).catch(note),
+  };
+}
+
 export class MlsDevice {
   /** why credentials were refused lately (the library only reports a boolean) */
   readonly refusals: string[] = [];
@@ -144,7 +166,7 @@ export class MlsDevice {
 
   private constructor(
     private readonly lock: DeviceLock,
-    private readonly options: MlsDeviceOptions,
+    private readonly options: WatchedOptions,
     private readonly store: DeviceStore,
     private readonly stateKey: Uint8Array,
     readonly deviceId: string,
@@ -174,14 +196,24 @@ export class MlsDevice {
     return this.options.username;
   }
 
+  private throwIfChainFailed(): void {
+    const failure = this.options.chainFailures.last;
+    if (failure === undefined) return;
+    this.options.chainFailures.last = undefined;
+    if (isChatError(failure)) throw failure;
+    throw new ChatError("CHAIN_UNAVAILABLE", `the chain could not be read to check a credential: ${(failure as Error)?.message ?? failure}`);
+  }
+
   /** Opens this user's device in `home`, creating it (a fresh Ed25519 key authorised by the current identity key) on first use. */
-  static async open(options: MlsDeviceOptions): Promise<MlsDevice> {
+  static async open(given: MlsDeviceOptions): Promise<MlsDevice> {
+    const chainFailures: ChainFailures = {};
+    const options = { ...given, keyBook: watchedKeyBook(given.keyBook, chainFailures), chainFailures };
     const store = new DeviceStore(options.home, options.username);
     const lock = new DeviceLock(path.join(store.dir, "lock"));
     return lock.run(() => MlsDevice.openLocked(lock, store, options));
   }
 
-  private static async openLocked(lock: DeviceLock, store: DeviceStore, options: MlsDeviceOptions): Promise<MlsDevice> {
+  private static async openLocked(lock: DeviceLock, store: DeviceStore, options: WatchedOptions): Promise<MlsDevice> {
     const stateKey = store.stateKey(options.identityKeys);
     let file = store.readDevice();
     if (!file) {
@@ -599,8 +631,11 @@ export class MlsDevice {
       for (const entry of page.entries) {
         if (entry.seq <= file.cursor) continue;
         const own = entry.sender.username === this.options.username && entry.sender.deviceId === this.deviceId;
+        this.options.chainFailures.last = undefined;
         const refuse = (error: unknown) => {
           if (!isChatError(error)) throw error;
+          // A check that failed for want of the chain is no verdict: stop here, keep the cursor, retry later.
+          this.throwIfChainFailed();
           events.push({ kind: "refused", groupId, seq: entry.seq, code: error.code, message: error.message });
         };
         if (entry.kind === "handshake") {
@@ -736,10 +771,13 @@ export class MlsDevice {
   private async joinLocked(welcomes: { id: string; groupId: string; bytes: string }[]): Promise<GroupEvent[]> {
     const events: GroupEvent[] = [];
     for (const welcome of welcomes) {
+      this.options.chainFailures.last = undefined;
       try {
         events.push(await this.join(welcome.groupId, decodeBase64(welcome.bytes)));
       } catch (error) {
         if (!isChatError(error)) throw error;
+        // Without the chain the welcome's members cannot be checked: keep it on the relay for the next sync.
+        this.throwIfChainFailed();
         events.push({ kind: "refused", groupId: welcome.groupId, seq: 0, code: error.code, message: error.message });
       }
       await this.ds.ackWelcome(welcome.id);

@@ -3,6 +3,7 @@
  * Service over the pinned TLS connection, credentials checked against key histories read from the client's
  * own chain endpoint, and the trusted deployment (chain id and contract) bound into every device credential.
  */
+import type { RegistryReader } from "../chain";
 import type { Context } from "../context";
 import type { Session } from "../session";
 import { chainKeyBook } from "./chain-key-book";
@@ -17,14 +18,24 @@ export async function openSessionDevice(
   deliver?: (messages: ReceivedMessage[]) => void | Promise<void>,
 ): Promise<MlsDevice> {
   const deployment = await ctx.deployment();
-  const registry = await ctx.registry();
+  // Read when a credential is checked, not before: sending in an existing group needs no chain, and a
+  // device must open while the chain is down (the deployment comes from the pin then).
+  let registry: Promise<RegistryReader> | undefined;
+  const reader = () =>
+    (registry ??= ctx.registry().catch((error: unknown) => {
+      registry = undefined;
+      throw error;
+    }));
   return MlsDevice.open({
     home: ctx.home,
     username: session.username,
     identityKeys: session.keys,
     chainId: deployment.chainId,
     contract: deployment.contractAddress,
-    keyBook: chainKeyBook(registry),
+    keyBook: chainKeyBook({
+      keyCount: async (username) => (await reader()).keyCount(username),
+      keyRecord: async (username, index) => (await reader()).keyRecord(username, index),
+    }),
     connect: (deviceId) =>
       new DsClient({
         url: ctx.relay.origin,
