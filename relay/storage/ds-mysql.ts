@@ -3,12 +3,15 @@
  * The pool must be created with supportBigNumbers and bigNumberStrings (relay/storage/mysql-pool.ts).
  *
  * Every statement is prepared (pool.execute): bytes travel as binary parameters, never as text in a query.
+ * The two calls every message costs (an application append, a cursor move) are stored procedures created by
+ * migrate(), one round trip each; the relay's MySQL user needs CREATE ROUTINE and EXECUTE for them.
  * Writes that must be atomic run in one READ COMMITTED transaction that first locks the row it orders on:
  * the group row for appends (so the epoch check, the seq and the insert are one step, and seqs commit in
  * order), the user row for key package uploads (so caps hold), and each claimed key package with
  * FOR UPDATE SKIP LOCKED (so two instances claiming at once take different packages).
  */
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
+import { createSerialBatcher } from "./serial-batcher";
 import {
   APPLICATION_EPOCH_WINDOW,
   DsError,
@@ -26,6 +29,7 @@ import {
   checkLimit,
   checkUsername,
   checkWelcomeId,
+  deviceKey,
   epochAccepted,
   type AppendBase,
   type AppendResult,
@@ -48,6 +52,11 @@ const ER_DUP_ENTRY = 1062;
 const ER_SP_ALREADY_EXISTS = 1304;
 const TRANSACTION_ATTEMPTS = 5;
 type SqlParam = string | number | Buffer;
+
+/** Cursor moves written together at most; bounds the statement (4 parameters a move to read, 7 to write). */
+const MAX_CURSOR_BATCH = 128;
+type CursorMove = { device: DeviceRef; groupId: Uint8Array; seq: number };
+type CursorOutcome = { cursor: number } | { error: DsError };
 
 const bin = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 /** A plain Uint8Array copy, so callers never hold a Buffer from the driver's pool. */
@@ -319,6 +328,82 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
       return { accepted: true, seq, epoch: p.epoch, duplicate: false };
     });
 
+  const cursorRefusals = {
+    unknown: () => new DsError("DS_UNKNOWN_GROUP", "no such group"),
+    beyond: () => new DsError("DS_BAD_REQUEST", "cursor beyond the end of the log"),
+    "not-member": () => new DsError("DS_NOT_MEMBER", "the device is not a member of the group"),
+  };
+
+  /** The verdict on one cursor move, given the group's end and the device's cursor (null: not a member). */
+  const judgeMove = (move: CursorMove, lastSeq: number | undefined, cursor: number | null): CursorOutcome => {
+    if (lastSeq === undefined) return { error: cursorRefusals.unknown() };
+    if (move.seq > lastSeq) return { error: cursorRefusals.beyond() };
+    if (cursor === null) return { error: cursorRefusals["not-member"]() };
+    return { cursor: Math.max(cursor, move.seq) };
+  };
+
+  const moveOne = async (move: CursorMove): Promise<CursorOutcome> => {
+    const [answer] = await call(`CALL ${ADVANCE_CURSOR}(?, ?, ?, ?)`, [bin(move.groupId), move.device.username, move.device.deviceId, move.seq]);
+    // No row after the update: the device was removed meanwhile.
+    const outcome = (answer[0]?.outcome ?? "not-member") as keyof typeof cursorRefusals | "moved";
+    return outcome === "moved" ? { cursor: Number(answer[0].cursor_seq) } : { error: cursorRefusals[outcome]() };
+  };
+
+  /**
+   * Cursor moves that arrive together (every member of a group acknowledging the same append) go out as one
+   * plain read of their groups' ends and cursors and one UPDATE: one round trip pair and one commit for the
+   * batch instead of one per move. A move is judged by the read; a device removed between the read and the
+   * update is not moved (the UPDATE finds no row) and learns of its removal at its next read.
+   */
+  const moveMany = async (moves: CursorMove[]): Promise<CursorOutcome[]> => {
+    const found = await rows(
+      pool,
+      moves
+        .map(
+          () => `(SELECT ? AS i, g.last_seq, m.cursor_seq FROM ds_groups g
+             LEFT JOIN ds_members m ON m.group_id = g.id AND m.username = ? AND m.device_id = ? WHERE g.id = ?)`,
+        )
+        .join(" UNION ALL "),
+      moves.flatMap((m, i) => [i, m.device.username, m.device.deviceId, bin(m.groupId)]),
+    );
+    const state = new Map(found.map((r) => [Number(r.i), { lastSeq: Number(r.last_seq), cursor: r.cursor_seq === null ? null : Number(r.cursor_seq) }]));
+    const outcomes = moves.map((move, i) => judgeMove(move, state.get(i)?.lastSeq, state.get(i)?.cursor ?? null));
+    // The furthest accepted move per device and group: what every move of that device in the batch answers,
+    // as if they ran one after the other; only those beyond the cursor read are written.
+    const keyOf = (move: CursorMove) => `${Buffer.from(move.groupId).toString("hex")}\n${deviceKey(move.device)}`;
+    const furthest = new Map<string, CursorMove>();
+    moves.forEach((move, i) => {
+      const key = keyOf(move);
+      if (!("error" in outcomes[i]) && (furthest.get(key)?.seq ?? -1) < move.seq) furthest.set(key, move);
+    });
+    const written: CursorMove[] = [];
+    moves.forEach((move, i) => {
+      const outcome = outcomes[i];
+      if ("error" in outcome) return;
+      const last = furthest.get(keyOf(move))!;
+      outcome.cursor = Math.max(outcome.cursor, last.seq);
+      if (last === move && (state.get(i)?.cursor ?? 0) < move.seq) written.push(move);
+    });
+    if (written.length > 0) {
+      const list = written;
+      const match = "(group_id = ? AND username = ? AND device_id = ?)";
+      const params = (m: CursorMove): SqlParam[] => [bin(m.groupId), m.device.username, m.device.deviceId];
+      // GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
+      await write(
+        pool,
+        `UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, CASE ${list.map(() => `WHEN ${match} THEN ?`).join(" ")} ELSE cursor_seq END)
+         WHERE ${list.map(() => match).join(" OR ")}`,
+        [...list.flatMap((m) => [...params(m), m.seq]), ...list.flatMap(params)],
+      );
+    }
+    return outcomes;
+  };
+
+  const cursorMoves = createSerialBatcher<CursorMove, CursorOutcome>({
+    maxBatch: MAX_CURSOR_BATCH,
+    flush: (moves) => (moves.length === 1 ? moveOne(moves[0]).then((o) => [o]) : moveMany(moves)),
+  });
+
   const entryOf = (groupId: Uint8Array, r: RowDataPacket): LogEntry => ({
     groupId: groupId.slice(),
     seq: Number(r.seq),
@@ -546,12 +631,9 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
       const device = checkDevice(params.device);
       const groupId = checkGroupId(params.groupId);
       const seq = checkCount(params.seq, "seq");
-      const [answer] = await call(`CALL ${ADVANCE_CURSOR}(?, ?, ?, ?)`, [bin(groupId), device.username, device.deviceId, seq]);
-      const outcome = answer[0]?.outcome ?? "not-member";
-      if (outcome === "unknown") throw new DsError("DS_UNKNOWN_GROUP", "no such group");
-      if (outcome === "beyond") throw new DsError("DS_BAD_REQUEST", "cursor beyond the end of the log");
-      if (outcome === "not-member") throw new DsError("DS_NOT_MEMBER", "the device is not a member of the group");
-      return Number(answer[0].cursor_seq);
+      const outcome = await cursorMoves.push({ device, groupId, seq });
+      if ("error" in outcome) throw outcome.error;
+      return outcome.cursor;
     },
 
     async pendingFor(deviceIn) {
