@@ -4,7 +4,7 @@
  *
  *   npm run bench:mls-relay -- [--members 100] [--fanout-messages 50] [--fanout-window 4]
  *                              [--pairs 20] [--messages 2000] [--window 10] [--rounds 3]
- *                              [--profile 0] [--trace-sql 0]
+ *                              [--push 1] [--pool 0] [--profile 0] [--trace-sql 0]
  *
  * Set-up (all loopback): anvil with ChatRegistry, a fresh MariaDB database (dropped at the end), one
  * self-signed certificate, the relay (bench/relay-server.ts: MySQL Delivery Service store) and the
@@ -15,8 +15,10 @@
  * The relay carries the bytes as opaque base64 (the forwarder carries the same base64 string).
  *
  * Relay clients talk HTTP/1.1 over TLS with keep-alive (one agent per device), as a long-running
- * client would; the relay has no push for /v2, so a member learns of new entries by reading its
- * group's log (GET /log?after=cursor) and acknowledges with POST /cursor, polling again at once.
+ * client would. With `--push 1` (the default, as the CLI does: cli/mls/group-notifications.ts) each
+ * member also holds the relay's WebSocket and reads its group's log (GET /log?after=cursor) when a
+ * group notice names a seq beyond its cursor, then acknowledges with POST /cursor; with `--push 0` it
+ * polls instead, reading again at once after each page.
  *
  * 1. Fan-out: one sender and `members`-1 recipients in one group. The sender keeps at most
  *    `fanout-window` messages not yet read by every recipient and sends `fanout-messages` in all;
@@ -26,6 +28,7 @@
  *    with at most `window` unread at once (the same closed loop as bench:relay for v1);
  *    messages/s and send-to-read latency; the forwarder runs the same loop over WebSockets.
  * Rounds alternate relay/forwarder (after a warm-up of each); figures are medians over rounds.
+ * `--pool N` sizes the relay's MySQL pool (default: the relay's own).
  * `--profile 1` runs the relay under node --cpu-prof and summarises where its CPU time went;
  * `--trace-sql 1` has it time every SQL statement by kind (bench/relay-server.ts) and reports that.
  * Last line: one JSON object with all figures.
@@ -55,6 +58,7 @@ import {
   sealApplicationMessage,
 } from "../protocol/mls";
 import { encodeBase64 } from "../protocol/wire-v2";
+import { WS_PATH } from "../protocol/wire";
 import { loadOrCreateCertificate } from "../relay/tls";
 import { startAnvil } from "../test/helpers/anvil";
 import { createTestDatabase } from "../test/helpers/mysql";
@@ -72,6 +76,8 @@ const opts = options({
   messages: 2_000,
   window: 10,
   rounds: 3,
+  push: 1,
+  pool: 0,
   profile: 0,
   "trace-sql": 0,
 });
@@ -229,11 +235,13 @@ function waitFor(predicate: () => boolean, timeoutMs: number, what: string, fail
   });
 }
 
+type ReadLoop = { stop(): Promise<void>; failure(): Error | undefined; stats(): { polls: number; empty: number } };
+
 /**
- * A device's read loop on the relay: reads the group log after its cursor, hands every entry not its own
- * to `onEntry`, moves its cursor past what it read, and reads again at once, until `stop()`.
+ * A device's read loop on the relay, polling: reads the group log after its cursor, hands every entry not
+ * its own to `onEntry`, moves its cursor past what it read, and reads again at once, until `stop()`.
  */
-function readLoop(client: V2Http, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void) {
+function pollLoop(client: V2Http, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop {
   let running = true;
   let failure: Error | undefined;
   let polls = 0;
@@ -263,6 +271,82 @@ function readLoop(client: V2Http, groupId: string, self: string, startAfter: num
     failure: () => failure,
     stats: () => ({ polls, empty }),
   };
+}
+
+/**
+ * The same device woken by the relay's group notices instead: a notice naming a seq beyond the cursor
+ * starts a read (one at a time; a notice heard meanwhile reads again after it), as the CLI's device does.
+ */
+function noticeLoop(client: V2Http, notices: NoticeSocket, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop {
+  let running = true;
+  let failure: Error | undefined;
+  let polls = 0;
+  let empty = 0;
+  let cursor = startAfter;
+  let heard = startAfter;
+  let reading: Promise<void> | undefined;
+  const read = async () => {
+    while (running && heard > cursor) {
+      const page = await client.request("GET", `/v2/groups/${groupId}/log?after=${cursor}&limit=1000`);
+      polls++;
+      if (page.entries.length === 0) {
+        empty++;
+        break;
+      }
+      const now = performance.now();
+      for (const entry of page.entries) if (entry.sender.username !== self) onEntry(entry.id, now);
+      cursor = page.entries[page.entries.length - 1].seq;
+      await client.request("POST", `/v2/groups/${groupId}/cursor`, { seq: cursor });
+    }
+  };
+  const wake = () => {
+    if (reading || !running) return;
+    reading = read()
+      .catch((error) => {
+        failure = error;
+      })
+      .finally(() => {
+        reading = undefined;
+        if (heard > cursor && !failure) wake();
+      });
+  };
+  notices.onGroup = (noticeGroupId, seq) => {
+    if (noticeGroupId !== groupId || seq <= heard) return;
+    heard = seq;
+    wake();
+  };
+  return {
+    stop: async () => {
+      running = false;
+      notices.onGroup = () => undefined;
+      await reading;
+    },
+    failure: () => failure ?? notices.failure(),
+    stats: () => ({ polls, empty }),
+  };
+}
+
+/** A member's WebSocket to the relay, for its group notices only. */
+interface NoticeSocket {
+  onGroup: (groupId: string, seq: number) => void;
+  failure(): Error | undefined;
+  ws: WebSocket;
+}
+
+/** Opens the relay's WebSocket with the member's session token; resolves on its "ready" frame. */
+function connectNotices(port: number, ca: string, token: string): Promise<NoticeSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`wss://127.0.0.1:${port}${WS_PATH}`, { ca, headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false, maxPayload: 1 << 20 });
+    let closed: Error | undefined;
+    const socket: NoticeSocket = { onGroup: () => undefined, failure: () => closed, ws };
+    ws.on("message", (data) => {
+      const frame = JSON.parse(data.toString()) as { type: string; groupId?: string; seq?: number };
+      if (frame.type === "ready") resolve(socket);
+      else if (frame.type === "group") socket.onGroup(frame.groupId!, frame.seq!);
+    });
+    ws.on("close", (code) => (closed = new Error(`the relay closed a member's WebSocket (${code})`)));
+    ws.once("error", reject);
+  });
 }
 
 /** MariaDB's cumulative CPU ms, or NaN (not found, or it went away: the server is shared). */
@@ -337,6 +421,7 @@ async function main() {
         HTTP_MAX_CONNECTIONS_PER_ADDRESS: String(connections),
         HTTP_MAX_CONNECTIONS: String(Math.max(4096, connections)),
         BENCH_TRACE_SQL: opts["trace-sql"] ? "1" : "",
+        BENCH_POOL_CONNECTIONS: opts.pool ? String(opts.pool) : "",
       },
     });
     cleanups.push(() => relayChild.stop());
@@ -351,6 +436,17 @@ async function main() {
     const clients = new Map<string, V2Http>();
     for (const name of [...fanNames, ...pairNames]) clients.set(name, new V2Http(port, tls.cert, benchSessionToken(sessionSecret, userOf(name))));
     cleanups.push(async () => clients.forEach((c) => c.close()));
+    const noticeSockets = new Map<string, NoticeSocket>();
+    if (opts.push) {
+      log(`connecting ${fanNames.length + pairNames.length} members to the relay's WebSocket for group notices ...`);
+      cleanups.push(async () => noticeSockets.forEach((n) => n.ws.terminate()));
+      for (const name of [...fanNames, ...pairNames]) noticeSockets.set(name, await connectNotices(port, tls.cert, benchSessionToken(sessionSecret, userOf(name))));
+    }
+    /** How a member reads its group: woken by notices, or polling (--push 0). */
+    const readLoop = (name: string, groupId: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop =>
+      opts.push
+        ? noticeLoop(clients.get(name)!, noticeSockets.get(name)!, groupId, name, startAfter, onEntry)
+        : pollLoop(clients.get(name)!, groupId, name, startAfter, onEntry);
     // The 100-member commit's welcomes (one per device) would exceed one request's body limit: the commit
     // goes without them (no device here joins through the relay); the one-to-one groups carry theirs.
     await registerGroup(clients, fanNames, fanGroup, false);
@@ -397,7 +493,7 @@ async function main() {
         }
       };
       const startAfter = lastSeq.get(fanGroup.groupId)!;
-      const loops = fanNames.slice(1).map((name) => readLoop(clients.get(name)!, fanGroup.groupId, name, startAfter, onEntry));
+      const loops = fanNames.slice(1).map((name) => readLoop(name, fanGroup.groupId, startAfter, onEntry));
       const cpuBefore = relayCpu();
       const dbBefore = mariadbCpuMs();
       const started = performance.now();
@@ -506,7 +602,7 @@ async function main() {
         inflight[from]--;
         pump(from);
       };
-      const loops = pairNames.map((name, d) => readLoop(clients.get(name)!, groupOf(d).groupId, name, lastSeq.get(groupOf(d).groupId)!, onEntry));
+      const loops = pairNames.map((name, d) => readLoop(name, groupOf(d).groupId, lastSeq.get(groupOf(d).groupId)!, onEntry));
       const cpuBefore = relayCpu();
       const dbBefore = mariadbCpuMs();
       const started = performance.now();
@@ -642,9 +738,12 @@ async function main() {
         mls_message_bytes: fanGroup.message.length,
         add_commit_ms: round(fanGroup.commitMs, 0),
         welcome_bytes: fanGroup.welcome.length,
-        relay_transport: "HTTPS/1.1 keep-alive, one agent (2 sockets) per device; members poll GET /log and POST /cursor (no push on /v2)",
+        relay_transport: opts.push
+          ? "HTTPS/1.1 keep-alive, one agent (2 sockets) per device; members read GET /log and POST /cursor when a group notice on the relay's WebSocket names a new seq"
+          : "HTTPS/1.1 keep-alive, one agent (2 sockets) per device; members poll GET /log and POST /cursor (--push 0)",
         forwarder_transport: "WebSocket over TLS, push; fan-out connections share one user name",
         storage: "MySQL Delivery Service store (MariaDB, fresh database, dropped after)",
+        mysql_pool_connections: opts.pool || "relay default",
       },
       fanout: {
         relay: { deliveries_per_s: med(fan.relay, "deliveries_per_s"), p50_ms: med(fan.relay, "p50_ms"), p99_ms: med(fan.relay, "p99_ms"), server_cpu_us_per_delivery: med(fan.relay, "server_cpu_us_per_delivery"), mariadb_cpu_us_per_delivery: med(fan.relay, "mariadb_cpu_us_per_delivery"), empty_log_reads_pct: med(fan.relay, "empty_log_reads_pct"), rounds: fan.relay.map((x) => x.deliveries_per_s) },

@@ -54,7 +54,11 @@ async function main() {
   const stack = await createRelayStack({
     config,
     logger,
-    overrides: { messagingLimits: { messagesPerSecond: rate, messageBurst: 2 * rate, framesPerSecond: 10 * rate, maxConnections: 100_000 } },
+    overrides: {
+      messagingLimits: { messagesPerSecond: rate, messageBurst: 2 * rate, framesPerSecond: 10 * rate, maxConnections: 100_000 },
+      // BENCH_POOL_CONNECTIONS: the MySQL pool's size, to measure whether more connections pay (default: the relay's).
+      ...(Number(process.env.BENCH_POOL_CONNECTIONS) > 0 ? { poolConnectionLimit: Number(process.env.BENCH_POOL_CONNECTIONS) } : {}),
+    },
   });
   // The pool opens its connections lazily: both experiments below apply to every connection it makes.
   const pool = stack.pool!;

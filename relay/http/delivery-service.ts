@@ -84,9 +84,9 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     const { result } = params;
     if (!notify || !result.accepted) return;
     const groupId = toHex(params.groupId);
-    store.members(params.groupId).then(
+    (result.memberUsernames ? Promise.resolve(result.memberUsernames) : store.memberUsernames(params.groupId)).then(
       (after) => {
-        const users = usernamesOf(after);
+        const users = new Set(after);
         for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
         notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch });
         // A retried commit stored nothing new: its first attempt's welcomes were announced then.
@@ -117,13 +117,6 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
 
   function groupIdOf(req: Request): Uint8Array {
     return fromHex(parseWith(GroupIdHex, req.params.groupId, "groupId"));
-  }
-
-  async function requireMember(groupId: Uint8Array, device: DeviceRef): Promise<void> {
-    const members = await ds(store.members(groupId));
-    if (!members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
-      throw new ChatError("NOT_GROUP_MEMBER", "this device is not a member of the group");
-    }
   }
 
   function sendAppend(res: Response, result: AppendResult): void {
@@ -211,7 +204,15 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     const groupId = groupIdOf(req);
     const body = parseWith(ApplicationRequest, req.body);
     const result = await ds(
-      store.appendApplication({ groupId, epoch: body.epoch, sender, messageId: body.id, bytes: decodeBase64(body.bytes), receivedAt: ctx.clock() }),
+      store.appendApplication({
+        groupId,
+        epoch: body.epoch,
+        sender,
+        messageId: body.id,
+        bytes: decodeBase64(body.bytes),
+        receivedAt: ctx.clock(),
+        withMemberUsernames: notify !== undefined,
+      }),
     );
     sendAppend(res, result);
     announce({ groupId, result });
@@ -226,14 +227,11 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     if (!Number.isSafeInteger(limit) || limit < 1 || limit > V2_LIMITS.readLimit) {
       throw new ChatError("BAD_REQUEST", `limit must be 1 to ${V2_LIMITS.readLimit}`, { field: "limit" });
     }
-    await requireMember(groupId, device);
-    const group = await ds(store.group(groupId));
-    if (!group) throw new ChatError("UNKNOWN_GROUP", "no such group");
-    const entries = await ds(store.read({ groupId, afterSeq: after, limit }));
+    const page = await ds(store.readAsMember({ device, groupId, afterSeq: after, limit }));
     res.json({
-      epoch: group.epoch,
-      lastSeq: group.lastSeq,
-      entries: entries.map((e) => ({
+      epoch: page.epoch,
+      lastSeq: page.lastSeq,
+      entries: page.entries.map((e) => ({
         seq: e.seq,
         epoch: e.epoch,
         kind: e.kind,
@@ -248,8 +246,10 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   router.get("/v2/groups/:groupId/members", async (req, res) => {
     const device = caller(req);
     const groupId = groupIdOf(req);
-    await requireMember(groupId, device);
     const members = await ds(store.members(groupId));
+    if (!members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
+      throw new ChatError("NOT_GROUP_MEMBER", "this device is not a member of the group");
+    }
     res.json({ members: members.map((m) => ({ username: m.username, deviceId: m.deviceId, cursor: m.cursor })) });
   });
 

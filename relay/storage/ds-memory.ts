@@ -206,8 +206,23 @@ export function createMemoryDeliveryServiceStore(): MemoryDeliveryServiceStore {
       return group.log.slice(start, start + limit).map(outEntry);
     },
 
+    async readAsMember(params) {
+      const group = groupOf(params.groupId);
+      const device = checkDevice(params.device);
+      const afterSeq = checkCount(params.afterSeq, "afterSeq");
+      const limit = checkLimit(params.limit);
+      if (!group.members.has(deviceKey(device))) throw new DsError("DS_NOT_MEMBER", "the device is not a member of the group");
+      const first = group.log.length === 0 ? 0 : group.log[0].seq;
+      const start = Math.max(0, afterSeq + 1 - first);
+      return { epoch: group.epoch, lastSeq: group.lastSeq, entries: group.log.slice(start, start + limit).map(outEntry) };
+    },
+
     async members(groupId) {
       return [...groupOf(groupId).members.values()].map((m) => ({ ...m }));
+    },
+
+    async memberUsernames(groupId) {
+      return [...new Set([...groupOf(groupId).members.values()].map((m) => m.username))];
     },
 
     async updateMembers(params) {

@@ -3,13 +3,17 @@
  * The pool must be created with supportBigNumbers and bigNumberStrings (relay/storage/mysql-pool.ts).
  *
  * Every statement is prepared (pool.execute): bytes travel as binary parameters, never as text in a query.
+ * The two calls every message costs (an application append, a cursor move) are stored procedures created by
+ * migrate(), one round trip each; the relay's MySQL user needs CREATE ROUTINE and EXECUTE for them.
  * Writes that must be atomic run in one READ COMMITTED transaction that first locks the row it orders on:
  * the group row for appends (so the epoch check, the seq and the insert are one step, and seqs commit in
  * order), the user row for key package uploads (so caps hold), and each claimed key package with
  * FOR UPDATE SKIP LOCKED (so two instances claiming at once take different packages).
  */
 import type { Pool, PoolConnection, ResultSetHeader, RowDataPacket } from "mysql2/promise";
+import { createSerialBatcher } from "./serial-batcher";
 import {
+  APPLICATION_EPOCH_WINDOW,
   DsError,
   INITIAL_EPOCH,
   MAX_DEVICES_PER_USER,
@@ -25,6 +29,7 @@ import {
   checkLimit,
   checkUsername,
   checkWelcomeId,
+  deviceKey,
   epochAccepted,
   type AppendBase,
   type AppendResult,
@@ -44,8 +49,14 @@ const KIND_OF_CODE: LogEntryKind[] = ["handshake", "application"];
 const ER_LOCK_WAIT_TIMEOUT = 1205;
 const ER_LOCK_DEADLOCK = 1213;
 const ER_DUP_ENTRY = 1062;
+const ER_SP_ALREADY_EXISTS = 1304;
 const TRANSACTION_ATTEMPTS = 5;
 type SqlParam = string | number | Buffer;
+
+/** Cursor moves written together at most; bounds the statement (4 parameters a move to read, 7 to write). */
+const MAX_CURSOR_BATCH = 128;
+type CursorMove = { device: DeviceRef; groupId: Uint8Array; seq: number };
+type CursorOutcome = { cursor: number } | { error: DsError };
 
 const bin = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 /** A plain Uint8Array copy, so callers never hold a Buffer from the driver's pool. */
@@ -126,6 +137,87 @@ const TABLES = [
   ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 ];
 
+/**
+ * The two statements every message costs, as stored procedures: one round trip each instead of six and
+ * two. The names carry a version: a changed body gets a new name, so instances of different versions can
+ * share one database while they are upgraded one by one.
+ *
+ * An application append: the same transaction as append() below (READ COMMITTED, the group row locked
+ * first, the verdict of epochAccepted with the window passed in), committed before the CALL answers; then
+ * the member users, for the notice. Outcome codes: accepted, duplicate, conflict, unknown, not-member.
+ */
+const APPEND_APPLICATION = "ds_append_application_v1";
+/** A cursor move: a plain read of the end and the cursor (no lock, so it never waits for an append), then the move. */
+const ADVANCE_CURSOR = "ds_advance_cursor_v1";
+
+const ROUTINES = [
+  `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATION}(
+    IN p_group BINARY(32), IN p_epoch BIGINT UNSIGNED, IN p_window BIGINT UNSIGNED, IN p_username VARCHAR(32),
+    IN p_device VARCHAR(64), IN p_message_id VARCHAR(64), IN p_bytes MEDIUMBLOB, IN p_received_at BIGINT)
+  MODIFIES SQL DATA
+  BEGIN
+    DECLARE v_epoch BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE v_last_seq BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE v_member INT DEFAULT 0;
+    DECLARE v_existing_seq BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE v_existing_epoch BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    SELECT g.epoch, g.last_seq,
+        EXISTS (SELECT 1 FROM ds_members m WHERE m.group_id = g.id AND m.username = p_username AND m.device_id = p_device),
+        l.seq, l.epoch
+      INTO v_epoch, v_last_seq, v_member, v_existing_seq, v_existing_epoch
+      FROM ds_groups g LEFT JOIN ds_log l
+        ON l.group_id = g.id AND l.sender_username = p_username AND l.sender_device = p_device AND l.message_id = p_message_id
+      WHERE g.id = p_group FOR UPDATE;
+    IF v_epoch IS NULL THEN
+      ROLLBACK;
+      SELECT 'unknown' AS outcome, 0 AS seq, 0 AS epoch;
+    ELSEIF v_member = 0 THEN
+      ROLLBACK;
+      SELECT 'not-member' AS outcome, 0 AS seq, 0 AS epoch;
+    ELSEIF v_existing_seq IS NOT NULL THEN
+      ROLLBACK;
+      SELECT 'duplicate' AS outcome, v_existing_seq AS seq, v_existing_epoch AS epoch;
+      SELECT DISTINCT username FROM ds_members WHERE group_id = p_group;
+    ELSEIF p_epoch > v_epoch OR p_epoch + p_window < v_epoch THEN
+      ROLLBACK;
+      SELECT 'conflict' AS outcome, 0 AS seq, v_epoch AS epoch;
+    ELSE
+      UPDATE ds_groups SET last_seq = v_last_seq + 1 WHERE id = p_group;
+      INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
+        VALUES (p_group, v_last_seq + 1, p_epoch, ${KIND_CODE.application}, p_username, p_device, p_message_id, p_bytes, p_received_at);
+      COMMIT;
+      SELECT 'accepted' AS outcome, v_last_seq + 1 AS seq, p_epoch AS epoch;
+      SELECT DISTINCT username FROM ds_members WHERE group_id = p_group;
+    END IF;
+  END`,
+  `CREATE PROCEDURE IF NOT EXISTS ${ADVANCE_CURSOR}(IN p_group BINARY(32), IN p_username VARCHAR(32), IN p_device VARCHAR(64), IN p_seq BIGINT UNSIGNED)
+  MODIFIES SQL DATA
+  BEGIN
+    DECLARE v_last_seq BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE v_cursor BIGINT UNSIGNED DEFAULT NULL;
+    SELECT g.last_seq, m.cursor_seq INTO v_last_seq, v_cursor
+      FROM ds_groups g LEFT JOIN ds_members m ON m.group_id = g.id AND m.username = p_username AND m.device_id = p_device
+      WHERE g.id = p_group;
+    IF v_last_seq IS NULL THEN
+      SELECT 'unknown' AS outcome, 0 AS cursor_seq;
+    ELSEIF p_seq > v_last_seq THEN
+      SELECT 'beyond' AS outcome, 0 AS cursor_seq;
+    ELSEIF v_cursor IS NULL THEN
+      SELECT 'not-member' AS outcome, 0 AS cursor_seq;
+    ELSEIF v_cursor >= p_seq THEN
+      SELECT 'moved' AS outcome, v_cursor AS cursor_seq;
+    ELSE
+      -- GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
+      UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, p_seq) WHERE group_id = p_group AND username = p_username AND device_id = p_device;
+      -- No row: the device was removed meanwhile.
+      SELECT 'moved' AS outcome, cursor_seq FROM ds_members WHERE group_id = p_group AND username = p_username AND device_id = p_device;
+    END IF;
+  END`,
+];
+
 export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStore {
   const inTransaction = async <T>(work: (conn: PoolConnection) => Promise<T>): Promise<T> => {
     for (let attempt = 1; ; attempt++) {
@@ -148,6 +240,22 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
   };
 
   const rows = async (conn: Pool | PoolConnection, sql: string, params: SqlParam[]) => (await conn.execute<RowDataPacket[]>(sql, params))[0];
+  /**
+   * A procedure's result sets (the trailing status is dropped); a deadlock or lock wait timeout, after
+   * which its transaction was rolled back, runs it again as inTransaction does.
+   */
+  const call = async (sql: string, params: SqlParam[]): Promise<RowDataPacket[][]> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const [results] = await pool.execute<RowDataPacket[][]>(sql, params);
+        return results.filter((r) => Array.isArray(r));
+      } catch (error) {
+        const code = errno(error);
+        if (attempt < TRANSACTION_ATTEMPTS && (code === ER_LOCK_DEADLOCK || code === ER_LOCK_WAIT_TIMEOUT)) continue;
+        throw error;
+      }
+    }
+  };
   const write = async (conn: Pool | PoolConnection, sql: string, params: SqlParam[]) => (await conn.execute<ResultSetHeader>(sql, params))[0];
 
   const counts = async (conn: Pool | PoolConnection, device: DeviceRef, now: number): Promise<KeyPackageCounts> => {
@@ -220,6 +328,93 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
       return { accepted: true, seq, epoch: p.epoch, duplicate: false };
     });
 
+  const cursorRefusals = {
+    unknown: () => new DsError("DS_UNKNOWN_GROUP", "no such group"),
+    beyond: () => new DsError("DS_BAD_REQUEST", "cursor beyond the end of the log"),
+    "not-member": () => new DsError("DS_NOT_MEMBER", "the device is not a member of the group"),
+  };
+
+  /** The verdict on one cursor move, given the group's end and the device's cursor (null: not a member). */
+  const judgeMove = (move: CursorMove, lastSeq: number | undefined, cursor: number | null): CursorOutcome => {
+    if (lastSeq === undefined) return { error: cursorRefusals.unknown() };
+    if (move.seq > lastSeq) return { error: cursorRefusals.beyond() };
+    if (cursor === null) return { error: cursorRefusals["not-member"]() };
+    return { cursor: Math.max(cursor, move.seq) };
+  };
+
+  const moveOne = async (move: CursorMove): Promise<CursorOutcome> => {
+    const [answer] = await call(`CALL ${ADVANCE_CURSOR}(?, ?, ?, ?)`, [bin(move.groupId), move.device.username, move.device.deviceId, move.seq]);
+    // No row after the update: the device was removed meanwhile.
+    const outcome = (answer[0]?.outcome ?? "not-member") as keyof typeof cursorRefusals | "moved";
+    return outcome === "moved" ? { cursor: Number(answer[0].cursor_seq) } : { error: cursorRefusals[outcome]() };
+  };
+
+  /**
+   * Cursor moves that arrive together (every member of a group acknowledging the same append) go out as one
+   * plain read of their groups' ends and cursors and one UPDATE: one round trip pair and one commit for the
+   * batch instead of one per move. A move is judged by the read; a device removed between the read and the
+   * update is not moved (the UPDATE finds no row) and learns of its removal at its next read.
+   */
+  const moveMany = async (moves: CursorMove[]): Promise<CursorOutcome[]> => {
+    const found = await rows(
+      pool,
+      moves
+        .map(
+          () => `(SELECT ? AS i, g.last_seq, m.cursor_seq FROM ds_groups g
+             LEFT JOIN ds_members m ON m.group_id = g.id AND m.username = ? AND m.device_id = ? WHERE g.id = ?)`,
+        )
+        .join(" UNION ALL "),
+      moves.flatMap((m, i) => [i, m.device.username, m.device.deviceId, bin(m.groupId)]),
+    );
+    const state = new Map(found.map((r) => [Number(r.i), { lastSeq: Number(r.last_seq), cursor: r.cursor_seq === null ? null : Number(r.cursor_seq) }]));
+    const outcomes = moves.map((move, i) => judgeMove(move, state.get(i)?.lastSeq, state.get(i)?.cursor ?? null));
+    // The furthest accepted move per device and group: what every move of that device in the batch answers,
+    // as if they ran one after the other; only those beyond the cursor read are written.
+    const keyOf = (move: CursorMove) => `${Buffer.from(move.groupId).toString("hex")}\n${deviceKey(move.device)}`;
+    const furthest = new Map<string, CursorMove>();
+    moves.forEach((move, i) => {
+      const key = keyOf(move);
+      if (!("error" in outcomes[i]) && (furthest.get(key)?.seq ?? -1) < move.seq) furthest.set(key, move);
+    });
+    const written: CursorMove[] = [];
+    moves.forEach((move, i) => {
+      const outcome = outcomes[i];
+      if ("error" in outcome) return;
+      const last = furthest.get(keyOf(move))!;
+      outcome.cursor = Math.max(outcome.cursor, last.seq);
+      if (last === move && (state.get(i)?.cursor ?? 0) < move.seq) written.push(move);
+    });
+    if (written.length > 0) {
+      const list = written;
+      const match = "(group_id = ? AND username = ? AND device_id = ?)";
+      const params = (m: CursorMove): SqlParam[] => [bin(m.groupId), m.device.username, m.device.deviceId];
+      // GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
+      await write(
+        pool,
+        `UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, CASE ${list.map(() => `WHEN ${match} THEN ?`).join(" ")} ELSE cursor_seq END)
+         WHERE ${list.map(() => match).join(" OR ")}`,
+        [...list.flatMap((m) => [...params(m), m.seq]), ...list.flatMap(params)],
+      );
+    }
+    return outcomes;
+  };
+
+  const cursorMoves = createSerialBatcher<CursorMove, CursorOutcome>({
+    maxBatch: MAX_CURSOR_BATCH,
+    flush: (moves) => (moves.length === 1 ? moveOne(moves[0]).then((o) => [o]) : moveMany(moves)),
+  });
+
+  const entryOf = (groupId: Uint8Array, r: RowDataPacket): LogEntry => ({
+    groupId: groupId.slice(),
+    seq: Number(r.seq),
+    epoch: Number(r.epoch),
+    kind: KIND_OF_CODE[Number(r.kind)],
+    sender: { username: r.sender_username, deviceId: r.sender_device },
+    messageId: r.message_id,
+    bytes: bytesOut(r.bytes),
+    receivedAt: Number(r.received_at),
+  });
+
   const groupState = async (groupId: Uint8Array): Promise<GroupState | undefined> => {
     const [row] = await rows(pool, "SELECT epoch, last_seq FROM ds_groups WHERE id = ?", [bin(groupId)]);
     return row ? { groupId: groupId.slice(), epoch: Number(row.epoch), lastSeq: Number(row.last_seq) } : undefined;
@@ -235,6 +430,14 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
     kind: "mysql",
     async migrate() {
       for (const ddl of TABLES) await pool.query(ddl);
+      for (const ddl of ROUTINES) {
+        try {
+          await pool.query(ddl);
+        } catch (error) {
+          // Another instance created it between our check and our create: the same body, by its name.
+          if (errno(error) !== ER_SP_ALREADY_EXISTS) throw error;
+        }
+      }
     },
 
     async putKeyPackages(params) {
@@ -334,7 +537,29 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
     },
 
     async appendApplication(params) {
-      return append("application", checkApplication(params));
+      const p = checkApplication(params);
+      const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
+      const [verdict, users] = await call(`CALL ${APPEND_APPLICATION}(?, ?, ?, ?, ?, ?, ?, ?)`, args);
+      const { outcome, seq, epoch } = verdict[0];
+      switch (outcome) {
+        case "unknown":
+          throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+        case "not-member":
+          throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+        case "conflict":
+          return { accepted: false, currentEpoch: Number(epoch) };
+        case "accepted":
+        case "duplicate":
+          return {
+            accepted: true,
+            seq: Number(seq),
+            epoch: Number(epoch),
+            duplicate: outcome === "duplicate",
+            ...(params.withMemberUsernames === true ? { memberUsernames: users.map((r) => String(r.username)) } : {}),
+          };
+        default:
+          throw new Error(`${APPEND_APPLICATION}: unexpected outcome`);
+      }
     },
 
     async read(params) {
@@ -348,18 +573,34 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
         [bin(groupId), afterSeq, limit],
       );
       if (found.length === 0) await requireGroup(groupId);
-      return found.map(
-        (r): LogEntry => ({
-          groupId: groupId.slice(),
-          seq: Number(r.seq),
-          epoch: Number(r.epoch),
-          kind: KIND_OF_CODE[Number(r.kind)],
-          sender: { username: r.sender_username, deviceId: r.sender_device },
-          messageId: r.message_id,
-          bytes: bytesOut(r.bytes),
-          receivedAt: Number(r.received_at),
-        }),
+      return found.map((r) => entryOf(groupId, r));
+    },
+
+    async readAsMember(params) {
+      const device = checkDevice(params.device);
+      const groupId = checkGroupId(params.groupId);
+      const afterSeq = checkCount(params.afterSeq, "afterSeq");
+      const limit = checkLimit(params.limit);
+      // One statement, so one consistent view: the group row (always one row when the group exists), the
+      // caller's membership, and the entries, joined only for a member. Group and member are primary-key
+      // lookups, so the entries come in primary-key order from the log's (group_id, seq) index.
+      const found = await rows(
+        pool,
+        `SELECT g.epoch AS group_epoch, g.last_seq, m.username IS NOT NULL AS is_member,
+           l.seq, l.epoch, l.kind, l.sender_username, l.sender_device, l.message_id, l.bytes, l.received_at
+         FROM ds_groups g
+         LEFT JOIN ds_members m ON m.group_id = g.id AND m.username = ? AND m.device_id = ?
+         LEFT JOIN ds_log l ON l.group_id = g.id AND m.username IS NOT NULL AND l.seq > ?
+         WHERE g.id = ? ORDER BY l.seq LIMIT ?`,
+        [device.username, device.deviceId, afterSeq, bin(groupId), limit],
       );
+      if (found.length === 0) throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+      if (Number(found[0].is_member) !== 1) throw new DsError("DS_NOT_MEMBER", "the device is not a member of the group");
+      return {
+        epoch: Number(found[0].group_epoch),
+        lastSeq: Number(found[0].last_seq),
+        entries: found[0].seq === null ? [] : found.map((r) => entryOf(groupId, r)),
+      };
     },
 
     async members(groupIdIn) {
@@ -367,6 +608,13 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
       await requireGroup(groupId);
       const found = await rows(pool, "SELECT username, device_id, cursor_seq FROM ds_members WHERE group_id = ? ORDER BY username, device_id", [bin(groupId)]);
       return found.map((r) => ({ username: r.username, deviceId: r.device_id, cursor: Number(r.cursor_seq) }));
+    },
+
+    async memberUsernames(groupIdIn) {
+      const groupId = checkGroupId(groupIdIn);
+      const found = await rows(pool, "SELECT DISTINCT username FROM ds_members WHERE group_id = ?", [bin(groupId)]);
+      if (found.length === 0) await requireGroup(groupId);
+      return found.map((r) => String(r.username));
     },
 
     async updateMembers(params) {
@@ -383,18 +631,9 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
       const device = checkDevice(params.device);
       const groupId = checkGroupId(params.groupId);
       const seq = checkCount(params.seq, "seq");
-      const group = await requireGroup(groupId);
-      if (seq > group.lastSeq) throw new DsError("DS_BAD_REQUEST", "cursor beyond the end of the log");
-      // GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
-      await write(pool, "UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, ?) WHERE group_id = ? AND username = ? AND device_id = ?", [
-        seq,
-        bin(groupId),
-        device.username,
-        device.deviceId,
-      ]);
-      const [row] = await rows(pool, "SELECT cursor_seq FROM ds_members WHERE group_id = ? AND username = ? AND device_id = ?", [bin(groupId), device.username, device.deviceId]);
-      if (!row) throw new DsError("DS_NOT_MEMBER", "the device is not a member of the group");
-      return Number(row.cursor_seq);
+      const outcome = await cursorMoves.push({ device, groupId, seq });
+      if ("error" in outcome) throw outcome.error;
+      return outcome.cursor;
     },
 
     async pendingFor(deviceIn) {

@@ -136,8 +136,12 @@ export interface GroupMember extends DeviceRef {
 }
 
 export type AppendResult =
-  /** stored at `seq` (or, with duplicate, stored earlier under the same sender and messageId) */
-  | { accepted: true; seq: number; epoch: number; duplicate: boolean }
+  /**
+   * stored at `seq` (or, with duplicate, stored earlier under the same sender and messageId); asked with
+   * withMemberUsernames, a store that read the group's member users in the same step hands them over, so
+   * the notice needs no second lookup
+   */
+  | { accepted: true; seq: number; epoch: number; duplicate: boolean; memberUsernames?: string[] }
   /** not stored: the group is at `currentEpoch`; catch up from the log and retry */
   | { accepted: false; currentEpoch: number };
 
@@ -157,6 +161,13 @@ export interface AppendCommitParams extends AppendBase {
   removeMembers?: DeviceRef[];
   /** stored in the same transaction, so an accepted commit never loses the Welcome of the members it adds */
   welcomes?: WelcomeUpload[];
+}
+
+/** What a member reads in one call: the group's state and the entries after its `afterSeq`, as of one moment. */
+export interface LogPage {
+  epoch: number;
+  lastSeq: number;
+  entries: LogEntry[];
 }
 
 export interface PendingGroup {
@@ -195,11 +206,19 @@ export interface DeliveryServiceStore {
   /** Accepted only if `epoch` is the group's current epoch; the epoch then becomes epoch + 1. */
   appendCommit(params: AppendCommitParams): Promise<AppendResult>;
   /** Accepted for epochs from current - APPLICATION_EPOCH_WINDOW to current. */
-  appendApplication(params: AppendBase): Promise<AppendResult>;
+  appendApplication(params: AppendBase & { withMemberUsernames?: boolean }): Promise<AppendResult>;
   /** Entries with seq > afterSeq, in order, at most `limit` (<= MAX_READ_LIMIT). */
   read(params: { groupId: Uint8Array; afterSeq: number; limit: number }): Promise<LogEntry[]>;
 
+  /**
+   * read() for a member device, with the group's epoch and last seq from the same moment; DS_UNKNOWN_GROUP,
+   * or DS_NOT_MEMBER when `device` is not a member. The hot path of every reader: one step, not three.
+   */
+  readAsMember(params: { device: DeviceRef; groupId: Uint8Array; afterSeq: number; limit: number }): Promise<LogPage>;
+
   members(groupId: Uint8Array): Promise<GroupMember[]>;
+  /** The users with at least one device in the group, without cursors (who to notify after an append). */
+  memberUsernames(groupId: Uint8Array): Promise<string[]>;
   /** Membership changes outside a commit; added devices start at the current last seq. */
   updateMembers(params: { groupId: Uint8Array; add?: DeviceRef[]; remove?: DeviceRef[] }): Promise<void>;
   /** Moves the device's cursor forward (never back); returns the cursor after the call. */

@@ -1,0 +1,98 @@
+/**
+ * The MySQL Delivery Service store's hot path under concurrency, against a real MariaDB: cursor moves that
+ * arrive together are written as one batch, each judged on its own (a refused move never fails the others,
+ * a late one never moves a cursor back), and concurrent application appends from two instances get dense,
+ * distinct seqs. The store contract itself is in ds-conformance.test.ts.
+ */
+import { expect } from "chai";
+import { randomBytes } from "node:crypto";
+import type { Pool } from "mysql2/promise";
+import { createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
+import type { DeliveryServiceStore, DeviceRef } from "../../relay/storage/ds-types";
+import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import { createTestPool } from "./messaging-helpers";
+
+const device = (i: number): DeviceRef => ({ username: `member${i}`, deviceId: "d1" });
+
+describe("delivery service on MySQL: the hot path under concurrency", function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let pools: Pool[] = [];
+  let one: DeliveryServiceStore;
+  let two: DeliveryServiceStore;
+
+  before(async () => {
+    db = await createTestDatabase("chat_ds_hot");
+    pools = [createTestPool(db.url), createTestPool(db.url)];
+    one = createMysqlDeliveryServiceStore(pools[0]);
+    two = createMysqlDeliveryServiceStore(pools[1]);
+    await one.migrate();
+    await two.migrate();
+  });
+  after(async () => {
+    await Promise.all(pools.map((p) => p.end()));
+    await db?.drop();
+  });
+
+  it("moves 40 cursors given at once, each judged on its own, never backwards", async () => {
+    const groupId = new Uint8Array(randomBytes(32));
+    const members = Array.from({ length: 40 }, (_, i) => device(i));
+    await one.createGroup({ groupId, members, now: 1 });
+    for (let i = 0; i < 5; i++) {
+      const r = await one.appendApplication({ groupId, epoch: 0, sender: members[0], messageId: `m${i}`, bytes: new Uint8Array([i + 1]), receivedAt: 2 });
+      expect(r).to.include({ accepted: true, seq: i + 1 });
+    }
+    const moves = members.map((d, i) => one.advanceCursor({ device: d, groupId, seq: 1 + (i % 5) }));
+    // In the same batch: a later move of member 0 and an earlier one of member 4, a move beyond the end,
+    // one by a non-member, one in a group that does not exist.
+    const later = one.advanceCursor({ device: members[0], groupId, seq: 4 });
+    const earlier = one.advanceCursor({ device: members[4], groupId, seq: 2 });
+    const refused = [
+      one.advanceCursor({ device: members[1], groupId, seq: 6 }),
+      one.advanceCursor({ device: device(99), groupId, seq: 1 }),
+      one.advanceCursor({ device: members[2], groupId: new Uint8Array(randomBytes(32)), seq: 1 }),
+    ].map((p) => p.then(() => "moved", (error) => error.code));
+    // Concurrent moves of one device may answer the further one's cursor (they were written together).
+    const answers = await Promise.all(moves);
+    expect(answers.slice(1)).to.deep.equal(members.slice(1).map((_, i) => 1 + ((i + 1) % 5)));
+    expect(answers[0]).to.be.oneOf([1, 4]);
+    expect(await later).to.equal(4);
+    expect(await earlier).to.be.oneOf([2, 5]);
+    expect(await Promise.all(refused)).to.deep.equal(["DS_BAD_REQUEST", "DS_NOT_MEMBER", "DS_UNKNOWN_GROUP"]);
+
+    const cursors = new Map((await two.members(groupId)).map((m) => [m.username, m.cursor]));
+    members.forEach((d, i) => expect(cursors.get(d.username), d.username).to.equal(i === 0 ? 4 : 1 + (i % 5)));
+    // A late acknowledgement alone does not move a cursor back either.
+    expect(await two.advanceCursor({ device: members[3], groupId, seq: 1 })).to.equal(4);
+  });
+
+  it("gives 60 concurrent appends from two instances the seqs 1..60, each stored once, and tells the member users", async () => {
+    const groupId = new Uint8Array(randomBytes(32));
+    const members = [device(0), device(1), { username: "member1", deviceId: "d2" }];
+    await one.createGroup({ groupId, members, now: 1 });
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        (i % 2 ? two : one).appendApplication({
+          groupId,
+          epoch: 0,
+          sender: members[i % 3],
+          messageId: `m${i}`,
+          bytes: new Uint8Array([i]),
+          receivedAt: 2,
+          withMemberUsernames: true,
+        }),
+      ),
+    );
+    const seqs = results.map((r) => (r.accepted ? r.seq : -1)).sort((a, b) => a - b);
+    expect(seqs).to.deep.equal(Array.from({ length: 60 }, (_, i) => i + 1));
+    for (const r of results) expect(r.accepted && [...(r.memberUsernames ?? [])].sort()).to.deep.equal(["member0", "member1"]);
+    // A retry is the same entry, not a new one.
+    const retry = await two.appendApplication({ groupId, epoch: 0, sender: members[0], messageId: "m0", bytes: new Uint8Array([0]), receivedAt: 3 });
+    expect(retry).to.deep.equal({ accepted: true, seq: results[0].accepted ? results[0].seq : -1, epoch: 0, duplicate: true });
+    const page = await one.readAsMember({ device: members[2], groupId, afterSeq: 0, limit: 1000 });
+    expect(page).to.include({ epoch: 0, lastSeq: 60 });
+    expect(page.entries.map((e) => e.seq)).to.deep.equal(seqs);
+    const refused = await one.readAsMember({ device: device(7), groupId, afterSeq: 0, limit: 10 }).then(() => "read", (error) => error.code);
+    expect(refused).to.equal("DS_NOT_MEMBER");
+  });
+});
