@@ -24,6 +24,7 @@ import {
   encodeBase64,
   type LogEntryWire,
 } from "../../protocol/wire-v2";
+import { DeviceCredentialResponse, DeviceLinkView, DevicesResponse, DeviceView, RevokeDeviceResponse } from "../../protocol/wire-devices";
 
 const TIMEOUT_MS = 30_000;
 
@@ -205,5 +206,38 @@ export class DsClient {
 
   ackWelcome(id: string) {
     return this.call("POST", `/v2/welcomes/${encodeURIComponent(id)}/ack`, {}, OkResponse);
+  }
+
+  // ---- this user's devices (protocol/wire-devices.ts) ----
+
+  /** Every device of this user, revoked ones included, and the relay's limit. */
+  devices() {
+    return this.call("GET", "/v2/devices", undefined, DevicesResponse);
+  }
+
+  /** Registers this device (one holding the identity key) with its MLS key, so that it is listed and counted. */
+  registerSelf(body: { devicePublicKey: string; credential: Uint8Array; deviceName?: string }) {
+    return this.call("POST", "/v2/devices/self", { devicePublicKey: body.devicePublicKey, credential: encodeBase64(body.credential), ...(body.deviceName ? { deviceName: body.deviceName } : {}) }, DeviceView);
+  }
+
+  /** This device's newest credential on file (a linked device re-authorised by another while it was away). */
+  ownCredential() {
+    return this.call("GET", "/v2/devices/self/credential", undefined, DeviceCredentialResponse);
+  }
+
+  deviceLink(code: string) {
+    return this.call("GET", `/v2/device-links/${encodeURIComponent(code)}`, undefined, DeviceLinkView);
+  }
+
+  approveDeviceLink(code: string, credential: Uint8Array) {
+    return this.call("POST", `/v2/device-links/${encodeURIComponent(code)}/approve`, { credential: encodeBase64(credential) }, DeviceView);
+  }
+
+  revokeDevice(deviceId: string) {
+    return this.call("POST", `/v2/devices/${encodeURIComponent(deviceId)}/revoke`, {}, RevokeDeviceResponse);
+  }
+
+  putDeviceCredential(deviceId: string, credential: Uint8Array) {
+    return this.call("POST", `/v2/devices/${encodeURIComponent(deviceId)}/credential`, { credential: encodeBase64(credential) }, DeviceCredentialResponse);
   }
 }
