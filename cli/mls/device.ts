@@ -1046,6 +1046,11 @@ export class MlsDevice {
     return claimed.accepted.filter((p) => others.get(p.device.deviceId) === hex(p.keyPackage.leafNode.signaturePublicKey));
   }
 
+  /** How many of this device's live groups lack the device with Ed25519 key `devicePublicKey` (hex). */
+  groupsWithout(devicePublicKey: string): number {
+    return this.groups().filter(({ groupId, removed, left }) => !removed && !left && !groupMembers(this.loadGroup(groupId).state).some((m) => hex(m.signaturePublicKey) === devicePublicKey)).length;
+  }
+
   /** How many distinct devices (Ed25519 keys) of `username` sit in this device's groups, by its own trees. */
   deviceCount(username: string): number {
     const keys = new Set<string>();

@@ -38,8 +38,8 @@ export interface DsDeviceRef {
 export interface DsClientOptions {
   /** the relay's origin, e.g. https://relay.example:8443 */
   url: string;
-  /** the session token from login */
-  token: string;
+  /** the session token from login (a function: the session's current one, when a login renews it) */
+  token: string | (() => string);
   deviceId: string;
   /** TLS options for https (the CLI passes its pinned certificate: RelayHttp.tls()) */
   tls?: () => Promise<tls.ConnectionOptions>;
@@ -108,7 +108,7 @@ export class DsClient {
       secure,
       target: new URL(path, this.base),
       method,
-      headers: { authorization: `Bearer ${this.options.token}`, [DEVICE_ID_HEADER]: this.options.deviceId },
+      headers: { authorization: `Bearer ${typeof this.options.token === "function" ? this.options.token() : this.options.token}`, [DEVICE_ID_HEADER]: this.options.deviceId },
       payload,
       timeoutMs: TIMEOUT_MS,
       tls: tlsOptions,
