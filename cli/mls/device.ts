@@ -1117,7 +1117,11 @@ export class MlsDevice {
         welcomes: pending.welcome ? adds.map((p) => ({ ...p.device, bytes: pending.welcome! })) : [],
       };
     });
-    return seq === undefined ? [] : [{ kind: "own-devices", groupId, seq, ...summary }];
+    if (seq === undefined) return [];
+    // A named group's name travels inside it: sent again, so that the devices that just joined know it.
+    const name = this.store.readGroup(groupId)?.name;
+    if (summary.added > 0 && name !== undefined) await this.sendPayload(groupId, { kind: "group-name", body: name });
+    return [{ kind: "own-devices", groupId, seq, ...summary }];
   }
 
   /**
