@@ -5,6 +5,8 @@
  */
 import { Wallet } from "ethers";
 import { ChallengeResponse, LoginResponse, loginMessage } from "../protocol/wire";
+import { DeviceLoginResponse, deviceLoginText } from "../protocol/wire-devices";
+import { decodeBase64, encodeBase64 } from "../protocol/wire-v2";
 import { ChatError } from "../protocol/errors";
 import type { Context } from "./context";
 import type { UnlockedKey } from "./keystore";
@@ -47,6 +49,41 @@ export async function loginWithKeys(params: {
   };
   ctx.sessions.write(session);
   return session;
+}
+
+/**
+ * A linked device's login (it holds no identity key): a fresh challenge, signed with the device's own
+ * Ed25519 key over protocol/wire-devices' deviceLoginText, sent with the newest credential it holds. The
+ * relay answers with a session bound to this device and the credential that stood (newer than the one
+ * sent when a device holding the identity key re-authorised this one meanwhile). The session keeps the
+ * device secret that opens this device's MLS state, and no identity key.
+ */
+export async function loginWithDevice(params: {
+  ctx: LoginDeps;
+  username: string;
+  deviceId: string;
+  credential: Uint8Array;
+  deviceSecret: Uint8Array;
+  sign: (text: string) => Promise<Uint8Array>;
+}): Promise<{ session: Session; credential: Uint8Array }> {
+  const { ctx, username, deviceId } = params;
+  const deployment = await ctx.deployment();
+  const { challenge } = await ctx.relay.post("/v1/login/challenge", { username }, ChallengeResponse);
+  const text = deviceLoginText({ username, challenge, chainId: deployment.chainId, contract: deployment.contractAddress, deviceId });
+  const signature = Buffer.from(await params.sign(text)).toString("hex");
+  const login = await ctx.relay.post("/v1/login/device", { username, deviceId, credential: encodeBase64(params.credential), challenge, signature }, DeviceLoginResponse);
+  if (login.deviceId !== deviceId) throw new ChatError("LOGIN_FAILED", `the relay logged in device ${login.deviceId}, not this device ${deviceId}`);
+  const session: Session = {
+    relay: ctx.relay.origin,
+    username,
+    token: login.token,
+    expiresAt: login.expiresAt,
+    keyIndex: login.keyIndex,
+    keys: [],
+    linked: { deviceId, deviceSecret: Buffer.from(params.deviceSecret).toString("hex") },
+  };
+  ctx.sessions.write(session);
+  return { session, credential: decodeBase64(login.credential) };
 }
 
 /** Unlocks the user's current key (index from the chain) and the one before it, with the password. */

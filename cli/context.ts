@@ -38,6 +38,8 @@ export interface GlobalOptions {
   group?: string;
   /** group create: the users to add at once, comma-separated */
   with?: string;
+  /** device link: a name for the new device */
+  name?: string;
 }
 
 export interface Deployment {

@@ -56,6 +56,12 @@ export function buildProgram(run: (action: Action, args: string[], options: Glob
   command("rename <name> <new>", "rename the group NAME to NEW for every member", lazy(groups, "rename"), [], group);
   command("list", "your groups: name, id, members, epoch (or left / removed)", lazy(groups, "listGroups"), [], group);
   command("show <name>", "the group's members with their key and device fingerprints, and its epoch", lazy(groups, "show"), [], group);
+  const device = program.command("device").description("several devices per user: link a new one, approve it, list, revoke");
+  const devices = () => require("./commands/device");
+  command("link <user>", "on a new device (its own --home): ask to be linked to USER, show a code, wait for the approval", lazy(devices, "link"), [new Option("--name <name>", "a name for this device")], device);
+  command("approve <code>", "on a device holding your key: approve the new device with CODE (add --yes after comparing fingerprints)", lazy(devices, "approve"), [], device);
+  command("list", "your devices: fingerprint, name, linked, last seen, revoked", lazy(devices, "list"), [], device);
+  command("revoke <id>", "revoke device ID: remove it from every conversation and rotate your key", lazy(devices, "revoke"), [], device);
   command("rotate-key", "replace your key (signed by the current key)", lazy(() => require("./commands/rotate-key"), "rotateKey"));
   command(
     "reset <user>",

@@ -68,12 +68,14 @@ const ENTRIES: Record<string, MenuEntry> = {
   groupAdd: { label: "Add people to a group", run: groupWithUsers("add", "Add (usernames, comma-separated): "), asks: "Group (name or id start): ", loggedIn: true },
   groupRemove: { label: "Remove people from a group", run: groupWithUsers("remove", "Remove (usernames, comma-separated): "), asks: "Group (name or id start): ", loggedIn: true },
   groupLeave: { label: "Leave a group", run: command("group", "leave"), asks: "Leave (group name or id start): ", loggedIn: true },
+  devices: { label: "Your devices", run: command("device", "list"), loggedIn: true },
+  deviceApprove: { label: "Approve a new device (its code)", run: command("device", "approve"), asks: "Code shown on the new device: ", loggedIn: true },
 };
 
 /** The choices in order: what a logged-in person uses most comes first. */
 export function menuEntries(loggedIn: boolean): MenuEntry[] {
   const keys = loggedIn
-    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "cancelReset", "groups", "groupShow", "groupCreate", "groupAdd", "groupRemove", "groupLeave", "login", "register"]
+    ? ["chat", "inbox", "whois", "verify", "status", "rotate", "passwd", "logout", "cancelReset", "groups", "groupShow", "groupCreate", "groupAdd", "groupRemove", "groupLeave", "devices", "deviceApprove", "login", "register"]
     : ["login", "register", "chat", "reset", "cancelReset", "whois", "status", "trust"];
   return keys.map((key) => ENTRIES[key]);
 }

@@ -50,7 +50,8 @@ export class Messenger {
 
   /** Our session key must still be our current key on chain (not rotated or reset elsewhere). */
   async checkSelf(): Promise<void> {
-    if (this.selfChecked) return;
+    // A linked device's session follows its credential, renewed when its MLS device opens (session-device.ts).
+    if (this.selfChecked || this.session.linked) return;
     const registry = await this.ctx.registry();
     const current = await registry.currentKey(this.me);
     if (current.index !== this.session.keyIndex) {

@@ -18,6 +18,17 @@ import { requireSession } from "../session";
 export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps & MlsChatDeps): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
   await checkOwnAccount(ctx, session.username);
+  let printed = 0;
+  // Envelope v1 is sealed to the identity key, which a linked device never holds: it reads MLS only.
+  if (!session.linked) printed += await inboxV1(ctx, session);
+  const chat = await MlsChat.open(ctx, session);
+  printed += await inboxMls(ctx, chat);
+  if (printed === 0) ctx.out.info("No new messages.");
+  await showWaiting(ctx, session, chat);
+}
+
+/** The envelope v1 part of the inbox; returns how many messages it printed. */
+async function inboxV1(ctx: MessengerDeps & ConnectionDeps, session: Session): Promise<number> {
   const messenger = new Messenger(ctx, session);
   const conn = await RelayConnection.open(ctx, session);
   let printed = 0;
@@ -54,10 +65,7 @@ export async function inbox(ctx: MessengerDeps & ConnectionDeps & OwnAccountDeps
   } finally {
     await conn.close();
   }
-  const chat = await MlsChat.open(ctx, session);
-  printed += await inboxMls(ctx, chat);
-  if (printed === 0) ctx.out.info("No new messages.");
-  await showWaiting(ctx, session, chat);
+  return printed;
 }
 
 /** The MLS part of the inbox; returns how many messages it printed. */
@@ -79,7 +87,7 @@ async function inboxMls(ctx: MlsChatDeps, chat: MlsChat): Promise<number> {
 async function showWaiting(ctx: MessengerDeps & ConnectionDeps, session: Session, chat: MlsChat): Promise<void> {
   let waiting: WaitingMessage[];
   try {
-    waiting = await waitingMessages(ctx, session);
+    waiting = session.linked ? [] : await waitingMessages(ctx, session);
   } catch {
     waiting = []; // an older relay without the status query: nothing to tell
   }

@@ -10,16 +10,26 @@ import { MlsDevice } from "../mls/device";
 import { DeviceStore } from "../mls/device-store";
 import { DsClient } from "../mls/ds-client";
 import { requireSession, type Session } from "../session";
+import { ChatError } from "../../protocol/errors";
 
 /** chat rotate-key: a new key, authorised on chain by the current key's EIP-712 signature. */
-type RotateDeps = LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential" | "deadline" | "home">;
+export type RotateDeps = LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential" | "deadline" | "home">;
 
 export async function rotateKey(ctx: RotateDeps): Promise<void> {
   const session = requireSession(ctx.sessions, ctx.relay.origin);
-  const username = session.username;
+  if (session.linked) throw new ChatError("USAGE", "this is a linked device: it holds no identity key; rotate the key on a device that does");
+  const password = await ctx.passwords.password(`Password for ${session.username}: `);
+  const rotated = await rotateIdentityKey(ctx, session.username, password);
+  if (DeviceStore.exists(ctx.home, session.username)) await reauthorizeMlsDevice(ctx, rotated.session);
+}
+
+/**
+ * Replaces `username`'s identity key on chain (one transaction, signed by the current key and the new one)
+ * and logs in with the new key; says so. Shared by rotate-key and device revoke.
+ */
+export async function rotateIdentityKey(ctx: RotateDeps, username: string, password: string): Promise<{ session: Session; keyIndex: number; blockNumber: number }> {
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();
-  const password = await ctx.passwords.password(`Password for ${username}: `);
   const [current, ...older] = await unlockCurrentKeys(ctx, username, password);
   const index = current.index + 1;
   const privateKey = newPrivateKey();
@@ -47,7 +57,7 @@ export async function rotateKey(ctx: RotateDeps): Promise<void> {
     { type: "rotated", username, keyIndex: index, blockNumber: receipt.blockNumber, transactionHash: receipt.transactionHash, fingerprint: keyFingerprint(newPublicKey) },
     `Rotated ${username}'s key to key ${index} in block ${receipt.blockNumber}. New fingerprint: ${keyFingerprint(newPublicKey)}`,
   );
-  if (DeviceStore.exists(ctx.home, username)) await reauthorizeMlsDevice(ctx, fresh);
+  return { session: fresh, keyIndex: index, blockNumber: receipt.blockNumber };
 }
 
 /**
@@ -55,7 +65,7 @@ export async function rotateKey(ctx: RotateDeps): Promise<void> {
  * packages replaced, a commit in each group (MlsDevice.reauthorize). The rotation is done on chain by now,
  * so a failure here is a warning; the device's next sync finishes the job.
  */
-async function reauthorizeMlsDevice(ctx: RotateDeps, session: Session): Promise<void> {
+export async function reauthorizeMlsDevice(ctx: RotateDeps, session: Session): Promise<number> {
   const warn = (message: string) =>
     ctx.out.warn({ code: "MLS_REAUTHORIZE_FAILED", message: `${message}; the key rotation itself is done, and the next sync of this device retries` });
   try {
@@ -77,7 +87,9 @@ async function reauthorizeMlsDevice(ctx: RotateDeps, session: Session): Promise<
       else if (event.kind === "key-change-failed") warn(`this device could not re-authorise itself in group ${event.groupId} (${event.code}: ${event.message})`);
     }
     ctx.out.info(`This device's messaging key is now authorised by key ${keyIndex}; updated in ${done} group(s).`);
+    return done;
   } catch (error) {
     warn(`this device's messaging key could not be re-authorised (${error instanceof Error ? error.message : String(error)})`);
+    return 0;
   }
 }

@@ -33,6 +33,8 @@ export interface ChatMessage {
   sentAt: number;
   seq: number;
   body: string;
+  /** sent by this user from another of its devices: saved and shown as sent, not received */
+  fromOtherDevice?: boolean;
 }
 
 export interface SendResult {
@@ -96,7 +98,10 @@ export class MlsChat {
     return matches[0].groupId;
   }
 
-  /** Saves received texts to the history unless their payload id was seen: runs before the cursor moves on. */
+  /**
+   * Saves received texts to the history unless their payload id was seen: runs before the cursor moves on.
+   * A text this user sent from another device is saved as sent ("out"), with no delivery state to follow.
+   */
   private save(messages: ReceivedMessage[]): void {
     const seen = new Map<string, Set<string>>();
     const groups = new Map(this.device.groups().map((g) => [g.groupId, g]));
@@ -105,17 +110,18 @@ export class MlsChat {
       const conversation = group?.peer ?? groupConversation(m.groupId);
       let ids = seen.get(conversation);
       if (!ids) {
-        ids = new Set(this.ctx.history.read(this.me, conversation).filter((e) => e.direction === "in").map((e) => e.id));
+        ids = new Set(this.ctx.history.read(this.me, conversation).map((e) => e.id));
         seen.set(conversation, ids);
       }
       if (ids.has(m.id)) continue;
       ids.add(m.id);
       const inGroup = conversation.startsWith("#");
+      const fromOtherDevice = m.from === this.me;
       this.ctx.history.append(this.me, {
         id: m.id,
-        direction: "in",
+        direction: fromOtherDevice ? "out" : "in",
         peer: conversation,
-        ...(inGroup ? { from: m.from } : {}),
+        ...(inGroup && !fromOtherDevice ? { from: m.from } : {}),
         body: m.body,
         timestamp: m.sentAt,
         at: Date.now(),
@@ -123,7 +129,17 @@ export class MlsChat {
         group: m.groupId,
         seq: m.seq,
       });
-      this.fresh.push({ conversation, groupName: inGroup ? group?.name : undefined, groupId: m.groupId, from: m.from, id: m.id, sentAt: m.sentAt, seq: m.seq, body: m.body });
+      this.fresh.push({
+        conversation,
+        groupName: inGroup ? group?.name : undefined,
+        groupId: m.groupId,
+        from: m.from,
+        id: m.id,
+        sentAt: m.sentAt,
+        seq: m.seq,
+        body: m.body,
+        ...(fromOtherDevice ? { fromOtherDevice } : {}),
+      });
     }
   }
 
@@ -245,6 +261,14 @@ export class MlsChat {
       case "joined":
         return where.startsWith("#") ? `you joined ${where}` : `new chat with ${where}`;
       case "commit":
+        if (event.added.length === 0 && event.removed.length === 0 && (event.devicesAdded.length > 0 || event.devicesRemoved.length > 0)) {
+          // Another device of a member: as Signal tells of one, so that a device nobody expected is noticed.
+          const changes = [
+            ...event.devicesAdded.map((u) => `${who(u)} added a device`),
+            ...event.devicesRemoved.map((u) => `${who(u)} removed a device`),
+          ];
+          return `${changes.join("; ")} in ${where}`;
+        }
         if (event.added.length > 0 && event.removed.length > 0) return `${who(event.by)} added ${list(event.added)} and removed ${list(event.removed)} in ${where}`;
         if (event.added.length > 0) return `${who(event.by)} added ${list(event.added)} to ${where}`;
         if (event.removed.length > 0) return `${who(event.by)} removed ${list(event.removed)} from ${where}`;
@@ -262,6 +286,10 @@ export class MlsChat {
         return undefined; // this device following its own rotation: rotate-key says so
       case "members-replaced":
         return `${list(event.removed)}: a device whose key was replaced on chain left ${where}; ${event.added.length > 0 ? `current devices of ${list(event.added)} joined` : "no current device joined yet"}`;
+      case "own-devices": {
+        const parts = [event.added > 0 ? `${event.added} of your devices joined` : "", event.removed > 0 ? `${event.removed} revoked device(s) removed` : ""].filter(Boolean);
+        return `${parts.join(", ")} in ${where}`;
+      }
       case "key-change-failed":
         return `could not follow a key change${event.groupId ? ` in ${where}` : ""} (retried at the next sync): ${event.code}: ${event.message}`;
     }

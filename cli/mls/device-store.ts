@@ -2,7 +2,10 @@
  * What one MLS device keeps on disk, all sealed at rest, under users/<name>/mls/ in the client's home:
  *
  *   state-key.json       a random 32-byte state key, AES-256-GCM-wrapped under a key derived (HKDF-SHA256)
- *                        from the user's identity private key; rewrapped under the current key on rotation
+ *                        from the user's identity private key; rewrapped under the current key on rotation.
+ *                        On a linked device (no identity key) it is wrapped under the device secret instead.
+ *   device-secret.json   linked devices only: a random 32-byte device secret, encrypted under the user's
+ *                        password (scrypt, AES-256-GCM); unlocked into the session at device login
  *   device.json          device id (public) and the sealed device secrets (Ed25519 key, credential)
  *   key-packages.json    published key packages (public) with their sealed private parts
  *   groups/<id>.json     each group's sealed ts-mls state, the log cursor, and a sealed pending commit
@@ -18,6 +21,7 @@ import { randomBytes } from "node:crypto";
 import { gcm } from "@noble/ciphers/aes.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
+import { scrypt } from "ethers";
 import { ChatError } from "../../protocol/errors";
 import { decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
 import type { Home } from "../home";
@@ -55,8 +59,24 @@ function wrappingKey(username: string, identity: UnlockedKey): Uint8Array {
   return hkdf(sha256, hexBytes(identity.privateKey), new TextEncoder().encode("eth-chat mls"), new TextEncoder().encode(`state key wrap v1 ${username}`), 32);
 }
 
+/** The linked device's wrapping key: another HKDF info string, so it can never equal an identity-key wrap. */
+function deviceSecretWrappingKey(username: string, deviceSecret: Uint8Array): Uint8Array {
+  return hkdf(sha256, deviceSecret, new TextEncoder().encode("eth-chat mls"), new TextEncoder().encode(`state key wrap by device secret v1 ${username}`), 32);
+}
+
 interface StateKeyFile {
-  wrappedBy: number;
+  /** the identity key index that wraps the state key, or "device" for a linked device's device secret */
+  wrappedBy: number | "device";
+  sealed: string;
+}
+
+/** scrypt parameters of the device secret file: ethers' keystore defaults, or the tests' cheap ones. */
+const SCRYPT = { N: 1 << 17, r: 8, p: 1 };
+const SCRYPT_FAST = { N: 1 << 10, r: 8, p: 1 };
+
+interface DeviceSecretFile {
+  version: 1;
+  scrypt: { N: number; r: number; p: number; salt: string };
   sealed: string;
 }
 
@@ -122,6 +142,8 @@ export class DeviceStore {
    * rewrapped under the current one (first in `identityKeys`) after a rotation.
    */
   stateKey(identityKeys: UnlockedKey[]): Uint8Array {
+    const storedBy = this.home.readJson<StateKeyFile>(this.file("state-key.json"))?.wrappedBy;
+    if (storedBy === "device") throw new ChatError("NO_LOCAL_KEY", "this home holds a linked device: log in with chat login to unlock its device secret");
     if (identityKeys.length === 0) throw new ChatError("NO_LOCAL_KEY", "no unlocked identity key: log in first");
     const current = identityKeys[0];
     const stored = this.home.readJson<StateKeyFile>(this.file("state-key.json"));
@@ -136,6 +158,49 @@ export class DeviceStore {
     }
     this.home.writeJson(this.file("state-key.json"), { wrappedBy: current.index, sealed: sealBytes(wrappingKey(this.username, current), "state key", key) });
     return key;
+  }
+
+  /**
+   * A linked device's state key, opened with its device secret (created with the first call). A home whose
+   * state key an identity key wraps is not a linked device: NO_LOCAL_KEY.
+   */
+  linkedStateKey(deviceSecret: Uint8Array): Uint8Array {
+    const wrap = deviceSecretWrappingKey(this.username, deviceSecret);
+    const stored = this.home.readJson<StateKeyFile>(this.file("state-key.json"));
+    if (stored) {
+      if (stored.wrappedBy !== "device") throw new ChatError("NO_LOCAL_KEY", "this device's MLS state is sealed under the identity key, not a device secret");
+      return openBytes(wrap, "state key", stored.sealed);
+    }
+    const key = new Uint8Array(randomBytes(32));
+    this.home.writeJson(this.file("state-key.json"), { wrappedBy: "device", sealed: sealBytes(wrap, "state key", key) });
+    return key;
+  }
+
+  /** Whether this home holds a linked device of the user (its device secret file). */
+  static isLinked(home: Home, username: string): boolean {
+    return existsSync(home.path("users", username, "mls", "device-secret.json"));
+  }
+
+  /** Encrypts a linked device's secret under the user's password (scrypt, then AES-256-GCM) and saves it. */
+  async writeDeviceSecret(deviceSecret: Uint8Array, password: string, options: { fastKdf: boolean }): Promise<void> {
+    const params = options.fastKdf ? SCRYPT_FAST : SCRYPT;
+    const salt = new Uint8Array(randomBytes(16));
+    const key = hexBytes(await scrypt(new TextEncoder().encode(password.normalize("NFC")), salt, params.N, params.r, params.p, 32));
+    const file: DeviceSecretFile = { version: 1, scrypt: { ...params, salt: Buffer.from(salt).toString("hex") }, sealed: sealBytes(key, "device secret", deviceSecret) };
+    this.home.writeJson(this.file("device-secret.json"), file);
+  }
+
+  /** The linked device's secret; WRONG_PASSWORD when the password does not open it. */
+  async readDeviceSecret(password: string): Promise<Uint8Array> {
+    const file = this.home.readJson<DeviceSecretFile>(this.file("device-secret.json"));
+    if (!file || file.version !== 1) throw new ChatError("NO_LOCAL_KEY", `no linked device of ${this.username} in this home`);
+    const { N, r, p, salt } = file.scrypt;
+    const key = hexBytes(await scrypt(new TextEncoder().encode(password.normalize("NFC")), hexBytes(salt), N, r, p, 32));
+    try {
+      return openBytes(key, "device secret", file.sealed);
+    } catch {
+      throw new ChatError("WRONG_PASSWORD", `wrong password for ${this.username}`);
+    }
   }
 
   readDevice(): DeviceFile | undefined {

@@ -23,6 +23,7 @@ import {
   generateDeviceKeyPackage,
   generateDeviceSignatureKey,
   groupMembers,
+  mlsCipherSuite,
   joinFromWelcome,
   mlsClientConfig,
   newPayloadId,
@@ -43,6 +44,7 @@ import {
 import { MAX_V2_BODY_BYTES, decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
 import type { Home } from "../home";
 import type { UnlockedKey } from "../keystore";
+import type { DeviceView } from "../../protocol/wire-devices";
 import type { DsClient, DsDeviceRef } from "./ds-client";
 import { DeviceLock } from "./device-lock";
 import { DeviceStore, openBytes, sealBytes, type GroupFile, type KeyPackageEntry } from "./device-store";
@@ -67,12 +69,25 @@ export interface ReceivedMessage {
   id: string;
   sentAt: number;
   body: string;
+  /** the sending device as the relay names it; a text `from` this user came from another of its devices */
+  fromDeviceId: string;
 }
 
 export type GroupEvent =
   | { kind: "joined"; groupId: string; epoch: number }
   /** `added` and `removed`: the users who joined or left with this commit (from the trees before and after) */
-  | { kind: "commit"; groupId: string; seq: number; by: string; epoch: number; added: string[]; removed: string[] }
+  | {
+      kind: "commit";
+      groupId: string;
+      seq: number;
+      by: string;
+      epoch: number;
+      added: string[];
+      removed: string[];
+      /** users already in the group (and still in it) who gained or lost a device with this commit */
+      devicesAdded: string[];
+      devicesRemoved: string[];
+    }
   /** a member named (or renamed) the group */
   | { kind: "named"; groupId: string; seq: number; by: string; name: string }
   /** a member asked to leave; another member commits the removal */
@@ -85,6 +100,8 @@ export type GroupEvent =
   | { kind: "reauthorized"; groupId: string; seq: number; keyIndex: number }
   /** devices whose key was replaced on chain left, and their users' current devices joined, in one commit */
   | { kind: "members-replaced"; groupId: string; seq: number; removed: string[]; added: string[] }
+  /** this user's own devices changed in the group: `added` devices linked since joined, `removed` revoked ones left */
+  | { kind: "own-devices"; groupId: string; seq: number; added: number; removed: number }
   /** following a key change failed in this group (groupId "" for the device itself); retried at the next sync */
   | { kind: "key-change-failed"; groupId: string; code: string; message: string };
 
@@ -102,8 +119,13 @@ export interface MemberInfo {
 export interface MlsDeviceOptions {
   home: Home;
   username: string;
-  /** the session's unlocked identity keys, current first; the first one authorises a new device */
+  /** the session's unlocked identity keys, current first; the first one authorises a new device (empty on a linked device) */
   identityKeys: UnlockedKey[];
+  /**
+   * A linked device's secret (from its session): it opens the MLS state instead of an identity key. Such a
+   * device is created by createLinked with the credential another device signed for it, never by open.
+   */
+  deviceSecret?: Uint8Array;
   chainId: bigint;
   contract: string;
   /** the user key histories, from the client's own chain reader (chainKeyBook) */
@@ -214,8 +236,9 @@ export class MlsDevice {
   }
 
   private static async openLocked(lock: DeviceLock, store: DeviceStore, options: WatchedOptions): Promise<MlsDevice> {
-    const stateKey = store.stateKey(options.identityKeys);
+    const stateKey = options.deviceSecret ? store.linkedStateKey(options.deviceSecret) : store.stateKey(options.identityKeys);
     let file = store.readDevice();
+    if (!file && options.deviceSecret) throw new ChatError("NO_LOCAL_KEY", `no linked device of ${options.username} in this home: run chat device link`);
     if (!file) {
       const current = options.identityKeys[0];
       const signatureKey = await generateDeviceSignatureKey();
@@ -249,6 +272,49 @@ export class MlsDevice {
       },
       options.connect(file.deviceId),
     );
+  }
+
+  /**
+   * Saves a linked device: its Ed25519 key, the credential a device holding the identity key signed for it
+   * (checked here against the chain, strictly, before anything is written) and the relay's id for it, all
+   * sealed under a state key that the device secret wraps. Then opens it.
+   */
+  static async createLinked(
+    given: MlsDeviceOptions & { deviceSecret: Uint8Array },
+    linked: { deviceId: string; signatureKey: { publicKey: Uint8Array; signKey: Uint8Array }; credential: Uint8Array },
+  ): Promise<MlsDevice> {
+    const chainFailures: ChainFailures = {};
+    const options = { ...given, keyBook: watchedKeyBook(given.keyBook, chainFailures), chainFailures };
+    const store = new DeviceStore(options.home, options.username);
+    const lock = new DeviceLock(path.join(store.dir, "lock"));
+    return lock.run(async () => {
+      if (store.readDevice()) throw new ChatError("BAD_REQUEST", `this home already holds a device of ${options.username}`);
+      const identity = decodeDeviceIdentity(linked.credential);
+      if (identity.username !== options.username) throw new ChatError("KEY_MISMATCH", `the relay handed a credential of ${identity.username}, not ${options.username}`);
+      const check = deviceAuthenticationService({ keyBook: options.keyBook, policy: "strict", chainId: options.chainId, contract: options.contract, now: options.now });
+      if (!(await check.validateCredential({ credentialType: "basic", identity: linked.credential }, linked.signatureKey.publicKey))) {
+        throw new ChatError("KEY_UNVERIFIED", `the credential for this device is not signed by ${options.username}'s current key on chain for this device's key`);
+      }
+      const stateKey = store.linkedStateKey(options.deviceSecret);
+      const secrets: DeviceSecrets = { publicKey: hex(linked.signatureKey.publicKey), signKey: hex(linked.signatureKey.signKey), identity: hex(linked.credential) };
+      store.writeDevice({ deviceId: linked.deviceId, keyIndex: identity.keyIndex, sealed: sealBytes(stateKey, "device", new TextEncoder().encode(JSON.stringify(secrets))) });
+      return MlsDevice.openLocked(lock, store, options);
+    });
+  }
+
+  /** This device's Ed25519 public key (its MLS signature key). */
+  get signaturePublicKey(): Uint8Array {
+    return this.secrets.signatureKey.publicKey;
+  }
+
+  /** This device's current credential (identity bytes). */
+  get credentialIdentity(): Uint8Array {
+    return this.secrets.credential.identity;
+  }
+
+  /** Signs `text` (UTF-8) with this device's Ed25519 key (RFC 8032, pure): a linked device's login. */
+  async signText(text: string): Promise<Uint8Array> {
+    return (await mlsCipherSuite()).signature.sign(this.secrets.signatureKey.signKey, new TextEncoder().encode(text));
   }
 
   private get self(): DsDeviceRef {
@@ -404,7 +470,7 @@ export class MlsDevice {
     if (peer === this.options.username) throw new ChatError("BAD_REQUEST", "a one-to-one chat needs another user");
     const existing = this.directGroup(peer);
     if (existing) return existing;
-    const packages = await this.claimKeyPackages(peer);
+    const packages = [...(await this.claimKeyPackages(peer)), ...(await this.ownOtherDevicePackages())];
     const groupId = await this.newGroup();
     await this.commitAdd(groupId, packages);
     // Named as the chat with `peer` only once the peer is in it, so a failed start is not reused.
@@ -422,6 +488,7 @@ export class MlsDevice {
       for (const username of new Set(usernames)) {
         if (username !== this.options.username) packages.push(...(await this.claimKeyPackages(username)));
       }
+      packages.push(...(await this.ownOtherDevicePackages()));
       const groupId = await this.newGroup();
       if (name !== undefined) this.store.writeGroup({ ...this.store.readGroup(groupId)!, name });
       if (packages.length > 0) await this.commitAdd(groupId, packages);
@@ -648,12 +715,15 @@ export class MlsDevice {
           } else {
             if (file.pending && file.pending.epoch === entry.epoch) file = { ...file, pending: undefined };
             try {
-              const before = new Set(groupMembers(state).map((m) => m.username));
+              const beforeMembers = groupMembers(state);
+              const before = new Set(beforeMembers.map((m) => m.username));
               this.judgedAt = Math.floor(entry.receivedAt / 1000);
               const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) }).finally(() => (this.judgedAt = undefined));
               if (result.kind === "commit") {
                 state = result.state;
-                const after = new Set(groupMembers(state).map((m) => m.username));
+                const afterMembers = groupMembers(state);
+                const after = new Set(afterMembers.map((m) => m.username));
+                const changed = deviceChanges(beforeMembers, afterMembers);
                 events.push({
                   kind: "commit",
                   groupId,
@@ -662,6 +732,8 @@ export class MlsDevice {
                   epoch: Number(result.epoch),
                   added: [...after].filter((u) => !before.has(u)),
                   removed: [...before].filter((u) => !after.has(u)),
+                  devicesAdded: changed.added.filter((u) => before.has(u) && after.has(u)),
+                  devicesRemoved: changed.removed.filter((u) => before.has(u) && after.has(u)),
                 });
               } else if (result.kind === "removed") {
                 state = result.state;
@@ -682,7 +754,7 @@ export class MlsDevice {
               const by = result.sender.username;
               const kind = result.payload.kind ?? "text";
               if (kind === "text") {
-                batch.push({ groupId, seq: entry.seq, from: by, id: result.payload.id, sentAt: result.payload.sentAt, body: result.payload.body });
+                batch.push({ groupId, seq: entry.seq, from: by, id: result.payload.id, sentAt: result.payload.sentAt, body: result.payload.body, fromDeviceId: entry.sender.deviceId });
               } else if (kind === "group-name") {
                 // A named group is not a one-to-one chat, whatever its size. Told to the stored file at once (the
                 // state and cursor there are untouched), so the texts that follow in this page are filed under the group.
@@ -757,6 +829,13 @@ export class MlsDevice {
     }
     // Key changes happen on chain, not in the logs: the groups are checked against it once caught up.
     events.push(...(await this.followKeyChanges()));
+    // Devices linked or revoked since: the relay's list of this user's devices says which.
+    const devices = await this.ds.devices().catch((error: unknown) => {
+      // A relay without device routes, or a moment without it: nothing to follow now.
+      if (isChatError(error) && (error.code === "NOT_FOUND" || error.code === "RELAY_UNREACHABLE")) return undefined;
+      throw error;
+    });
+    if (devices) events.push(...(await this.followOwnDevices(devices.devices)));
     return { messages, events };
   }
 
@@ -805,7 +884,8 @@ export class MlsDevice {
       // The relay started this device's cursor at the commit that added it.
       const me = (await this.ds.members(groupId)).members.find((m) => m.username === this.options.username && m.deviceId === this.deviceId);
       const others = new Set(groupMembers(state).map((m) => m.username).filter((u) => u !== this.options.username));
-      const peer = others.size === 1 && groupMembers(state).length === 2 ? [...others][0] : undefined;
+      // One other user (with however many devices of each): a one-to-one chat; a named group says so later.
+      const peer = others.size === 1 ? [...others][0] : undefined;
       this.saveGroup({ groupId, sealed: "", cursor: me?.cursor ?? 0, ...(peer ? { peer } : {}) }, state);
       if (entry.lastResort) {
         await this.ensureKeyPackages({ replaceLastResort: true });
@@ -939,6 +1019,11 @@ export class MlsDevice {
       devicePublicKey: this.secrets.signatureKey.publicKey,
       sign: (text) => wallet.signMessage(text),
     });
+    await this.installCredential(credential, current.index);
+  }
+
+  /** Makes `credential` this device's: key packages carrying it replace the old ones, then device.json. */
+  private async installCredential(credential: { credentialType: "basic"; identity: Uint8Array }, keyIndex: number): Promise<void> {
     this.secrets.credential = credential;
     await this.replaceKeyPackages();
     const secrets: DeviceSecrets = {
@@ -948,10 +1033,135 @@ export class MlsDevice {
     };
     this.store.writeDevice({
       deviceId: this.deviceId,
-      keyIndex: current.index,
+      keyIndex,
       sealed: sealBytes(this.stateKey, "device", new TextEncoder().encode(JSON.stringify(secrets))),
     });
-    this.authorizedBy = current.index;
+    this.authorizedBy = keyIndex;
+  }
+
+  /**
+   * Adopts a credential that a device holding the identity key signed for this one (a linked device after
+   * its user's key rotated: from its device login or GET /v2/devices/self/credential). It must name this
+   * user, be newer than the one held, and pass the strict check against the chain for this device's own
+   * key; then, as reauthorize() does, key packages are replaced and each group's leaf is updated.
+   */
+  adoptCredential(identity: Uint8Array): Promise<{ keyIndex: number; events: GroupEvent[] }> {
+    return this.lock.run(async () => {
+      const decoded = decodeDeviceIdentity(identity);
+      if (decoded.username !== this.options.username) throw new ChatError("KEY_MISMATCH", `the relay handed a credential of ${decoded.username}, not ${this.options.username}`);
+      if (decoded.keyIndex > this.authorizedBy) {
+        const credential = { credentialType: "basic" as const, identity };
+        if (!(await this.keyCheck().validateCredential(credential, this.secrets.signatureKey.publicKey))) {
+          throw new ChatError("KEY_UNVERIFIED", `the new credential (key ${decoded.keyIndex}) is not accepted on chain for this device: ${this.refusals.at(-1) ?? "refused"}`);
+        }
+        await this.installCredential(credential, decoded.keyIndex);
+      }
+      const events: GroupEvent[] = [];
+      for (const { groupId, removed } of this.groups()) {
+        if (!removed) events.push(...(await this.keyChangeStep(groupId, () => this.reauthorizeGroup(groupId))));
+      }
+      return { keyIndex: this.authorizedBy, events };
+    });
+  }
+
+  // ---- this user's other devices ----
+
+  /**
+   * Key packages of this user's other unrevoked devices (by the relay's device list, each package carrying
+   * the listed device's own key and passing the strict check), so that a new conversation includes them
+   * from its first epoch. Nothing is claimed when there is no other device, or the relay lists none.
+   */
+  private async ownOtherDevicePackages(): Promise<{ device: DsDeviceRef; keyPackage: KeyPackage }[]> {
+    const listed = await this.ds.devices().catch((error: unknown) => {
+      if (isChatError(error) && (error.code === "NOT_FOUND" || error.code === "RELAY_UNREACHABLE")) return undefined;
+      throw error;
+    });
+    const ownKey = hex(this.secrets.signatureKey.publicKey);
+    const others = new Map((listed?.devices ?? []).filter((d) => d.revokedAt === null && d.devicePublicKey !== ownKey).map((d) => [d.deviceId, d.devicePublicKey]));
+    if (others.size === 0) return [];
+    const claimed = await this.claimAuthorisedKeyPackages(this.options.username, this.strict.authService).catch((error: unknown) => {
+      if (isChatError(error) && error.code === "NOT_FOUND") return { accepted: [], refused: [] } as ClaimedPackages;
+      throw error;
+    });
+    return claimed.accepted.filter((p) => others.get(p.device.deviceId) === hex(p.keyPackage.leafNode.signaturePublicKey));
+  }
+
+  /** How many of this device's live groups lack the device with Ed25519 key `devicePublicKey` (hex). */
+  groupsWithout(devicePublicKey: string): number {
+    return this.groups().filter(({ groupId, removed, left }) => !removed && !left && !groupMembers(this.loadGroup(groupId).state).some((m) => hex(m.signaturePublicKey) === devicePublicKey)).length;
+  }
+
+  /** How many distinct devices (Ed25519 keys) of `username` sit in this device's groups, by its own trees. */
+  deviceCount(username: string): number {
+    const keys = new Set<string>();
+    for (const { groupId, removed } of this.groups()) {
+      if (removed) continue;
+      for (const m of groupMembers(this.loadGroup(groupId).state)) if (m.username === username) keys.add(hex(m.signaturePublicKey));
+    }
+    return keys.size;
+  }
+
+  /**
+   * Brings this user's own devices in every group in line with the relay's device list: leaves of revoked
+   * devices are removed, and unrevoked devices missing from a group are added with a key package claimed
+   * for them (one that carries that device's own key and passes the strict check), in one commit per group.
+   * A device with no package yet is left for a later sync. The relay's list only chooses whom to act on:
+   * whom to add is still checked against the chain, and a removal only drops this user's own devices.
+   */
+  followOwnDevices(devices: DeviceView[]): Promise<GroupEvent[]> {
+    return this.lock.run(async () => {
+      const events: GroupEvent[] = [];
+      for (const { groupId, removed, left } of this.groups()) {
+        if (removed || left) continue;
+        events.push(...(await this.keyChangeStep(groupId, () => this.followOwnDevicesIn(groupId, devices))));
+      }
+      return events;
+    });
+  }
+
+  private async followOwnDevicesIn(groupId: string, devices: DeviceView[]): Promise<GroupEvent[]> {
+    const me = this.options.username;
+    const ownKey = hex(this.secrets.signatureKey.publicKey);
+    const revoked = devices.filter((d) => d.revokedAt !== null && d.devicePublicKey !== ownKey);
+    const kept = devices.filter((d) => d.revokedAt === null && d.devicePublicKey !== ownKey);
+    const revokedKeys = new Set(revoked.map((d) => d.devicePublicKey));
+    const needs = (state: ClientState) => {
+      const mine = groupMembers(state).filter((m) => m.username === me && m.leafIndex !== state.privatePath.leafIndex);
+      const present = new Set(mine.map((m) => hex(m.signaturePublicKey)));
+      return { remove: mine.filter((m) => revokedKeys.has(hex(m.signaturePublicKey))), missing: kept.filter((d) => !present.has(d.devicePublicKey)) };
+    };
+    const first = needs(this.loadGroup(groupId).state);
+    if (first.remove.length === 0 && first.missing.length === 0) return [];
+    let claimed: Promise<ClaimedPackages> | undefined;
+    let summary = { added: 0, removed: 0 };
+    const seq = await this.commitIfNeeded(groupId, async (state) => {
+      const { remove, missing } = needs(state);
+      let adds: ClaimedPackages["accepted"] = [];
+      if (missing.length > 0) {
+        claimed ??= this.claimAuthorisedKeyPackages(me, this.strict.authService).catch((error: unknown) => {
+          if (isChatError(error) && error.code === "NOT_FOUND") return { accepted: [], refused: [] };
+          throw error;
+        });
+        const wanted = new Map(missing.map((d) => [d.deviceId, d.devicePublicKey]));
+        adds = (await claimed).accepted.filter((p) => wanted.get(p.device.deviceId) === hex(p.keyPackage.leafNode.signaturePublicKey));
+      }
+      if (remove.length === 0 && adds.length === 0) return undefined;
+      const revokedIds = new Set(revoked.map((d) => d.deviceId));
+      const relayMembers = (await this.ds.members(groupId)).members.filter((m) => m.username === me && revokedIds.has(m.deviceId));
+      const pending = await replaceMembers({ state, removeLeafIndexes: remove.map((m) => m.leafIndex), addKeyPackages: adds.map((p) => p.keyPackage) });
+      summary = { added: adds.length, removed: remove.length };
+      return {
+        pending,
+        add: adds.map((p) => p.device),
+        remove: relayMembers.map((m) => ({ username: m.username, deviceId: m.deviceId })),
+        welcomes: pending.welcome ? adds.map((p) => ({ ...p.device, bytes: pending.welcome! })) : [],
+      };
+    });
+    if (seq === undefined) return [];
+    // A named group's name travels inside it: sent again, so that the devices that just joined know it.
+    const name = this.store.readGroup(groupId)?.name;
+    if (summary.added > 0 && name !== undefined) await this.sendPayload(groupId, { kind: "group-name", body: name });
+    return [{ kind: "own-devices", groupId, seq, ...summary }];
   }
 
   /**
@@ -1086,3 +1296,14 @@ interface ClaimedPackages {
 
 /** Thrown by a commit's build step when there is nothing left to commit; never leaves this file. */
 class NothingToCommit extends Error {}
+
+/** The users who gained or lost device leaves between two trees (by each leaf's Ed25519 key). */
+function deviceChanges(before: { username: string; signaturePublicKey: Uint8Array }[], after: { username: string; signaturePublicKey: Uint8Array }[]): { added: string[]; removed: string[] } {
+  const keys = (members: typeof before) => new Map(members.map((m) => [hex(m.signaturePublicKey), m.username]));
+  const was = keys(before);
+  const is = keys(after);
+  return {
+    added: [...new Set([...is].filter(([key]) => !was.has(key)).map(([, user]) => user))],
+    removed: [...new Set([...was].filter(([key]) => !is.has(key)).map(([, user]) => user))],
+  };
+}

@@ -24,6 +24,7 @@ import {
   encodeBase64,
   type LogEntryWire,
 } from "../../protocol/wire-v2";
+import { DeviceCredentialResponse, DeviceLinkView, DevicesResponse, DeviceView, RevokeDeviceResponse } from "../../protocol/wire-devices";
 
 const TIMEOUT_MS = 30_000;
 
@@ -37,8 +38,8 @@ export interface DsDeviceRef {
 export interface DsClientOptions {
   /** the relay's origin, e.g. https://relay.example:8443 */
   url: string;
-  /** the session token from login */
-  token: string;
+  /** the session token from login (a function: the session's current one, when a login renews it) */
+  token: string | (() => string);
   deviceId: string;
   /** TLS options for https (the CLI passes its pinned certificate: RelayHttp.tls()) */
   tls?: () => Promise<tls.ConnectionOptions>;
@@ -107,7 +108,7 @@ export class DsClient {
       secure,
       target: new URL(path, this.base),
       method,
-      headers: { authorization: `Bearer ${this.options.token}`, [DEVICE_ID_HEADER]: this.options.deviceId },
+      headers: { authorization: `Bearer ${typeof this.options.token === "function" ? this.options.token() : this.options.token}`, [DEVICE_ID_HEADER]: this.options.deviceId },
       payload,
       timeoutMs: TIMEOUT_MS,
       tls: tlsOptions,
@@ -205,5 +206,38 @@ export class DsClient {
 
   ackWelcome(id: string) {
     return this.call("POST", `/v2/welcomes/${encodeURIComponent(id)}/ack`, {}, OkResponse);
+  }
+
+  // ---- this user's devices (protocol/wire-devices.ts) ----
+
+  /** Every device of this user, revoked ones included, and the relay's limit. */
+  devices() {
+    return this.call("GET", "/v2/devices", undefined, DevicesResponse);
+  }
+
+  /** Registers this device (one holding the identity key) with its MLS key, so that it is listed and counted. */
+  registerSelf(body: { devicePublicKey: string; credential: Uint8Array; deviceName?: string }) {
+    return this.call("POST", "/v2/devices/self", { devicePublicKey: body.devicePublicKey, credential: encodeBase64(body.credential), ...(body.deviceName ? { deviceName: body.deviceName } : {}) }, DeviceView);
+  }
+
+  /** This device's newest credential on file (a linked device re-authorised by another while it was away). */
+  ownCredential() {
+    return this.call("GET", "/v2/devices/self/credential", undefined, DeviceCredentialResponse);
+  }
+
+  deviceLink(code: string) {
+    return this.call("GET", `/v2/device-links/${encodeURIComponent(code)}`, undefined, DeviceLinkView);
+  }
+
+  approveDeviceLink(code: string, credential: Uint8Array) {
+    return this.call("POST", `/v2/device-links/${encodeURIComponent(code)}/approve`, { credential: encodeBase64(credential) }, DeviceView);
+  }
+
+  revokeDevice(deviceId: string) {
+    return this.call("POST", `/v2/devices/${encodeURIComponent(deviceId)}/revoke`, {}, RevokeDeviceResponse);
+  }
+
+  putDeviceCredential(deviceId: string, credential: Uint8Array) {
+    return this.call("POST", `/v2/devices/${encodeURIComponent(deviceId)}/credential`, { credential: encodeBase64(credential) }, DeviceCredentialResponse);
   }
 }

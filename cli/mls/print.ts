@@ -14,6 +14,15 @@ export type PrintTarget = Pick<Output, "data" | "warn">;
 /** One MLS message: as a v1 one for a one-to-one chat, under "#name" for a group. */
 export function printMlsMessage(out: PrintTarget, chat: MlsChat, m: ChatMessage): void {
   const inGroup = m.conversation.startsWith("#");
+  if (m.fromOtherDevice) {
+    // Sent by this user from another device: shown as sent, to the conversation it went to.
+    const to = inGroup ? `${chat.label(m.groupId)} you` : `you → ${m.conversation}`;
+    out.data(
+      { type: "sent", id: m.id, from: m.from, to: m.conversation, body: m.body, timestamp: m.sentAt, v: 2, groupId: m.groupId, fromOtherDevice: true, ...(inGroup ? { group: m.groupName ?? null } : {}) },
+      formatMessage({ sender: to, body: m.body, timestamp: m.sentAt }, "from your other device"),
+    );
+    return;
+  }
   const sender = inGroup ? `${chat.label(m.groupId)} ${m.from}` : m.from;
   out.data(
     { type: "message", id: m.id, from: m.from, body: m.body, timestamp: m.sentAt, v: 2, groupId: m.groupId, ...(inGroup ? { group: m.groupName ?? null } : {}) },

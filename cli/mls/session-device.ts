@@ -2,15 +2,21 @@
  * The logged-in user's MLS device in this home, built in one place for every command: the relay's Delivery
  * Service over the pinned TLS connection, credentials checked against key histories read from the client's
  * own chain endpoint, and the trusted deployment (chain id and contract) bound into every device credential.
+ * A linked device (no identity key) is opened with its session's device secret, and follows its user's key
+ * rotations here: it logs in again with its own key and adopts the credential another device signed for it.
  */
 import type { RegistryReader } from "../chain";
+import { isChatError } from "../../protocol/errors";
+import { loginWithDevice } from "../auth";
 import type { Context } from "../context";
 import type { Session } from "../session";
 import { chainKeyBook } from "./chain-key-book";
 import { MlsDevice, type ReceivedMessage } from "./device";
 import { DsClient } from "./ds-client";
 
-export type SessionDeviceDeps = Pick<Context, "home" | "relay" | "deployment" | "registry">;
+export type SessionDeviceDeps = Pick<Context, "home" | "relay" | "deployment" | "registry" | "sessions">;
+
+const unhex = (text: string) => new Uint8Array(Buffer.from(text, "hex"));
 
 export async function openSessionDevice(
   ctx: SessionDeviceDeps,
@@ -26,10 +32,11 @@ export async function openSessionDevice(
       registry = undefined;
       throw error;
     }));
-  return MlsDevice.open({
+  const device = await MlsDevice.open({
     home: ctx.home,
     username: session.username,
     identityKeys: session.keys,
+    ...(session.linked ? { deviceSecret: unhex(session.linked.deviceSecret) } : {}),
     chainId: deployment.chainId,
     contract: deployment.contractAddress,
     keyBook: chainKeyBook({
@@ -39,11 +46,41 @@ export async function openSessionDevice(
     connect: (deviceId) =>
       new DsClient({
         url: ctx.relay.origin,
-        token: session.token,
+        // read at each request: a linked device's login below renews the token of this same session
+        token: () => session.token,
         deviceId,
         tls: () => ctx.relay.tls(),
         connectionError: (error) => ctx.relay.connectionError(error),
       }),
     deliver,
   });
+  if (session.linked) {
+    await followLinkedCredential(ctx, session, device).catch((error: unknown) => {
+      // Without the chain the key change cannot be seen; the device goes on with what it has.
+      if (!isChatError(error) || error.code !== "CHAIN_UNAVAILABLE") throw error;
+    });
+  }
+  return device;
+}
+
+/**
+ * A linked device whose user's key changed on chain since its credential or session: the old session stands
+ * only briefly after a rotation, so it logs in again with its own Ed25519 key; the relay answers with the
+ * newest credential on file (signed by the new key when a device holding it re-authorised this one), which
+ * the device checks against the chain and adopts. `session` is updated in place for the rest of the command.
+ */
+async function followLinkedCredential(ctx: SessionDeviceDeps, session: Session, device: MlsDevice): Promise<void> {
+  const registry = await ctx.registry();
+  const current = await registry.currentKey(session.username);
+  if (current.index === device.keyIndex && current.index === session.keyIndex) return;
+  const { session: fresh, credential } = await loginWithDevice({
+    ctx,
+    username: session.username,
+    deviceId: device.deviceId,
+    credential: device.credentialIdentity,
+    deviceSecret: unhex(session.linked!.deviceSecret),
+    sign: (text) => device.signText(text),
+  });
+  Object.assign(session, fresh);
+  await device.adoptCredential(credential);
 }

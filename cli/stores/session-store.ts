@@ -12,8 +12,19 @@ export interface Session {
   token: string;
   expiresAt: number;
   keyIndex: number;
-  /** current key first */
+  /** current key first; empty on a linked device, which never holds the identity key */
   keys: UnlockedKey[];
+  /**
+   * A linked device's session (logged in with its own Ed25519 key, POST /v1/login/device): the relay's id
+   * of this device, to which the token is bound, and the device secret (hex) that opens this device's
+   * MLS state, unlocked from its password-encrypted file at login. Absent on a device holding the identity key.
+   */
+  linked?: { deviceId: string; deviceSecret: string };
+}
+
+/** Whether the session is a linked device's (no identity key here). */
+export function isLinkedSession(session: Session): session is Session & { linked: { deviceId: string; deviceSecret: string } } {
+  return session.linked !== undefined;
 }
 
 export interface SessionStore {
