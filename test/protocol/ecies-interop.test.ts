@@ -47,7 +47,7 @@ describe("protocol/ecies against eth-crypto", () => {
         const fromEthCrypto = parseEcies(hexToBytes(await ethCryptoSeal(publicKey, text)));
         expect(new TextDecoder().decode(eciesDecrypt(privateKey, fromEthCrypto))).to.equal(text);
         const toEthCrypto = bytesToHex(serializeEcies(eciesEncrypt(hexToBytes(publicKey), encoder.encode(text))));
-        expect(await EthCrypto.decryptWithPrivateKey(privateKey, toEthCrypto)).to.equal(text);
+        expect(await EthCrypto.decryptWithPrivateKey(privateKey, EthCrypto.cipher.parse(toEthCrypto))).to.equal(text);
       }),
       { numRuns: 40 },
     );
@@ -94,7 +94,7 @@ describe("protocol/ecies against eth-crypto", () => {
     };
     const envelope = await sealEnvelope({ inner, senderPrivateKey: ALICE, recipientPublicKey: publicKeyOf(BOB) });
     const { c } = JSON.parse(envelope) as { c: string };
-    const decrypted = JSON.parse(await EthCrypto.decryptWithPrivateKey(BOB, c.slice(2))) as { m: InnerMessageV1; s: string };
+    const decrypted = JSON.parse(await EthCrypto.decryptWithPrivateKey(BOB, EthCrypto.cipher.parse(c.slice(2)))) as { m: InnerMessageV1; s: string };
     expect(decrypted.m).to.deep.equal(inner);
     expect(decrypted.s).to.equal(signInner({ inner, privateKey: ALICE }));
 
