@@ -15,8 +15,9 @@
  * The password is normalised to Unicode NFC first so that the same password typed on two keyboards
  * (composed or decomposed accents) gives one credential.
  */
-import { createHash } from "node:crypto";
+import { sha256 } from "@noble/hashes/sha2.js";
 import { argon2id } from "hash-wasm";
+import { concatBytes, uint32BE, utf8Bytes } from "./bytes";
 import { ChatError } from "./errors";
 import { assertUsername } from "./username";
 
@@ -52,11 +53,9 @@ export const INSECURE_TEST_ARGON2_PARAMS: Readonly<Argon2Params> = Object.freeze
   hashLength: 32,
 });
 
-function lengthPrefixed(value: string): Buffer {
-  const bytes = Buffer.from(value, "utf8");
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(bytes.length);
-  return Buffer.concat([length, bytes]);
+function lengthPrefixed(value: string): Uint8Array {
+  const bytes = utf8Bytes(value);
+  return concatBytes(uint32BE(bytes.length), bytes);
 }
 
 /** The salt of a user's credential (see the file comment for the encoding). */
@@ -72,13 +71,13 @@ export function credentialSalt(params: { username: string; chainId: bigint | num
   if (typeof params.contractAddress !== "string" || !/^0x[0-9a-fA-F]{40}$/.test(params.contractAddress)) {
     throw new ChatError("BAD_REQUEST", "contractAddress must be a 20-byte 0x-hex address");
   }
-  const encoded = Buffer.concat([
+  const encoded = concatBytes(
     lengthPrefixed(CREDENTIAL_DOMAIN),
     lengthPrefixed(username),
     lengthPrefixed(chainId.toString(10)),
     lengthPrefixed(params.contractAddress.toLowerCase()),
-  ]);
-  return new Uint8Array(createHash("sha256").update(encoded).digest());
+  );
+  return sha256(encoded);
 }
 
 /**

@@ -9,8 +9,10 @@
  * so that whoever reads the chain cannot test password guesses offline without the relay's pepper, and
  * a hash the relay computes for one name is worthless as a guess against another name.
  */
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256 } from "@noble/hashes/sha2.js";
 import { getBytes, keccak256 } from "ethers";
+import { concatBytes, constantTimeEqual, uint32BE, utf8Bytes } from "./bytes";
 import { ChatError } from "./errors";
 import { isValidUsername } from "./username";
 
@@ -25,17 +27,15 @@ export function assertCredential(value: unknown, field = "credential"): string {
 }
 
 /** The HMAC's message: the length prefix keeps (username, credential) pairs from colliding. */
-function pepperInput(username: string, credential: string): Buffer {
-  const name = Buffer.from(username, "utf8");
-  const length = Buffer.alloc(4);
-  length.writeUInt32BE(name.length);
-  return Buffer.concat([length, name, Buffer.from(getBytes(assertCredential(credential)))]);
+function pepperInput(username: string, credential: string): Uint8Array {
+  const name = utf8Bytes(username);
+  return concatBytes(uint32BE(name.length), name, getBytes(assertCredential(credential)));
 }
 
 /** The on-chain credential hash of `username`: keccak256(HMAC-SHA256(pepper, len32(username) || username || credential)). */
 export function pepperCredential(params: { pepper: Uint8Array; username: string; credential: string }): string {
   if (!isValidUsername(params.username)) throw new ChatError("INVALID_USERNAME", "invalid username");
-  const mac = createHmac("sha256", params.pepper).update(pepperInput(params.username, params.credential)).digest();
+  const mac = hmac(sha256, params.pepper, pepperInput(params.username, params.credential));
   return keccak256(mac);
 }
 
@@ -43,5 +43,5 @@ export function pepperCredential(params: { pepper: Uint8Array; username: string;
 export function credentialHashesEqual(a: string, b: string): boolean {
   const left = getBytes(a);
   const right = getBytes(b);
-  return left.length === right.length && timingSafeEqual(left, right);
+  return constantTimeEqual(left, right);
 }

@@ -5,8 +5,8 @@
  * recipientKeyIndex, body) and signs it with its identity key as an EIP-191 personal message
  * (https://eips.ethereum.org/EIPS/eip-191, version 0x45: keccak256("\x19Ethereum Signed Message:\n" ||
  * len || text)) over a canonical text (a domain tag and the fields as a fixed-order JSON array), then
- * encrypts {m: inner, s: signature} for the recipient's current public key with eth-crypto's
- * `encryptWithPublicKey`: ECIES over secp256k1 (SEC 1 §5.1: ephemeral ECDH, SHA-512 as KDF,
+ * encrypts {m: inner, s: signature} for the recipient's current public key with ECIES as eth-crypto's
+ * `encryptWithPublicKey` does it (./ecies, byte for byte): secp256k1 (SEC 1 §5.1: ephemeral ECDH, SHA-512 as KDF,
  * AES-256-CBC, HMAC-SHA256 over iv || ephemeral key || ciphertext, encrypt-then-MAC).
  * The envelope text is JSON `{"v":1,"c":"0x<hex>"}`, where c is iv (16) || compressed ephemeral public
  * key (33) || mac (32) || AES-CBC ciphertext, as lowercase 0x-prefixed hex like every binary value of the
@@ -20,20 +20,13 @@
  *
  * `v` lets a forward-secret version 2 follow without a flag day: open() refuses unknown versions.
  */
-import type * as EthCryptoTypes from "eth-crypto";
 import { SigningKey, getAddress, hashMessage, recoverAddress } from "ethers";
 import { z } from "zod";
+import { bytesToHex, hexToBytes, utf8Bytes, utf8Length, utf8Text } from "./bytes";
+import { eciesDecrypt, eciesEncrypt, parseEcies, serializeEcies, type EciesCiphertext } from "./ecies";
 import { ChatError } from "./errors";
 import { normalizePublicKey, publicKeyToAddress, type PublicKeyHex } from "./keys";
 import { MessageId, Signature65, Username } from "./wire";
-
-// eth-crypto's own modules, not its index: the index also loads its transaction helpers (@ethereumjs),
-// about 0.4 s of start-up that every `chat` command would pay for nothing.
-const EthCrypto = {
-  encryptWithPublicKey: (require("eth-crypto/dist/lib/encrypt-with-public-key") as typeof EthCryptoTypes).encryptWithPublicKey,
-  decryptWithPrivateKey: (require("eth-crypto/dist/lib/decrypt-with-private-key") as typeof EthCryptoTypes).decryptWithPrivateKey,
-  cipher: require("eth-crypto/dist/lib/cipher") as typeof EthCryptoTypes.cipher,
-};
 
 export const ENVELOPE_VERSION = 1;
 export const ENVELOPE_SIGNING_DOMAIN = "eth-chat envelope v1";
@@ -68,16 +61,16 @@ const MIN_CIPHERTEXT_BYTES = 16 + 33 + 32 + 16;
 const EnvelopeV1 = z.object({ v: z.literal(1), c: z.string().regex(/^(0x)?([0-9a-fA-F]{2})+$/) });
 
 /** The envelope's `c`: eth-crypto's compact layout (iv || compressed ephemeral key || mac || ciphertext). */
-export function encodeCiphertext(encrypted: EthCryptoTypes.Encrypted): string {
-  return `0x${EthCrypto.cipher.stringify(encrypted)}`;
+export function encodeCiphertext(encrypted: EciesCiphertext): string {
+  return `0x${bytesToHex(serializeEcies(encrypted))}`;
 }
 
 /** Parses `c`, with or without 0x; throws ENVELOPE_INVALID when it cannot be the compact layout. */
-export function decodeCiphertext(c: string): EthCryptoTypes.Encrypted {
-  const hex = (c.startsWith("0x") ? c.slice(2) : c).toLowerCase();
+export function decodeCiphertext(c: string): EciesCiphertext {
+  const hex = c.startsWith("0x") ? c.slice(2) : c;
   if (hex.length / 2 < MIN_CIPHERTEXT_BYTES) throw invalid("envelope ciphertext is too short");
   try {
-    return EthCrypto.cipher.parse(hex);
+    return parseEcies(hexToBytes(hex));
   } catch {
     throw invalid("envelope ciphertext is malformed");
   }
@@ -139,16 +132,13 @@ export async function sealEnvelope(params: {
   const recipientPublicKey = normalizePublicKey(params.recipientPublicKey, "recipientPublicKey");
   const signature = signInner({ inner, privateKey: params.senderPrivateKey });
   const plaintext = JSON.stringify({ m: inner, s: signature });
-  const options = params.deterministic
-    ? { iv: Buffer.from(params.deterministic.iv), ephemPrivateKey: Buffer.from(params.deterministic.ephemPrivateKey) }
-    : undefined;
-  const encrypted = await EthCrypto.encryptWithPublicKey(recipientPublicKey.slice(2), plaintext, options);
+  const encrypted = eciesEncrypt(hexToBytes(recipientPublicKey), utf8Bytes(plaintext), params.deterministic);
   return JSON.stringify({ v: ENVELOPE_VERSION, c: encodeCiphertext(encrypted) });
 }
 
 /** The byte size of the SendFrame that carries an envelope, as the relay measures it. */
 export function sendFrameBytes(params: { id: string; to: string; envelope: string }): number {
-  return Buffer.byteLength(JSON.stringify({ type: "send", id: params.id, to: params.to, envelope: params.envelope }), "utf8");
+  return utf8Length(JSON.stringify({ type: "send", id: params.id, to: params.to, envelope: params.envelope }));
 }
 
 /**
@@ -246,7 +236,7 @@ export async function openEnvelope(params: {
   const keys = typeof params.privateKeys === "function" ? params.privateKeys() : params.privateKeys;
   for await (const key of keys as AsyncIterable<{ index: number; privateKey: string }>) {
     try {
-      plaintext = await EthCrypto.decryptWithPrivateKey(key.privateKey, structuredClone(encrypted));
+      plaintext = utf8Text(eciesDecrypt(key.privateKey, encrypted));
       decryptedWith = key.index;
       break;
     } catch {

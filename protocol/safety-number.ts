@@ -9,30 +9,33 @@
  * Both parties therefore compute the same number whoever computes it. The iterations make finding a
  * second key with a colliding number costly (FIPS 180-4 SHA-512).
  */
-import { createHash } from "node:crypto";
+import { sha512 } from "@noble/hashes/sha2.js";
+import { concatBytes, utf8Bytes } from "./bytes";
 import { publicKeyBytes, type PublicKeyHex } from "./keys";
 import { assertUsername } from "./username";
 
 export const SAFETY_NUMBER_VERSION = 0;
 export const SAFETY_NUMBER_ITERATIONS = 5200;
 
-function sha512(...parts: Uint8Array[]): Buffer {
-  const hash = createHash("sha512");
-  for (const part of parts) hash.update(part);
-  return hash.digest();
-}
-
 /** One party's 30 digits. */
 export function partyDigits(params: { username: string; publicKey: PublicKeyHex }): string {
   const username = assertUsername(params.username);
   const key = publicKeyBytes(params.publicKey);
-  const version = Buffer.alloc(2);
-  version.writeUInt16BE(SAFETY_NUMBER_VERSION);
-  let hash = sha512(version, key, Buffer.from(username, "utf8"));
-  for (let i = 0; i < SAFETY_NUMBER_ITERATIONS; i++) hash = sha512(hash, key);
+  const version = new Uint8Array([SAFETY_NUMBER_VERSION >> 8, SAFETY_NUMBER_VERSION & 0xff]);
+  let hash = sha512(concatBytes(version, key, utf8Bytes(username)));
+  // One buffer reused for h || publicKey: 5200 rounds without 5200 allocations.
+  const round = new Uint8Array(hash.length + key.length);
+  round.set(key, hash.length);
+  for (let i = 0; i < SAFETY_NUMBER_ITERATIONS; i++) {
+    round.set(hash, 0);
+    hash = sha512(round);
+  }
   let digits = "";
   for (let chunk = 0; chunk < 6; chunk++) {
-    const value = hash.readUIntBE(chunk * 5, 5) % 100000;
+    let value = 0;
+    // 5 bytes big-endian fit in a double exactly (40 bits < 53).
+    for (let byte = 0; byte < 5; byte++) value = value * 256 + hash[chunk * 5 + byte];
+    value %= 100000;
     digits += value.toString().padStart(5, "0");
   }
   return digits;
