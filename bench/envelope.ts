@@ -92,7 +92,7 @@ async function main() {
   });
 
   // What a native ECIES could cost: node:crypto (OpenSSL) ephemeral secp256k1 key and ECDH, the asymmetric
-  // half of SEC 1 ECIES that eth-crypto does in JavaScript.
+  // half of SEC 1 ECIES that protocol/ecies.ts does in JavaScript (noble).
   const recipientEcdh = createECDH("secp256k1");
   recipientEcdh.generateKeys();
   const recipientPoint = recipientEcdh.getPublicKey();

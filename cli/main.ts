@@ -10,7 +10,7 @@ import { describeError } from "./errors";
 
 type Action = (ctx: Context, ...args: string[]) => Promise<void>;
 
-/** Loads a command's module only when it runs (eth-crypto and friends are slow to load). */
+/** Loads a command's module only when it runs (the MLS library, ethers and hash-wasm are slow to load). */
 const lazy =
   <M extends Record<string, unknown>>(load: () => M, name: keyof M): Action =>
   (ctx, ...args) =>
