@@ -23,6 +23,7 @@ import { newIdentity, signRegister } from "../helpers/signing";
 import {
   loginCli,
   newTestUser,
+  publishMls,
   receiveLive,
   registerUsers,
   relayOptions,
@@ -185,11 +186,12 @@ describe("fault: MySQL stops and comes back", function () {
     const a = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "alice"), user: alice });
     const b = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "bob"), user: bob });
     clients.push(a, b);
-    await a.messenger.book.current(bob.username); // bob's key checked before the outage
-    const conn = await RelayConnection.open(a.ctx, a.session);
-    conns.push(conn);
-    const before = await a.messenger.prepare(bob.username, "before the outage");
-    expect((await a.messenger.flushOutbox(conn))[0].status).to.equal("stored");
+    // Both devices publish key packages (as `chat login` does); alice starts the chat with bob before the outage.
+    const aliceChat = await publishMls(a);
+    await publishMls(b);
+    const before = aliceChat.queue(bob.username, "before the outage");
+    const first = await aliceChat.flushOutbox();
+    expect(first.map((r) => [r.status, r.error?.code])).to.deep.equal([["stored", undefined]]);
 
     await mariadb.stop();
     const health = await waitFor("/healthz to say degraded", async () => {
@@ -199,11 +201,13 @@ describe("fault: MySQL stops and comes back", function () {
     expect(health.body).to.deep.include({ status: "degraded" });
     expect(health.body.storage.ok).to.equal(false);
 
-    // The connected client sends during the outage: each message is refused as retryable and stays in the outbox.
+    // The client sends during the outage: the relay's Delivery Service (MySQL too) refuses each append as
+    // retryable, and every message stays in the outbox, in order.
     const during: string[] = [];
-    for (let n = 0; n < 10; n++) during.push((await a.messenger.prepare(bob.username, `during the outage #${n}`)).id);
-    const results = await a.messenger.flushOutbox(conn);
+    for (let n = 0; n < 10; n++) during.push(aliceChat.queue(bob.username, `during the outage #${n}`).id);
+    const results = await aliceChat.flushOutbox();
     expect(results.map((r) => r.error?.code)).to.deep.equal(Array(10).fill("STORAGE_UNAVAILABLE"));
+    expect(results.every((r) => r.error?.details?.status === 503)).to.equal(true);
     expect(a.ctx.outbox.list(alice.username).map((e) => e.id)).to.deep.equal(during);
     // A new `chat send` process fails with one clear line, no stack trace.
     const refused = await runChat({ home: a.home, relay: relay.url, rpc: chain.anvil.url, args: ["send", bob.username, "from a new process"] });
@@ -211,21 +215,30 @@ describe("fault: MySQL stops and comes back", function () {
     expect(refused.stderr.trim().split("\n")).to.have.length(1);
     expect(refused.stderr).to.match(/^chat: STORAGE_UNAVAILABLE: /);
     expect(relay.process.exitCode, "the relay process is still running").to.equal(null);
+    expect(a.ctx.outbox.list(alice.username).map((e) => e.id), "still waiting after the refused process").to.deep.equal(during);
 
     await sleep(1_000);
     await mariadb.start();
     await waitFor("/healthz ok again", async () => (await relay.request("GET", "/healthz")).status === 200, 30_000);
-    // The client retries its outbox until the relay accepts everything.
-    await drainOutbox(a, conn);
+    // The next `chat send` re-sends the outbox first, under the first ids, then sends its own message.
     const after = await runChat({ home: a.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "send", bob.username, "after the outage"] });
     expect(after.code, after.stderr).to.equal(0);
+    const sent = after.json.filter((o) => o.type === "sent");
+    expect(sent.map((o) => [o.id, o.resent])).to.deep.equal([...during.map((id) => [id, true]), [sent[sent.length - 1]?.id, false]]);
+    expect(a.ctx.outbox.list(alice.username)).to.deep.equal([]);
 
     const inbox = await runChat({ home: b.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "inbox"] });
     expect(inbox.code, inbox.stderr).to.equal(0);
-    const bodies = inbox.json.filter((o) => o.type === "message").map((m) => m.body);
+    const messages = inbox.json.filter((o) => o.type === "message");
+    const bodies = messages.map((m) => m.body);
     expect(bodies).to.deep.equal(["before the outage", ...during.map((_, n) => `during the outage #${n}`), "after the outage"]);
-    expect(inbox.json.filter((o) => o.type === "message").map((m) => m.id).slice(0, 1)).to.deep.equal([before.id]);
-    console.log(`      MySQL outage: ${JSON.stringify({ sent: bodies.length, refused_retryable: 10, delivered: bodies.length, lost: 0, duplicates_shown: 0, ms: Date.now() - started })}`);
+    expect(messages.map((m) => m.id)).to.deep.equal([before.id, ...during, sent[sent.length - 1].id]);
+    expect(messages.every((m) => m.from === alice.username && m.v === 2)).to.equal(true);
+    // Read once: a second inbox shows nothing again.
+    const again = await runChat({ home: b.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "inbox"] });
+    expect(again.code, again.stderr).to.equal(0);
+    expect(again.json.filter((o) => o.type === "message")).to.deep.equal([]);
+    console.log(`      MySQL outage (v2): ${JSON.stringify({ sent: bodies.length, refused_retryable: 10, delivered: bodies.length, lost: 0, duplicates_shown: 0, ms: Date.now() - started })}`);
   });
 });
 
