@@ -1,15 +1,17 @@
 /**
  * Faults on real processes, each with the CLI's own client code or the `chat` command:
  *  - two relays behind a TCP load balancer share MariaDB and Redis; one is SIGKILLed; its clients
- *    reconnect to the other and nothing is lost;
+ *    reconnect to the other and nothing is lost (envelope v1 sends);
  *  - the relay's MariaDB (a server of the test's own) stops and comes back: the relay stays up,
- *    /healthz says degraded, senders get a retryable error and their clients retry, everything arrives;
+ *    /healthz says degraded, appends to the MLS Delivery Service are refused as retryable, the messages
+ *    wait in the outbox, the next `chat send` re-sends them, and each arrives once;
  *  - the chain's JSON-RPC goes away (a TCP proxy in front of anvil is closed): registration answers
- *    503 CHAIN_UNAVAILABLE, cached keys are served as unverified, the CLI encrypts only to a key the
- *    person verified earlier, and the relay catches up when the chain is back.
+ *    503 CHAIN_UNAVAILABLE, cached keys are served as unverified, the CLI still sends in an existing MLS
+ *    chat, a new chat (a key package to check on chain) waits in the outbox until the chain is back, a
+ *    never-verified key gets nothing, and the relay catches up when the chain is back.
  */
 import { expect } from "chai";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Wallet, JsonRpcProvider } from "ethers";
@@ -268,14 +270,27 @@ describe("fault: the chain's JSON-RPC is down", function () {
     const started = Date.now();
     const rpcUrl = rpc.url("http");
     relay = await startRelayProcess(relayOptions(chain, { dataDir: path.join(tmp, "relay"), secrets: relaySecrets(), mysqlUrl: db.url, rpcUrl }));
-    const [alice, bob, carol] = [newTestUser("alice_rpc"), newTestUser("bob_rpc"), newTestUser("carol_rpc")];
-    await registerUsers(relay, chain.domain, [alice, bob, carol]);
-    const homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob") };
-    (await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home: homes.alice, user: alice })).close();
-    (await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home: homes.bob, user: bob })).close();
+    const [alice, bob, carol, frank] = [newTestUser("alice_rpc"), newTestUser("bob_rpc"), newTestUser("carol_rpc"), newTestUser("frank_rpc")];
+    await registerUsers(relay, chain.domain, [alice, bob, carol, frank]);
+    const homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob"), carol: path.join(tmp, "carol") };
+    // Logged in with devices on messages v2 (key packages published), as `chat login` leaves them.
+    for (const [home, user] of [[homes.alice, alice], [homes.bob, bob], [homes.carol, carol]] as const) {
+      const client = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home, user });
+      await publishMls(client);
+      client.close();
+    }
     const chat = (home: string, args: string[]) => runChat({ home, relay: relay.url, rpc: rpcUrl, args });
-    const verified = await chat(homes.alice, ["--yes", "verify", bob.username]);
-    expect(verified.code, verified.stderr).to.equal(0);
+    const outboxOf = (home: string, user: string) => JSON.parse(readFileSync(path.join(home, "users", user, "outbox.json"), "utf8") || "[]") as { id: string; to: string; body: string }[];
+    for (const peer of [bob, carol]) {
+      const verified = await chat(homes.alice, ["--yes", "verify", peer.username]);
+      expect(verified.code, verified.stderr).to.equal(0);
+    }
+    // An existing chat: alice started it and bob joined it while the chain was up.
+    const started1 = await chat(homes.alice, ["send", bob.username, "before the chain went down"]);
+    expect(started1.code, started1.stderr).to.equal(0);
+    const joined = await chat(homes.bob, ["--json", "inbox"]);
+    expect(joined.code, joined.stderr).to.equal(0);
+    expect(joined.json.filter((o) => o.type === "message").map((m) => m.body)).to.deep.equal(["before the chain went down"]);
 
     await rpc.down();
     const dave = newTestUser("dave_rpc");
@@ -302,16 +317,27 @@ describe("fault: the chain's JSON-RPC is down", function () {
     expect(keys.status).to.equal(200);
     expect(keys.body).to.include({ source: "cache", verified: false });
 
-    // The CLI: bob's key was verified earlier and the relay still serves exactly it: allowed, with a note.
+    // The CLI, in the existing chat with bob (members checked when it began): the message goes.
     const toBob = await chat(homes.alice, ["--json", "send", bob.username, "sent while the chain is down"]);
     expect(toBob.code, toBob.stderr).to.equal(0);
-    expect(toBob.json.find((o) => o.type === "sent")).to.include({ to: bob.username });
+    expect(toBob.json.find((o) => o.type === "sent")).to.include({ to: bob.username, resent: false, v: 2 });
     expect(toBob.stderr).to.match(/verified/);
-    // carol's key was never verified: refused, one clear line.
-    const toCarol = await chat(homes.alice, ["send", carol.username, "must not be encrypted to an unchecked key"]);
+    // A new chat with carol needs her key package checked against the chain: refused for now, one clear
+    // line, and the message waits in the outbox (her key was verified earlier, so it is not dropped).
+    const toCarol = await chat(homes.alice, ["send", carol.username, "a new chat while the chain is down"]);
     expect(toCarol.code).to.equal(1);
-    expect(toCarol.stderr.trim().split("\n")).to.have.length(1);
-    expect(toCarol.stderr).to.match(/^chat: (CHAIN_UNAVAILABLE|KEY_UNVERIFIED): .*carol_rpc/);
+    const carolErrors = toCarol.stderr.trim().split("\n").filter((line) => line.startsWith("chat: "));
+    expect(carolErrors).to.have.length(1);
+    expect(carolErrors[0]).to.match(/^chat: CHAIN_UNAVAILABLE: /);
+    expect(toCarol.stderr).to.not.match(/\n\s+at /); // no stack trace
+    const waiting = outboxOf(homes.alice, alice.username);
+    expect(waiting.map((e) => [e.to, e.body])).to.deep.equal([[carol.username, "a new chat while the chain is down"]]);
+    // frank's key was never verified: nothing is sealed for an unchecked key, one clear line, nothing kept.
+    const toFrank = await chat(homes.alice, ["send", frank.username, "must not be encrypted to an unchecked key"]);
+    expect(toFrank.code).to.equal(1);
+    expect(toFrank.stderr.trim().split("\n")).to.have.length(1);
+    expect(toFrank.stderr).to.match(/^chat: (CHAIN_UNAVAILABLE|KEY_UNVERIFIED): .*frank_rpc/);
+    expect(outboxOf(homes.alice, alice.username).map((e) => e.id)).to.deep.equal(waiting.map((e) => e.id));
 
     // Meanwhile the chain moves on without the relay: erin registers directly with the relayer account.
     const provider = new JsonRpcProvider(chain.anvil.url, undefined, { staticNetwork: true });
@@ -338,6 +364,22 @@ describe("fault: the chain's JSON-RPC is down", function () {
     const inbox = await chat(homes.bob, ["--json", "inbox"]);
     expect(inbox.code, inbox.stderr).to.equal(0);
     expect(inbox.json.filter((o) => o.type === "message").map((m) => m.body)).to.deep.equal(["sent while the chain is down"]);
+    // The chain is back: alice's next send starts the chat with carol with the waiting message, first and once.
+    const later = await chat(homes.alice, ["--json", "send", carol.username, "after the chain came back"]);
+    expect(later.code, later.stderr).to.equal(0);
+    expect(later.json.filter((o) => o.type === "sent").map((o) => [o.id, o.to, o.resent])).to.deep.equal([
+      [waiting[0].id, carol.username, true],
+      [later.json.filter((o) => o.type === "sent")[1]?.id, carol.username, false],
+    ]);
+    expect(outboxOf(homes.alice, alice.username)).to.deep.equal([]);
+    const carolInbox = await chat(homes.carol, ["--json", "inbox"]);
+    expect(carolInbox.code, carolInbox.stderr).to.equal(0);
+    const toCarolShown = carolInbox.json.filter((o) => o.type === "message");
+    expect(toCarolShown.map((m) => [m.from, m.body])).to.deep.equal([
+      [alice.username, "a new chat while the chain is down"],
+      [alice.username, "after the chain came back"],
+    ]);
+    expect(toCarolShown[0].id).to.equal(waiting[0].id);
     console.log(`      chain outage: ${JSON.stringify({ ms: Date.now() - started })}`);
   });
 });
