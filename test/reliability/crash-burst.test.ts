@@ -198,14 +198,25 @@ function describeCrashBurst({ name, mysql, messages: MESSAGES, killAfterAccepted
       // --- the offline users (and one online user, who must see nothing twice) run the real `chat inbox` ---
       for (const conn of connections) await conn.close();
       const inboxStarted = Date.now();
+      const inboxConnectionsCut: string[] = [];
       const queue = [...offline, online[0]];
       await Promise.all(
         Array.from({ length: 2 }, async () => {
           for (let c = queue.shift(); c; c = queue.shift()) {
-            const result = await runChat({ home: c.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "inbox"], timeoutMs: 120_000 });
-            expect(result.code, result.stderr).to.equal(0);
-            for (const m of result.json.filter((o) => o.type === "message")) shown.push({ to: c.user.username, id: m.id, from: m.from, body: m.body });
-            expect(result.json.filter((o) => o.type === "warning"), JSON.stringify(result.json)).to.deep.equal([]);
+            // A connection the overloaded machine cut (each relay call is its own TLS connection, and the
+            // relay cuts a handshake or request that is too slow) fails the run as a person would see it;
+            // they run inbox again. What a cut run printed counts too: nothing may be shown twice overall.
+            for (let attempt = 1; ; attempt++) {
+              const result = await runChat({ home: c.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "inbox"], timeoutMs: 120_000 });
+              for (const m of result.json.filter((o) => o.type === "message")) shown.push({ to: c.user.username, id: m.id, from: m.from, body: m.body });
+              expect(result.json.filter((o) => o.type === "warning"), JSON.stringify(result.json)).to.deep.equal([]);
+              if (result.code !== 0 && attempt < 3 && /^chat: RELAY_UNREACHABLE: .*\((ECONNRESET|ETIMEDOUT|EPIPE)\)$/m.test(result.stderr)) {
+                inboxConnectionsCut.push(result.stderr.trim());
+                continue;
+              }
+              expect(result.code, result.stderr).to.equal(0);
+              break;
+            }
           }
         }),
       );
@@ -240,9 +251,11 @@ function describeCrashBurst({ name, mysql, messages: MESSAGES, killAfterAccepted
         burst_ms: burstMs,
         restart_ms: restartMs,
         inbox_processes_ms: inboxMs,
+        inbox_runs_cut_and_rerun: inboxConnectionsCut.length,
         total_ms: Date.now() - started,
       };
       console.log(`      crash-burst: ${JSON.stringify(figures)}`);
+      for (const cut of inboxConnectionsCut) console.log(`      inbox run cut: ${cut}`);
       expect(warnings, JSON.stringify(warnings.slice(0, 3))).to.deep.equal([]);
       expect(sent.size).to.equal(MESSAGES);
       expect(acknowledgedLost, "acknowledged messages not shown exactly once").to.equal(0);

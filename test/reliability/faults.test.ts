@@ -1,15 +1,17 @@
 /**
  * Faults on real processes, each with the CLI's own client code or the `chat` command:
  *  - two relays behind a TCP load balancer share MariaDB and Redis; one is SIGKILLed; its clients
- *    reconnect to the other and nothing is lost;
+ *    reconnect to the other and nothing is lost (envelope v1 sends);
  *  - the relay's MariaDB (a server of the test's own) stops and comes back: the relay stays up,
- *    /healthz says degraded, senders get a retryable error and their clients retry, everything arrives;
+ *    /healthz says degraded, appends to the MLS Delivery Service are refused as retryable, the messages
+ *    wait in the outbox, the next `chat send` re-sends them, and each arrives once;
  *  - the chain's JSON-RPC goes away (a TCP proxy in front of anvil is closed): registration answers
- *    503 CHAIN_UNAVAILABLE, cached keys are served as unverified, the CLI encrypts only to a key the
- *    person verified earlier, and the relay catches up when the chain is back.
+ *    503 CHAIN_UNAVAILABLE, cached keys are served as unverified, the CLI still sends in an existing MLS
+ *    chat, a new chat (a key package to check on chain) waits in the outbox until the chain is back, a
+ *    never-verified key gets nothing, and the relay catches up when the chain is back.
  */
 import { expect } from "chai";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Wallet, JsonRpcProvider } from "ethers";
@@ -23,6 +25,7 @@ import { newIdentity, signRegister } from "../helpers/signing";
 import {
   loginCli,
   newTestUser,
+  publishMls,
   receiveLive,
   registerUsers,
   relayOptions,
@@ -185,11 +188,12 @@ describe("fault: MySQL stops and comes back", function () {
     const a = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "alice"), user: alice });
     const b = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl: chain.anvil.url, home: path.join(tmp, "bob"), user: bob });
     clients.push(a, b);
-    await a.messenger.book.current(bob.username); // bob's key checked before the outage
-    const conn = await RelayConnection.open(a.ctx, a.session);
-    conns.push(conn);
-    const before = await a.messenger.prepare(bob.username, "before the outage");
-    expect((await a.messenger.flushOutbox(conn))[0].status).to.equal("stored");
+    // Both devices publish key packages (as `chat login` does); alice starts the chat with bob before the outage.
+    const aliceChat = await publishMls(a);
+    await publishMls(b);
+    const before = aliceChat.queue(bob.username, "before the outage");
+    const first = await aliceChat.flushOutbox();
+    expect(first.map((r) => [r.status, r.error?.code])).to.deep.equal([["stored", undefined]]);
 
     await mariadb.stop();
     const health = await waitFor("/healthz to say degraded", async () => {
@@ -199,11 +203,13 @@ describe("fault: MySQL stops and comes back", function () {
     expect(health.body).to.deep.include({ status: "degraded" });
     expect(health.body.storage.ok).to.equal(false);
 
-    // The connected client sends during the outage: each message is refused as retryable and stays in the outbox.
+    // The client sends during the outage: the relay's Delivery Service (MySQL too) refuses each append as
+    // retryable, and every message stays in the outbox, in order.
     const during: string[] = [];
-    for (let n = 0; n < 10; n++) during.push((await a.messenger.prepare(bob.username, `during the outage #${n}`)).id);
-    const results = await a.messenger.flushOutbox(conn);
+    for (let n = 0; n < 10; n++) during.push(aliceChat.queue(bob.username, `during the outage #${n}`).id);
+    const results = await aliceChat.flushOutbox();
     expect(results.map((r) => r.error?.code)).to.deep.equal(Array(10).fill("STORAGE_UNAVAILABLE"));
+    expect(results.every((r) => r.error?.details?.status === 503)).to.equal(true);
     expect(a.ctx.outbox.list(alice.username).map((e) => e.id)).to.deep.equal(during);
     // A new `chat send` process fails with one clear line, no stack trace.
     const refused = await runChat({ home: a.home, relay: relay.url, rpc: chain.anvil.url, args: ["send", bob.username, "from a new process"] });
@@ -211,21 +217,30 @@ describe("fault: MySQL stops and comes back", function () {
     expect(refused.stderr.trim().split("\n")).to.have.length(1);
     expect(refused.stderr).to.match(/^chat: STORAGE_UNAVAILABLE: /);
     expect(relay.process.exitCode, "the relay process is still running").to.equal(null);
+    expect(a.ctx.outbox.list(alice.username).map((e) => e.id), "still waiting after the refused process").to.deep.equal(during);
 
     await sleep(1_000);
     await mariadb.start();
     await waitFor("/healthz ok again", async () => (await relay.request("GET", "/healthz")).status === 200, 30_000);
-    // The client retries its outbox until the relay accepts everything.
-    await drainOutbox(a, conn);
+    // The next `chat send` re-sends the outbox first, under the first ids, then sends its own message.
     const after = await runChat({ home: a.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "send", bob.username, "after the outage"] });
     expect(after.code, after.stderr).to.equal(0);
+    const sent = after.json.filter((o) => o.type === "sent");
+    expect(sent.map((o) => [o.id, o.resent])).to.deep.equal([...during.map((id) => [id, true]), [sent[sent.length - 1]?.id, false]]);
+    expect(a.ctx.outbox.list(alice.username)).to.deep.equal([]);
 
     const inbox = await runChat({ home: b.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "inbox"] });
     expect(inbox.code, inbox.stderr).to.equal(0);
-    const bodies = inbox.json.filter((o) => o.type === "message").map((m) => m.body);
+    const messages = inbox.json.filter((o) => o.type === "message");
+    const bodies = messages.map((m) => m.body);
     expect(bodies).to.deep.equal(["before the outage", ...during.map((_, n) => `during the outage #${n}`), "after the outage"]);
-    expect(inbox.json.filter((o) => o.type === "message").map((m) => m.id).slice(0, 1)).to.deep.equal([before.id]);
-    console.log(`      MySQL outage: ${JSON.stringify({ sent: bodies.length, refused_retryable: 10, delivered: bodies.length, lost: 0, duplicates_shown: 0, ms: Date.now() - started })}`);
+    expect(messages.map((m) => m.id)).to.deep.equal([before.id, ...during, sent[sent.length - 1].id]);
+    expect(messages.every((m) => m.from === alice.username && m.v === 2)).to.equal(true);
+    // Read once: a second inbox shows nothing again.
+    const again = await runChat({ home: b.home, relay: relay.url, rpc: chain.anvil.url, args: ["--json", "inbox"] });
+    expect(again.code, again.stderr).to.equal(0);
+    expect(again.json.filter((o) => o.type === "message")).to.deep.equal([]);
+    console.log(`      MySQL outage (v2): ${JSON.stringify({ sent: bodies.length, refused_retryable: 10, delivered: bodies.length, lost: 0, duplicates_shown: 0, ms: Date.now() - started })}`);
   });
 });
 
@@ -255,14 +270,27 @@ describe("fault: the chain's JSON-RPC is down", function () {
     const started = Date.now();
     const rpcUrl = rpc.url("http");
     relay = await startRelayProcess(relayOptions(chain, { dataDir: path.join(tmp, "relay"), secrets: relaySecrets(), mysqlUrl: db.url, rpcUrl }));
-    const [alice, bob, carol] = [newTestUser("alice_rpc"), newTestUser("bob_rpc"), newTestUser("carol_rpc")];
-    await registerUsers(relay, chain.domain, [alice, bob, carol]);
-    const homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob") };
-    (await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home: homes.alice, user: alice })).close();
-    (await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home: homes.bob, user: bob })).close();
+    const [alice, bob, carol, frank] = [newTestUser("alice_rpc"), newTestUser("bob_rpc"), newTestUser("carol_rpc"), newTestUser("frank_rpc")];
+    await registerUsers(relay, chain.domain, [alice, bob, carol, frank]);
+    const homes = { alice: path.join(tmp, "alice"), bob: path.join(tmp, "bob"), carol: path.join(tmp, "carol") };
+    // Logged in with devices on messages v2 (key packages published), as `chat login` leaves them.
+    for (const [home, user] of [[homes.alice, alice], [homes.bob, bob], [homes.carol, carol]] as const) {
+      const client = await loginCli({ relayUrl: relay.url, contract: chain.deployed.address, rpcUrl, home, user });
+      await publishMls(client);
+      client.close();
+    }
     const chat = (home: string, args: string[]) => runChat({ home, relay: relay.url, rpc: rpcUrl, args });
-    const verified = await chat(homes.alice, ["--yes", "verify", bob.username]);
-    expect(verified.code, verified.stderr).to.equal(0);
+    const outboxOf = (home: string, user: string) => JSON.parse(readFileSync(path.join(home, "users", user, "outbox.json"), "utf8") || "[]") as { id: string; to: string; body: string }[];
+    for (const peer of [bob, carol]) {
+      const verified = await chat(homes.alice, ["--yes", "verify", peer.username]);
+      expect(verified.code, verified.stderr).to.equal(0);
+    }
+    // An existing chat: alice started it and bob joined it while the chain was up.
+    const started1 = await chat(homes.alice, ["send", bob.username, "before the chain went down"]);
+    expect(started1.code, started1.stderr).to.equal(0);
+    const joined = await chat(homes.bob, ["--json", "inbox"]);
+    expect(joined.code, joined.stderr).to.equal(0);
+    expect(joined.json.filter((o) => o.type === "message").map((m) => m.body)).to.deep.equal(["before the chain went down"]);
 
     await rpc.down();
     const dave = newTestUser("dave_rpc");
@@ -289,16 +317,27 @@ describe("fault: the chain's JSON-RPC is down", function () {
     expect(keys.status).to.equal(200);
     expect(keys.body).to.include({ source: "cache", verified: false });
 
-    // The CLI: bob's key was verified earlier and the relay still serves exactly it: allowed, with a note.
+    // The CLI, in the existing chat with bob (members checked when it began): the message goes.
     const toBob = await chat(homes.alice, ["--json", "send", bob.username, "sent while the chain is down"]);
     expect(toBob.code, toBob.stderr).to.equal(0);
-    expect(toBob.json.find((o) => o.type === "sent")).to.include({ to: bob.username });
+    expect(toBob.json.find((o) => o.type === "sent")).to.include({ to: bob.username, resent: false, v: 2 });
     expect(toBob.stderr).to.match(/verified/);
-    // carol's key was never verified: refused, one clear line.
-    const toCarol = await chat(homes.alice, ["send", carol.username, "must not be encrypted to an unchecked key"]);
+    // A new chat with carol needs her key package checked against the chain: refused for now, one clear
+    // line, and the message waits in the outbox (her key was verified earlier, so it is not dropped).
+    const toCarol = await chat(homes.alice, ["send", carol.username, "a new chat while the chain is down"]);
     expect(toCarol.code).to.equal(1);
-    expect(toCarol.stderr.trim().split("\n")).to.have.length(1);
-    expect(toCarol.stderr).to.match(/^chat: (CHAIN_UNAVAILABLE|KEY_UNVERIFIED): .*carol_rpc/);
+    const carolErrors = toCarol.stderr.trim().split("\n").filter((line) => line.startsWith("chat: "));
+    expect(carolErrors).to.have.length(1);
+    expect(carolErrors[0]).to.match(/^chat: CHAIN_UNAVAILABLE: /);
+    expect(toCarol.stderr).to.not.match(/\n\s+at /); // no stack trace
+    const waiting = outboxOf(homes.alice, alice.username);
+    expect(waiting.map((e) => [e.to, e.body])).to.deep.equal([[carol.username, "a new chat while the chain is down"]]);
+    // frank's key was never verified: nothing is sealed for an unchecked key, one clear line, nothing kept.
+    const toFrank = await chat(homes.alice, ["send", frank.username, "must not be encrypted to an unchecked key"]);
+    expect(toFrank.code).to.equal(1);
+    expect(toFrank.stderr.trim().split("\n")).to.have.length(1);
+    expect(toFrank.stderr).to.match(/^chat: (CHAIN_UNAVAILABLE|KEY_UNVERIFIED): .*frank_rpc/);
+    expect(outboxOf(homes.alice, alice.username).map((e) => e.id)).to.deep.equal(waiting.map((e) => e.id));
 
     // Meanwhile the chain moves on without the relay: erin registers directly with the relayer account.
     const provider = new JsonRpcProvider(chain.anvil.url, undefined, { staticNetwork: true });
@@ -325,6 +364,22 @@ describe("fault: the chain's JSON-RPC is down", function () {
     const inbox = await chat(homes.bob, ["--json", "inbox"]);
     expect(inbox.code, inbox.stderr).to.equal(0);
     expect(inbox.json.filter((o) => o.type === "message").map((m) => m.body)).to.deep.equal(["sent while the chain is down"]);
+    // The chain is back: alice's next send starts the chat with carol with the waiting message, first and once.
+    const later = await chat(homes.alice, ["--json", "send", carol.username, "after the chain came back"]);
+    expect(later.code, later.stderr).to.equal(0);
+    expect(later.json.filter((o) => o.type === "sent").map((o) => [o.id, o.to, o.resent])).to.deep.equal([
+      [waiting[0].id, carol.username, true],
+      [later.json.filter((o) => o.type === "sent")[1]?.id, carol.username, false],
+    ]);
+    expect(outboxOf(homes.alice, alice.username)).to.deep.equal([]);
+    const carolInbox = await chat(homes.carol, ["--json", "inbox"]);
+    expect(carolInbox.code, carolInbox.stderr).to.equal(0);
+    const toCarolShown = carolInbox.json.filter((o) => o.type === "message");
+    expect(toCarolShown.map((m) => [m.from, m.body])).to.deep.equal([
+      [alice.username, "a new chat while the chain is down"],
+      [alice.username, "after the chain came back"],
+    ]);
+    expect(toCarolShown[0].id).to.equal(waiting[0].id);
     console.log(`      chain outage: ${JSON.stringify({ ms: Date.now() - started })}`);
   });
 });

@@ -12,6 +12,7 @@ import { loginWithKeys } from "../../cli/auth";
 import { RelayConnection } from "../../cli/connection";
 import { Context } from "../../cli/context";
 import { Messenger } from "../../cli/messaging";
+import { MlsChat } from "../../cli/mls/chat";
 import { Output, type Warning } from "../../cli/output";
 import type { Session } from "../../cli/session";
 import { signRegister } from "../helpers/signing";
@@ -129,6 +130,16 @@ export async function loginCli(params: { relayUrl: string; rpcUrl: string; contr
     keys: [{ index: 0, privateKey: params.user.identity.privateKey }],
   });
   return { user: params.user, home: params.home, ctx, session, messenger: new Messenger(ctx, session), out, close: () => ctx.close() };
+}
+
+/**
+ * The client's MLS chat (cli/mls/chat.ts) with this device's key packages on the relay, as `chat login`
+ * leaves it: others can then start a chat with this user while it is offline.
+ */
+export async function publishMls(client: CliClient): Promise<MlsChat> {
+  const chat = await MlsChat.open(client.ctx, client.session);
+  await chat.publishKeyPackages();
+  return chat;
 }
 
 /**
