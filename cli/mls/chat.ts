@@ -215,8 +215,11 @@ export class MlsChat {
         return { entry, error: new ChatError("NOT_FOUND", `${inertLine(entry.to)} has no device that can receive messages yet (they have not logged in with a current chat); the message waits in the outbox`) };
       }
       // Refusals that no retry cures: the peer is unknown or cannot be verified, or this device is out of the group.
-      if (PERMANENT.has(error.code)) this.ctx.outbox.remove(this.me, entry.id);
-      return { entry, error };
+      if (PERMANENT.has(error.code)) {
+        this.ctx.outbox.remove(this.me, entry.id);
+        return { entry, error };
+      }
+      return { entry, error: new ChatError(error.code, `${error.message}; the message waits in the outbox and is sent by the next send, inbox or talk`) };
     }
   }
 

@@ -48,7 +48,7 @@ export function clientAddress(req: Request): string {
 export async function requireSession(ctx: HttpContext, req: Request): Promise<SessionClaims> {
   const token = bearerToken(req.headers.authorization);
   if (token === undefined) throw new ChatError("UNAUTHORIZED", "an Authorization: Bearer session token is required");
-  return ctx.sessions.authenticate(token);
+  return fromStorage(ctx.sessions.authenticate(token));
 }
 
 /** Storage failures become STORAGE_UNAVAILABLE (503, retryable) instead of a 500. */
