@@ -64,7 +64,7 @@ import {
   V2Client,
   type Frame,
   type RealGroup,
-} from "./capacity-setup";
+} from "./v2-setup";
 import { log, machine, options, percentile, procMemory, result, round, sleep, startTsChild } from "./lib";
 import { summarizeCpuProfile } from "./profile-summary";
 

@@ -34,31 +34,14 @@
  * Last line: one JSON object with all figures.
  */
 import { execFileSync } from "node:child_process";
-import https from "node:https";
 import { randomBytes } from "node:crypto";
 import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { Wallet } from "ethers";
 import WebSocket from "ws";
-import {
-  acceptPendingCommit,
-  addMembers,
-  authorizeDevice,
-  createMlsGroup,
-  deviceAuthenticationService,
-  generateDeviceKeyPackage,
-  generateDeviceSignatureKey,
-  joinFromWelcome,
-  memoryKeyBook,
-  mlsClientConfig,
-  newPayloadId,
-  processIncomingMessage,
-  sealApplicationMessage,
-} from "../protocol/mls";
-import { encodeBase64 } from "../protocol/wire-v2";
 import { WS_PATH } from "../protocol/wire";
+import { encodeBase64 } from "../protocol/wire-v2";
 import { loadOrCreateCertificate } from "../relay/tls";
 import { startAnvil } from "../test/helpers/anvil";
 import { createTestDatabase } from "../test/helpers/mysql";
@@ -67,6 +50,7 @@ import { relayEnv } from "../test/helpers/relay-process";
 import { benchSessionToken, registerBenchUsers, waitForRelaySync, type BenchUser } from "./accounts";
 import { log, machine, median, options, percentile, procCpuMs, procMemory, result, round, sortedCopy, startTsChild } from "./lib";
 import { summarizeCpuProfile } from "./profile-summary";
+import { buildRealGroup, registerGroupOnRelay, V2Client, type RealGroup } from "./v2-setup";
 
 const opts = options({
   members: 100,
@@ -83,138 +67,6 @@ const opts = options({
 });
 if (opts.members < 2 || opts.members > 1000) throw new Error("--members must be 2 to 1000");
 if (opts.pairs < 1 || opts.window < 1 || opts["fanout-window"] < 1) throw new Error("--pairs, --window and --fanout-window must be at least 1");
-
-const CHAIN_ID = 31337n;
-const DEVICE_ID = "bench-device";
-const REQUEST_TIMEOUT_MS = 60_000;
-
-/** One device's keep-alive HTTPS JSON client for the /v2 routes. */
-class V2Http {
-  private readonly agent: https.Agent;
-  constructor(
-    private readonly port: number,
-    private readonly ca: string,
-    private readonly token: string,
-  ) {
-    this.agent = new https.Agent({ keepAlive: true, maxSockets: 2, ca });
-  }
-
-  /**
-   * One request; a kept-alive socket the relay closed as idle just as it was reused (ECONNRESET) is
-   * retried once on a fresh one. Safe for every call here: reads and cursor moves are idempotent, and a
-   * retried append carries the same id, which the relay stores once.
-   */
-  async request(method: "GET" | "POST", route: string, body?: unknown): Promise<any> {
-    try {
-      return await this.once(method, route, body);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ECONNRESET") throw error;
-      return this.once(method, route, body);
-    }
-  }
-
-  private once(method: "GET" | "POST", route: string, body?: unknown): Promise<any> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise((resolve, reject) => {
-      const req = https.request(
-        {
-          host: "127.0.0.1",
-          port: this.port,
-          path: route,
-          method,
-          agent: this.agent,
-          ca: this.ca,
-          timeout: REQUEST_TIMEOUT_MS,
-          headers: {
-            authorization: `Bearer ${this.token}`,
-            "x-device-id": DEVICE_ID,
-            accept: "application/json",
-            ...(payload ? { "content-type": "application/json", "content-length": String(payload.length) } : {}),
-          },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
-            if ((res.statusCode ?? 0) >= 400) return reject(new Error(`${method} ${route}: HTTP ${res.statusCode} ${text.slice(0, 300)}`));
-            try {
-              resolve(JSON.parse(text));
-            } catch {
-              reject(new Error(`${method} ${route}: not JSON (HTTP ${res.statusCode})`));
-            }
-          });
-          res.on("error", reject);
-        },
-      );
-      req.on("timeout", () => req.destroy(new Error(`${method} ${route}: timed out`)));
-      req.on("error", reject);
-      req.end(payload);
-    });
-  }
-
-  close(): void {
-    this.agent.destroy();
-  }
-}
-
-/** A real MLS group of `names` (one commit adding everyone but the creator) and one application message of it. */
-async function realGroup(names: string[]) {
-  const keyBook = memoryKeyBook();
-  const config = (policy: "strict" | "lenient") =>
-    mlsClientConfig(deviceAuthenticationService({ keyBook, policy, chainId: CHAIN_ID, contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3" }));
-  const strict = config("strict");
-  const lenient = config("lenient");
-  const devices = [];
-  for (const username of names) {
-    const wallet = Wallet.createRandom();
-    keyBook.append(username, { address: wallet.address, kind: "registered", timestamp: Math.floor(Date.now() / 1000) });
-    const signatureKey = await generateDeviceSignatureKey();
-    const credential = await authorizeDevice({
-      username, keyIndex: 0, chainId: CHAIN_ID, contract: "0x5FbDB2315678afecb367f032d93F642f64180aa3", devicePublicKey: signatureKey.publicKey,
-      sign: (text) => wallet.signMessage(text),
-    });
-    devices.push({ username, ...(await generateDeviceKeyPackage({ credential, signatureKey, lifetimeSeconds: 3600 })) });
-  }
-  const [creator, ...others] = devices;
-  const base = await createMlsGroup({ keyPackage: creator.publicPackage, privatePackage: creator.privatePackage, clientConfig: strict });
-  const started = performance.now();
-  const pending = await addMembers({ state: base, keyPackages: others.map((d) => d.publicPackage) });
-  const commitMs = performance.now() - started;
-  let creatorState = acceptPendingCommit(pending);
-  const sealed = await sealApplicationMessage({ state: creatorState, payload: { id: newPayloadId(), sentAt: Date.now(), body: "x".repeat(120) } });
-  creatorState = sealed.state;
-  // Proof that the bytes are a message of this group: the last member joins and reads it.
-  const reader = others[others.length - 1];
-  const readerState = await joinFromWelcome({
-    welcome: pending.welcome!, keyPackage: reader.publicPackage, privatePackage: reader.privatePackage, joinConfig: lenient, memberConfig: strict,
-  });
-  const opened = await processIncomingMessage({ state: readerState, message: sealed.message });
-  if (opened.kind !== "application" || opened.sender.username !== creator.username) throw new Error("the benchmark's MLS message does not open");
-  return {
-    groupId: Buffer.from(base.groupContext.groupId).toString("hex"),
-    commit: pending.commit,
-    welcome: pending.welcome!,
-    message: sealed.message,
-    epoch: Number(creatorState.groupContext.epoch),
-    commitMs,
-  };
-}
-
-/** Registers the group on the relay: created by its first member, then one commit adding the others. */
-async function registerGroup(clients: Map<string, V2Http>, names: string[], group: Awaited<ReturnType<typeof realGroup>>, welcomes: boolean) {
-  const creator = clients.get(names[0])!;
-  await creator.request("POST", "/v2/groups", { groupId: group.groupId, members: [{ username: names[0], deviceId: DEVICE_ID }] });
-  const others = names.slice(1).map((username) => ({ username, deviceId: DEVICE_ID }));
-  const answer = await creator.request("POST", `/v2/groups/${group.groupId}/commits`, {
-    epoch: 0,
-    id: `commit-${group.groupId.slice(0, 16)}`,
-    bytes: encodeBase64(group.commit),
-    add: others,
-    welcomes: welcomes ? others.map((o) => ({ ...o, bytes: encodeBase64(group.welcome) })) : [],
-  });
-  if (!answer.accepted || answer.epoch !== 0) throw new Error(`commit not accepted: ${JSON.stringify(answer)}`);
-}
 
 function latencyStats(latencies: Float64Array) {
   const sorted = sortedCopy(latencies);
@@ -241,7 +93,7 @@ type ReadLoop = { stop(): Promise<void>; failure(): Error | undefined; stats(): 
  * A device's read loop on the relay, polling: reads the group log after its cursor, hands every entry not
  * its own to `onEntry`, moves its cursor past what it read, and reads again at once, until `stop()`.
  */
-function pollLoop(client: V2Http, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop {
+function pollLoop(client: V2Client, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop {
   let running = true;
   let failure: Error | undefined;
   let polls = 0;
@@ -277,7 +129,7 @@ function pollLoop(client: V2Http, groupId: string, self: string, startAfter: num
  * The same device woken by the relay's group notices instead: a notice naming a seq beyond the cursor
  * starts a read (one at a time; a notice heard meanwhile reads again after it), as the CLI's device does.
  */
-function noticeLoop(client: V2Http, notices: NoticeSocket, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop {
+function noticeLoop(client: V2Client, notices: NoticeSocket, groupId: string, self: string, startAfter: number, onEntry: (id: string, now: number) => void): ReadLoop {
   let running = true;
   let failure: Error | undefined;
   let polls = 0;
@@ -400,10 +252,10 @@ async function main() {
     const userOf = (name: string): BenchUser => users.get(name)!;
 
     log(`building a real ${opts.members}-member MLS group (one add commit) and ${opts.pairs} one-to-one groups ...`);
-    const fanGroup = await realGroup(fanNames);
+    const fanGroup = await buildRealGroup(fanNames);
     log(`  the ${opts.members}-member add commit took ${round(fanGroup.commitMs, 0)} ms; Welcome ${fanGroup.welcome.length} bytes; message ${fanGroup.message.length} bytes`);
-    const pairGroups: Awaited<ReturnType<typeof realGroup>>[] = [];
-    for (let p = 0; p < opts.pairs; p++) pairGroups.push(await realGroup(pairNames.slice(2 * p, 2 * p + 2)));
+    const pairGroups: RealGroup[] = [];
+    for (let p = 0; p < opts.pairs; p++) pairGroups.push(await buildRealGroup(pairNames.slice(2 * p, 2 * p + 2)));
 
     const profileDir = path.join(dir, "profile");
     const connections = 4 * (opts.members + 2 * opts.pairs) + 100;
@@ -426,15 +278,15 @@ async function main() {
     });
     cleanups.push(() => relayChild.stop());
     const port = relayChild.ready.port as number;
-    const health = new V2Http(port, tls.cert, "");
+    const health = new V2Client(port, tls.cert, "", 2);
     await waitForRelaySync(() => health.request("GET", "/healthz"), lastBlock);
     health.close();
     const forwarderChild = await startTsChild({ script: "bench/forwarder.ts", env: { TLS_CERT: certFile, TLS_KEY: keyFile } });
     cleanups.push(() => forwarderChild.stop());
     const fwdPort = forwarderChild.ready.port as number;
 
-    const clients = new Map<string, V2Http>();
-    for (const name of [...fanNames, ...pairNames]) clients.set(name, new V2Http(port, tls.cert, benchSessionToken(sessionSecret, userOf(name))));
+    const clients = new Map<string, V2Client>();
+    for (const name of [...fanNames, ...pairNames]) clients.set(name, new V2Client(port, tls.cert, benchSessionToken(sessionSecret, userOf(name)), 2));
     cleanups.push(async () => clients.forEach((c) => c.close()));
     const noticeSockets = new Map<string, NoticeSocket>();
     if (opts.push) {
@@ -449,8 +301,8 @@ async function main() {
         : pollLoop(clients.get(name)!, groupId, name, startAfter, onEntry);
     // The 100-member commit's welcomes (one per device) would exceed one request's body limit: the commit
     // goes without them (no device here joins through the relay); the one-to-one groups carry theirs.
-    await registerGroup(clients, fanNames, fanGroup, false);
-    for (let p = 0; p < opts.pairs; p++) await registerGroup(clients, pairNames.slice(2 * p, 2 * p + 2), pairGroups[p], true);
+    await registerGroupOnRelay(clients.get(fanNames[0])!, fanNames, fanGroup, { welcomes: false });
+    for (let p = 0; p < opts.pairs; p++) await registerGroupOnRelay(clients.get(pairNames[2 * p])!, pairNames.slice(2 * p, 2 * p + 2), pairGroups[p], { welcomes: true });
     const lastSeq = new Map<string, number>([[fanGroup.groupId, 1], ...pairGroups.map((g) => [g.groupId, 1] as [string, number])]);
 
     // ---- 1. fan-out ----

@@ -132,6 +132,8 @@ export interface RealGroup {
   /** one application message of the group, sealed by its first member */
   message: Uint8Array;
   epoch: number;
+  /** how long the creator took to build the add commit */
+  commitMs: number;
 }
 
 /**
@@ -160,7 +162,9 @@ export async function buildRealGroup(names: string[]): Promise<RealGroup> {
   }
   const [creator, ...others] = devices;
   const base = await createMlsGroup({ keyPackage: creator.publicPackage, privatePackage: creator.privatePackage, clientConfig: strict });
+  const started = performance.now();
   const pending = await addMembers({ state: base, keyPackages: others.map((d) => d.publicPackage) });
+  const commitMs = performance.now() - started;
   const creatorState = acceptPendingCommit(pending);
   // A chat message of ordinary length: what the relay stores and hands out is this many bytes.
   const sealed = await sealApplicationMessage({ state: creatorState, payload: { id: newPayloadId(), sentAt: Date.now(), body: "x".repeat(120) } });
@@ -180,6 +184,7 @@ export async function buildRealGroup(names: string[]): Promise<RealGroup> {
     welcome: pending.welcome!,
     message: sealed.message,
     epoch: Number(sealed.state.groupContext.epoch),
+    commitMs,
   };
 }
 
@@ -188,7 +193,7 @@ export async function buildRealGroup(names: string[]): Promise<RealGroup> {
  * small groups: a 100-member commit's welcomes would pass one request's body limit, and no device here joins
  * through the relay.
  */
-export async function registerGroupOnRelay(creator: V2Client, names: string[], group: RealGroup): Promise<void> {
+export async function registerGroupOnRelay(creator: V2Client, names: string[], group: RealGroup, options: { welcomes?: boolean } = {}): Promise<void> {
   await creator.request("POST", "/v2/groups", { groupId: group.groupId, members: [{ username: names[0], deviceId: DEVICE_ID }] });
   const others = names.slice(1).map((username) => ({ username, deviceId: DEVICE_ID }));
   const answer = await creator.request("POST", `/v2/groups/${group.groupId}/commits`, {
@@ -196,7 +201,7 @@ export async function registerGroupOnRelay(creator: V2Client, names: string[], g
     id: `commit-${group.groupId.slice(0, 16)}`,
     bytes: encodeBase64(group.commit),
     add: others,
-    welcomes: others.length <= 10 ? others.map((o) => ({ ...o, bytes: encodeBase64(group.welcome) })) : [],
+    welcomes: (options.welcomes ?? others.length <= 10) ? others.map((o) => ({ ...o, bytes: encodeBase64(group.welcome) })) : [],
   });
   if (!answer.accepted || answer.epoch !== 0) throw new Error(`commit not accepted: ${JSON.stringify(answer)}`);
 }
