@@ -224,6 +224,7 @@ describe("messaging bounds settings", () => {
       maxHeldMessages: 1_000,
       backlogTimeoutMs: 60_000,
       rejectedFrameBurst: 20,
+      pingIntervalMs: 30_000,
       unknownUserTtlMs: 30_000,
       userDirectoryMaxEntries: 10_000,
       keysMissesPerAddress: 60,
@@ -235,6 +236,7 @@ describe("messaging bounds settings", () => {
     ["WS_MAX_CONNECTIONS_PER_ADDRESS", "lots"],
     ["WS_MAX_BUFFERED_BYTES", "1000"],
     ["WS_BACKLOG_TIMEOUT_SECONDS", "0"],
+    ["WS_PING_INTERVAL_SECONDS", "0"],
     ["KEYS_MISSES_PER_ADDRESS", "-1"],
   ] as const) {
     it(`rejects ${name}=${JSON.stringify(value)} naming it`, () => {
