@@ -164,7 +164,11 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
         : "MYSQL_URL is not set: waiting messages are kept in a durable log under DATA_DIR; the users cache is rebuilt from the chain on start",
     );
   }
-  const deliveryService = pool ? createMysqlDeliveryServiceStore(pool) : overrides.memoryMailbox ? createMemoryDeliveryServiceStore() : createFileDeliveryServiceStore({ dir: path.join(config.dataDir, "ds") });
+  const deliveryService = pool
+    ? createMysqlDeliveryServiceStore(pool, (reason) =>
+        logger.warn({ reason }, "the delivery service's stored procedures could not be created (CREATE ROUTINE and EXECUTE are needed); using plain statements"),
+      )
+    : overrides.memoryMailbox ? createMemoryDeliveryServiceStore() : createFileDeliveryServiceStore({ dir: path.join(config.dataDir, "ds") });
   // Devices are shared state: in MySQL when there is one, else in this process (a lone instance).
   const devices = pool ? createMysqlDeviceStore(pool) : createMemoryDeviceStore();
   const bus = config.redisUrl ? createRedisBus(config.redisUrl, { logger }) : null;

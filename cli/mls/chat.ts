@@ -219,7 +219,7 @@ export class MlsChat {
         this.ctx.outbox.remove(this.me, entry.id);
         return { entry, error };
       }
-      return { entry, error: new ChatError(error.code, `${error.message}; the message waits in the outbox and is sent by the next send, inbox or talk`) };
+      return { entry, error: new ChatError(error.code, `${error.message}; the message waits in the outbox and is sent by the next send, inbox or talk`, error.details) };
     }
   }
 

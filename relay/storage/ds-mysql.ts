@@ -4,7 +4,8 @@
  *
  * Every statement is prepared (pool.execute): bytes travel as binary parameters, never as text in a query.
  * The two calls every message costs (an application append, a cursor move) are stored procedures created by
- * migrate(), one round trip each; the relay's MySQL user needs CREATE ROUTINE and EXECUTE for them.
+ * migrate(), one round trip each; the relay's MySQL user needs CREATE ROUTINE and EXECUTE for them (without,
+ * the same steps run as plain statements).
  * Writes that must be atomic run in one READ COMMITTED transaction that first locks the row it orders on:
  * the group row for appends (so the epoch check, the seq and the insert are one step, and seqs commit in
  * order), the user row for key package uploads (so caps hold), and each claimed key package with
@@ -218,7 +219,13 @@ const ROUTINES = [
   END`,
 ];
 
-export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStore {
+/**
+ * `onRoutinesUnavailable`: told why the stored procedures could not be created (the store then runs the same
+ * steps as plain statements).
+ */
+export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailable?: (reason: string) => void): DeliveryServiceStore {
+  /** whether migrate() could create the stored procedures (until it runs, they are assumed) */
+  let procedures = true;
   const inTransaction = async <T>(work: (conn: PoolConnection) => Promise<T>): Promise<T> => {
     for (let attempt = 1; ; attempt++) {
       const conn = await pool.getConnection();
@@ -401,7 +408,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
 
   const cursorMoves = createSerialBatcher<CursorMove, CursorOutcome>({
     maxBatch: MAX_CURSOR_BATCH,
-    flush: (moves) => (moves.length === 1 ? moveOne(moves[0]).then((o) => [o]) : moveMany(moves)),
+    flush: (moves) => (moves.length === 1 && procedures ? moveOne(moves[0]).then((o) => [o]) : moveMany(moves)),
   });
 
   const entryOf = (groupId: Uint8Array, r: RowDataPacket): LogEntry => ({
@@ -435,7 +442,12 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
           await pool.query(ddl);
         } catch (error) {
           // Another instance created it between our check and our create: the same body, by its name.
-          if (errno(error) !== ER_SP_ALREADY_EXISTS) throw error;
+          if (errno(error) === ER_SP_ALREADY_EXISTS) continue;
+          // A server or user that cannot hold routines (no CREATE ROUTINE right, no mysql.proc table):
+          // the same steps go as plain statements, a few more round trips each.
+          procedures = false;
+          onRoutinesUnavailable?.(error instanceof Error ? error.message : String(error));
+          return;
         }
       }
     },
@@ -538,6 +550,12 @@ export function createMysqlDeliveryServiceStore(pool: Pool): DeliveryServiceStor
 
     async appendApplication(params) {
       const p = checkApplication(params);
+      if (!procedures) {
+        const result = await append("application", p);
+        if (!result.accepted || params.withMemberUsernames !== true) return result;
+        const members = await rows(pool, "SELECT DISTINCT username FROM ds_members WHERE group_id = ?", [bin(p.groupId)]);
+        return { ...result, memberUsernames: members.map((r) => String(r.username)) };
+      }
       const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
       const [verdict, users] = await call(`CALL ${APPEND_APPLICATION}(?, ?, ?, ?, ?, ?, ?, ?)`, args);
       const { outcome, seq, epoch } = verdict[0];
