@@ -12,7 +12,7 @@ import { compareRuntimeBytecode, loadCompiledRuntime, readRuntimeCode } from "..
 import { CREDENTIAL_ARGON2_PARAMS, INSECURE_TEST_ARGON2_PARAMS, deriveCredential } from "../protocol/credential-derive";
 import { ChatError } from "../protocol/errors";
 import { DEFAULT_MAX_FRAME_BYTES, InfoResponse } from "../protocol/wire";
-import { ChainReader, type RegistryReader } from "./chain";
+import { ChainReader, type RegistryReader } from "../client-core/chain-reader";
 import { checkRelayTransport, checkRpcTransport } from "./connection";
 import { Home, defaultHome } from "./home";
 import { StdinLines, passwordSource, type PasswordSource } from "./input";

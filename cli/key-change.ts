@@ -1,7 +1,7 @@
 import { ChatError } from "../protocol/errors";
 import type { z } from "zod";
 import type { TransactionResponse } from "../protocol/wire";
-import type { RegistryReader } from "./chain";
+import type { RegistryReader } from "../client-core/chain-reader";
 import type { Context } from "./context";
 
 /**

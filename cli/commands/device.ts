@@ -24,7 +24,7 @@ import { parseUsername } from "../errors";
 import { askYesNo } from "../input";
 import { localTime } from "../messaging";
 import { inertLine } from "../output";
-import { chainKeyBook } from "../mls/chain-key-book";
+import { chainKeyBook } from "../../client-core/chain-key-book";
 import { MlsChat, type MlsChatDeps } from "../mls/chat";
 import { MlsDevice, type GroupEvent } from "../mls/device";
 import { DeviceStore } from "../mls/device-store";

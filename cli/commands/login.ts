@@ -4,7 +4,7 @@ import { parseUsername } from "../errors";
 import { localTime } from "../messaging";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { publishDevice, type MlsChatDeps } from "../mls/chat";
-import { chainKeyBook } from "../mls/chain-key-book";
+import { chainKeyBook } from "../../client-core/chain-key-book";
 import { MlsDevice } from "../mls/device";
 import { DeviceStore } from "../mls/device-store";
 import { DsClient } from "../mls/ds-client";

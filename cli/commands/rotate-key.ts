@@ -5,7 +5,7 @@ import { loginWithKeys, unlockCurrentKeys, type LoginDeps, type UnlockDeps } fro
 import type { Context } from "../context";
 import { submitKeyChange } from "../key-change";
 import { newPrivateKey } from "../keystore";
-import { chainKeyBook } from "../mls/chain-key-book";
+import { chainKeyBook } from "../../client-core/chain-key-book";
 import { MlsDevice } from "../mls/device";
 import { DeviceStore } from "../mls/device-store";
 import { DsClient } from "../mls/ds-client";

@@ -5,12 +5,12 @@
  * A linked device (no identity key) is opened with its session's device secret, and follows its user's key
  * rotations here: it logs in again with its own key and adopts the credential another device signed for it.
  */
-import type { RegistryReader } from "../chain";
+import type { RegistryReader } from "../../client-core/chain-reader";
 import { isChatError } from "../../protocol/errors";
 import { loginWithDevice } from "../auth";
 import type { Context } from "../context";
 import type { Session } from "../session";
-import { chainKeyBook } from "./chain-key-book";
+import { chainKeyBook } from "../../client-core/chain-key-book";
 import { MlsDevice, type ReceivedMessage } from "./device";
 import { DsClient } from "./ds-client";
 

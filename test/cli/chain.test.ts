@@ -1,4 +1,4 @@
-import { ChainReader } from "../../cli/chain";
+import { ChainReader } from "../../client-core/chain-reader";
 import { ChatError } from "../../protocol/errors";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { freePort } from "../helpers/ports";

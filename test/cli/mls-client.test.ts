@@ -8,9 +8,9 @@ import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Wallet } from "ethers";
-import { ChainReader } from "../../cli/chain";
+import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
-import { chainKeyBook } from "../../cli/mls/chain-key-book";
+import { chainKeyBook } from "../../client-core/chain-key-book";
 import { DsClient, type DsAppendResult } from "../../cli/mls/ds-client";
 import { MlsDevice } from "../../cli/mls/device";
 import { ChatError, isChatError } from "../../protocol/errors";

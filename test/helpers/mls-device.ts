@@ -5,9 +5,9 @@
  * a message is offered (to hold it, or to have its answer cut). No tests here.
  */
 import { mkdirSync } from "node:fs";
-import type { ChainReader } from "../../cli/chain";
+import type { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
-import { chainKeyBook } from "../../cli/mls/chain-key-book";
+import { chainKeyBook } from "../../client-core/chain-key-book";
 import { DsClient, type DsAppendResult } from "../../cli/mls/ds-client";
 import { MlsDevice, type MlsDeviceOptions } from "../../cli/mls/device";
 import type { RegistryDomain } from "../../protocol/eip712";

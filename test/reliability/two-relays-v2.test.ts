@@ -14,7 +14,7 @@ import { expect } from "chai";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ChainReader } from "../../cli/chain";
+import { ChainReader } from "../../client-core/chain-reader";
 import {
   countDeliveries,
   drainOutboxes,

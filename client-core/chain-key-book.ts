@@ -3,9 +3,9 @@
  * from the relay. A record at an index never changes once written (the history only grows), so records are
  * remembered; the count is read each time, since rotations and resets move the current key.
  */
-import { isChatError } from "../../protocol/errors";
-import type { KeyBook, KeyRecord } from "../../protocol/mls";
-import type { RegistryReader } from "../chain";
+import { isChatError } from "../protocol/errors";
+import type { KeyBook, KeyRecord } from "../protocol/mls";
+import type { RegistryReader } from "./chain-reader";
 
 export function chainKeyBook(registry: Pick<RegistryReader, "keyCount" | "keyRecord">): KeyBook {
   const records = new Map<string, KeyRecord>();
