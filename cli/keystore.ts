@@ -12,6 +12,7 @@
 import { Wallet, decryptKeystoreJson, encryptKeystoreJson, type KeystoreAccount } from "ethers";
 import { ChatError } from "../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../protocol/keys";
+import type { UnlockedKey } from "../client-core/device-store";
 import type { Home } from "./home";
 
 export interface LocalKey {
@@ -28,10 +29,7 @@ export interface IdentityFile {
   keys: LocalKey[];
 }
 
-export interface UnlockedKey {
-  index: number;
-  privateKey: string;
-}
+export type { UnlockedKey } from "../client-core/device-store";
 
 function identityPath(home: Home, username: string): string {
   return `${home.userDir(username)}/identity.json`;

@@ -26,12 +26,12 @@ import { localTime } from "../messaging";
 import { inertLine } from "../output";
 import { chainKeyBook } from "../../client-core/chain-key-book";
 import { MlsChat, type MlsChatDeps } from "../mls/chat";
-import { MlsDevice, type GroupEvent } from "../mls/device";
-import { DeviceStore } from "../mls/device-store";
+import { MlsDevice, type GroupEvent } from "../../client-core/mls-device";
 import { DsClient } from "../mls/ds-client";
 import { printGroupEvent, printMlsMessage } from "../mls/print";
 import { requireSession, type Session } from "../session";
 import { reauthorizeMlsDevice, rotateIdentityKey, type RotateDeps } from "./rotate-key";
+import { homeDeviceStorage, homeDeviceStore, homeHasDevice } from "../mls/device-files";
 
 export type DeviceDeps = MlsChatDeps & RotateDeps & Pick<Context, "options" | "lines" | "insecureFastKdf" | "sessions">;
 
@@ -80,7 +80,7 @@ export async function link(ctx: DeviceDeps, rawUsername: string): Promise<void> 
   const deployment = await ctx.deployment();
   const registry = await ctx.registry();
   if (!(await registry.isRegistered(username))) throw new ChatError("UNKNOWN_USER", `unknown user ${username}`);
-  if (DeviceStore.exists(ctx.home, username) || ctx.keys.localKeys(username).length > 0) {
+  if (homeHasDevice(ctx.home, username) || ctx.keys.localKeys(username).length > 0) {
     throw new ChatError("BAD_REQUEST", `this home already holds a device of ${username}: run chat login ${username}, or link from another home (--home)`);
   }
   const rawName = ctx.options.name;
@@ -105,12 +105,12 @@ export async function link(ctx: DeviceDeps, rawUsername: string): Promise<void> 
   const approved = await ctx.out.progress(`waiting for the approval (until ${localTime(request.expiresAt)})`, waitForApproval(ctx, request.linkSecret, request.expiresAt));
 
   const deviceSecret = new Uint8Array(randomBytes(32));
-  const store = new DeviceStore(ctx.home, username);
+  const store = homeDeviceStore(ctx.home, username);
   await store.writeDeviceSecret(deviceSecret, password, { fastKdf: ctx.insecureFastKdf });
   let token = "";
   const device = await MlsDevice.createLinked(
     {
-      home: ctx.home,
+      storage: homeDeviceStorage(ctx.home, username),
       username,
       identityKeys: [],
       deviceSecret,

@@ -10,7 +10,7 @@ import type { Context } from "../context";
 import { parseUsername } from "../errors";
 import { Messenger, type MessengerDeps } from "../messaging";
 import { MlsChat, openChatCommand, type MlsChatDeps } from "../mls/chat";
-import type { MemberInfo } from "../mls/device";
+import type { MemberInfo } from "../../client-core/mls-device";
 import { inertLine } from "../output";
 import type { OwnAccountDeps } from "../own-account";
 import { fetchVerifiedKeys, type VerifiedKey } from "../trust";

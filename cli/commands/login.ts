@@ -5,10 +5,10 @@ import { localTime } from "../messaging";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { publishDevice, type MlsChatDeps } from "../mls/chat";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { MlsDevice } from "../mls/device";
-import { DeviceStore } from "../mls/device-store";
+import { MlsDevice } from "../../client-core/mls-device";
 import { DsClient } from "../mls/ds-client";
 import { loginWithDevice } from "../auth";
+import { homeDeviceStorage, homeDeviceStore, homeHasLinkedDevice } from "../mls/device-files";
 
 export type LoginCommandDeps = LoginDeps & UnlockDeps & OwnAccountDeps & MlsChatDeps & Pick<Context, "passwords" | "credential">;
 
@@ -18,7 +18,7 @@ export async function login(ctx: LoginCommandDeps, rawUsername: string): Promise
   await ctx.deployment();
   // Before the password: a pending reset of this account is news the owner needs first.
   await checkOwnAccount(ctx, username);
-  if (DeviceStore.isLinked(ctx.home, username)) return loginLinked(ctx, username);
+  if (homeHasLinkedDevice(ctx.home, username)) return loginLinked(ctx, username);
   const password = await ctx.passwords.password(`Password for ${username}: `);
   const keys = await unlockCurrentKeys(ctx, username, password);
   const credential = await ctx.credential(username, password);
@@ -37,11 +37,11 @@ export async function login(ctx: LoginCommandDeps, rawUsername: string): Promise
  */
 async function loginLinked(ctx: LoginCommandDeps, username: string): Promise<void> {
   const password = await ctx.passwords.password(`Password for ${username}: `);
-  const deviceSecret = await ctx.out.progress("unlocking this device (scrypt)", new DeviceStore(ctx.home, username).readDeviceSecret(password));
+  const deviceSecret = await ctx.out.progress("unlocking this device (scrypt)", homeDeviceStore(ctx.home, username).readDeviceSecret(password));
   const deployment = await ctx.deployment();
   let token = "";
   const device = await MlsDevice.open({
-    home: ctx.home,
+    storage: homeDeviceStorage(ctx.home, username),
     username,
     identityKeys: [],
     deviceSecret,

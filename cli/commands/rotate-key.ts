@@ -6,11 +6,11 @@ import type { Context } from "../context";
 import { submitKeyChange } from "../key-change";
 import { newPrivateKey } from "../keystore";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { MlsDevice } from "../mls/device";
-import { DeviceStore } from "../mls/device-store";
+import { MlsDevice } from "../../client-core/mls-device";
 import { DsClient } from "../mls/ds-client";
 import { requireSession, type Session } from "../session";
 import { ChatError } from "../../protocol/errors";
+import { homeDeviceStorage, homeHasDevice } from "../mls/device-files";
 
 /** chat rotate-key: a new key, authorised on chain by the current key's EIP-712 signature. */
 export type RotateDeps = LoginDeps & UnlockDeps & Pick<Context, "passwords" | "credential" | "deadline" | "home">;
@@ -20,7 +20,7 @@ export async function rotateKey(ctx: RotateDeps): Promise<void> {
   if (session.linked) throw new ChatError("USAGE", "this is a linked device: it holds no identity key; rotate the key on a device that does");
   const password = await ctx.passwords.password(`Password for ${session.username}: `);
   const rotated = await rotateIdentityKey(ctx, session.username, password);
-  if (DeviceStore.exists(ctx.home, session.username)) await reauthorizeMlsDevice(ctx, rotated.session);
+  if (homeHasDevice(ctx.home, session.username)) await reauthorizeMlsDevice(ctx, rotated.session);
 }
 
 /**
@@ -72,7 +72,7 @@ export async function reauthorizeMlsDevice(ctx: RotateDeps, session: Session): P
     const deployment = await ctx.deployment();
     const registry = await ctx.registry();
     const device = await MlsDevice.open({
-      home: ctx.home,
+      storage: homeDeviceStorage(ctx.home, session.username),
       username: session.username,
       identityKeys: session.keys,
       chainId: deployment.chainId,

@@ -7,7 +7,7 @@ import { describeError, parseUsername } from "../errors";
 import { inertLine } from "../output";
 import { Messenger, advances, describeWaiting, formatMessage, snippet, waitingMessages, type DeliveryState, type MessengerDeps } from "../messaging";
 import { MlsChat, type MlsChatDeps, type SendResult } from "../mls/chat";
-import type { GroupEvent } from "../mls/device";
+import type { GroupEvent } from "../../client-core/mls-device";
 import { onGroupNotifications } from "../mls/group-notifications";
 import { printGroupEvent, printMlsMessage, type PrintTarget } from "../mls/print";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";

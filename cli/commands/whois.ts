@@ -3,10 +3,10 @@ import { formatSafetyNumber, safetyNumber } from "../../protocol/safety-number";
 import type { Context } from "../context";
 import { parseUsername } from "../errors";
 import { localTime } from "../messaging";
-import { DeviceStore } from "../mls/device-store";
 import { openSessionDevice, type SessionDeviceDeps } from "../mls/session-device";
 import { currentSession, type Session } from "../session";
 import { fetchVerifiedKeys, announceKeyChanges, type KeyBookDeps, type VerifiedKey } from "../trust";
+import { homeHasDevice } from "../mls/device-files";
 
 /** The safety number of the logged-in user and `peer`'s current key, when logged in. */
 export function pairSafetyNumber(ctx: Pick<Context, "sessions" | "relay">, peer: string, peerKey: VerifiedKey): { me: string; digits: string } | undefined {
@@ -68,7 +68,7 @@ export async function whois(ctx: KeyBookDeps & SessionDeviceDeps & Pick<Context,
  * relay's word. Undefined when this home has no MLS device for the session or it cannot be opened.
  */
 async function devicesInOwnGroups(ctx: SessionDeviceDeps, session: Session, username: string): Promise<number | undefined> {
-  if (!currentSession(ctx.sessions, ctx.relay.origin) || !DeviceStore.exists(ctx.home, session.username)) return undefined;
+  if (!currentSession(ctx.sessions, ctx.relay.origin) || !homeHasDevice(ctx.home, session.username)) return undefined;
   try {
     return (await openSessionDevice(ctx, session)).deviceCount(username);
   } catch {

@@ -16,7 +16,7 @@ import { requireSession, type Session } from "../session";
 import { groupConversation, type HistoryEntry, type OutboxEntry } from "../stores";
 import { MAX_STATUS_IDS } from "../../protocol/wire";
 import type { WaitingMessage } from "../messaging";
-import { MlsDevice, type GroupEvent, type ReceivedMessage } from "./device";
+import { MlsDevice, type GroupEvent, type ReceivedMessage } from "../../client-core/mls-device";
 import { openSessionDevice, type SessionDeviceDeps } from "./session-device";
 
 export type MlsChatDeps = SessionDeviceDeps & Pick<Context, "history" | "outbox" | "out">;

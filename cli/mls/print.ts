@@ -6,7 +6,7 @@
 import { formatMessage } from "../messaging";
 import type { Output } from "../output";
 import type { ChatMessage, MlsChat } from "./chat";
-import type { GroupEvent } from "./device";
+import type { GroupEvent } from "../../client-core/mls-device";
 
 /** Where lines go: the command's Output, or a wrapper that keeps a prompt intact around them. */
 export type PrintTarget = Pick<Output, "data" | "warn">;

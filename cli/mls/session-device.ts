@@ -11,8 +11,9 @@ import { loginWithDevice } from "../auth";
 import type { Context } from "../context";
 import type { Session } from "../session";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { MlsDevice, type ReceivedMessage } from "./device";
+import { MlsDevice, type ReceivedMessage } from "../../client-core/mls-device";
 import { DsClient } from "./ds-client";
+import { homeDeviceStorage } from "./device-files";
 
 export type SessionDeviceDeps = Pick<Context, "home" | "relay" | "deployment" | "registry" | "sessions">;
 
@@ -33,7 +34,7 @@ export async function openSessionDevice(
       throw error;
     }));
   const device = await MlsDevice.open({
-    home: ctx.home,
+    storage: homeDeviceStorage(ctx.home, session.username),
     username: session.username,
     identityKeys: session.keys,
     ...(session.linked ? { deviceSecret: unhex(session.linked.deviceSecret) } : {}),

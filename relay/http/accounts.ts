@@ -10,7 +10,7 @@
  */
 import { Router, type Request } from "express";
 import { ChatError } from "../../protocol/errors";
-import { credentialHashesEqual, pepperCredential } from "../../protocol/credential";
+import { pepperCredential } from "../../protocol/credential";
 import { normalizePublicKey } from "../../protocol/keys";
 import {
   CancelResetRequest,

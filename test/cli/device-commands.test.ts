@@ -15,7 +15,7 @@ import path from "node:path";
 import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { DeviceStore, openBytes } from "../../cli/mls/device-store";
+import { openBytes } from "../../client-core/device-store";
 import { DsClient } from "../../cli/mls/ds-client";
 import { FileSessionStore } from "../../cli/stores/session-store";
 import { deviceAuthenticationService, mlsClientConfig, openGroupState, processIncomingMessage } from "../../protocol/mls";
@@ -25,6 +25,7 @@ import { contractServedBy, runChat, type ChatResult } from "../helpers/chat-proc
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { waitFor } from "../helpers/wait";
+import { homeDeviceStore } from "../../cli/mls/device-files";
 
 const ROOT = path.resolve(__dirname, "../..");
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
@@ -84,7 +85,7 @@ describe("chat device (real chat processes, relay and chain)", function () {
 
   /** A linked device's state key, opened as the device itself does (its password, then its device secret). */
   async function linkedStateKey(homeName: string, user: string) {
-    const store = new DeviceStore(new Home(home(homeName)), user);
+    const store = homeDeviceStore(new Home(home(homeName)), user);
     return store.linkedStateKey(await store.readDeviceSecret(password(user)));
   }
 

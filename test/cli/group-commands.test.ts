@@ -12,7 +12,6 @@ import path from "node:path";
 import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { DeviceStore } from "../../cli/mls/device-store";
 import { DsClient } from "../../cli/mls/ds-client";
 import { FileSessionStore } from "../../cli/stores/session-store";
 import { deviceAuthenticationService, mlsClientConfig, openGroupState, processIncomingMessage } from "../../protocol/mls";
@@ -21,6 +20,7 @@ import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { runChat, type ChatResult } from "../helpers/chat-process";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
+import { homeDeviceStore } from "../../cli/mls/device-files";
 
 /** Test-only fast key derivation for the client: the subject here is groups, not the KDF. */
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
@@ -213,7 +213,7 @@ describe("chat group (real chat processes, relay and chain)", function () {
   async function carolStateFrom(file: string) {
     const h = new Home(home("carol"));
     const session = new FileSessionStore(h).read()!;
-    const key = new DeviceStore(h, "carol").stateKey(session.keys);
+    const key = homeDeviceStore(h, "carol").stateKey(session.keys);
     reader ??= await ChainReader.connect(anvil.url);
     const config = mlsClientConfig(
       deviceAuthenticationService({ keyBook: chainKeyBook(reader.registry(registry.address)), policy: "strict", chainId: registry.chainId, contract: registry.address }),

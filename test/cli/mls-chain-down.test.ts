@@ -11,12 +11,13 @@ import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
 import { DsClient } from "../../cli/mls/ds-client";
-import { MlsDevice } from "../../cli/mls/device";
+import { MlsDevice } from "../../client-core/mls-device";
 import { ChatError } from "../../protocol/errors";
 import type { KeyBook } from "../../protocol/mls";
 import { loginDeviceOwner } from "../helpers/mls-device";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { newTestUser, registerUsers, relayOptions, relaySecrets, startChain, type Chain } from "../reliability/stack";
+import { homeDeviceStorage } from "../../cli/mls/device-files";
 
 describe("messages v2 while the chain is down (real relay and chain)", function () {
   this.timeout(240_000);
@@ -52,7 +53,7 @@ describe("messages v2 while the chain is down (real relay and chain)", function 
     };
     const open = (i: number, keyBook: KeyBook) =>
       MlsDevice.open({
-        home: new Home(owners[i].home),
+        storage: homeDeviceStorage(new Home(owners[i].home), owners[i].username),
         username: owners[i].username,
         identityKeys: [{ index: 0, privateKey: owners[i].identity.privateKey }],
         chainId: chain.deployed.chainId,

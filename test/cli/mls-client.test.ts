@@ -12,13 +12,14 @@ import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
 import { DsClient, type DsAppendResult } from "../../cli/mls/ds-client";
-import { MlsDevice } from "../../cli/mls/device";
+import { MlsDevice } from "../../client-core/mls-device";
 import { ChatError, isChatError } from "../../protocol/errors";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { login, registerUser } from "../relay/accounts-fixture";
 import { startChain, type ChainFixture } from "../helpers/chain";
 import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
+import { homeDeviceStorage } from "../../cli/mls/device-files";
 
 /** A DsClient whose answers a test can hold back or replace: the relay misbehaving or racing. */
 class TestDsClient extends DsClient {
@@ -90,7 +91,7 @@ describe("cli/mls: MLS devices over the relay's Delivery Service", function () {
     homes.push(dir);
     let client: TestDsClient | undefined;
     const d = await MlsDevice.open({
-      home: new Home(dir),
+      storage: homeDeviceStorage(new Home(dir), u.username),
       username: u.username,
       identityKeys: [{ index: 0, privateKey: options.signerKey ?? u.identity.privateKey }],
       chainId: chain.deployed.chainId,

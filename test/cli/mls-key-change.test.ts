@@ -14,7 +14,7 @@ import type { UnlockedKey } from "../../cli/keystore";
 import type { Session } from "../../cli/stores/session-store";
 import { chainKeyBook } from "../../client-core/chain-key-book";
 import { DsClient } from "../../cli/mls/ds-client";
-import { MlsDevice, type GroupEvent } from "../../cli/mls/device";
+import { MlsDevice, type GroupEvent } from "../../client-core/mls-device";
 import { decodeBase64 } from "../../protocol/wire-v2";
 import { decodeDeviceIdentity, decodeMlsMessageBytes, ROTATION_GRACE_SECONDS } from "../../protocol/mls";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
@@ -25,6 +25,7 @@ import { runChat } from "../helpers/chat-process";
 import { newIdentity, type Identity } from "../helpers/signing";
 import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 import { waitFor } from "../helpers/wait";
+import { homeDeviceStorage } from "../../cli/mls/device-files";
 
 /** test/helpers/registry.ts deploys with this reset delay */
 const RESET_DELAY_S = 60;
@@ -95,7 +96,7 @@ describe("cli/mls: members follow on-chain key changes", function () {
     const token = options.token ?? (await sessionToken(u));
     let client: TestDsClient | undefined;
     const d = await MlsDevice.open({
-      home: new Home(home),
+      storage: homeDeviceStorage(new Home(home), u.username),
       username: u.username,
       identityKeys: options.keys ?? [{ index: 0, privateKey: u.identity.privateKey }],
       chainId: chain.deployed.chainId,
@@ -266,7 +267,7 @@ describe("cli/mls: members follow on-chain key changes", function () {
     const before = session();
     const open = (s: Session) =>
       MlsDevice.open({
-        home: new Home(home),
+        storage: homeDeviceStorage(new Home(home), username),
         username,
         identityKeys: s.keys,
         chainId: chain.deployed.chainId,

@@ -16,7 +16,7 @@ import { waitForRelaySync } from "../../bench/accounts";
 import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { MlsDevice } from "../../cli/mls/device";
+import { MlsDevice } from "../../client-core/mls-device";
 import { DsClient } from "../../cli/mls/ds-client";
 import { signRegistryTypedData } from "../../protocol/eip712";
 import { publicKeyOf } from "../../protocol/keys";
@@ -24,6 +24,7 @@ import { issueSessionToken } from "../../relay/sessions";
 import { ChatRegistry__factory } from "../../typechain-types";
 import { startChain, type ChainFixture } from "../helpers/chain";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
+import { homeDeviceStorage } from "../../cli/mls/device-files";
 
 const MEMBERS = 100;
 
@@ -124,7 +125,7 @@ describe("cli/mls: a group of 100 through the relay", function () {
     const keyBook = chainKeyBook(reader.registry(chain.deployed.address));
     const open = (u: Registered) =>
       MlsDevice.open({
-        home: new Home(path.join(tmp, u.username)),
+        storage: homeDeviceStorage(new Home(path.join(tmp, u.username)), u.username),
         username: u.username,
         identityKeys: [{ index: 0, privateKey: u.identityKey }],
         chainId: chain.deployed.chainId,

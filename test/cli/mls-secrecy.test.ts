@@ -11,14 +11,14 @@ import path from "node:path";
 import { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
-import { DeviceStore } from "../../cli/mls/device-store";
-import type { MlsDevice } from "../../cli/mls/device";
+import type { MlsDevice } from "../../client-core/mls-device";
 import { ChatError } from "../../protocol/errors";
 import { deviceAuthenticationService, mlsClientConfig, openGroupState, processIncomingMessage, RETAINED_EPOCHS } from "../../protocol/mls";
 import { decodeBase64 } from "../../protocol/wire-v2";
 import { loginDeviceOwner, openMlsDevice, type DeviceOwner } from "../helpers/mls-device";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { newTestUser, registerUsers, relayOptions, relaySecrets, startChain, type Chain } from "../reliability/stack";
+import { homeDeviceStore } from "../../cli/mls/device-files";
 
 describe("messages v2 against real processes: forward secrecy and post-compromise security", function () {
   this.timeout(240_000);
@@ -56,7 +56,7 @@ describe("messages v2 against real processes: forward secrecy and post-compromis
   function stolenState(owner: DeviceOwner, groupId: string) {
     const copy = path.join(tmp, `stolen-${owner.username}-${Date.now()}`);
     cpSync(owner.home, copy, { recursive: true });
-    const store = new DeviceStore(new Home(copy), owner.username);
+    const store = homeDeviceStore(new Home(copy), owner.username);
     const key = store.stateKey([{ index: 0, privateKey: owner.identity.privateKey }]);
     const clientConfig = mlsClientConfig(
       deviceAuthenticationService({ keyBook: chainKeyBook(reader.registry(chain.deployed.address)), policy: "strict", chainId: chain.deployed.chainId, contract: chain.deployed.address }),

@@ -6,14 +6,15 @@
  */
 import net from "node:net";
 import { Home } from "../../cli/home";
-import { DeviceStore, type GroupFile } from "../../cli/mls/device-store";
-import type { MlsDevice, ReceivedMessage } from "../../cli/mls/device";
+import type { GroupFile } from "../../client-core/device-store";
+import type { MlsDevice, ReceivedMessage } from "../../client-core/mls-device";
 import { isChatError } from "../../protocol/errors";
 import { newPayloadId } from "../../protocol/mls";
 import { V2_LIMITS } from "../../protocol/wire-v2";
 import type { DeviceOwner, ObservedDsClient } from "./mls-device";
 import { freePort } from "./ports";
 import { waitFor } from "./wait";
+import { homeDeviceStore } from "../../cli/mls/device-files";
 
 /** One message as its sender's outbox keeps it: the same id and time on every attempt. */
 export interface OutgoingMessage {
@@ -121,7 +122,7 @@ export class MlsParticipant {
 
   /** The group as this device saved it (cursor, pending commit), read from its home. */
   groupFile(groupId: string): GroupFile | undefined {
-    return new DeviceStore(new Home(this.owner.home), this.username).readGroup(groupId);
+    return homeDeviceStore(new Home(this.owner.home), this.username).readGroup(groupId);
   }
 }
 

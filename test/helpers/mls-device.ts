@@ -9,10 +9,11 @@ import type { ChainReader } from "../../client-core/chain-reader";
 import { Home } from "../../cli/home";
 import { chainKeyBook } from "../../client-core/chain-key-book";
 import { DsClient, type DsAppendResult } from "../../cli/mls/ds-client";
-import { MlsDevice, type MlsDeviceOptions } from "../../cli/mls/device";
+import { MlsDevice, type MlsDeviceOptions } from "../../client-core/mls-device";
 import type { RegistryDomain } from "../../protocol/eip712";
 import { login } from "../relay/accounts-fixture";
 import type { TestUser } from "./users";
+import { homeDeviceStorage } from "../../cli/mls/device-files";
 
 /** What the relay answered one device's appends, as counts. */
 export interface AppendCounts {
@@ -79,7 +80,7 @@ export async function openMlsDevice(params: {
 }): Promise<{ device: MlsDevice; ds: ObservedDsClient }> {
   let ds: ObservedDsClient | undefined;
   const device = await MlsDevice.open({
-    home: new Home(params.owner.home),
+    storage: homeDeviceStorage(new Home(params.owner.home), params.owner.username),
     username: params.owner.username,
     identityKeys: [{ index: 0, privateKey: params.owner.identity.privateKey }],
     chainId: params.chainId,

@@ -1,5 +1,5 @@
 /**
- * protocol/ runs in a browser: no Buffer, no node: modules, no require(), no eth-crypto (it needs the global
+ * protocol/ and client-core/ run in a browser: no Buffer, no node: modules, no require(), no eth-crypto (it needs the global
  * Buffer at run time). Checked on the syntax tree of every .ts file (comments may name them), then by bundling
  * all of protocol/ with esbuild for platform=browser (a Node built-in anywhere in the import graph fails the
  * build) and running that bundle in a sandbox that has only what a browser page has: seal and open an
@@ -17,7 +17,10 @@ import { publicKeyOf } from "../../protocol/keys";
 import { safetyNumber } from "../../protocol/safety-number";
 import { expect } from "../helpers/chai";
 
-const PROTOCOL_DIR = path.join(__dirname, "..", "..", "protocol");
+const ROOT = path.join(__dirname, "..", "..");
+const PROTOCOL_DIR = path.join(ROOT, "protocol");
+/** The client engine every client runs (the CLI and the browser): browser-safe under the same rules. */
+const CLIENT_CORE_DIR = path.join(ROOT, "client-core");
 
 function protocolSources(dir = PROTOCOL_DIR): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -55,14 +58,34 @@ function nodeOnlyUses(fileName: string, text: string): string[] {
   return found;
 }
 
-describe("protocol/ is browser-safe", function () {
+describe("protocol/ and client-core/ are browser-safe", function () {
   this.timeout(120_000);
 
-  it("no .ts file under protocol/ uses Buffer, a node: module, require() or eth-crypto", () => {
-    const files = protocolSources();
-    expect(files.length).to.be.greaterThan(30);
-    const offences = files.flatMap((file) => nodeOnlyUses(file, readFileSync(file, "utf8")).map((use) => `${path.relative(PROTOCOL_DIR, file)}:${use}`));
+  it("no .ts file under protocol/ or client-core/ uses Buffer, a node: module, require() or eth-crypto", () => {
+    const files = [...protocolSources(), ...protocolSources(CLIENT_CORE_DIR)];
+    expect(files.length).to.be.greaterThan(35);
+    const offences = files.flatMap((file) => nodeOnlyUses(file, readFileSync(file, "utf8")).map((use) => `${path.relative(ROOT, file)}:${use}`));
     expect(offences).to.deep.equal([]);
+  });
+
+  it("client-core/ bundles for platform=browser with no Node module anywhere in its import graph", async () => {
+    const entry = protocolSources(CLIENT_CORE_DIR)
+      .map((file, i) => `export * as m${i} from ${JSON.stringify("./" + path.relative(CLIENT_CORE_DIR, file).replace(/\\/g, "/"))};`)
+      .join("\n");
+    const result = await esbuild.build({
+      stdin: { contents: entry, resolveDir: CLIENT_CORE_DIR, loader: "ts", sourcefile: "client-core-entry.ts" },
+      bundle: true,
+      platform: "browser",
+      format: "esm",
+      target: "es2022",
+      write: false,
+      metafile: true,
+      logLevel: "silent",
+    });
+    expect(result.errors).to.deep.equal([]);
+    const inputs = Object.keys(result.metafile.inputs);
+    expect(inputs.some((input) => input.includes("mls-device.ts"))).to.equal(true);
+    expect(inputs.filter((input) => /eth-crypto|(^|\/)node:|buffer\/|(^|\/)cli\/|(^|\/)relay\//.test(input))).to.deep.equal([]);
   });
 
   it("the guard itself catches each kind of Node-only use, and not mere words in comments", () => {

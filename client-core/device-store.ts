@@ -1,5 +1,6 @@
 /**
- * What one MLS device keeps on disk, all sealed at rest, under users/<name>/mls/ in the client's home:
+ * What one MLS device keeps, all sealed at rest, as named documents (the CLI keeps them as files under
+ * users/<name>/mls/ in its home, the browser in IndexedDB):
  *
  *   state-key.json       a random 32-byte state key, AES-256-GCM-wrapped under a key derived (HKDF-SHA256)
  *                        from the user's identity private key; rewrapped under the current key on rotation.
@@ -15,28 +16,41 @@
  * keystore (or the live session), so nothing here opens without the password. Why wrapped rather than
  * derived directly: a key rotation then rewrites one small file instead of every sealed state.
  */
-import { existsSync, readdirSync } from "node:fs";
-import path from "node:path";
-import { randomBytes } from "node:crypto";
 import { gcm } from "@noble/ciphers/aes.js";
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { scrypt } from "ethers";
-import { ChatError } from "../../protocol/errors";
-import { decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
-import type { Home } from "../home";
-import type { UnlockedKey } from "../keystore";
+import { bytesToHex, hexToBytes, randomBytes } from "../protocol/bytes";
+import { ChatError } from "../protocol/errors";
+import { decodeBase64, encodeBase64 } from "../protocol/wire-v2";
 
 const SEAL_VERSION = 1;
 const NONCE_BYTES = 12;
 
-function hexBytes(hex: string): Uint8Array {
-  return new Uint8Array(Buffer.from(hex.startsWith("0x") ? hex.slice(2) : hex, "hex"));
+/** An unlocked identity key (secp256k1, 0x-prefixed hex) and its index in the user's on-chain history. */
+export interface UnlockedKey {
+  index: number;
+  privateKey: string;
 }
+
+/**
+ * Where one device's documents live: named JSON documents ("device.json", "groups/<id>.json"), each written
+ * atomically (a crash leaves the old or the new one). Synchronous, so that a state is on record before the
+ * next network call can make it matter; the CLI writes files, the browser a memory copy that it persists
+ * before each request.
+ */
+export interface DeviceDocuments {
+  read<T>(name: string): T | undefined;
+  write(name: string, value: unknown): void;
+  /** the names (without the folder) of the documents in `folder` */
+  list(folder: string): string[];
+}
+
+const hexBytes = (hex: string): Uint8Array => hexToBytes(hex.startsWith("0x") ? hex.slice(2) : hex);
 
 /** AES-256-GCM with a random nonce; `label` is the AAD, so a sealed blob cannot be moved to another slot. */
 export function sealBytes(key: Uint8Array, label: string, plain: Uint8Array): string {
-  const nonce = new Uint8Array(randomBytes(NONCE_BYTES));
+  const nonce = randomBytes(NONCE_BYTES);
   const sealed = gcm(key, nonce, new TextEncoder().encode(label)).encrypt(plain);
   const out = new Uint8Array(1 + NONCE_BYTES + sealed.length);
   out[0] = SEAL_VERSION;
@@ -119,22 +133,19 @@ export interface GroupFile {
 }
 
 export class DeviceStore {
-  readonly dir: string;
-
   constructor(
-    readonly home: Home,
+    private readonly documents: DeviceDocuments,
     readonly username: string,
-  ) {
-    this.dir = home.userDir(username, "mls");
+  ) {}
+
+  /** Whether a device was ever created in these documents. */
+  exists(): boolean {
+    return this.documents.read("device.json") !== undefined;
   }
 
-  /** Whether `username` has an MLS device in `home`, without creating anything there. */
-  static exists(home: Home, username: string): boolean {
-    return existsSync(home.path("users", username, "mls", "device.json"));
-  }
-
-  private file(name: string): string {
-    return path.join(this.dir, name);
+  /** Whether these documents hold a linked device (its device secret). */
+  isLinked(): boolean {
+    return this.documents.read("device-secret.json") !== undefined;
   }
 
   /**
@@ -142,11 +153,11 @@ export class DeviceStore {
    * rewrapped under the current one (first in `identityKeys`) after a rotation.
    */
   stateKey(identityKeys: UnlockedKey[]): Uint8Array {
-    const storedBy = this.home.readJson<StateKeyFile>(this.file("state-key.json"))?.wrappedBy;
-    if (storedBy === "device") throw new ChatError("NO_LOCAL_KEY", "this home holds a linked device: log in with chat login to unlock its device secret");
+    const storedBy = this.documents.read<StateKeyFile>("state-key.json")?.wrappedBy;
+    if (storedBy === "device") throw new ChatError("NO_LOCAL_KEY", "this device is a linked device: log in to unlock its device secret");
     if (identityKeys.length === 0) throw new ChatError("NO_LOCAL_KEY", "no unlocked identity key: log in first");
     const current = identityKeys[0];
-    const stored = this.home.readJson<StateKeyFile>(this.file("state-key.json"));
+    const stored = this.documents.read<StateKeyFile>("state-key.json");
     let key: Uint8Array;
     if (stored) {
       const wrapper = identityKeys.find((k) => k.index === stored.wrappedBy);
@@ -154,46 +165,41 @@ export class DeviceStore {
       key = openBytes(wrappingKey(this.username, wrapper), "state key", stored.sealed);
       if (stored.wrappedBy === current.index) return key;
     } else {
-      key = new Uint8Array(randomBytes(32));
+      key = randomBytes(32);
     }
-    this.home.writeJson(this.file("state-key.json"), { wrappedBy: current.index, sealed: sealBytes(wrappingKey(this.username, current), "state key", key) });
+    this.documents.write("state-key.json", { wrappedBy: current.index, sealed: sealBytes(wrappingKey(this.username, current), "state key", key) });
     return key;
   }
 
   /**
-   * A linked device's state key, opened with its device secret (created with the first call). A home whose
+   * A linked device's state key, opened with its device secret (created with the first call). A device whose
    * state key an identity key wraps is not a linked device: NO_LOCAL_KEY.
    */
   linkedStateKey(deviceSecret: Uint8Array): Uint8Array {
     const wrap = deviceSecretWrappingKey(this.username, deviceSecret);
-    const stored = this.home.readJson<StateKeyFile>(this.file("state-key.json"));
+    const stored = this.documents.read<StateKeyFile>("state-key.json");
     if (stored) {
       if (stored.wrappedBy !== "device") throw new ChatError("NO_LOCAL_KEY", "this device's MLS state is sealed under the identity key, not a device secret");
       return openBytes(wrap, "state key", stored.sealed);
     }
-    const key = new Uint8Array(randomBytes(32));
-    this.home.writeJson(this.file("state-key.json"), { wrappedBy: "device", sealed: sealBytes(wrap, "state key", key) });
+    const key = randomBytes(32);
+    this.documents.write("state-key.json", { wrappedBy: "device", sealed: sealBytes(wrap, "state key", key) });
     return key;
-  }
-
-  /** Whether this home holds a linked device of the user (its device secret file). */
-  static isLinked(home: Home, username: string): boolean {
-    return existsSync(home.path("users", username, "mls", "device-secret.json"));
   }
 
   /** Encrypts a linked device's secret under the user's password (scrypt, then AES-256-GCM) and saves it. */
   async writeDeviceSecret(deviceSecret: Uint8Array, password: string, options: { fastKdf: boolean }): Promise<void> {
     const params = options.fastKdf ? SCRYPT_FAST : SCRYPT;
-    const salt = new Uint8Array(randomBytes(16));
+    const salt = randomBytes(16);
     const key = hexBytes(await scrypt(new TextEncoder().encode(password.normalize("NFC")), salt, params.N, params.r, params.p, 32));
-    const file: DeviceSecretFile = { version: 1, scrypt: { ...params, salt: Buffer.from(salt).toString("hex") }, sealed: sealBytes(key, "device secret", deviceSecret) };
-    this.home.writeJson(this.file("device-secret.json"), file);
+    const file: DeviceSecretFile = { version: 1, scrypt: { ...params, salt: bytesToHex(salt) }, sealed: sealBytes(key, "device secret", deviceSecret) };
+    this.documents.write("device-secret.json", file);
   }
 
   /** The linked device's secret; WRONG_PASSWORD when the password does not open it. */
   async readDeviceSecret(password: string): Promise<Uint8Array> {
-    const file = this.home.readJson<DeviceSecretFile>(this.file("device-secret.json"));
-    if (!file || file.version !== 1) throw new ChatError("NO_LOCAL_KEY", `no linked device of ${this.username} in this home`);
+    const file = this.documents.read<DeviceSecretFile>("device-secret.json");
+    if (!file || file.version !== 1) throw new ChatError("NO_LOCAL_KEY", `no linked device of ${this.username} here`);
     const { N, r, p, salt } = file.scrypt;
     const key = hexBytes(await scrypt(new TextEncoder().encode(password.normalize("NFC")), hexBytes(salt), N, r, p, 32));
     try {
@@ -204,32 +210,32 @@ export class DeviceStore {
   }
 
   readDevice(): DeviceFile | undefined {
-    return this.home.readJson<DeviceFile>(this.file("device.json"));
+    return this.documents.read<DeviceFile>("device.json");
   }
 
   writeDevice(device: DeviceFile): void {
-    this.home.writeJson(this.file("device.json"), device);
+    this.documents.write("device.json", device);
   }
 
   readKeyPackages(): KeyPackageEntry[] {
-    return this.home.readJson<{ packages: KeyPackageEntry[] }>(this.file("key-packages.json"))?.packages ?? [];
+    return this.documents.read<{ packages: KeyPackageEntry[] }>("key-packages.json")?.packages ?? [];
   }
 
   writeKeyPackages(packages: KeyPackageEntry[]): void {
-    this.home.writeJson(this.file("key-packages.json"), { packages });
+    this.documents.write("key-packages.json", { packages });
   }
 
   readGroup(groupIdHex: string): GroupFile | undefined {
-    return this.home.readJson<GroupFile>(path.join(this.home.userDir(this.username, "mls", "groups"), `${groupIdHex}.json`));
+    return this.documents.read<GroupFile>(`groups/${groupIdHex}.json`);
   }
 
   writeGroup(group: GroupFile): void {
-    this.home.writeJson(path.join(this.home.userDir(this.username, "mls", "groups"), `${group.groupId}.json`), group);
+    this.documents.write(`groups/${group.groupId}.json`, group);
   }
 
   groupIds(): string[] {
-    const dir = this.home.userDir(this.username, "mls", "groups");
-    return readdirSync(dir)
+    return this.documents
+      .list("groups")
       .filter((name) => /^[0-9a-f]{64}\.json$/.test(name))
       .map((name) => name.slice(0, 64));
   }

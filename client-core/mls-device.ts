@@ -4,12 +4,10 @@
  * catch-up from each group's ordered log. Every credential met (key packages claimed, commits processed,
  * welcomes joined) is checked against the user's key history read from the chain, never from the relay.
  */
-import { randomBytes } from "node:crypto";
-import path from "node:path";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { Wallet } from "ethers";
 import { encodeMlsMessage, type AuthenticationService, type ClientConfig, type ClientState, type KeyPackage, type PrivateKeyPackage } from "ts-mls";
-import { ChatError, isChatError } from "../../protocol/errors";
+import { ChatError, isChatError } from "../protocol/errors";
 import {
   acceptPendingCommit,
   addMembers,
@@ -40,14 +38,12 @@ import {
   snapshotKeyBook,
   type KeyBook,
   type PendingCommit,
-} from "../../protocol/mls";
-import { MAX_V2_BODY_BYTES, decodeBase64, encodeBase64 } from "../../protocol/wire-v2";
-import type { Home } from "../home";
-import type { UnlockedKey } from "../keystore";
-import type { DeviceView } from "../../protocol/wire-devices";
-import type { DsClient, DsDeviceRef } from "./ds-client";
-import { DeviceLock } from "./device-lock";
-import { DeviceStore, openBytes, sealBytes, type GroupFile, type KeyPackageEntry } from "./device-store";
+} from "../protocol/mls";
+import { MAX_V2_BODY_BYTES, decodeBase64, encodeBase64 } from "../protocol/wire-v2";
+import { bytesToHex, hexToBytes, randomBytes } from "../protocol/bytes";
+import type { DeviceView } from "../protocol/wire-devices";
+import type { DeliveryServiceClient, DsDeviceRef } from "./ds-client";
+import { DeviceStore, openBytes, sealBytes, type DeviceDocuments, type GroupFile, type KeyPackageEntry, type UnlockedKey } from "./device-store";
 
 export const DEFAULT_ONE_TIME_KEY_PACKAGES = 10;
 /** What one add commit's request may take, below the relay's body limit (MAX_V2_BODY_BYTES) for headroom. */
@@ -116,8 +112,18 @@ export interface MemberInfo {
   deviceFingerprint: string;
 }
 
+/** Where a device keeps its state, and how its operations are kept one at a time. */
+export interface DeviceStorage {
+  documents: DeviceDocuments;
+  /**
+   * Runs `work` alone on this device's state: no other operation of this device (in this process or, where
+   * the platform can tell, another) runs meanwhile; an operation called from inside another runs in its turn.
+   */
+  exclusive<T>(work: () => Promise<T>): Promise<T>;
+}
+
 export interface MlsDeviceOptions {
-  home: Home;
+  storage: DeviceStorage;
   username: string;
   /** the session's unlocked identity keys, current first; the first one authorises a new device (empty on a linked device) */
   identityKeys: UnlockedKey[];
@@ -131,7 +137,7 @@ export interface MlsDeviceOptions {
   /** the user key histories, from the client's own chain reader (chainKeyBook) */
   keyBook: KeyBook;
   /** the Delivery Service client of this device (its id is only known once the device is opened) */
-  connect: (deviceId: string) => DsClient;
+  connect: (deviceId: string) => DeliveryServiceClient;
   oneTimeKeyPackages?: number;
   keyPackageLifetimeSeconds?: number;
   /**
@@ -149,8 +155,8 @@ interface DeviceSecrets {
   identity: string;
 }
 
-const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
-const unhex = (text: string) => new Uint8Array(Buffer.from(text, "hex"));
+const hex = bytesToHex;
+const unhex = hexToBytes;
 
 export function deviceFingerprint(signaturePublicKey: Uint8Array): string {
   return hex(sha256(signaturePublicKey).subarray(0, 16)).match(/.{4}/g)!.join(" ");
@@ -187,7 +193,6 @@ export class MlsDevice {
   private readonly lenient: ClientConfig;
 
   private constructor(
-    private readonly lock: DeviceLock,
     private readonly options: WatchedOptions,
     private readonly store: DeviceStore,
     private readonly stateKey: Uint8Array,
@@ -195,7 +200,7 @@ export class MlsDevice {
     /** the identity key index that authorised this device's credential (it moves on re-authorisation) */
     private authorizedBy: number,
     private readonly secrets: { signatureKey: { publicKey: Uint8Array; signKey: Uint8Array }; credential: { credentialType: "basic"; identity: Uint8Array } },
-    readonly ds: DsClient,
+    readonly ds: DeliveryServiceClient,
   ) {
     const service = (policy: "strict" | "lenient") =>
       deviceAuthenticationService({
@@ -226,19 +231,18 @@ export class MlsDevice {
     throw new ChatError("CHAIN_UNAVAILABLE", `the chain could not be read to check a credential: ${(failure as Error)?.message ?? failure}`);
   }
 
-  /** Opens this user's device in `home`, creating it (a fresh Ed25519 key authorised by the current identity key) on first use. */
+  /** Opens this user's device in its storage, creating it (a fresh Ed25519 key authorised by the current identity key) on first use. */
   static async open(given: MlsDeviceOptions): Promise<MlsDevice> {
     const chainFailures: ChainFailures = {};
     const options = { ...given, keyBook: watchedKeyBook(given.keyBook, chainFailures), chainFailures };
-    const store = new DeviceStore(options.home, options.username);
-    const lock = new DeviceLock(path.join(store.dir, "lock"));
-    return lock.run(() => MlsDevice.openLocked(lock, store, options));
+    const store = new DeviceStore(options.storage.documents, options.username);
+    return options.storage.exclusive(() => MlsDevice.openLocked(store, options));
   }
 
-  private static async openLocked(lock: DeviceLock, store: DeviceStore, options: WatchedOptions): Promise<MlsDevice> {
+  private static async openLocked(store: DeviceStore, options: WatchedOptions): Promise<MlsDevice> {
     const stateKey = options.deviceSecret ? store.linkedStateKey(options.deviceSecret) : store.stateKey(options.identityKeys);
     let file = store.readDevice();
-    if (!file && options.deviceSecret) throw new ChatError("NO_LOCAL_KEY", `no linked device of ${options.username} in this home: run chat device link`);
+    if (!file && options.deviceSecret) throw new ChatError("NO_LOCAL_KEY", `no linked device of ${options.username} here: link this device first`);
     if (!file) {
       const current = options.identityKeys[0];
       const signatureKey = await generateDeviceSignatureKey();
@@ -252,7 +256,7 @@ export class MlsDevice {
       });
       const secrets: DeviceSecrets = { publicKey: hex(signatureKey.publicKey), signKey: hex(signatureKey.signKey), identity: hex(credential.identity) };
       file = {
-        deviceId: randomBytes(8).toString("hex"),
+        deviceId: hex(randomBytes(8)),
         keyIndex: current.index,
         sealed: sealBytes(stateKey, "device", new TextEncoder().encode(JSON.stringify(secrets))),
       };
@@ -260,7 +264,6 @@ export class MlsDevice {
     }
     const secrets = JSON.parse(new TextDecoder().decode(openBytes(stateKey, "device", file.sealed))) as DeviceSecrets;
     return new MlsDevice(
-      lock,
       options,
       store,
       stateKey,
@@ -285,10 +288,9 @@ export class MlsDevice {
   ): Promise<MlsDevice> {
     const chainFailures: ChainFailures = {};
     const options = { ...given, keyBook: watchedKeyBook(given.keyBook, chainFailures), chainFailures };
-    const store = new DeviceStore(options.home, options.username);
-    const lock = new DeviceLock(path.join(store.dir, "lock"));
-    return lock.run(async () => {
-      if (store.readDevice()) throw new ChatError("BAD_REQUEST", `this home already holds a device of ${options.username}`);
+    const store = new DeviceStore(options.storage.documents, options.username);
+    return options.storage.exclusive(async () => {
+      if (store.readDevice()) throw new ChatError("BAD_REQUEST", `a device of ${options.username} is already here`);
       const identity = decodeDeviceIdentity(linked.credential);
       if (identity.username !== options.username) throw new ChatError("KEY_MISMATCH", `the relay handed a credential of ${identity.username}, not ${options.username}`);
       const check = deviceAuthenticationService({ keyBook: options.keyBook, policy: "strict", chainId: options.chainId, contract: options.contract, now: options.now });
@@ -298,7 +300,7 @@ export class MlsDevice {
       const stateKey = store.linkedStateKey(options.deviceSecret);
       const secrets: DeviceSecrets = { publicKey: hex(linked.signatureKey.publicKey), signKey: hex(linked.signatureKey.signKey), identity: hex(linked.credential) };
       store.writeDevice({ deviceId: linked.deviceId, keyIndex: identity.keyIndex, sealed: sealBytes(stateKey, "device", new TextEncoder().encode(JSON.stringify(secrets))) });
-      return MlsDevice.openLocked(lock, store, options);
+      return MlsDevice.openLocked(store, options);
     });
   }
 
@@ -362,7 +364,7 @@ export class MlsDevice {
    * before the upload, so a package the relay hands out can always be joined with.
    */
   ensureKeyPackages(options: { replaceLastResort?: boolean } = {}): Promise<{ oneTime: number; lastResort: boolean }> {
-    return this.lock.run(() => this.ensureKeyPackagesLocked(options));
+    return this.options.storage.exclusive(() => this.ensureKeyPackagesLocked(options));
   }
 
   private async ensureKeyPackagesLocked(options: { replaceLastResort?: boolean }): Promise<{ oneTime: number; lastResort: boolean }> {
@@ -463,7 +465,7 @@ export class MlsDevice {
    * creates the group and commits the add with a welcome. Works while the peer is offline.
    */
   startDirect(peer: string): Promise<string> {
-    return this.lock.run(() => this.startDirectLocked(peer));
+    return this.options.storage.exclusive(() => this.startDirectLocked(peer));
   }
 
   private async startDirectLocked(peer: string): Promise<string> {
@@ -483,7 +485,7 @@ export class MlsDevice {
    * name travels inside the group (an application message), so the relay never sees it.
    */
   createGroup(usernames: string[], name?: string): Promise<string> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       const packages = [];
       for (const username of new Set(usernames)) {
         if (username !== this.options.username) packages.push(...(await this.claimKeyPackages(username)));
@@ -499,7 +501,7 @@ export class MlsDevice {
 
   /** Adds every device of `usernames`; a named group's name is sent again for the newcomers. */
   add(groupId: string, usernames: string[]): Promise<void> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       const packages = [];
       for (const username of new Set(usernames)) packages.push(...(await this.claimKeyPackages(username)));
       await this.commitAdd(groupId, packages);
@@ -510,7 +512,7 @@ export class MlsDevice {
 
   /** Names (or renames) the group for every member. */
   rename(groupId: string, name: string): Promise<void> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       await this.sendPayload(groupId, { kind: "group-name", body: name });
       this.store.writeGroup({ ...this.store.readGroup(groupId)!, name, peer: undefined });
     });
@@ -522,7 +524,7 @@ export class MlsDevice {
    * device; it stops reading and keeps the state only for the history already read.
    */
   leave(groupId: string): Promise<void> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       await this.sendPayload(groupId, { kind: "leave", body: "" });
       this.store.writeGroup({ ...this.store.readGroup(groupId)!, left: true });
     });
@@ -533,7 +535,7 @@ export class MlsDevice {
    * tree: whichever member gets there first does it; the others find nothing left to do.
    */
   honourLeaveRequests(groupId: string): Promise<void> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       const file = this.store.readGroup(groupId);
       if (!file?.leaveRequests?.length || file.removed || file.left) return;
       const { state } = this.loadGroup(groupId);
@@ -611,7 +613,7 @@ export class MlsDevice {
     groupId: string,
     build: (state: ClientState) => Promise<{ pending: PendingCommit; add: DsDeviceRef[]; remove: DsDeviceRef[]; welcomes: (DsDeviceRef & { bytes: Uint8Array })[] }>,
   ): Promise<number> {
-    return this.lock.run(() => this.commitLocked(groupId, build));
+    return this.options.storage.exclusive(() => this.commitLocked(groupId, build));
   }
 
   private async commitLocked(
@@ -623,7 +625,7 @@ export class MlsDevice {
       const { file, state } = this.loadGroup(groupId);
       if (file.removed) throw new ChatError("NOT_GROUP_MEMBER", "this device was removed from the group");
       const change = await build(state);
-      const id = randomBytes(12).toString("base64url");
+      const id = hex(randomBytes(12));
       const epoch = Number(change.pending.epoch);
       this.store.writeGroup({ ...file, pending: { id, epoch, sealedNext: encodeBase64(sealGroupState({ state: change.pending.next, key: this.stateKey })) } });
       const result = await this.ds.commit(groupId, { epoch, id, bytes: change.pending.commit, welcomes: change.welcomes, add: change.add, remove: change.remove });
@@ -647,7 +649,7 @@ export class MlsDevice {
   }
 
   private sendPayload(groupId: string, payload: { kind: PayloadKind; body: string; id?: string; sentAt?: number }): Promise<{ id: string; seq: number }> {
-    return this.lock.run(() => this.sendLocked(groupId, payload));
+    return this.options.storage.exclusive(() => this.sendLocked(groupId, payload));
   }
 
   private async sendLocked(groupId: string, payload: { kind: PayloadKind; body: string; id?: string; sentAt?: number }): Promise<{ id: string; seq: number }> {
@@ -674,7 +676,7 @@ export class MlsDevice {
    * handed to `deliver`. The state and cursor are saved after each page, then the relay's cursor moves.
    */
   catchUp(groupId: string): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
-    return this.lock.run(() => this.catchUpLocked(groupId));
+    return this.options.storage.exclusive(() => this.catchUpLocked(groupId));
   }
 
   private async catchUpLocked(groupId: string): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
@@ -683,7 +685,7 @@ export class MlsDevice {
     for (;;) {
       let { file, state } = this.loadGroup(groupId);
       if (file.removed || file.left) break;
-      let page: Awaited<ReturnType<DsClient["log"]>>;
+      let page: Awaited<ReturnType<DeliveryServiceClient["log"]>>;
       try {
         page = await this.ds.log(groupId, file.cursor, LOG_PAGE);
       } catch (error) {
@@ -801,7 +803,7 @@ export class MlsDevice {
    * is acknowledged and reported, so it is not retried forever.
    */
   sync(): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
-    return this.lock.run(() => this.syncLocked());
+    return this.options.storage.exclusive(() => this.syncLocked());
   }
 
   private async syncLocked(): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
@@ -844,7 +846,7 @@ export class MlsDevice {
    * watching one group leaves the others' messages for the inbox.
    */
   joinWelcomes(): Promise<GroupEvent[]> {
-    return this.lock.run(async () => this.joinLocked((await this.ds.sync()).welcomes));
+    return this.options.storage.exclusive(async () => this.joinLocked((await this.ds.sync()).welcomes));
   }
 
   private async joinLocked(welcomes: { id: string; groupId: string; bytes: string }[]): Promise<GroupEvent[]> {
@@ -915,7 +917,7 @@ export class MlsDevice {
    * finished by the next one (sync does that). A group that cannot follow is reported, not thrown.
    */
   reauthorize(): Promise<{ keyIndex: number; events: GroupEvent[] }> {
-    return this.lock.run(() => this.reauthorizeLocked());
+    return this.options.storage.exclusive(() => this.reauthorizeLocked());
   }
 
   private async reauthorizeLocked(): Promise<{ keyIndex: number; events: GroupEvent[] }> {
@@ -937,7 +939,7 @@ export class MlsDevice {
    * changes nothing: members would refuse its commits.
    */
   followKeyChanges(): Promise<GroupEvent[]> {
-    return this.lock.run(() => this.followKeyChangesLocked());
+    return this.options.storage.exclusive(() => this.followKeyChangesLocked());
   }
 
   private async followKeyChangesLocked(): Promise<GroupEvent[]> {
@@ -1046,7 +1048,7 @@ export class MlsDevice {
    * key; then, as reauthorize() does, key packages are replaced and each group's leaf is updated.
    */
   adoptCredential(identity: Uint8Array): Promise<{ keyIndex: number; events: GroupEvent[] }> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       const decoded = decodeDeviceIdentity(identity);
       if (decoded.username !== this.options.username) throw new ChatError("KEY_MISMATCH", `the relay handed a credential of ${decoded.username}, not ${this.options.username}`);
       if (decoded.keyIndex > this.authorizedBy) {
@@ -1109,7 +1111,7 @@ export class MlsDevice {
    * whom to add is still checked against the chain, and a removal only drops this user's own devices.
    */
   followOwnDevices(devices: DeviceView[]): Promise<GroupEvent[]> {
-    return this.lock.run(async () => {
+    return this.options.storage.exclusive(async () => {
       const events: GroupEvent[] = [];
       for (const { groupId, removed, left } of this.groups()) {
         if (removed || left) continue;

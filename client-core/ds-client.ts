@@ -1,0 +1,207 @@
+/**
+ * The client side of the relay's MLS Delivery Service (protocol/wire-v2.ts): one device's authenticated
+ * HTTP calls. Answers are validated with the wire schemas; refusals keep the relay's stable code. The relay
+ * is trusted for ordering and availability only: every MLS byte it hands back is checked by the caller.
+ */
+import type { z } from "zod";
+import { ChatError } from "../protocol/errors";
+import { ErrorBody } from "../protocol/wire";
+import {
+  AppendResponse,
+  ClaimKeyPackagesResponse,
+  CursorResponse,
+  DEVICE_ID_HEADER,
+  EpochConflictBody,
+  GroupStateResponse,
+  KeyPackageCountsResponse,
+  LogResponse,
+  MembersResponse,
+  OkResponse,
+  SyncResponse,
+  encodeBase64,
+  type LogEntryWire,
+} from "../protocol/wire-v2";
+import { DeviceCredentialResponse, DeviceLinkView, DevicesResponse, DeviceView, RevokeDeviceResponse } from "../protocol/wire-devices";
+
+export type DsAppendResult = { accepted: true; seq: number; epoch: number; duplicate: boolean } | { accepted: false; currentEpoch: number };
+
+export interface DsDeviceRef {
+  username: string;
+  deviceId: string;
+}
+
+/** One HTTP request to the relay, as the platform makes it (Node's https with a pinned certificate, or fetch). */
+export interface HttpRequest {
+  method: "GET" | "POST";
+  url: URL;
+  /** accept, authorization and device id; content-type with a body */
+  headers: Record<string, string>;
+  /** JSON text */
+  body?: string;
+}
+
+/**
+ * Sends one request and collects the answer as text; a transport failure rejects with a ChatError that
+ * names it (RELAY_UNREACHABLE, or what the platform can tell apart, such as a changed certificate).
+ */
+export type HttpExchange = (request: HttpRequest) => Promise<{ status: number; text: string }>;
+
+export interface DeliveryServiceClientOptions {
+  /** the relay's origin, e.g. https://relay.example:8443 */
+  url: string;
+  /** the session token from login (a function: the session's current one, when a login renews it) */
+  token: string | (() => string);
+  deviceId: string;
+  exchange: HttpExchange;
+}
+
+export class DeliveryServiceClient {
+  private readonly base: URL;
+
+  constructor(private readonly options: DeliveryServiceClientOptions) {
+    this.base = new URL(options.url);
+  }
+
+  get deviceId(): string {
+    return this.options.deviceId;
+  }
+
+  private async raw(method: "GET" | "POST", path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+    const token = typeof this.options.token === "function" ? this.options.token() : this.options.token;
+    const { status, text } = await this.options.exchange({
+      method,
+      url: new URL(path, this.base),
+      headers: {
+        accept: "application/json",
+        authorization: `Bearer ${token}`,
+        [DEVICE_ID_HEADER]: this.options.deviceId,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let json: unknown;
+    try {
+      json = text === "" ? undefined : JSON.parse(text);
+    } catch {
+      throw new ChatError("RELAY_UNREACHABLE", `relay answered ${method} ${path} with status ${status} and no JSON`);
+    }
+    return { status, json };
+  }
+
+  private async call<T extends z.ZodTypeAny>(method: "GET" | "POST", path: string, body: unknown, schema: T): Promise<z.infer<T>> {
+    const { status, json } = await this.raw(method, path, body);
+    return this.parse(method, path, status, json, schema);
+  }
+
+  private parse<T extends z.ZodTypeAny>(method: string, path: string, status: number, json: unknown, schema: T): z.infer<T> {
+    if (status >= 400) {
+      const error = ErrorBody.safeParse(json);
+      if (!error.success) throw new ChatError("RELAY_UNREACHABLE", `relay answered ${method} ${path} with status ${status}`);
+      throw new ChatError(error.data.error.code, error.data.error.message, { status });
+    }
+    const parsed = schema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new ChatError("RELAY_UNREACHABLE", `relay sent a malformed answer to ${path}: ${issue.path.join(".")}: ${issue.message}`);
+    }
+    return parsed.data;
+  }
+
+  /** A commit or application message: 409 EPOCH_CONFLICT is an answer here, not an error. */
+  private async append(path: string, body: unknown): Promise<DsAppendResult> {
+    const { status, json } = await this.raw("POST", path, body);
+    if (status === 409) {
+      const conflict = EpochConflictBody.safeParse(json);
+      if (conflict.success) return { accepted: false, currentEpoch: conflict.data.error.currentEpoch };
+    }
+    return this.parse("POST", path, status, json, AppendResponse);
+  }
+
+  /** `replace`: the relay drops every package this device had before adding these. */
+  putKeyPackages(body: { oneTime: { bytes: Uint8Array; notAfter: number }[]; lastResort?: { bytes: Uint8Array; notAfter: number }; replace?: boolean }) {
+    const wire = (p: { bytes: Uint8Array; notAfter: number }) => ({ bytes: encodeBase64(p.bytes), notAfter: p.notAfter });
+    return this.call(
+      "POST",
+      "/v2/key-packages",
+      { oneTime: body.oneTime.map(wire), lastResort: body.lastResort && wire(body.lastResort), ...(body.replace ? { replace: true } : {}) },
+      KeyPackageCountsResponse,
+    );
+  }
+
+  keyPackageCount() {
+    return this.call("GET", "/v2/key-packages/count", undefined, KeyPackageCountsResponse);
+  }
+
+  claimKeyPackages(username: string) {
+    return this.call("POST", `/v2/users/${encodeURIComponent(username)}/key-packages/claim`, {}, ClaimKeyPackagesResponse);
+  }
+
+  createGroup(groupIdHex: string, members: DsDeviceRef[]) {
+    return this.call("POST", "/v2/groups", { groupId: groupIdHex, members }, GroupStateResponse);
+  }
+
+  commit(groupIdHex: string, body: { epoch: number; id: string; bytes: Uint8Array; welcomes: (DsDeviceRef & { bytes: Uint8Array })[]; add: DsDeviceRef[]; remove: DsDeviceRef[] }) {
+    return this.append(`/v2/groups/${groupIdHex}/commits`, {
+      ...body,
+      bytes: encodeBase64(body.bytes),
+      welcomes: body.welcomes.map((w) => ({ username: w.username, deviceId: w.deviceId, bytes: encodeBase64(w.bytes) })),
+    });
+  }
+
+  sendApplication(groupIdHex: string, body: { epoch: number; id: string; bytes: Uint8Array }) {
+    return this.append(`/v2/groups/${groupIdHex}/messages`, { ...body, bytes: encodeBase64(body.bytes) });
+  }
+
+  async log(groupIdHex: string, after: number, limit: number): Promise<{ entries: LogEntryWire[]; epoch: number; lastSeq: number }> {
+    return this.call("GET", `/v2/groups/${groupIdHex}/log?after=${after}&limit=${limit}`, undefined, LogResponse);
+  }
+
+  members(groupIdHex: string) {
+    return this.call("GET", `/v2/groups/${groupIdHex}/members`, undefined, MembersResponse);
+  }
+
+  advanceCursor(groupIdHex: string, seq: number) {
+    return this.call("POST", `/v2/groups/${groupIdHex}/cursor`, { seq }, CursorResponse);
+  }
+
+  sync() {
+    return this.call("GET", "/v2/sync", undefined, SyncResponse);
+  }
+
+  ackWelcome(id: string) {
+    return this.call("POST", `/v2/welcomes/${encodeURIComponent(id)}/ack`, {}, OkResponse);
+  }
+
+  // ---- this user's devices (protocol/wire-devices.ts) ----
+
+  /** Every device of this user, revoked ones included, and the relay's limit. */
+  devices() {
+    return this.call("GET", "/v2/devices", undefined, DevicesResponse);
+  }
+
+  /** Registers this device (one holding the identity key) with its MLS key, so that it is listed and counted. */
+  registerSelf(body: { devicePublicKey: string; credential: Uint8Array; deviceName?: string }) {
+    return this.call("POST", "/v2/devices/self", { devicePublicKey: body.devicePublicKey, credential: encodeBase64(body.credential), ...(body.deviceName ? { deviceName: body.deviceName } : {}) }, DeviceView);
+  }
+
+  /** This device's newest credential on file (a linked device re-authorised by another while it was away). */
+  ownCredential() {
+    return this.call("GET", "/v2/devices/self/credential", undefined, DeviceCredentialResponse);
+  }
+
+  deviceLink(code: string) {
+    return this.call("GET", `/v2/device-links/${encodeURIComponent(code)}`, undefined, DeviceLinkView);
+  }
+
+  approveDeviceLink(code: string, credential: Uint8Array) {
+    return this.call("POST", `/v2/device-links/${encodeURIComponent(code)}/approve`, { credential: encodeBase64(credential) }, DeviceView);
+  }
+
+  revokeDevice(deviceId: string) {
+    return this.call("POST", `/v2/devices/${encodeURIComponent(deviceId)}/revoke`, {}, RevokeDeviceResponse);
+  }
+
+  putDeviceCredential(deviceId: string, credential: Uint8Array) {
+    return this.call("POST", `/v2/devices/${encodeURIComponent(deviceId)}/credential`, { credential: encodeBase64(credential) }, DeviceCredentialResponse);
+  }
+}
