@@ -304,6 +304,18 @@ export class MlsDevice {
     });
   }
 
+  /**
+   * Seals a client's own record (its message history, pinned keys) under this device's state key, so that it
+   * opens only where the MLS state opens. `label` is the AAD: a sealed record cannot be moved to another slot.
+   */
+  sealRecord(label: string, plain: Uint8Array): string {
+    return sealBytes(this.stateKey, `record ${label}`, plain);
+  }
+
+  openRecord(label: string, sealed: string): Uint8Array {
+    return openBytes(this.stateKey, `record ${label}`, sealed);
+  }
+
   /** This device's Ed25519 public key (its MLS signature key). */
   get signaturePublicKey(): Uint8Array {
     return this.secrets.signatureKey.publicKey;
