@@ -14,6 +14,10 @@ import { ChatError } from "../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../protocol/keys";
 import type { UnlockedKey } from "../client-core/device-store";
 import type { Home } from "./home";
+import { toWeb3SecretStorage } from "../protocol/web3-keystore";
+
+// Kept importable from here for existing callers; the browser client shares the same function.
+export { toWeb3SecretStorage };
 
 export interface LocalKey {
   index: number;
@@ -67,16 +71,6 @@ export async function storeKey(params: {
   identity.keys = [...identity.keys.filter((k) => k.index !== index), key].sort((a, b) => a.index - b.index);
   home.writeJson(identityPath(home, username), identity);
   return key;
-}
-
-/**
- * The keystore with its cipher section under the lowercase `crypto` key of the Web3 Secret Storage
- * definition, whatever the case it came with; other fields and their order are kept.
- */
-export function toWeb3SecretStorage(keystore: Record<string, unknown>): Record<string, unknown> {
-  const cryptoKeys = Object.keys(keystore).filter((key) => key.toLowerCase() === "crypto");
-  if (cryptoKeys.length !== 1) throw new ChatError("BAD_REQUEST", "a keystore must have exactly one crypto section");
-  return Object.fromEntries(Object.entries(keystore).map(([key, value]) => [key.toLowerCase() === "crypto" ? "crypto" : key, value]));
 }
 
 /** Marks key `index` as on chain. */

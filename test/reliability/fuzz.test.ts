@@ -159,7 +159,7 @@ describe("bad input against a real relay process: fuzzing and named cases", func
     if (authorization !== undefined) headers.authorization = authorization;
     // A kept-alive socket the relay closes just as it is reused fails in the client before any request left:
     // tried once more on a fresh one. A crashed relay fails the retry too (and the exit check after).
-    const send = () => fetch(`${relay.url}${route}`, { method: "POST", headers, body: c.body });
+    const send = () => fetch(`${relay.url}${route}`, { method: "POST", headers, body: c.body as BodyInit });
     const response = await send().catch((error) => {
       if ((error as { cause?: { code?: string } }).cause?.code !== "UND_ERR_SOCKET") throw error;
       return send();

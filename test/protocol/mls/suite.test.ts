@@ -8,7 +8,7 @@ const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
 const bytes = (h: string) => new Uint8Array(Buffer.from(h, "hex"));
 const ascii = (s: string) => new Uint8Array(Buffer.from(s, "latin1"));
 const random = (n: number) => globalThis.crypto.getRandomValues(new Uint8Array(n));
-const webCryptoSha256 = async (data: Uint8Array) => new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data));
+const webCryptoSha256 = async (data: Uint8Array) => new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 
 describe("MLS cipher suite 1", function () {
   describe("SHA-256 and HMAC-SHA256", function () {

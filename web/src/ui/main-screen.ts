@@ -1,0 +1,405 @@
+/**
+ * The main screen: conversation list, the open conversation (timeline, members, composer), the account
+ * menu, and the banner for a pending reset of the user's own account. Everything shown comes from the
+ * Messenger (rendered again on each change it reports) and from the chain checks of account.ts.
+ * On a narrow screen the list and the conversation take turns, with a Back button.
+ */
+import { utf8Length } from "../../../protocol/bytes";
+import { formatSafetyNumber } from "../../../protocol/safety-number";
+import { MAX_BODY_BYTES } from "../../../protocol/mls/application-payload";
+import { ChatError } from "../../../protocol/errors";
+import { assertUsername } from "../../../protocol/username";
+import type { OwnAccountState, Session } from "../account";
+import type { ConversationSummary, Messenger, TimelineItem } from "../messenger-types";
+import { confirmDialog, formDialog } from "./dialog";
+import { busy, clear, el, localTime } from "./dom";
+import type { StatusBar } from "./status";
+
+export interface MainScreenActions {
+  rotateKey(password: string): Promise<void>;
+  logout(): Promise<void>;
+  downloadKeystore?(): Promise<void>;
+  cancelReset(password: string | undefined): Promise<void>;
+}
+
+const STATE_LABEL = { sending: "sending…", stored: "stored", delivered: "delivered", failed: "failed" } as const;
+
+function parseUsernames(text: string): string[] {
+  const names = text
+    .split(/[\s,]+/)
+    .map((name) => name.trim().toLowerCase())
+    .filter((name) => name !== "");
+  if (names.length === 0) throw new ChatError("BAD_REQUEST", "name at least one user");
+  return [...new Set(names.map((name) => assertUsername(name)))];
+}
+
+export class MainScreen {
+  readonly element: HTMLElement;
+  private readonly banner: HTMLElement;
+  private readonly listNode: HTMLElement;
+  private readonly conversationNode: HTMLElement;
+  private readonly layout: HTMLElement;
+  private readonly engineNote: HTMLElement;
+  private messenger: Messenger | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private openId: string | undefined;
+  /** incoming message ids already announced, so that a re-render announces only new ones */
+  private announced = new Set<string>();
+  private draft = "";
+
+  constructor(
+    private session: Session,
+    private readonly status: StatusBar,
+    private readonly actions: MainScreenActions,
+  ) {
+    const menuButton = el("button", { type: "button", "aria-haspopup": "true", "aria-expanded": "false", "aria-controls": "account-menu" }, `${session.username} ▾`);
+    const rotate = el("button", { type: "button", role: "menuitem" }, "Rotate key");
+    const backup = el("button", { type: "button", role: "menuitem" }, "Download key backup");
+    const logout = el("button", { type: "button", role: "menuitem" }, "Log out");
+    const menu = el("div", { id: "account-menu", class: "menu", role: "menu", hidden: true }, session.linked ? null : rotate, session.linked || !actions.downloadKeystore ? null : backup, logout);
+    const toggleMenu = (open: boolean) => {
+      menu.hidden = !open;
+      menuButton.setAttribute("aria-expanded", String(open));
+      if (open) (menu.querySelector("button") as HTMLButtonElement | null)?.focus();
+    };
+    menuButton.addEventListener("click", () => toggleMenu(menu.hidden));
+    menu.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        toggleMenu(false);
+        menuButton.focus();
+      }
+    });
+    rotate.addEventListener("click", () => {
+      toggleMenu(false);
+      formDialog({
+        title: "Rotate key",
+        intro: "A new identity key replaces the current one on chain; your contacts are told of the change.",
+        fields: [{ name: "password", label: "Password", type: "password", autocomplete: "current-password" }],
+        submitLabel: "Rotate key",
+        action: (values) => this.actions.rotateKey(values.password),
+      });
+    });
+    backup.addEventListener("click", () => {
+      toggleMenu(false);
+      void busy([backup], () => this.actions.downloadKeystore!(), (error) => this.status.error(error));
+    });
+    logout.addEventListener("click", () => {
+      toggleMenu(false);
+      void (async () => {
+        const ok = await confirmDialog({
+          title: "Log out",
+          text: session.linked
+            ? "Logging out ends the session and deletes everything this app keeps in this browser, including this device's keys: to use it again you link it again."
+            : "Logging out ends the session and deletes everything this app keeps in this browser, including your password-encrypted key. Download a key backup first unless another device holds your key.",
+          confirmLabel: "Log out and delete local data",
+          danger: true,
+        });
+        if (ok) await busy([logout, menuButton], () => this.actions.logout(), (error) => this.status.error(error));
+      })();
+    });
+
+    this.banner = el("div", { class: "banner alarm", role: "alert", hidden: true });
+    this.engineNote = el("p", { class: "engine-note", role: "status" }, "Messaging is starting…");
+    this.listNode = el("nav", { class: "conversations", "aria-label": "Conversations" });
+    this.conversationNode = el("section", { class: "conversation", "aria-label": "Conversation" });
+    this.layout = el("div", { class: "layout" }, this.listNode, this.conversationNode);
+    this.element = el(
+      "div",
+      { class: "main-screen" },
+      el("header", { class: "top" }, el("h1", {}, "eth-chat"), el("div", { class: "account" }, menuButton, menu)),
+      this.banner,
+      this.engineNote,
+      this.layout,
+    );
+    this.render();
+  }
+
+  setSession(session: Session): void {
+    this.session = session;
+  }
+
+  /** Messaging is up: render from it from now on. */
+  attach(messenger: Messenger): void {
+    this.messenger = messenger;
+    this.engineNote.hidden = true;
+    for (const c of messenger.conversations()) for (const item of messenger.timeline(c.id)) this.announced.add(item.id);
+    this.unsubscribe = messenger.subscribe(() => this.onChange());
+    this.render();
+  }
+
+  /** Messaging could not start: say why, keep the account functions. */
+  engineFailed(text: string): void {
+    this.engineNote.hidden = false;
+    this.engineNote.textContent = `Messaging is not available: ${text}`;
+  }
+
+  detach(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+  }
+
+  /** Shows or hides the pending-reset banner for the user's own account. */
+  showOwnAccount(state: OwnAccountState | null): void {
+    clear(this.banner);
+    const pending = state?.pendingReset;
+    if (!state || !pending || pending.toThisBrowser) {
+      this.banner.hidden = true;
+      return;
+    }
+    this.banner.hidden = false;
+    const left = pending.effectiveAt - state.chainTime;
+    const when = `${localTime(pending.effectiveAt * 1000)}${left > 0 ? ` (in about ${left < 7200 ? `${Math.max(1, Math.round(left / 60))} min` : `${Math.round(left / 3600)} h`})` : ""}`;
+    this.banner.append(
+      el("h2", {}, "A RESET of your account is pending"),
+      el(
+        "p",
+        {},
+        `Someone asked to move ${state.username} to a key that is NOT in this browser. It takes effect at ${when}. ` +
+          "If you did not ask for it, someone knows your password: cancel it now, then change your password.",
+      ),
+    );
+    if (state.canCancel) {
+      const cancel = el("button", { type: "button", class: "danger" }, "Cancel reset");
+      cancel.addEventListener("click", () =>
+        void busy([cancel], () => this.actions.cancelReset(undefined), (error) => {
+          if (error instanceof ChatError && error.code === "USAGE") {
+            formDialog({
+              title: "Cancel reset",
+              fields: [{ name: "password", label: "Password", type: "password", autocomplete: "current-password" }],
+              submitLabel: "Cancel reset",
+              danger: true,
+              action: (values) => this.actions.cancelReset(values.password),
+            });
+          } else this.status.error(error);
+        }),
+      );
+      this.banner.append(el("div", { class: "actions" }, cancel));
+    } else {
+      this.banner.append(el("p", {}, "This browser does not hold your current key: cancel it from a device that does (chat cancel-reset)."));
+    }
+  }
+
+  private onChange(): void {
+    const messenger = this.messenger;
+    if (!messenger) return;
+    let incoming = 0;
+    let lastFrom = "";
+    for (const c of messenger.conversations()) {
+      for (const item of messenger.timeline(c.id)) {
+        if (this.announced.has(item.id)) continue;
+        this.announced.add(item.id);
+        if (item.type === "message" && !item.fromMe) {
+          incoming++;
+          lastFrom = `${item.from} in ${c.title}`;
+        } else if (item.type === "event" && item.level !== "info") {
+          this.status.warn(`${c.title}: ${item.text}`);
+        }
+      }
+    }
+    if (incoming === 1) this.status.notice(`New message from ${lastFrom}`);
+    else if (incoming > 1) this.status.notice(`${incoming} new messages`);
+    if (this.openId && document.visibilityState === "visible") messenger.markRead(this.openId);
+    this.render();
+  }
+
+  private render(): void {
+    this.renderList();
+    this.renderConversation();
+    this.layout.classList.toggle("showing-conversation", this.openId !== undefined);
+  }
+
+  private renderList(): void {
+    const focusedId = (document.activeElement as HTMLElement | null)?.dataset?.conversation;
+    clear(this.listNode);
+    const newChat = el("button", { type: "button", disabled: !this.messenger }, "New chat");
+    const newGroup = el("button", { type: "button", disabled: !this.messenger }, "New group");
+    newChat.addEventListener("click", () =>
+      formDialog({
+        title: "New chat",
+        fields: [{ name: "peer", label: "Username" }],
+        submitLabel: "Open chat",
+        action: async (values) => this.open(await this.messenger!.openDirect(assertUsername(values.peer.trim().toLowerCase()))),
+      }),
+    );
+    newGroup.addEventListener("click", () =>
+      formDialog({
+        title: "New group",
+        fields: [
+          { name: "name", label: "Group name" },
+          { name: "members", label: "Members", hint: "usernames, separated by spaces or commas" },
+        ],
+        submitLabel: "Create group",
+        action: async (values) => {
+          const name = values.name.trim();
+          if (name === "") throw new ChatError("BAD_REQUEST", "name the group");
+          this.open(await this.messenger!.createGroup(name, parseUsernames(values.members)));
+        },
+      }),
+    );
+    this.listNode.append(el("div", { class: "actions" }, newChat, newGroup));
+    const conversations = [...(this.messenger?.conversations() ?? [])].sort((a, b) => b.lastActivity - a.lastActivity);
+    if (this.messenger && conversations.length === 0) this.listNode.append(el("p", { class: "hint" }, "No conversations yet."));
+    const list = el("ul", { class: "conversation-list" });
+    for (const c of conversations) {
+      const button = el(
+        "button",
+        { type: "button", class: "conversation-item", "data-conversation": c.id, "aria-current": c.id === this.openId ? "true" : undefined },
+        el("span", { class: "title" }, c.kind === "group" ? `# ${c.title}` : c.title),
+        c.unread > 0 ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
+        el("span", { class: "when" }, c.lastActivity > 0 ? localTime(c.lastActivity) : ""),
+      );
+      button.addEventListener("click", () => this.open(c.id));
+      list.append(el("li", {}, button));
+    }
+    this.listNode.append(list);
+    if (focusedId) (this.listNode.querySelector(`[data-conversation="${CSS.escape(focusedId)}"]`) as HTMLElement | null)?.focus();
+  }
+
+  private open(id: string): void {
+    if (this.openId !== id) this.draft = "";
+    this.openId = id;
+    this.messenger?.markRead(id);
+    this.render();
+    (this.conversationNode.querySelector("textarea") as HTMLTextAreaElement | null)?.focus();
+  }
+
+  private renderConversation(): void {
+    const messenger = this.messenger;
+    const conversation = messenger?.conversations().find((c) => c.id === this.openId);
+    const composerFocused = document.activeElement instanceof HTMLTextAreaElement && this.conversationNode.contains(document.activeElement);
+    const timelineNode = this.conversationNode.querySelector(".timeline");
+    const atBottom = !timelineNode || timelineNode.scrollTop + timelineNode.clientHeight >= timelineNode.scrollHeight - 20;
+    clear(this.conversationNode);
+    if (!messenger || !conversation) {
+      this.openId = undefined;
+      this.conversationNode.append(el("p", { class: "hint" }, messenger ? "Choose a conversation, or start one." : ""));
+      return;
+    }
+    const back = el("button", { type: "button", class: "back" }, "← Back");
+    back.addEventListener("click", () => {
+      this.openId = undefined;
+      this.render();
+      (this.listNode.querySelector("button") as HTMLButtonElement | null)?.focus();
+    });
+    const header = el("header", { class: "conversation-header" }, back, el("h2", {}, conversation.title), this.membersNode(conversation));
+    const timeline = el("ol", { class: "timeline", "aria-label": `Messages with ${conversation.title}`, tabindex: 0 });
+    for (const item of messenger.timeline(conversation.id)) timeline.append(this.itemNode(item));
+    this.conversationNode.append(header, timeline, this.composer(conversation));
+    if (atBottom) timeline.scrollTop = timeline.scrollHeight;
+    if (composerFocused) (this.conversationNode.querySelector("textarea") as HTMLTextAreaElement | null)?.focus();
+  }
+
+  private membersNode(conversation: ConversationSummary): HTMLElement {
+    const node = el("div", { class: "members" });
+    if (conversation.kind === "direct") {
+      node.append(el("p", {}, `Direct chat with ${conversation.members.filter((m) => m !== this.session.username).join(", ")}`));
+      return node;
+    }
+    const list = el("ul", { class: "member-list", "aria-label": "Members" });
+    for (const member of conversation.members) {
+      const remove = el("button", { type: "button", class: "small", "aria-label": `Remove ${member}` }, "Remove");
+      remove.addEventListener("click", () =>
+        void (async () => {
+          if (!(await confirmDialog({ title: "Remove member", text: `Remove ${member} from ${conversation.title}?`, confirmLabel: "Remove", danger: true }))) return;
+          await busy([remove], () => this.messenger!.removeMember(conversation.id, member), (error) => this.status.error(error));
+        })(),
+      );
+      list.append(el("li", {}, member, member === this.session.username ? " (you)" : remove));
+    }
+    const add = el("button", { type: "button" }, "Add member");
+    add.addEventListener("click", () =>
+      formDialog({
+        title: `Add to ${conversation.title}`,
+        fields: [{ name: "members", label: "Usernames", hint: "separated by spaces or commas" }],
+        submitLabel: "Add",
+        action: (values) => this.messenger!.addMembers(conversation.id, parseUsernames(values.members)),
+      }),
+    );
+    node.append(el("details", {}, el("summary", {}, `${conversation.members.length} members`), list, add));
+    return node;
+  }
+
+  private itemNode(item: TimelineItem): HTMLElement {
+    if (item.type === "message") {
+      const state = item.fromMe && item.state ? el("span", { class: `state state-${item.state}` }, STATE_LABEL[item.state]) : null;
+      return el(
+        "li",
+        { class: `message ${item.fromMe ? "mine" : "theirs"}` },
+        el("div", { class: "meta" }, el("span", { class: "from" }, item.fromMe ? "You" : item.from), " ", el("time", { datetime: new Date(item.sentAt).toISOString() }, localTime(item.sentAt)), " ", state),
+        el("p", { class: "body" }, item.body),
+      );
+    }
+    const level = item.keyChange?.kind === "reset" ? "alarm" : item.keyChange ? "warning" : item.level;
+    const node = el("li", { class: `event level-${level}`, role: level === "info" ? undefined : "note" }, el("time", { datetime: new Date(item.at).toISOString() }, localTime(item.at)), " ", el("span", {}, item.text));
+    const change = item.keyChange;
+    if (change) {
+      node.append(
+        el("p", { class: "key-change" }, change.kind === "reset" ? `${change.username}'s account was RESET: this may be a new device, or someone else.` : `${change.username} rotated their key.`),
+        el("p", {}, "Safety number (compare it with theirs, in person or on a call):"),
+        el("pre", { class: "safety-number" }, formatSafetyNumber(change.safetyNumber, { lines: true })),
+      );
+      if (change.verified) node.append(el("p", { class: "verified" }, "✓ Verified"));
+      else {
+        const verify = el("button", { type: "button" }, `Verify ${change.username}`);
+        verify.addEventListener("click", () =>
+          void (async () => {
+            const ok = await confirmDialog({
+              title: `Verify ${change.username}`,
+              text: `Mark ${change.username}'s new key as verified only if the safety number matches what they see.`,
+              extra: el("pre", { class: "safety-number" }, formatSafetyNumber(change.safetyNumber, { lines: true })),
+              confirmLabel: "It matches: verify",
+            });
+            if (ok) await busy([verify], () => this.messenger!.verify(change.username), (error) => this.status.error(error));
+          })(),
+        );
+        node.append(verify);
+      }
+    }
+    return node;
+  }
+
+  private composer(conversation: ConversationSummary): HTMLElement {
+    const text = el("textarea", { name: "body", rows: 2, "aria-label": `Message to ${conversation.title}`, "aria-describedby": "composer-hint" });
+    text.value = this.draft;
+    const counter = el("span", { id: "composer-hint", class: "hint" }, "Enter sends, Shift+Enter adds a line");
+    const send = el("button", { type: "submit", class: "primary" }, "Send");
+    const form = el("form", { class: "composer" }, text, el("div", { class: "composer-side" }, send), counter);
+    const check = () => {
+      this.draft = text.value;
+      const bytes = utf8Length(text.value);
+      const over = bytes > MAX_BODY_BYTES;
+      counter.textContent = over ? `Too long: ${bytes} of ${MAX_BODY_BYTES} bytes` : "Enter sends, Shift+Enter adds a line";
+      counter.classList.toggle("error", over);
+      text.setAttribute("aria-invalid", String(over));
+      return !over;
+    };
+    text.addEventListener("input", check);
+    text.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const body = text.value;
+      if (body.trim() === "") return;
+      if (!check()) {
+        this.status.error(new ChatError("MESSAGE_TOO_LONG", `a message is at most ${MAX_BODY_BYTES} bytes`));
+        return;
+      }
+      // The box empties at once; the message shows as "sending" in the timeline, and a failure restores it.
+      this.draft = "";
+      text.value = "";
+      void this.messenger!.send(conversation.id, body).catch((error: unknown) => {
+        this.status.error(error);
+        if (this.openId === conversation.id && this.draft === "") {
+          this.draft = body;
+          const box = this.conversationNode.querySelector("textarea");
+          if (box) box.value = body;
+        }
+      });
+    });
+    return form;
+  }
+}
