@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { KEY_KIND_NAMES } from "./eip712";
-import { ERROR_CODES } from "./errors";
+import { ChatError, ERROR_CODES } from "./errors";
 import { USERNAME_MAX_BYTES, USERNAME_MIN_BYTES } from "./username";
 
 export const PROTOCOL_VERSION = 1;
@@ -192,12 +192,39 @@ export const KeysResponse = z.object({
 export type KeysResponse = z.infer<typeof KeysResponse>;
 
 // ---------------------------------------------------------------------------------------------------
-// WebSocket: GET WS_PATH with header `Authorization: Bearer <token>`; 401 before the upgrade otherwise.
+// WebSocket: GET WS_PATH with header `Authorization: Bearer <token>`, or (browsers cannot set headers on a
+// WebSocket) with the two subprotocols `Sec-WebSocket-Protocol: eth-chat, bearer.<token>`; the relay then
+// selects `eth-chat` and never echoes the token. Same checks either way: 401 before the upgrade otherwise.
 // Each frame is one JSON text message, at most maxFrameBytes (else close 1009).
 // ---------------------------------------------------------------------------------------------------
 
 /** The WebSocket endpoint, on the relay's HTTPS origin. */
 export const WS_PATH = "/v1/ws";
+
+/** The subprotocol a client offers (and the relay selects) when it sends its token as a subprotocol. */
+export const WS_SUBPROTOCOL = "eth-chat";
+/** Prefix of the subprotocol that carries the session token: `bearer.<token>`. */
+export const WS_BEARER_SUBPROTOCOL_PREFIX = "bearer.";
+/** RFC 6455 subprotocols are RFC 7230 tokens: a session token with other characters must use the header. */
+const SUBPROTOCOL_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** Whether `token` can travel as `bearer.<token>` in Sec-WebSocket-Protocol (at most 1024 characters, as the relay reads). */
+export function isSubprotocolToken(token: string): boolean {
+  return token.length > 0 && token.length <= 1024 && SUBPROTOCOL_TOKEN.test(token);
+}
+
+/**
+ * The subprotocols a browser passes to `new WebSocket(url, protocols)` to authenticate with `token`;
+ * throws when the token cannot be a subprotocol (the client must use the Authorization header then).
+ */
+export function wsAuthSubprotocols(token: string): [string, string] {
+  if (!isSubprotocolToken(token)) throw new ChatError("BAD_REQUEST", "this session token cannot be sent as a WebSocket subprotocol; use the Authorization header");
+  return [WS_SUBPROTOCOL, `${WS_BEARER_SUBPROTOCOL_PREFIX}${token}`];
+}
+
+/** GET /client-config.json (served with the web client): the relay's own deployment, a default on a local chain only. */
+export const ClientConfigResponse = z.object({ chainId: z.string().regex(/^\d{1,78}$/), contractAddress: z.string().regex(/^0x[0-9a-fA-F]{40}$/) });
+export type ClientConfigResponse = z.infer<typeof ClientConfigResponse>;
 
 /** The envelope is opaque to the relay: a string produced by protocol/envelope (JSON of EnvelopeV1). */
 export const EnvelopeText = z.string().min(1);

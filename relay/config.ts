@@ -71,6 +71,8 @@ export interface RelayConfig {
   deviceLinkTtlMs: number;
   bounds: RelayBounds;
   messagingBounds: MessagingBounds;
+  /** the browser client the relay serves at / */
+  webClient: WebClientSettings;
 }
 
 type Env = Record<string, string | undefined>;
@@ -239,7 +241,44 @@ export function parseConfig(env: Env): RelayConfig {
     deviceLinkTtlMs: integer(env, "DEVICE_LINK_TTL_SECONDS", 600, 5, 3600) * 1000,
     bounds: parseBounds(env),
     messagingBounds: parseMessagingBounds(env),
+    webClient: parseWebClient(env),
   };
+}
+
+/** The browser client: the folder scripts/build-web.ts wrote, and whom its pages may connect to. */
+export interface WebClientSettings {
+  /** WEB_CLIENT_DIR: the built client served at /; null serves none (/ answers 404) */
+  dir: string | null;
+  /** WEB_CONNECT_SRC: CSP connect-src sources beyond 'self' (the user's own chain RPC) */
+  connectSrc: string[];
+}
+
+/** What the page may call besides the relay: a chain RPC on this machine, or any over HTTPS. */
+export const DEFAULT_WEB_CONNECT_SRC = ["http://127.0.0.1:*", "http://localhost:*", "https:"];
+
+/**
+ * One CSP source expression a page may connect to: a scheme (`https:`) or a scheme and host with an optional
+ * port or `:*` (`https://rpc.example.org`, `http://127.0.0.1:*`, `https://*.example.org:8545`). Nothing that
+ * could end the directive or widen it to every origin (`*`, quotes, `;`, `,`).
+ */
+const CONNECT_SOURCE = /^(?:(?:https?|wss?):|(?:https?|wss?):\/\/(?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::(?:\d{1,5}|\*))?\/?)$/;
+
+function parseWebClient(env: Env): WebClientSettings {
+  const dir = read(env, "WEB_CLIENT_DIR") ?? null;
+  if (dir !== null && /[\0\r\n]/.test(dir)) throw new ConfigError("WEB_CLIENT_DIR", "not a folder path");
+  const given = read(env, "WEB_CONNECT_SRC");
+  const connectSrc = given === undefined ? DEFAULT_WEB_CONNECT_SRC : given.split(/\s+/);
+  if (connectSrc.length > 32) throw new ConfigError("WEB_CONNECT_SRC", "at most 32 sources");
+  for (const source of connectSrc) {
+    const port = /:(\d+)\/?$/.exec(source)?.[1];
+    if (!CONNECT_SOURCE.test(source) || (port !== undefined && Number(port) > 65535)) {
+      throw new ConfigError(
+        "WEB_CONNECT_SRC",
+        `"${source.slice(0, 80)}" is not a CSP source the page may connect to; expected space-separated schemes (https:) or origins (https://rpc.example.org, http://127.0.0.1:*)`,
+      );
+    }
+  }
+  return { dir, connectSrc };
 }
 
 /**

@@ -23,6 +23,7 @@ import { keyRoutes } from "./http/keys";
 import { loginRoutes } from "./http/login";
 import { messageRoutes } from "./http/messages";
 import { opsRoutes } from "./http/ops";
+import { webClientRoutes } from "./http/web-client";
 import type { AttemptLimits } from "./limits/create";
 import type { SessionGuard } from "./sessions";
 import type { SessionRevocations } from "./storage/revocations";
@@ -54,6 +55,7 @@ export type RelayServerConfig = Pick<
   | "messagingBounds"
   | "maxDevicesPerUser"
   | "deviceLinkTtlMs"
+  | "webClient"
 >;
 
 export interface RelayDeps {
@@ -207,6 +209,8 @@ export function createRelay(deps: RelayDeps): Relay {
   app.use(loginRoutes(ctx, { devices: deps.devices }));
   app.use(keyRoutes(ctx, { users, missesPerAddress: config.messagingBounds.keysMissesPerAddress }));
   app.use(messageRoutes({ ...ctx, mailbox }));
+  const webClientDir = config.webClient.dir;
+  if (webClientDir !== null) app.use(webClientRoutes({ settings: { ...config.webClient, dir: webClientDir }, chain }));
   app.use((_req, res) => sendError(res, new ChatError("NOT_FOUND", "no such route")));
   app.use(errorHandler(logger));
 

@@ -14,6 +14,7 @@ import { ChatError } from "../protocol/errors";
 import { ROTATION_GRACE_SECONDS } from "../protocol/mls/authentication-service";
 import { isValidUsername, usernameHash } from "../protocol/username";
 import { DEVICE_ID_PATTERN } from "../protocol/wire-v2";
+import { isSubprotocolToken, WS_BEARER_SUBPROTOCOL_PREFIX, WS_SUBPROTOCOL } from "../protocol/wire";
 import type { RegistryChain } from "./chain/registry";
 import type { CacheStore } from "./storage/cache-types";
 import type { SessionRevocations } from "./storage/revocations";
@@ -107,6 +108,29 @@ export function verifySessionToken(params: { secret: Uint8Array; token: unknown;
 /** The bearer token of an Authorization header (RFC 6750), or undefined. */
 export function bearerToken(header: string | undefined): string | undefined {
   return /^Bearer ([A-Za-z0-9_.~+/=-]+)$/.exec(header ?? "")?.[1];
+}
+
+/**
+ * The token a browser offers in Sec-WebSocket-Protocol as `eth-chat, bearer.<token>` (it cannot set
+ * Authorization on a WebSocket), or undefined: both subprotocols must be offered, the bearer one exactly
+ * once, and the token must be made of RFC 7230 token characters.
+ */
+export function subprotocolToken(header: string | undefined): string | undefined {
+  if (header === undefined || header.length > 4096) return undefined;
+  const offered = header.split(",").map((protocol) => protocol.trim());
+  if (!offered.includes(WS_SUBPROTOCOL)) return undefined;
+  const bearers = offered.filter((protocol) => protocol.startsWith(WS_BEARER_SUBPROTOCOL_PREFIX));
+  if (bearers.length !== 1) return undefined;
+  const token = bearers[0].slice(WS_BEARER_SUBPROTOCOL_PREFIX.length);
+  return isSubprotocolToken(token) ? token : undefined;
+}
+
+/**
+ * The subprotocol the relay selects (ws's handleProtocols): `eth-chat` when offered, else none. Never
+ * the bearer one, which would echo the token back in the response.
+ */
+export function selectSubprotocol(offered: Set<string>): string | false {
+  return offered.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false;
 }
 
 /** The user's current key index and credential binding, as the cache or the chain knows them. */

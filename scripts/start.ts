@@ -8,6 +8,8 @@
  * - RPC_URL and CONTRACT_ADDRESS set: those are used as they are.
  * - Missing development settings (relayer account of the local chain, a random pepper and session secret)
  *   are created in DATA_DIR/local.env (mode 0600, never in git) and named on the console.
+ * - The browser client is built into DATA_DIR/web (scripts/build-web.ts) and served by the relay at / (its
+ *   bundle's SHA-256 is in the summary, to compare with a build of the same commit); a failed build stops here.
  * - Then the relay (it generates its TLS certificate into DATA_DIR itself), and a summary with the next step.
  * Ctrl-C stops the relay, then the chain (which writes its state), and exits.
  */
@@ -21,6 +23,7 @@ import { parse as parseDotenv } from "dotenv";
 import { HDNodeWallet, Wallet, isAddress } from "ethers";
 import { connectRpc, fetchChainId, hasContractCode } from "../chain/rpc";
 import { LOCAL_DEPLOYMENT_FILE_NAME, type LocalDeployment } from "../cli/trust-anchor";
+import { buildWebClient } from "./build-web";
 import { readableLogLine } from "./log-lines";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -161,8 +164,15 @@ async function main(): Promise<void> {
   const compiled = spawnSync(path.join(BIN, "hardhat"), ["compile", "--quiet"], { cwd: ROOT, stdio: "inherit", env: { ...process.env, HARDHAT_DISABLE_TELEMETRY_PROMPT: "true" } });
   if (compiled.status !== 0) fail("the contract did not compile");
 
+  // Before the chain and the relay start, so that a broken client stops npm start with nothing to clean up.
+  const webDir = path.join(dataDir, "web");
+  say(`building the web client into ${webDir}...`);
+  const web = await buildWebClient({ outDir: webDir }).catch((error: unknown) =>
+    fail(`the web client did not build (nothing was started):\n${error instanceof Error ? error.message : String(error)}`),
+  );
+
   const made: string[] = [];
-  const relayEnv: Env = { ...env, DATA_DIR: dataDir };
+  const relayEnv: Env = { ...env, DATA_DIR: dataDir, WEB_CLIENT_DIR: webDir };
 
   if (!env.RPC_URL) {
     const chainPort = Number(env.CHAIN_PORT ?? 8545);
@@ -289,6 +299,9 @@ async function main(): Promise<void> {
     `  storage  ${env.MYSQL_URL ? "MySQL (MYSQL_URL)" : `waiting messages in ${path.join(dataDir, "mailbox")} (durable across restarts)`}`,
     ...(mysqlNearby ? ["           a MySQL/MariaDB answers on 127.0.0.1:3306: set MYSQL_URL (see .env.example) to use it instead"] : []),
     `  data     ${dataDir}`,
+    "",
+    `Web client: ${relayUrl}/`,
+    `  bundle sha256: ${web.bundleSha256} (to check it against a build of this commit, see README "The web client")`,
     "",
     `next, in another terminal:  npx chat${relayUrl === "https://127.0.0.1:8443" ? "" : ` --relay ${relayUrl}`}` +
       `${relayEnv.RPC_URL === "http://127.0.0.1:8545" ? "" : ` --rpc ${relayEnv.RPC_URL}`}` +

@@ -15,7 +15,7 @@ import type { Registry } from "prom-client";
 import { WebSocketServer } from "ws";
 import { CLOSE_CODES, type GroupNotice } from "../../protocol/wire";
 import { usernameHash } from "../../protocol/username";
-import type { SessionClaims, SessionGuard } from "../sessions";
+import { selectSubprotocol, type SessionClaims, type SessionGuard } from "../sessions";
 import type { SessionEvent } from "../storage/revocations";
 import type { MessageBus } from "../bus/bus";
 import type { Mailbox } from "../storage/mailbox";
@@ -129,7 +129,14 @@ export function attachMessaging(params: {
   };
 
   // perMessageDeflate off: ciphertext does not compress, and inflating is a decompression-bomb risk.
-  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
+  // handleProtocols: a browser's token comes as a subprotocol; only `eth-chat` is ever selected (echoed).
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: limits.maxFrameBytes,
+    perMessageDeflate: false,
+    clientTracking: false,
+    handleProtocols: selectSubprotocol,
+  });
   const onUpgrade = createUpgradeHandler({
     wss,
     authenticate: (token) => params.sessions.authenticate(token),

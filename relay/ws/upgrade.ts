@@ -1,7 +1,7 @@
 /**
  * The WebSocket upgrade on /v1/ws: admission (shutting down, too many connections) and authentication
- * (the session token as a Bearer header, checked for revocation and for the user's current key and
- * password) happen here, so a refused client gets an HTTP status and a JSON error body and no socket is
+ * (the session token as a Bearer header, or offered as the subprotocols `eth-chat, bearer.<token>` by a
+ * browser, checked for revocation and for the user's current key and password) happen here, so a refused client gets an HTTP status and a JSON error body and no socket is
  * ever accepted for it.
  */
 import type { IncomingMessage } from "node:http";
@@ -9,9 +9,8 @@ import { STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 import type { WebSocket, WebSocketServer } from "ws";
 import { isChatError, type ErrorCode } from "../../protocol/errors";
-import { bearerToken, type SessionClaims } from "../sessions";
+import { bearerToken, subprotocolToken, type SessionClaims } from "../sessions";
 import { WS_PATH } from "../../protocol/wire";
-
 
 function refuse(socket: Duplex, status: number, code: ErrorCode, message: string, headers: string[] = []): void {
   const body = JSON.stringify({ error: { code, message } });
@@ -79,7 +78,9 @@ export function createUpgradeHandler(params: {
       if (held) release(address);
       held = false;
     };
-    params.authenticate(bearerToken(req.headers.authorization)).then(
+    // The header wins when both are given; a browser, which cannot set it, offers the token as a subprotocol.
+    const token = bearerToken(req.headers.authorization) ?? subprotocolToken(req.headers["sec-websocket-protocol"]);
+    params.authenticate(token).then(
       (claims) => {
         if (socket.destroyed) return free();
         if (params.isClosing()) {
