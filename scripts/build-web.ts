@@ -57,6 +57,40 @@ export interface WebBuild {
   assets: WebAsset[];
 }
 
+/**
+ * zod's namespace object re-exports every locale (about 250 KB minified) and a bundler cannot drop what a
+ * namespace object holds; the client only ever shows zod's English messages, so its locale index becomes
+ * one that holds English alone.
+ */
+const zodEnglishOnly: esbuild.Plugin = {
+  name: "zod-english-only",
+  setup(build) {
+    build.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(args.importer) ? { path: "zod-locales-en", namespace: "zod-english-only", pluginData: { dir: args.resolveDir } } : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: "zod-english-only" }, (args) => ({
+      contents: 'export { default as en } from "../locales/en.js";',
+      resolveDir: (args.pluginData as { dir: string }).dir,
+      loader: "js",
+    }));
+  },
+};
+
+/**
+ * The client names no contract or account by ENS: every address it uses is hex, from the chain or typed by
+ * the user. ethers' ENS normalizer (UTS-46 tables, about 36 KB) becomes one that refuses any name.
+ */
+const noEnsNames: esbuild.Plugin = {
+  name: "no-ens-names",
+  setup(build) {
+    build.onResolve({ filter: /^@adraffy\/ens-normalize$/ }, () => ({ path: "ens-normalize", namespace: "no-ens-names" }));
+    build.onLoad({ filter: /.*/, namespace: "no-ens-names" }, () => ({
+      contents: 'export function ens_normalize() { throw new Error("this client resolves no ENS names: use a 0x address"); }',
+      loader: "js",
+    }));
+  },
+};
+
 /** esbuild's options for a browser bundle; the benchmark bundles protocol/ alone the same way. */
 export function browserBundleOptions(params: { minify: boolean }): esbuild.BuildOptions {
   return {
@@ -77,6 +111,7 @@ export function browserBundleOptions(params: { minify: boolean }): esbuild.Build
     sourcemap: false,
     metafile: true,
     logLevel: "silent",
+    plugins: [zodEnglishOnly, noEnsNames],
   };
 }
 

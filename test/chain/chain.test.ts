@@ -1,6 +1,7 @@
 import { Wallet, ZeroAddress, ZeroHash, type ErrorFragment, type ParamType } from "ethers";
 import { decodeRegistryRevert, registryRevertError } from "../../chain/errors";
-import { connectRegistry, registryErrorInterface } from "../../chain/registry";
+import { connectRegistry, registryErrorInterface, registryInterface } from "../../chain/registry";
+import { ChatRegistry__factory, ECDSA__factory } from "../../typechain-types";
 import { createRpcProvider, fetchChainId, hasContractCode } from "../../chain/rpc";
 import { ChatError } from "../../protocol/errors";
 import { anvilPrivateKey, startAnvil, type AnvilNode } from "../helpers/anvil";
@@ -37,6 +38,17 @@ describe("chain/errors: registry revert decoding", () => {
       name: "ChatRegistryUsernameTaken",
       message: "username alice is already registered",
     });
+  });
+
+  it("knows every error of the compiled contract and of the ECDSA library, and every event, from ABIs without bytecode", () => {
+    const names = (abi: readonly { type: string; name?: string }[], type: string) => abi.filter((f) => f.type === type).map((f) => f.name!).sort();
+    const known: string[] = [];
+    registryErrorInterface.forEachError((fragment) => known.push(fragment.name));
+    expect(known.sort()).to.deep.equal([...new Set([...names(ChatRegistry__factory.abi, "error"), ...names(ECDSA__factory.abi, "error")])].sort());
+    const events: string[] = [];
+    registryInterface.forEachEvent((fragment) => events.push(fragment.name));
+    const ownEvents = names(ChatRegistry__factory.abi, "event").filter((name) => !/^(Role|EIP712Domain)/.test(name));
+    expect(events.sort()).to.deep.equal(ownEvents);
   });
 
   it("returns null for no revert data, unknown selectors and plain failures", () => {

@@ -10,6 +10,7 @@ import ts from "typescript";
 import { expect } from "../helpers/chai";
 
 const WEB_SRC = path.join(__dirname, "..", "..", "web", "src");
+const DOCUMENT_ONLY = new Set(["write", "writeln"]);
 const SINK_NAMES = new Set(["innerHTML", "outerHTML", "insertAdjacentHTML", "write", "writeln", "createContextualFragment", "srcdoc", "parseFromString", "setHTMLUnsafe"]);
 const SINK_CONSTRUCTORS = new Set(["DOMParser"]);
 
@@ -27,7 +28,10 @@ export function htmlSinks(fileName: string, text: string): string[] {
   const found: string[] = [];
   const at = (node: ts.Node, what: string) => found.push(`${source.getLineAndCharacterOfPosition(node.getStart()).line + 1}: ${what}`);
   const visit = (node: ts.Node): void => {
-    if (ts.isPropertyAccessExpression(node) && SINK_NAMES.has(node.name.text)) at(node, node.name.text);
+    // write/writeln are sinks on a document only; other objects' write() (a store's) are not.
+    if (ts.isPropertyAccessExpression(node) && SINK_NAMES.has(node.name.text) && (!DOCUMENT_ONLY.has(node.name.text) || /(^|\.)document$/.test(node.expression.getText(source)))) {
+      at(node, node.name.text);
+    }
     if (ts.isElementAccessExpression(node) && ts.isStringLiteralLike(node.argumentExpression) && SINK_NAMES.has(node.argumentExpression.text)) {
       at(node, node.argumentExpression.text);
     }

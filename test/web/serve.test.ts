@@ -49,6 +49,8 @@ describe("web client served by the relay (real Chromium)", function () {
     const user = newTestUser(uniqueUsername("web"));
     username = user.username;
     token = await registerAndLogin(stack, user);
+    // The test chain's settings, as a user would have saved them: the page then calls no RPC that is not running.
+    await browser.context.addInitScript(`localStorage.setItem("eth-chat:settings", ${JSON.stringify(JSON.stringify({ rpcUrl: stack.rpcUrl, contract: stack.contract }))});`);
   });
 
   after(async () => {

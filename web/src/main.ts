@@ -2,6 +2,7 @@
  * The browser client's entry: settings → log in / register / link → main screen. One status bar (live
  * regions) for progress, news and errors; every failure is shown as its code and text, never thrown.
  */
+import "./zod-jitless";
 import "./styles.css";
 import { Account, logoutEverywhere, rememberedSession, type Session } from "./account";
 import { keystoreJson, localKeys } from "./keystore";
