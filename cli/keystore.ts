@@ -14,19 +14,12 @@ import { ChatError } from "../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../protocol/keys";
 import type { UnlockedKey } from "../client-core/device-store";
 import type { Home } from "./home";
-import { toWeb3SecretStorage } from "../protocol/web3-keystore";
+import { toWeb3SecretStorage, type LocalKey } from "../protocol/web3-keystore";
 
 // Kept importable from here for existing callers; the browser client shares the same function.
 export { toWeb3SecretStorage };
+export type { LocalKey };
 
-export interface LocalKey {
-  index: number;
-  publicKey: string;
-  address: string;
-  createdAt: number;
-  /** written before the transaction that puts it on chain; cleared once the chain has it */
-  pending?: boolean;
-}
 
 export interface IdentityFile {
   username: string;

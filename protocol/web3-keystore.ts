@@ -18,3 +18,13 @@ export function toWeb3SecretStorage(keystore: Record<string, unknown>): Record<s
   if (cryptoKeys.length !== 1) throw new ChatError("BAD_REQUEST", "a keystore must have exactly one crypto section");
   return Object.fromEntries(Object.entries(keystore).map(([key, value]) => [key.toLowerCase() === "crypto" ? "crypto" : key, value]));
 }
+
+/** What a client records, in the clear, about each identity key it keeps in a keystore. */
+export interface LocalKey {
+  index: number;
+  publicKey: string;
+  address: string;
+  createdAt: number;
+  /** written before the transaction that puts it on chain; cleared once the chain has it */
+  pending?: boolean;
+}

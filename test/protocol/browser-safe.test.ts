@@ -58,6 +58,26 @@ function nodeOnlyUses(fileName: string, text: string): string[] {
   return found;
 }
 
+/** Every module under `dir` bundled for a page (a Node built-in anywhere in the graph fails the build). */
+async function bundleForBrowser(dir: string, output: { format: "esm" } | { format: "iife"; globalName: string }) {
+  const entry = protocolSources(dir)
+    .filter((file) => !file.endsWith(".d.ts"))
+    .map((file, i) => `export * as m${i} from ${JSON.stringify("./" + path.relative(dir, file).replace(/\\/g, "/"))};`)
+    .join("\n");
+  const result = await esbuild.build({
+    stdin: { contents: entry, resolveDir: dir, loader: "ts", sourcefile: "browser-entry.ts" },
+    bundle: true,
+    platform: "browser",
+    ...output,
+    target: "es2022",
+    write: false,
+    metafile: true,
+    logLevel: "silent",
+  });
+  expect(result.errors).to.deep.equal([]);
+  return result;
+}
+
 describe("protocol/ and client-core/ are browser-safe", function () {
   this.timeout(120_000);
 
@@ -69,20 +89,7 @@ describe("protocol/ and client-core/ are browser-safe", function () {
   });
 
   it("client-core/ bundles for platform=browser with no Node module anywhere in its import graph", async () => {
-    const entry = protocolSources(CLIENT_CORE_DIR)
-      .map((file, i) => `export * as m${i} from ${JSON.stringify("./" + path.relative(CLIENT_CORE_DIR, file).replace(/\\/g, "/"))};`)
-      .join("\n");
-    const result = await esbuild.build({
-      stdin: { contents: entry, resolveDir: CLIENT_CORE_DIR, loader: "ts", sourcefile: "client-core-entry.ts" },
-      bundle: true,
-      platform: "browser",
-      format: "esm",
-      target: "es2022",
-      write: false,
-      metafile: true,
-      logLevel: "silent",
-    });
-    expect(result.errors).to.deep.equal([]);
+    const result = await bundleForBrowser(CLIENT_CORE_DIR, { format: "esm" });
     const inputs = Object.keys(result.metafile.inputs);
     expect(inputs.some((input) => input.includes("mls-device.ts"))).to.equal(true);
     expect(inputs.filter((input) => /eth-crypto|(^|\/)node:|buffer\/|(^|\/)cli\/|(^|\/)relay\//.test(input))).to.deep.equal([]);
@@ -101,22 +108,7 @@ describe("protocol/ and client-core/ are browser-safe", function () {
   });
 
   it("bundles for platform=browser, and the bundle seals, opens and derives byte for byte as Node does, without Node's globals", async () => {
-    const entry = protocolSources()
-      .filter((file) => !file.endsWith(".d.ts"))
-      .map((file, i) => `export * as m${i} from ${JSON.stringify("./" + path.relative(PROTOCOL_DIR, file).replace(/\\/g, "/"))};`)
-      .join("\n");
-    const result = await esbuild.build({
-      stdin: { contents: entry, resolveDir: PROTOCOL_DIR, loader: "ts", sourcefile: "protocol-entry.ts" },
-      bundle: true,
-      platform: "browser",
-      format: "iife",
-      globalName: "protocolBundle",
-      target: "es2022",
-      write: false,
-      metafile: true,
-      logLevel: "silent",
-    });
-    expect(result.errors).to.deep.equal([]);
+    const result = await bundleForBrowser(PROTOCOL_DIR, { format: "iife", globalName: "protocolBundle" });
     const inputs = Object.keys(result.metafile.inputs);
     expect(inputs.filter((input) => /eth-crypto|(^|\/)node:|buffer\//.test(input))).to.deep.equal([]);
     const code = result.outputFiles[0].text;

@@ -12,7 +12,7 @@ import { bytesToHex, hexToBytes, randomBytes, utf8Bytes } from "../../protocol/b
 import { ChatError } from "../../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../../protocol/keys";
 import { assertUsername } from "../../protocol/username";
-import { toWeb3SecretStorage } from "../../protocol/web3-keystore";
+import { toWeb3SecretStorage, type LocalKey } from "../../protocol/web3-keystore";
 import { Idb } from "./idb";
 
 export const APP_DATABASE = "eth-chat";
@@ -24,14 +24,6 @@ const STORES = [KEYSTORES, IDENTITIES, DEVICES] as const;
 /** ethers' keystore defaults: the same cost as the CLI's files (about 1 s in Chromium). */
 const SCRYPT = { N: 1 << 17, r: 8, p: 1 } as const;
 
-export interface LocalKey {
-  index: number;
-  publicKey: string;
-  address: string;
-  createdAt: number;
-  /** written before the transaction that puts it on chain; cleared once the chain has it */
-  pending?: boolean;
-}
 
 export interface UnlockedKey {
   index: number;
