@@ -3,6 +3,7 @@
  * regions) for progress, news and errors; every failure is shown as its code and text, never thrown.
  */
 import "./styles.css";
+import "./zod-config";
 import { Account, logoutEverywhere, rememberedSession, type Session } from "./account";
 import { keystoreJson, localKeys } from "./keystore";
 import { accountHooks, openMessenger } from "./messenger";
