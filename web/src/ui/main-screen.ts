@@ -244,7 +244,7 @@ export class MainScreen {
       const button = el(
         "button",
         { type: "button", class: "conversation-item", "data-conversation": c.id, "aria-current": c.id === this.openId ? "true" : undefined },
-        el("span", { class: "title" }, c.kind === "group" ? `# ${c.title}` : c.title),
+        el("span", { class: "title" }, c.title), // a group's title already starts with "#"
         c.unread > 0 ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
         el("span", { class: "when" }, c.lastActivity > 0 ? localTime(c.lastActivity) : ""),
       );
