@@ -17,7 +17,8 @@ import { startWebStack, type WebStack } from "./stack";
 
 /** Test-only fast key derivation for the CLI: the subject here is the interplay, not the KDF. */
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
-const DOCS = path.resolve(__dirname, "../../docs");
+/** The README's screenshots are rewritten only when asked (UPDATE_SCREENSHOTS=1); otherwise taken into a temporary folder. */
+const DOCS = process.env.UPDATE_SCREENSHOTS === "1" ? path.resolve(__dirname, "../../docs") : path.join(os.tmpdir(), `eth-chat-screenshots-${process.pid}`);
 
 const cliPassword = (who: string) => `${who}-Secret-pw-1`;
 
