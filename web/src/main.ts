@@ -18,6 +18,16 @@ import { StatusBar } from "./ui/status";
 
 /** How often the owner's account is checked on chain for a pending reset while logged in. */
 const OWN_ACCOUNT_CHECK_MS = 60_000;
+/**
+ * For tests: localStorage "eth-chat:own-account-check-ms" shortens that interval (read at each login,
+ * bounded to 1 s..60 s): it can only make the check more frequent, never turn it off.
+ */
+const OWN_ACCOUNT_CHECK_KEY = "eth-chat:own-account-check-ms";
+
+function ownAccountCheckMs(): number {
+  const value = Number(localStorage.getItem(OWN_ACCOUNT_CHECK_KEY));
+  return Number.isInteger(value) && value >= 1_000 && value < OWN_ACCOUNT_CHECK_MS ? value : OWN_ACCOUNT_CHECK_MS;
+}
 
 class App {
   private readonly status = new StatusBar();
@@ -101,7 +111,7 @@ class App {
     if (note) this.status.notice(note);
     else this.status.notice(`Logged in as ${session.username} until ${new Date(session.expiresAt).toLocaleString()}`);
     void this.checkOwnAccount();
-    this.ownCheck = setInterval(() => void this.checkOwnAccount(), OWN_ACCOUNT_CHECK_MS);
+    this.ownCheck = setInterval(() => void this.checkOwnAccount(), ownAccountCheckMs());
     try {
       this.messenger = await openMessenger(session);
       if (this.main === main) main.attach(this.messenger);

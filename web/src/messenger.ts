@@ -394,7 +394,12 @@ class BrowserMessenger implements Messenger {
     await this.flushOutbox();
     this.notify();
     const peers = new Set<string>();
-    for (const g of this.device.groups()) if (!g.left) for (const u of this.device.usernames(g.groupId)) if (u !== this.me) peers.add(u);
+    for (const g of this.device.groups()) {
+      if (g.left) continue;
+      for (const u of this.device.usernames(g.groupId)) if (u !== this.me) peers.add(u);
+      // A direct chat's peer stays checked when their last device left it (their key was reset or replaced).
+      if (g.peer) peers.add(g.peer);
+    }
     await this.checkKeys([...peers], false);
   }
 
@@ -448,7 +453,7 @@ class BrowserMessenger implements Messenger {
   private conversationsWith(username: string): string[] {
     return this.device
       .groups()
-      .filter((g) => !g.left && this.device.usernames(g.groupId).includes(username))
+      .filter((g) => !g.left && (g.peer === username || this.device.usernames(g.groupId).includes(username)))
       .map((g) => g.groupId);
   }
 

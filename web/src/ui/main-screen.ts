@@ -33,6 +33,12 @@ function parseUsernames(text: string): string[] {
   return [...new Set(names.map((name) => assertUsername(name)))];
 }
 
+/** A safety number in 3 lines of 4 groups; it may come already grouped, or as a sentence saying it is unavailable. */
+function safetyNumberLines(value: string): string {
+  const digits = value.replace(/\s+/g, "");
+  return /^\d{60}$/.test(digits) ? formatSafetyNumber(digits, { lines: true }) : value;
+}
+
 export class MainScreen {
   readonly element: HTMLElement;
   private readonly banner: HTMLElement;
@@ -336,7 +342,7 @@ export class MainScreen {
       node.append(
         el("p", { class: "key-change" }, change.kind === "reset" ? `${change.username}'s account was RESET: this may be a new device, or someone else.` : `${change.username} rotated their key.`),
         el("p", {}, "Safety number (compare it with theirs, in person or on a call):"),
-        el("pre", { class: "safety-number" }, formatSafetyNumber(change.safetyNumber, { lines: true })),
+        el("pre", { class: "safety-number" }, safetyNumberLines(change.safetyNumber)),
       );
       if (change.verified) node.append(el("p", { class: "verified" }, "✓ Verified"));
       else {
@@ -346,7 +352,7 @@ export class MainScreen {
             const ok = await confirmDialog({
               title: `Verify ${change.username}`,
               text: `Mark ${change.username}'s new key as verified only if the safety number matches what they see.`,
-              extra: el("pre", { class: "safety-number" }, formatSafetyNumber(change.safetyNumber, { lines: true })),
+              extra: el("pre", { class: "safety-number" }, safetyNumberLines(change.safetyNumber)),
               confirmLabel: "It matches: verify",
             });
             if (ok) await busy([verify], () => this.messenger!.verify(change.username), (error) => this.status.error(error));
