@@ -3,8 +3,11 @@
  * stores opaque MLS bytes per (user, device); members authenticate each other's leaves against the chain
  * themselves, so nothing here is trusted by a client beyond ordering and availability.
  * Every route needs the session token (the same check as the WebSocket upgrade) and X-Device-Id.
- * Each stored log entry and welcome is announced to the member users' open WebSockets (a hint without MLS
- * bytes or sender, see GroupFrame in protocol/wire.ts), so that clients read the log at once instead of polling.
+ * Each stored log entry and welcome is announced to the member users' open WebSockets (see GroupFrame in
+ * protocol/wire.ts), so that clients read the log at once instead of polling. A small application message
+ * rides along in its notice, so that a device that is caught up applies it without reading the log: the
+ * bytes are the ones the log would return, and the client checks them the same way.
+ * Cursor moves also arrive over the WebSocket (CursorFrame): moveCursorBy below applies the same rules.
  */
 import express, { Router, type Request, type Response } from "express";
 import { ChatError } from "../../protocol/errors";
@@ -22,7 +25,7 @@ import {
   PutKeyPackagesRequest,
   V2_LIMITS,
 } from "../../protocol/wire-v2";
-import { Username, type GroupNotice } from "../../protocol/wire";
+import { NOTICE_ENTRY_MAX_BYTES, Username, type GroupNotice, type NoticeEntry } from "../../protocol/wire";
 import { verifySessionToken } from "../sessions";
 import { DsError, type AppendResult, type DeliveryServiceStore, type DeviceRef, type GroupMember } from "../storage/ds-types";
 import type { HttpContext } from "./context";
@@ -61,6 +64,17 @@ function fromDs(error: unknown): never {
 /** Hands a notice to every open connection of `usernames`, on this relay instance and the others. */
 export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice) => void;
 
+/** Moves `device`'s cursor in group `groupIdHex` (as POST /v2/groups/:groupId/cursor); refusals as ChatErrors. */
+export type CursorMover = (device: DeviceRef, groupIdHex: string, seq: number) => Promise<number>;
+
+/**
+ * The cursor move of POST /v2/groups/:groupId/cursor for callers outside HTTP (the WebSocket's cursor
+ * frame): the same store call, batched with the others where the store batches, and the same refusals.
+ */
+export function moveCursorBy(store: DeliveryServiceStore): CursorMover {
+  return (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: fromHex(parseWith(GroupIdHex, groupIdHex, "groupId")), seq }));
+}
+
 const usernamesOf = (members: readonly DeviceRef[]) => new Set(members.map((m) => m.username));
 
 async function ds<T>(task: Promise<T>): Promise<T> {
@@ -80,15 +94,23 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
    * grew, plus, for a commit, the users it removed entirely (they learn of their removal) and the recipients
    * of its new welcomes. A failure only delays them until they next read the log, so it is logged, not returned.
    */
-  function announce(params: { groupId: Uint8Array; result: AppendResult; membersBefore?: GroupMember[]; welcomeRecipients?: DeviceRef[] }): void {
+  function announce(params: {
+    groupId: Uint8Array;
+    result: AppendResult;
+    membersBefore?: GroupMember[];
+    welcomeRecipients?: DeviceRef[];
+    /** the stored entry, handed along when small (never for a duplicate: its first attempt's entry is the stored one) */
+    entry?: Omit<NoticeEntry, "seq">;
+  }): void {
     const { result } = params;
     if (!notify || !result.accepted) return;
     const groupId = toHex(params.groupId);
+    const carried = params.entry && !result.duplicate ? { entry: { ...params.entry, seq: result.seq } } : {};
     (result.memberUsernames ? Promise.resolve(result.memberUsernames) : store.memberUsernames(params.groupId)).then(
       (after) => {
         const users = new Set(after);
         for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
-        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch });
+        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried });
         // A retried commit stored nothing new: its first attempt's welcomes were announced then.
         const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
         if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
@@ -203,19 +225,23 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     const sender = caller(req);
     const groupId = groupIdOf(req);
     const body = parseWith(ApplicationRequest, req.body);
+    const bytes = decodeBase64(body.bytes);
+    const receivedAt = ctx.clock();
     const result = await ds(
       store.appendApplication({
         groupId,
         epoch: body.epoch,
         sender,
         messageId: body.id,
-        bytes: decodeBase64(body.bytes),
-        receivedAt: ctx.clock(),
+        bytes,
+        receivedAt,
         withMemberUsernames: notify !== undefined,
       }),
     );
     sendAppend(res, result);
-    announce({ groupId, result });
+    // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
+    const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
+    announce({ groupId, result, entry });
   });
 
   router.get("/v2/groups/:groupId/log", async (req, res) => {
