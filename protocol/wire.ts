@@ -283,10 +283,10 @@ export type NoticeEntry = z.infer<typeof NoticeEntry>;
  * `epoch`). A hint: read GET /v2/groups/:groupId/log after your cursor. When the entry at `seq` is small,
  * the relay may hand it along in `entry` (the bytes the log would return, no more trusted than them): a
  * device whose cursor is exactly seq - 1 may apply it, with every check of a log read, instead of reading.
- * Older clients ignore `entry`. Frames may be coalesced (only the newest seq of a group is kept while the
+ * Older clients ignore `entry`; a malformed one is dropped and the frame read as the bare hint. Frames may be coalesced (only the newest seq of a group is kept while the
  * socket is backed up; a coalesced one carries no entry) and may arrive out of order.
  */
-export const GroupFrame = z.object({ type: z.literal("group"), groupId: GroupIdText, seq: LogCount, epoch: LogCount, entry: NoticeEntry.optional() });
+export const GroupFrame = z.object({ type: z.literal("group"), groupId: GroupIdText, seq: LogCount, epoch: LogCount, entry: NoticeEntry.optional().catch(undefined) });
 /** relay -> a user one of whose devices has a new Welcome into `groupId`: read it with GET /v2/sync. */
 export const WelcomeFrame = z.object({ type: z.literal("welcome"), groupId: GroupIdText });
 /** The Delivery Service's live hints, as routed between relay instances. */

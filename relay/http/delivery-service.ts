@@ -16,17 +16,15 @@ import {
   CommitRequest,
   CreateGroupRequest,
   CursorRequest,
-  decodeBase64,
   DEVICE_ID_HEADER,
   DEVICE_ID_PATTERN,
-  encodeBase64,
   GroupIdHex,
   MAX_V2_BODY_BYTES,
   PutKeyPackagesRequest,
   V2_LIMITS,
 } from "../../protocol/wire-v2";
 import { NOTICE_ENTRY_MAX_BYTES, Username, type GroupNotice, type NoticeEntry } from "../../protocol/wire";
-import { verifySessionToken } from "../sessions";
+import { verifySessionToken, type SessionClaims } from "../sessions";
 import { DsError, type AppendResult, type DeliveryServiceStore, type DeviceRef, type GroupMember } from "../storage/ds-types";
 import type { HttpContext } from "./context";
 import { parseWith } from "./errors";
@@ -38,6 +36,10 @@ const CLAIMS_PER_WINDOW = 120;
 
 const toHex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
 const fromHex = (hex: string) => new Uint8Array(Buffer.from(hex, "hex"));
+// Node's native base64 for the hot path (protocol/'s browser-safe coders loop in JavaScript); the wire
+// schemas have checked the text already.
+const fromBase64 = (text: string) => new Uint8Array(Buffer.from(text, "base64"));
+const toBase64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 
 /** Store refusals as the API's stable codes; anything else is the storage failing (503). */
 function fromDs(error: unknown): never {
@@ -126,10 +128,13 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   // Commits carry welcomes for many members: a larger body limit than the v1 routes, on /v2 only.
   router.use("/v2", express.json({ limit: MAX_V2_BODY_BYTES }));
 
-  /** The calling device: a valid session token and a well-formed device id, or 401/400. */
-  function caller(req: Request): DeviceRef {
+  /**
+   * The calling device: a valid session token and a well-formed device id, or 401/400. The session the /v2
+   * gate checked (relay/http/devices.ts: revocations and the account too) is taken as it is.
+   */
+  function caller(req: Request, res: Response): DeviceRef {
     const match = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/.exec(req.headers.authorization ?? "");
-    const claims = verifySessionToken({ secret: ctx.settings.sessionSecret, token: match?.[1], now: ctx.clock() });
+    const claims = (res.locals.session as SessionClaims | undefined) ?? verifySessionToken({ secret: ctx.settings.sessionSecret, token: match?.[1], now: ctx.clock() });
     const deviceId = req.headers[DEVICE_ID_HEADER];
     if (typeof deviceId !== "string" || !DEVICE_ID_PATTERN.test(deviceId)) {
       throw new ChatError("BAD_REQUEST", "X-Device-Id must be 1 to 64 characters of A-Z a-z 0-9 _ -", { field: DEVICE_ID_HEADER });
@@ -153,9 +158,9 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   }
 
   router.post("/v2/key-packages", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const body = parseWith(PutKeyPackagesRequest, req.body);
-    const decode = (p: { bytes: string; notAfter: number }) => ({ bytes: decodeBase64(p.bytes), notAfter: p.notAfter });
+    const decode = (p: { bytes: string; notAfter: number }) => ({ bytes: fromBase64(p.bytes), notAfter: p.notAfter });
     const counts = await ds(
       store.putKeyPackages({
         device,
@@ -169,21 +174,21 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.get("/v2/key-packages/count", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     res.json(await ds(store.keyPackageCounts({ device, now: ctx.clock() })));
   });
 
   router.post("/v2/users/:username/key-packages/claim", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const username = parseWith(Username, req.params.username, "username");
     await ctx.limits.limiter.hit([{ key: `kp-claim:user:${device.username}`, limit: CLAIMS_PER_WINDOW }]);
     const claimed = await ds(store.claimKeyPackages({ username, now: ctx.clock() }));
     if (claimed.length === 0) throw new ChatError("NOT_FOUND", `${username} has no key packages on this relay`);
-    res.json({ keyPackages: claimed.map((k) => ({ deviceId: k.deviceId, bytes: encodeBase64(k.bytes), notAfter: k.notAfter, lastResort: k.lastResort })) });
+    res.json({ keyPackages: claimed.map((k) => ({ deviceId: k.deviceId, bytes: toBase64(k.bytes), notAfter: k.notAfter, lastResort: k.lastResort })) });
   });
 
   router.post("/v2/groups", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const body = parseWith(CreateGroupRequest, req.body);
     if (!body.members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
       throw new ChatError("BAD_REQUEST", "the creating device must be one of the members", { field: "members" });
@@ -193,7 +198,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.post("/v2/groups/:groupId/commits", async (req, res) => {
-    const sender = caller(req);
+    const sender = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(CommitRequest, req.body);
     const now = ctx.clock();
@@ -206,13 +211,13 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
         epoch: body.epoch,
         sender,
         messageId: body.id,
-        bytes: decodeBase64(body.bytes),
+        bytes: fromBase64(body.bytes),
         receivedAt: now,
         addMembers: body.add,
         removeMembers: body.remove,
         welcomes: body.welcomes.map((w) => ({
           recipient: { username: w.username, deviceId: w.deviceId },
-          bytes: decodeBase64(w.bytes),
+          bytes: fromBase64(w.bytes),
           expiresAt: now + WELCOME_TTL_MS,
         })),
       }),
@@ -222,10 +227,10 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.post("/v2/groups/:groupId/messages", async (req, res) => {
-    const sender = caller(req);
+    const sender = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(ApplicationRequest, req.body);
-    const bytes = decodeBase64(body.bytes);
+    const bytes = fromBase64(body.bytes);
     const receivedAt = ctx.clock();
     const result = await ds(
       store.appendApplication({
@@ -245,7 +250,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.get("/v2/groups/:groupId/log", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const groupId = groupIdOf(req);
     const after = Number(req.query.after ?? 0);
     const limit = Number(req.query.limit ?? 100);
@@ -263,14 +268,14 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
         kind: e.kind,
         sender: e.sender,
         id: e.messageId,
-        bytes: encodeBase64(e.bytes),
+        bytes: toBase64(e.bytes),
         receivedAt: e.receivedAt,
       })),
     });
   });
 
   router.get("/v2/groups/:groupId/members", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const groupId = groupIdOf(req);
     const members = await ds(store.members(groupId));
     if (!members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
@@ -280,26 +285,26 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.post("/v2/groups/:groupId/cursor", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(CursorRequest, req.body);
     res.json({ cursor: await ds(store.advanceCursor({ device, groupId, seq: body.seq })) });
   });
 
   router.get("/v2/sync", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const [groups, welcomes] = await Promise.all([
       ds(store.pendingFor(device)),
       ds(store.welcomes({ device, now: ctx.clock(), limit: V2_LIMITS.welcomesPerSync })),
     ]);
     res.json({
       groups: groups.map((g) => ({ groupId: toHex(g.groupId), cursor: g.cursor, lastSeq: g.lastSeq, epoch: g.epoch })),
-      welcomes: welcomes.map((w) => ({ id: w.id, groupId: toHex(w.groupId), bytes: encodeBase64(w.bytes), receivedAt: w.receivedAt })),
+      welcomes: welcomes.map((w) => ({ id: w.id, groupId: toHex(w.groupId), bytes: toBase64(w.bytes), receivedAt: w.receivedAt })),
     });
   });
 
   router.post("/v2/welcomes/:id/ack", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const id = req.params.id;
     if (typeof id !== "string" || !/^[1-9][0-9]{0,19}$/.test(id)) throw new ChatError("BAD_REQUEST", "welcome id must be a positive integer", { field: "id" });
     await ds(store.ackWelcome({ device, id }));
