@@ -5,6 +5,7 @@
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
+ *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-idle-ms 0]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
  * at fixed times for `step-seconds`, whatever happens to earlier ones, and latency is measured from the
@@ -19,8 +20,14 @@
  *
  * Scenarios (all loopback, TLS):
  * - one_to_one: `pairs` two-member MLS groups, each device sends to its peer. Relay: the sender POSTs
- *   the message to /v2/groups/:id/messages; the recipient hears {type:"group"} on its WebSocket, reads
- *   GET /v2/groups/:id/log after its cursor and moves its cursor (POST /cursor): delivered = read.
+ *   the message to /v2/groups/:id/messages; the recipient hears {type:"group"} on its WebSocket. With
+ *   `notice-entries` 1 (the default) a notice that carries the entry right after the device's cursor is
+ *   the delivery; otherwise (or with 0) the device reads GET /v2/groups/:id/log after its cursor:
+ *   delivered = read. Then it moves its cursor: with `cursor-ws` 1 (the default) a {type:"cursor"} frame
+ *   on its WebSocket, with 0 POST /v2/groups/:id/cursor; with `cursor-idle-ms` T > 0 a move waits until
+ *   the device has had no new entry for T ms (client-side batching). Every member does so for every
+ *   entry, its own included, as a real device does. `--notice-entries 0 --cursor-ws 0` is the path
+ *   before notices carried entries.
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
  * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
@@ -56,6 +63,7 @@ import {
   buildRealGroup,
   connectWebSocket,
   cpuMsOrNaN,
+  DEVICE_ID,
   databaseConnectionThreads,
   databaseServerPid,
   machineCpuMs,
@@ -80,6 +88,9 @@ const opts = options({
   "closed-window": 1,
   profile: 1,
   "budget-seconds": 270,
+  "notice-entries": 1,
+  "cursor-ws": 1,
+  "cursor-idle-ms": 0,
 });
 if (opts.start < 1 || opts.max < opts.start) throw new Error("--start must be at least 1 and --max at least --start");
 if (opts.pairs < 1 || opts.sockets < 1 || opts["closed-window"] < 1) throw new Error("--pairs, --sockets and --closed-window must be at least 1");
@@ -113,14 +124,18 @@ interface Driver {
 const noDelivery = () => undefined;
 
 /**
- * A relay member device: its WebSocket hears that its group's log grew, then it reads the log after its
- * cursor (one read at a time; notices that arrive meanwhile are merged into the next read), hands every
- * entry not its own to the driver, and moves its cursor past what it read.
+ * A relay member device: its WebSocket hears that its group's log grew. A notice carrying the entry right
+ * after its cursor is taken as it is (`notice-entries`); otherwise it reads the log after its cursor (one
+ * read at a time; notices that arrive meanwhile are merged into the next read). It hands every entry not
+ * its own to the driver, and moves its cursor past what it took (see `cursor-ws`, `cursor-idle-ms`).
  */
 class RelayMember {
   private cursor = 0;
   private wanted = 0;
   private reading = false;
+  /** the furthest cursor told to the relay */
+  private told = 0;
+  private cursorTimer: NodeJS.Timeout | null = null;
   ws: WebSocket | null = null;
 
   constructor(
@@ -135,6 +150,7 @@ class RelayMember {
     // Start after what the group holds already (its creation and add commit).
     const page = await this.client.request("GET", `/v2/groups/${this.groupId}/log?after=0&limit=1`);
     this.cursor = Math.max(this.cursor, page.lastSeq);
+    this.told = this.cursor;
   }
 
   private onFrame(frame: Frame): void {
@@ -146,7 +162,42 @@ class RelayMember {
     }
     if (frame.type !== "group" || frame.groupId !== this.groupId || typeof frame.seq !== "number") return;
     if (frame.seq > this.wanted) this.wanted = frame.seq;
-    if (!this.reading) void this.read();
+    const entry = frame.entry;
+    if (opts["notice-entries"] && !this.reading && entry && entry.seq === this.cursor + 1) {
+      if (entry.sender.username !== this.name) this.driver().onDelivery(entry.id, performance.now());
+      this.cursor = entry.seq;
+      void this.moveCursor();
+      return;
+    }
+    if (!this.reading && this.wanted > this.cursor) void this.read();
+  }
+
+  /** Tells the relay the cursor: now, or once no entry came for `cursor-idle-ms`. */
+  private moveCursor(): Promise<void> | void {
+    const idle = opts["cursor-idle-ms"];
+    if (idle > 0) {
+      if (this.cursorTimer) clearTimeout(this.cursorTimer);
+      this.cursorTimer = setTimeout(() => {
+        this.cursorTimer = null;
+        void this.tellCursor();
+      }, idle);
+      return;
+    }
+    return this.tellCursor();
+  }
+
+  private async tellCursor(): Promise<void> {
+    const seq = this.cursor;
+    if (seq <= this.told) return;
+    this.told = seq;
+    try {
+      if (opts["cursor-ws"]) this.ws!.send(JSON.stringify({ type: "cursor", groupId: this.groupId, deviceId: DEVICE_ID, seq }));
+      else await this.client.request("POST", `/v2/groups/${this.groupId}/cursor`, { seq });
+    } catch (error) {
+      const errors = this.driver().errors;
+      errors.count++;
+      errors.last = error instanceof Error ? error.message : String(error);
+    }
   }
 
   /** One cheap read on each of its HTTPS connections at once: they are open when the step starts. */
@@ -164,7 +215,7 @@ class RelayMember {
         const driver = this.driver();
         for (const entry of page.entries) if (entry.sender.username !== this.name) driver.onDelivery(entry.id, now);
         this.cursor = page.entries[page.entries.length - 1].seq;
-        await this.client.request("POST", `/v2/groups/${this.groupId}/cursor`, { seq: this.cursor });
+        await this.moveCursor();
       }
     } catch (error) {
       const errors = this.driver().errors;
@@ -688,6 +739,8 @@ async function main() {
       run_seconds: round(elapsed(), 0),
       setup: {
         path: "v2 (MLS Delivery Service over HTTPS; {type:'group'} notices over the relay's WebSocket)",
+        notice_entries: opts["notice-entries"] === 1,
+        cursor_moves: `${opts["cursor-ws"] ? "cursor frames on the WebSocket" : "POST /v2/groups/:id/cursor"}${opts["cursor-idle-ms"] > 0 ? `, after ${opts["cursor-idle-ms"]} ms without a new entry` : ", after every entry"}`,
         loop: "open: fixed send schedule per step; latency from the scheduled send time to the read (relay) or push (forwarder)",
         rates: `deliveries/s doubling from ${opts.start} to at most ${opts.max}; a series stops at its first failed rate`,
         failed_step_rerun_once: opts.confirm === 1,

@@ -109,7 +109,16 @@ export class V2Client {
   }
 }
 
-export type Frame = { type: string; id?: string; groupId?: string; seq?: number; code?: string; message?: string };
+export type Frame = {
+  type: string;
+  id?: string;
+  groupId?: string;
+  seq?: number;
+  code?: string;
+  message?: string;
+  /** a group notice's carried log entry (the fields read here) */
+  entry?: { seq: number; id: string; sender: { username: string; deviceId: string } };
+};
 
 /** Opens a WebSocket and resolves on its "ready" frame; every later frame goes to `onFrame`. */
 export function connectWebSocket(url: string, ca: string, headers: Record<string, string>, onFrame: (frame: Frame) => void): Promise<WebSocket> {

@@ -39,7 +39,7 @@ import {
   type KeyBook,
   type PendingCommit,
 } from "../protocol/mls";
-import { MAX_V2_BODY_BYTES, decodeBase64, encodeBase64 } from "../protocol/wire-v2";
+import { LogEntrySchema, MAX_V2_BODY_BYTES, decodeBase64, encodeBase64, type LogEntryWire } from "../protocol/wire-v2";
 import { bytesToHex, hexToBytes, randomBytes } from "../protocol/bytes";
 import type { DeviceView } from "../protocol/wire-devices";
 import type { DeliveryServiceClient, DsDeviceRef } from "./ds-client";
@@ -691,15 +691,31 @@ export class MlsDevice {
     return this.options.storage.exclusive(() => this.catchUpLocked(groupId));
   }
 
-  private async catchUpLocked(groupId: string): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+  /**
+   * Applies log entries the relay handed along with a group notice, as a catch-up would apply them from a
+   * log read, saving the read: only when they follow this device's cursor without a gap; otherwise (and when
+   * any of them is refused) it is an ordinary catch-up from the log. They are the same unauthenticated relay
+   * data as a log read, checked the same way, and never trusted more: a refused one is not skipped on the
+   * notice's word, the log decides.
+   */
+  applyNotice(groupId: string, entries: readonly LogEntryWire[]): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+    const parsed = LogEntrySchema.array().max(LOG_PAGE).safeParse(entries);
+    const handed = parsed.success && parsed.data.every((e, i) => i === 0 || e.seq === parsed.data[i - 1].seq + 1) ? parsed.data : undefined;
+    return this.options.storage.exclusive(() => this.catchUpLocked(groupId, handed));
+  }
+
+  private async catchUpLocked(groupId: string, handed?: LogEntryWire[]): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
     const messages: ReceivedMessage[] = [];
     const events: GroupEvent[] = [];
     for (;;) {
       let { file, state } = this.loadGroup(groupId);
       if (file.removed || file.left) break;
       let page: Awaited<ReturnType<DeliveryServiceClient["log"]>>;
+      // Entries handed with a notice stand in for the first read only when they are exactly the next ones.
+      const fromNotice = handed !== undefined && handed.length > 0 && handed[0].seq === file.cursor + 1;
       try {
-        page = await this.ds.log(groupId, file.cursor, LOG_PAGE);
+        page = fromNotice ? { entries: handed!, epoch: 0, lastSeq: 0 } : await this.ds.log(groupId, file.cursor, LOG_PAGE);
+        handed = undefined;
       } catch (error) {
         // The relay drops a removed device from the group with the commit that removes it, so the device
         // may learn it here, before (or instead of) reading that commit.
@@ -709,6 +725,9 @@ export class MlsDevice {
         break;
       }
       const batch: ReceivedMessage[] = [];
+      const pageEvents: GroupEvent[] = [];
+      /** a handed entry was refused: nothing of the handed page is kept, the log is read instead */
+      let distrusted = false;
       for (const entry of page.entries) {
         if (entry.seq <= file.cursor) continue;
         const own = entry.sender.username === this.options.username && entry.sender.deviceId === this.deviceId;
@@ -717,7 +736,8 @@ export class MlsDevice {
           if (!isChatError(error)) throw error;
           // A check that failed for want of the chain is no verdict: stop here, keep the cursor, retry later.
           this.throwIfChainFailed();
-          events.push({ kind: "refused", groupId, seq: entry.seq, code: error.code, message: error.message });
+          if (fromNotice) distrusted = true;
+          else pageEvents.push({ kind: "refused", groupId, seq: entry.seq, code: error.code, message: error.message });
         };
         if (entry.kind === "handshake") {
           if (own) {
@@ -738,7 +758,7 @@ export class MlsDevice {
                 const afterMembers = groupMembers(state);
                 const after = new Set(afterMembers.map((m) => m.username));
                 const changed = deviceChanges(beforeMembers, afterMembers);
-                events.push({
+                pageEvents.push({
                   kind: "commit",
                   groupId,
                   seq: entry.seq,
@@ -752,7 +772,7 @@ export class MlsDevice {
               } else if (result.kind === "removed") {
                 state = result.state;
                 file = { ...file, removed: true };
-                events.push({ kind: "removed", groupId, seq: entry.seq, by: result.sender.username });
+                pageEvents.push({ kind: "removed", groupId, seq: entry.seq, by: result.sender.username });
               } else {
                 refuse(new ChatError("ENVELOPE_INVALID", `handshake at seq ${entry.seq} is not a commit this device can apply`));
               }
@@ -776,10 +796,10 @@ export class MlsDevice {
                 const renamed = file.name !== result.payload.body;
                 file = { ...file, name: result.payload.body, peer: undefined };
                 this.store.writeGroup({ ...this.store.readGroup(groupId)!, name: result.payload.body, peer: undefined });
-                if (renamed) events.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
+                if (renamed) pageEvents.push({ kind: "named", groupId, seq: entry.seq, by, name: result.payload.body });
               } else {
                 if (by !== this.options.username) file = { ...file, leaveRequests: [...new Set([...(file.leaveRequests ?? []), by])] };
-                events.push({ kind: "leaving", groupId, seq: entry.seq, by });
+                pageEvents.push({ kind: "leaving", groupId, seq: entry.seq, by });
               }
             } else {
               refuse(new ChatError("ENVELOPE_INVALID", `entry ${entry.seq} is not an application message`));
@@ -788,9 +808,12 @@ export class MlsDevice {
             refuse(error);
           }
         }
+        if (distrusted) break;
         file = { ...file, cursor: entry.seq };
         if (file.removed) break;
       }
+      if (distrusted) continue;
+      events.push(...pageEvents);
       if (batch.length > 0) await this.options.deliver?.(batch);
       messages.push(...batch);
       this.saveGroup(file, state);

@@ -6,10 +6,10 @@
  * protocol/README.md ("Messages v2 (MLS)").
  */
 import { z } from "zod";
-import { Username } from "./wire";
+import { BASE64_PATTERN, DEVICE_ID_PATTERN, Username } from "./wire";
 
+export { DEVICE_ID_PATTERN };
 export const DEVICE_ID_HEADER = "x-device-id";
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Bounds of the Delivery Service, in bytes before base64. */
 export const V2_LIMITS = {
@@ -26,8 +26,6 @@ export const V2_LIMITS = {
 
 /** How large one request body may be: a commit with its welcomes, as base64 in JSON. */
 export const MAX_V2_BODY_BYTES = 4 * 1024 * 1024;
-
-const BASE64_PATTERN = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /** Base64 of 1..maxBytes bytes. */
 export const base64Of = (maxBytes: number) =>

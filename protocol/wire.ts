@@ -235,7 +235,28 @@ export const SendFrame = z.object({ type: z.literal("send"), id: MessageId, to: 
 export const AckFrame = z.object({ type: z.literal("ack"), id: MessageId, from: Username });
 /** client -> relay: is `user` connected? Answered with a PresenceFrame. */
 export const PresenceQueryFrame = z.object({ type: z.literal("presence"), user: Username });
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame, PresenceQueryFrame]);
+
+/** An MLS device id, as the /v2 routes take it in X-Device-Id (protocol/wire-v2.ts). */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** Standard base64 (RFC 4648 §4), as the /v2 routes carry MLS bytes. */
+export const BASE64_PATTERN = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** An MLS group id as the /v2 routes write it: 32 bytes as 64 lowercase hex characters (as GroupIdHex in wire-v2). */
+const GroupIdText = z.string().regex(/^[0-9a-f]{64}$/, "expected 32 bytes as lowercase hex");
+const LogCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/**
+ * client -> relay: device `deviceId` of the socket's user has processed group `groupId`'s log up to `seq`;
+ * the same move, under the same rules, as POST /v2/groups/:groupId/cursor with that X-Device-Id. No answer
+ * when it is taken; an ErrorFrame (NOT_GROUP_MEMBER, UNKNOWN_GROUP, BAD_REQUEST, ...) when it is not.
+ */
+export const CursorFrame = z.object({
+  type: z.literal("cursor"),
+  groupId: GroupIdText,
+  deviceId: z.string().regex(DEVICE_ID_PATTERN, "1 to 64 characters of A-Z a-z 0-9 _ -"),
+  seq: LogCount,
+});
+export type CursorFrame = z.infer<typeof CursorFrame>;
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame, PresenceQueryFrame, CursorFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** relay -> sender: message `id` is durable ("stored") or was delivered and acknowledged ("delivered"). */
@@ -264,16 +285,35 @@ export const ErrorFrame = z.object({
 export const ReceiptFrame = z.object({ type: z.literal("receipt"), id: MessageId, to: Username, status: z.literal("delivered") });
 /** relay -> client: whether `user` is connected to this relay instance (other instances are not asked). */
 export const PresenceFrame = z.object({ type: z.literal("presence"), user: Username, online: z.boolean() });
-/** An MLS group id as the /v2 routes write it: 32 bytes as 64 lowercase hex characters (as GroupIdHex in wire-v2). */
-const GroupIdText = z.string().regex(/^[0-9a-f]{64}$/, "expected 32 bytes as lowercase hex");
-const LogCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/** The largest log entry (its MLS bytes, before base64) a group notice carries; a larger one is read from the log. */
+export const NOTICE_ENTRY_MAX_BYTES = 8 * 1024;
+/**
+ * A log entry as a group notice carries it: the shape of LogEntryWire (GET /v2/groups/:groupId/log, in
+ * protocol/wire-v2.ts), with at most NOTICE_ENTRY_MAX_BYTES of MLS bytes.
+ */
+export const NoticeEntry = z.object({
+  seq: LogCount,
+  epoch: LogCount,
+  kind: z.enum(["handshake", "application"]),
+  sender: z.object({ username: Username, deviceId: z.string().regex(DEVICE_ID_PATTERN) }),
+  id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  bytes: z
+    .string()
+    .min(4)
+    .max(4 * Math.ceil(NOTICE_ENTRY_MAX_BYTES / 3))
+    .regex(BASE64_PATTERN, "expected standard base64"),
+  receivedAt: LogCount,
+});
+export type NoticeEntry = z.infer<typeof NoticeEntry>;
 /**
  * relay -> every member user of MLS group `groupId`: its log has grown to at least `seq` (an entry of epoch
- * `epoch`). A hint only, with no MLS bytes and no sender: read GET /v2/groups/:groupId/log after your cursor.
- * Frames may be coalesced (only the newest seq of a group is kept while the socket is backed up) and may
- * arrive out of order.
+ * `epoch`). A hint: read GET /v2/groups/:groupId/log after your cursor. When the entry at `seq` is small,
+ * the relay may hand it along in `entry` (the bytes the log would return, no more trusted than them): a
+ * device whose cursor is exactly seq - 1 may apply it, with every check of a log read, instead of reading.
+ * Older clients ignore `entry`; a malformed one is dropped and the frame read as the bare hint. Frames may be coalesced (only the newest seq of a group is kept while the
+ * socket is backed up; a coalesced one carries no entry) and may arrive out of order.
  */
-export const GroupFrame = z.object({ type: z.literal("group"), groupId: GroupIdText, seq: LogCount, epoch: LogCount });
+export const GroupFrame = z.object({ type: z.literal("group"), groupId: GroupIdText, seq: LogCount, epoch: LogCount, entry: NoticeEntry.optional().catch(undefined) });
 /** relay -> a user one of whose devices has a new Welcome into `groupId`: read it with GET /v2/sync. */
 export const WelcomeFrame = z.object({ type: z.literal("welcome"), groupId: GroupIdText });
 /** The Delivery Service's live hints, as routed between relay instances. */

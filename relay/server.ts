@@ -15,7 +15,7 @@ import type { RegistryChain } from "./chain/registry";
 import type { Syncer } from "./chain/sync";
 import type { RelayConfig } from "./config";
 import { accountRoutes } from "./http/accounts";
-import { deliveryServiceRoutes } from "./http/delivery-service";
+import { deliveryServiceRoutes, moveCursorBy } from "./http/delivery-service";
 import { deviceRoutes } from "./http/devices";
 import type { HttpContext } from "./http/context";
 import { errorHandler, sendError } from "./http/errors";
@@ -230,6 +230,7 @@ export function createRelay(deps: RelayDeps): Relay {
         clock,
         metrics,
         users,
+        moveCursor: deps.deliveryService && moveCursorBy(deps.deliveryService),
         limits: { maxFrameBytes: config.maxFrameBytes, mailboxTtlMs: config.mailboxTtlMs, ...deps.messagingLimits },
       });
       syncer.start();

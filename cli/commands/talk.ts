@@ -1,6 +1,7 @@
 import readline from "node:readline";
 import { ChatError } from "../../protocol/errors";
 import type { ServerFrame } from "../../protocol/wire";
+import type { LogEntryWire } from "../../protocol/wire-v2";
 import { RelayConnection, reconnectDelayMs, type ConnectionDeps } from "../connection";
 import type { Context } from "../context";
 import { describeError, parseUsername } from "../errors";
@@ -28,6 +29,8 @@ const OWN_ACCOUNT_CHECK_MS = 120_000;
  * yet delivered, how far the other members have read (reading moves no notice to the sender).
  */
 const POLL_MS = 4_000;
+/** Log entries handed with notices kept per group until the next catch-up; past it the log is read. */
+const MAX_HANDED_ENTRIES = 100;
 
 /** Errors no reconnect can cure: the conversation ends with them. */
 const FATAL_CODES = new Set(["SESSION_EXPIRED", "UNAUTHORIZED", "CERTIFICATE_CHANGED", "USAGE", "NOT_LOGGED_IN", "WRONG_KEY"]);
@@ -217,6 +220,19 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
   });
 
   let joinWanted = false;
+  /**
+   * Entries the relay handed along with its notices, per group, in arrival order: the next catch-up applies
+   * them instead of reading the log when they follow the device's cursor (MlsDevice.applyNotice decides).
+   */
+  const handed = new Map<string, LogEntryWire[]>();
+  const hand = (groupId: string, entry: LogEntryWire) => {
+    const list = handed.get(groupId) ?? [];
+    // A gap (a notice lost or merged) makes the list useless past it: start again from this entry.
+    const last = list[list.length - 1];
+    if (last && entry.seq !== last.seq + 1) list.length = 0;
+    if (list.length < MAX_HANDED_ENTRIES) list.push(entry);
+    handed.set(groupId, list);
+  };
   /** Reads this conversation's groups past the device's cursor (joining waiting welcomes first when asked), and the delivery states. */
   const catchUp = serial(async () => {
     if (!conn.isOpen) return;
@@ -226,7 +242,9 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
         for (const event of await chat.device.joinWelcomes()) showEvent(event);
       }
       for (const groupId of ourGroups()) {
-        const events = await chat.catchUp(groupId);
+        const entries = handed.get(groupId);
+        handed.delete(groupId);
+        const events = entries ? await chat.applyNotice(groupId, entries) : await chat.catchUp(groupId);
         showFresh();
         for (const event of events) showEvent(event);
       }
@@ -263,8 +281,9 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
 
   const listen = (c: RelayConnection) => {
     onGroupNotifications(c, {
+      // After this frame's other handlers: the one below keeps the entry it may carry for the catch-up.
       group: (groupId) => {
-        if (isOurs(groupId)) void refresh();
+        if (isOurs(groupId)) queueMicrotask(() => void refresh());
       },
       // A welcome into a group this device does not know yet: perhaps the peer starting this chat.
       welcome: (groupId) => {
@@ -272,7 +291,9 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
       },
     });
     c.onFrame((frame: ServerFrame) => {
-      if (peer && frame.type === "message" && frame.from === peer) {
+      if (frame.type === "group" && frame.entry && isOurs(frame.groupId)) {
+        hand(frame.groupId, frame.entry);
+      } else if (peer && frame.type === "message" && frame.from === peer) {
         // An older client of the peer's, on envelope v1.
         receiving = receiving
           .then(async () => {

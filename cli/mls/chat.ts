@@ -15,6 +15,7 @@ import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession, type Session } from "../session";
 import { groupConversation, type HistoryEntry, type OutboxEntry } from "../stores";
 import { MAX_STATUS_IDS } from "../../protocol/wire";
+import type { LogEntryWire } from "../../protocol/wire-v2";
 import type { WaitingMessage } from "../messaging";
 import { describeGroupEvent } from "../../client-core/describe-event";
 import { MlsDevice, type GroupEvent, type ReceivedMessage } from "../../client-core/mls-device";
@@ -164,6 +165,13 @@ export class MlsChat {
   /** Catches up one group (a conversation being watched). */
   async catchUp(groupId: string): Promise<GroupEvent[]> {
     const result = await this.device.catchUp(groupId);
+    await this.device.honourLeaveRequests(groupId);
+    return result.events;
+  }
+
+  /** Catches up one group from entries a notice handed along, or from its log when they are not the next ones. */
+  async applyNotice(groupId: string, entries: readonly LogEntryWire[]): Promise<GroupEvent[]> {
+    const result = await this.device.applyNotice(groupId, entries);
     await this.device.honourLeaveRequests(groupId);
     return result.events;
   }

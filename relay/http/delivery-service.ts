@@ -3,8 +3,11 @@
  * stores opaque MLS bytes per (user, device); members authenticate each other's leaves against the chain
  * themselves, so nothing here is trusted by a client beyond ordering and availability.
  * Every route needs the session token (the same check as the WebSocket upgrade) and X-Device-Id.
- * Each stored log entry and welcome is announced to the member users' open WebSockets (a hint without MLS
- * bytes or sender, see GroupFrame in protocol/wire.ts), so that clients read the log at once instead of polling.
+ * Each stored log entry and welcome is announced to the member users' open WebSockets (see GroupFrame in
+ * protocol/wire.ts), so that clients read the log at once instead of polling. A small application message
+ * rides along in its notice, so that a device that is caught up applies it without reading the log: the
+ * bytes are the ones the log would return, and the client checks them the same way.
+ * Cursor moves also arrive over the WebSocket (CursorFrame): moveCursorBy below applies the same rules.
  */
 import express, { Router, type Request, type Response } from "express";
 import { ChatError } from "../../protocol/errors";
@@ -13,17 +16,15 @@ import {
   CommitRequest,
   CreateGroupRequest,
   CursorRequest,
-  decodeBase64,
   DEVICE_ID_HEADER,
   DEVICE_ID_PATTERN,
-  encodeBase64,
   GroupIdHex,
   MAX_V2_BODY_BYTES,
   PutKeyPackagesRequest,
   V2_LIMITS,
 } from "../../protocol/wire-v2";
-import { Username, type GroupNotice } from "../../protocol/wire";
-import { verifySessionToken } from "../sessions";
+import { NOTICE_ENTRY_MAX_BYTES, Username, type GroupNotice, type NoticeEntry } from "../../protocol/wire";
+import { verifySessionToken, type SessionClaims } from "../sessions";
 import { DsError, type AppendResult, type DeliveryServiceStore, type DeviceRef, type GroupMember } from "../storage/ds-types";
 import type { HttpContext } from "./context";
 import { parseWith } from "./errors";
@@ -35,6 +36,10 @@ const CLAIMS_PER_WINDOW = 120;
 
 const toHex = (bytes: Uint8Array) => Buffer.from(bytes).toString("hex");
 const fromHex = (hex: string) => new Uint8Array(Buffer.from(hex, "hex"));
+// Node's native base64 for the hot path (protocol/'s browser-safe coders loop in JavaScript); the wire
+// schemas have checked the text already.
+const fromBase64 = (text: string) => new Uint8Array(Buffer.from(text, "base64"));
+const toBase64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
 
 /** Store refusals as the API's stable codes; anything else is the storage failing (503). */
 function fromDs(error: unknown): never {
@@ -61,6 +66,17 @@ function fromDs(error: unknown): never {
 /** Hands a notice to every open connection of `usernames`, on this relay instance and the others. */
 export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice) => void;
 
+/** Moves `device`'s cursor in group `groupIdHex` (as POST /v2/groups/:groupId/cursor); refusals as ChatErrors. */
+export type CursorMover = (device: DeviceRef, groupIdHex: string, seq: number) => Promise<number>;
+
+/**
+ * The cursor move of POST /v2/groups/:groupId/cursor for callers outside HTTP (the WebSocket's cursor
+ * frame): the same store call, batched with the others where the store batches, and the same refusals.
+ */
+export function moveCursorBy(store: DeliveryServiceStore): CursorMover {
+  return (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: fromHex(parseWith(GroupIdHex, groupIdHex, "groupId")), seq }));
+}
+
 const usernamesOf = (members: readonly DeviceRef[]) => new Set(members.map((m) => m.username));
 
 async function ds<T>(task: Promise<T>): Promise<T> {
@@ -80,15 +96,23 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
    * grew, plus, for a commit, the users it removed entirely (they learn of their removal) and the recipients
    * of its new welcomes. A failure only delays them until they next read the log, so it is logged, not returned.
    */
-  function announce(params: { groupId: Uint8Array; result: AppendResult; membersBefore?: GroupMember[]; welcomeRecipients?: DeviceRef[] }): void {
+  function announce(params: {
+    groupId: Uint8Array;
+    result: AppendResult;
+    membersBefore?: GroupMember[];
+    welcomeRecipients?: DeviceRef[];
+    /** the stored entry, handed along when small (never for a duplicate: its first attempt's entry is the stored one) */
+    entry?: Omit<NoticeEntry, "seq">;
+  }): void {
     const { result } = params;
     if (!notify || !result.accepted) return;
     const groupId = toHex(params.groupId);
+    const carried = params.entry && !result.duplicate ? { entry: { ...params.entry, seq: result.seq } } : {};
     (result.memberUsernames ? Promise.resolve(result.memberUsernames) : store.memberUsernames(params.groupId)).then(
       (after) => {
         const users = new Set(after);
         for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
-        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch });
+        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried });
         // A retried commit stored nothing new: its first attempt's welcomes were announced then.
         const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
         if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
@@ -104,10 +128,13 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   // Commits carry welcomes for many members: a larger body limit than the v1 routes, on /v2 only.
   router.use("/v2", express.json({ limit: MAX_V2_BODY_BYTES }));
 
-  /** The calling device: a valid session token and a well-formed device id, or 401/400. */
-  function caller(req: Request): DeviceRef {
+  /**
+   * The calling device: a valid session token and a well-formed device id, or 401/400. The session the /v2
+   * gate checked (relay/http/devices.ts: revocations and the account too) is taken as it is.
+   */
+  function caller(req: Request, res: Response): DeviceRef {
     const match = /^Bearer ([A-Za-z0-9_.~+/=-]+)$/.exec(req.headers.authorization ?? "");
-    const claims = verifySessionToken({ secret: ctx.settings.sessionSecret, token: match?.[1], now: ctx.clock() });
+    const claims = (res.locals.session as SessionClaims | undefined) ?? verifySessionToken({ secret: ctx.settings.sessionSecret, token: match?.[1], now: ctx.clock() });
     const deviceId = req.headers[DEVICE_ID_HEADER];
     if (typeof deviceId !== "string" || !DEVICE_ID_PATTERN.test(deviceId)) {
       throw new ChatError("BAD_REQUEST", "X-Device-Id must be 1 to 64 characters of A-Z a-z 0-9 _ -", { field: DEVICE_ID_HEADER });
@@ -131,9 +158,9 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   }
 
   router.post("/v2/key-packages", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const body = parseWith(PutKeyPackagesRequest, req.body);
-    const decode = (p: { bytes: string; notAfter: number }) => ({ bytes: decodeBase64(p.bytes), notAfter: p.notAfter });
+    const decode = (p: { bytes: string; notAfter: number }) => ({ bytes: fromBase64(p.bytes), notAfter: p.notAfter });
     const counts = await ds(
       store.putKeyPackages({
         device,
@@ -147,21 +174,21 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.get("/v2/key-packages/count", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     res.json(await ds(store.keyPackageCounts({ device, now: ctx.clock() })));
   });
 
   router.post("/v2/users/:username/key-packages/claim", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const username = parseWith(Username, req.params.username, "username");
     await ctx.limits.limiter.hit([{ key: `kp-claim:user:${device.username}`, limit: CLAIMS_PER_WINDOW }]);
     const claimed = await ds(store.claimKeyPackages({ username, now: ctx.clock() }));
     if (claimed.length === 0) throw new ChatError("NOT_FOUND", `${username} has no key packages on this relay`);
-    res.json({ keyPackages: claimed.map((k) => ({ deviceId: k.deviceId, bytes: encodeBase64(k.bytes), notAfter: k.notAfter, lastResort: k.lastResort })) });
+    res.json({ keyPackages: claimed.map((k) => ({ deviceId: k.deviceId, bytes: toBase64(k.bytes), notAfter: k.notAfter, lastResort: k.lastResort })) });
   });
 
   router.post("/v2/groups", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const body = parseWith(CreateGroupRequest, req.body);
     if (!body.members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
       throw new ChatError("BAD_REQUEST", "the creating device must be one of the members", { field: "members" });
@@ -171,7 +198,7 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.post("/v2/groups/:groupId/commits", async (req, res) => {
-    const sender = caller(req);
+    const sender = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(CommitRequest, req.body);
     const now = ctx.clock();
@@ -184,13 +211,13 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
         epoch: body.epoch,
         sender,
         messageId: body.id,
-        bytes: decodeBase64(body.bytes),
+        bytes: fromBase64(body.bytes),
         receivedAt: now,
         addMembers: body.add,
         removeMembers: body.remove,
         welcomes: body.welcomes.map((w) => ({
           recipient: { username: w.username, deviceId: w.deviceId },
-          bytes: decodeBase64(w.bytes),
+          bytes: fromBase64(w.bytes),
           expiresAt: now + WELCOME_TTL_MS,
         })),
       }),
@@ -200,26 +227,30 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.post("/v2/groups/:groupId/messages", async (req, res) => {
-    const sender = caller(req);
+    const sender = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(ApplicationRequest, req.body);
+    const bytes = fromBase64(body.bytes);
+    const receivedAt = ctx.clock();
     const result = await ds(
       store.appendApplication({
         groupId,
         epoch: body.epoch,
         sender,
         messageId: body.id,
-        bytes: decodeBase64(body.bytes),
-        receivedAt: ctx.clock(),
+        bytes,
+        receivedAt,
         withMemberUsernames: notify !== undefined,
       }),
     );
     sendAppend(res, result);
-    announce({ groupId, result });
+    // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
+    const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
+    announce({ groupId, result, entry });
   });
 
   router.get("/v2/groups/:groupId/log", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const groupId = groupIdOf(req);
     const after = Number(req.query.after ?? 0);
     const limit = Number(req.query.limit ?? 100);
@@ -237,14 +268,14 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
         kind: e.kind,
         sender: e.sender,
         id: e.messageId,
-        bytes: encodeBase64(e.bytes),
+        bytes: toBase64(e.bytes),
         receivedAt: e.receivedAt,
       })),
     });
   });
 
   router.get("/v2/groups/:groupId/members", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const groupId = groupIdOf(req);
     const members = await ds(store.members(groupId));
     if (!members.some((m) => m.username === device.username && m.deviceId === device.deviceId)) {
@@ -254,26 +285,26 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   router.post("/v2/groups/:groupId/cursor", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(CursorRequest, req.body);
     res.json({ cursor: await ds(store.advanceCursor({ device, groupId, seq: body.seq })) });
   });
 
   router.get("/v2/sync", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const [groups, welcomes] = await Promise.all([
       ds(store.pendingFor(device)),
       ds(store.welcomes({ device, now: ctx.clock(), limit: V2_LIMITS.welcomesPerSync })),
     ]);
     res.json({
       groups: groups.map((g) => ({ groupId: toHex(g.groupId), cursor: g.cursor, lastSeq: g.lastSeq, epoch: g.epoch })),
-      welcomes: welcomes.map((w) => ({ id: w.id, groupId: toHex(w.groupId), bytes: encodeBase64(w.bytes), receivedAt: w.receivedAt })),
+      welcomes: welcomes.map((w) => ({ id: w.id, groupId: toHex(w.groupId), bytes: toBase64(w.bytes), receivedAt: w.receivedAt })),
     });
   });
 
   router.post("/v2/welcomes/:id/ack", async (req, res) => {
-    const device = caller(req);
+    const device = caller(req, res);
     const id = req.params.id;
     if (typeof id !== "string" || !/^[1-9][0-9]{0,19}$/.test(id)) throw new ChatError("BAD_REQUEST", "welcome id must be a positive integer", { field: "id" });
     await ds(store.ackWelcome({ device, id }));

@@ -89,6 +89,8 @@ export function attachMessaging(params: {
   limits: MessagingLimits;
   /** Whether a recipient is registered; without it every recipient is accepted (tests of the wire alone). */
   users?: Pick<UserDirectory, "exists">;
+  /** The Delivery Service's cursor move, for cursor frames (relay/http/delivery-service.ts moveCursorBy). */
+  moveCursor?: ConnectionDeps["settings"]["moveCursor"];
 }): Messaging {
   const { server, mailbox, clock, limits } = params;
   if (!(Number.isInteger(limits.maxFrameBytes) && limits.maxFrameBytes > 0)) throw new Error("limits.maxFrameBytes must be a positive integer");
@@ -125,6 +127,7 @@ export function attachMessaging(params: {
       noticeWatermarkBytes: limits.noticeWatermarkBytes ?? 64 * 1024,
       maxPendingNotices: limits.maxPendingNotices ?? 1_000,
       recipientExists: params.users ? (username) => params.users!.exists(username) : async () => true,
+      moveCursor: params.moveCursor,
     },
   };
 

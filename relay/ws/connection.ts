@@ -7,13 +7,15 @@
  * comes from the backlog, the live route or a catch-up after a bus outage.
  * Delivery Service notices (a group's log grew, a welcome was stored) are not mailbox messages: they go out
  * in any state, at once while the socket keeps up, and otherwise wait here, one per group (the newest seq),
- * until it has drained.
+ * until it has drained. A device's cursor moves may come in as frames too (the same move as the Delivery
+ * Service's POST /v2/groups/:groupId/cursor), so that a delivery costs one frame each way.
  */
 import { performance } from "node:perf_hooks";
 import type pino from "pino";
 import { WebSocket, type RawData } from "ws";
 import type { ErrorCode } from "../../protocol/errors";
-import { ClientFrame, CLOSE_CODES, MessageId, type GroupNotice, type ServerFrame } from "../../protocol/wire";
+import { ChatError } from "../../protocol/errors";
+import { ClientFrame, CLOSE_CODES, MessageId, type CursorFrame, type GroupNotice, type ServerFrame } from "../../protocol/wire";
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
 import { MailboxError, type Mailbox, type StoredMessage } from "../storage/mailbox";
@@ -43,6 +45,11 @@ export interface ConnectionSettings {
   rejectedFrameBurst: number;
   /** whether a recipient exists; a send to a name that does not is refused with UNKNOWN_USER */
   recipientExists: (username: string) => Promise<boolean>;
+  /**
+   * The Delivery Service's cursor move (refusals as ChatErrors); without it (a relay without /v2) a cursor
+   * frame is refused with NOT_FOUND.
+   */
+  moveCursor?: (device: { username: string; deviceId: string }, groupIdHex: string, seq: number) => Promise<number>;
 }
 
 /** What every connection of one messaging instance shares. */
@@ -67,8 +74,18 @@ const messageKey = (from: string, id: string) => `${from}\n${id}`;
 const describeIssue = (issue: { path: PropertyKey[]; message: string }) => `${issue.path.map(String).join(".") || "frame"}: ${issue.message}`;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
+/** A notice's frame, serialised once for every connection it goes to (a carried entry makes it worth it). */
+const noticeTexts = new WeakMap<GroupNotice, string>();
+function noticeText(n: GroupNotice): string {
+  let text = noticeTexts.get(n);
+  if (text === undefined) noticeTexts.set(n, (text = JSON.stringify(n)));
+  return text;
+}
+
 export class Connection implements RoutedConnection {
   readonly username: string;
+  /** the device a device login's session is bound to: its only device here */
+  private readonly sessionDevice: string | undefined;
   private state: State = "syncing";
   /** whether the peer answered the last ping */
   private alive = true;
@@ -100,6 +117,7 @@ export class Connection implements RoutedConnection {
   ) {
     const { settings, metrics, logger } = deps;
     this.username = claims.sub;
+    this.sessionDevice = claims.dev;
     const now = performance.now();
     this.sends = createTokenBucket({ ratePerSecond: settings.messagesPerSecond, burst: settings.messageBurst, now });
     this.frames = createTokenBucket({ ratePerSecond: settings.framesPerSecond, burst: 2 * settings.framesPerSecond, now });
@@ -188,7 +206,9 @@ export class Connection implements RoutedConnection {
     const key = `${n.type} ${n.groupId}`;
     const waiting = this.notices.get(key);
     if (waiting) {
-      if (n.type === "group" && waiting.type === "group" && n.seq > waiting.seq) this.notices.set(key, n);
+      // The merged notice skips entries: the one it carried is no use to a device that missed the ones before.
+      if (n.type === "group" && waiting.type === "group" && n.seq > waiting.seq) this.notices.set(key, { type: "group", groupId: n.groupId, seq: n.seq, epoch: n.epoch });
+      else if (waiting.type === "group" && waiting.entry) this.notices.set(key, { type: "group", groupId: waiting.groupId, seq: waiting.seq, epoch: waiting.epoch });
       this.deps.metrics.noticesCoalesced.inc();
       return;
     }
@@ -215,7 +235,7 @@ export class Connection implements RoutedConnection {
         return;
       }
       this.notices.delete(key);
-      if (this.send(n)) metrics.noticesSent.inc();
+      if (this.send(noticeText(n))) metrics.noticesSent.inc();
     }
   }
 
@@ -372,6 +392,7 @@ export class Connection implements RoutedConnection {
     const frame = parsed.data;
     if (frame.type === "ack") return this.onAck(frame);
     if (frame.type === "presence") return this.onPresence(frame.user);
+    if (frame.type === "cursor") return this.onCursor(frame);
     const sendWait = this.sends.take(now);
     if (sendWait > 0) {
       return this.sendError("RATE_LIMITED", "too many messages; send again later", { id: frame.id, retryable: true, retryAfterMs: sendWait });
@@ -420,6 +441,28 @@ export class Connection implements RoutedConnection {
         }
         this.deps.logFailure("mailbox write failed", error);
         this.sendError("STORAGE_UNAVAILABLE", "the relay cannot store messages right now; send again later", { id: frame.id, retryable: true });
+      },
+    );
+  }
+
+  /**
+   * A device of this socket's user moves its cursor: the user is the session's, never client input; a device
+   * login's session acts only as its own device (as the /v2 session gate); the store refuses a device that is
+   * not a member. Nothing is answered when the move is taken.
+   */
+  private onCursor(frame: CursorFrame): void {
+    const { moveCursor } = this.deps.settings;
+    if (!moveCursor) return this.reject("NOT_FOUND", "this relay has no Delivery Service");
+    if (this.sessionDevice !== undefined && frame.deviceId !== this.sessionDevice) {
+      return this.reject("FORBIDDEN", `this session belongs to device ${this.sessionDevice}; the cursor frame must name it`);
+    }
+    moveCursor({ username: this.username, deviceId: frame.deviceId }, frame.groupId, frame.seq).then(
+      () => undefined,
+      (error) => {
+        if (this.closed) return;
+        if (error instanceof ChatError && error.code !== "STORAGE_UNAVAILABLE") return this.reject(error.code, error.message);
+        this.deps.logFailure("cursor move failed", error);
+        this.sendError("STORAGE_UNAVAILABLE", "the relay cannot move the cursor right now; move it again later", { retryable: true });
       },
     );
   }

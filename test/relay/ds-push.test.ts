@@ -1,7 +1,8 @@
 /**
  * Live notices of MLS activity over the relay's WebSocket, against real relay processes: two instances
  * sharing one MariaDB and Redis (a notice crosses instances on the bus), and one alone without Redis.
- * An append or a welcome reaches the member users' sockets as a small frame without MLS bytes; nobody else
+ * An append or a welcome reaches the member users' sockets as a small frame (a small application message
+ * with its entry, across instances too: test/relay/ds-notice-entry.test.ts covers the entry); nobody else
  * hears of it; a reader that does not read gets one waiting notice per group, not one per append.
  * The MLS bytes are opaque to the relay, so random bytes stand in for them.
  */
@@ -168,10 +169,12 @@ describe("relay: live notices of MLS group activity over the WebSocket", functio
     await waitFor("bob hears of seq 2", () => heard.includes(`group ${groupId} 2`), 10_000, 10);
     const latencyMs = Date.now() - started;
     await waitFor("alice's other socket hears of seq 2", () => aliceB.groupFrames(groupId).some((f) => f.seq === 2), 10_000, 20);
-    // Frames as the protocol defines them: the group, the seq and the epoch; no bytes, no sender.
+    // Frames as the protocol defines them: the group, the seq and the epoch, and the small entry itself,
+    // carried across instances on the bus.
     const frame = aliceB.groupFrames(groupId).find((f) => f.seq === 2);
     expect(GroupFrame.strict().safeParse(frame).success, JSON.stringify(frame)).to.equal(true);
-    expect(frame).to.deep.equal({ type: "group", groupId, seq: 2, epoch: 1 });
+    expect(frame).to.deep.include({ type: "group", groupId, seq: 2, epoch: 1 });
+    expect(frame.entry).to.deep.include({ seq: 2, epoch: 1, kind: "application", sender: device(alice, "o1") });
 
     // bob answers through B: alice hears of it on B (the same instance) too.
     expect((await send(b, bob, "m1", groupId)).seq).to.equal(3);

@@ -1,0 +1,328 @@
+/**
+ * Group notices that carry their log entry, and cursor moves over the WebSocket, against a real relay
+ * process (MariaDB, anvil with ChatRegistry). The raw half sends opaque bytes, as the relay never parses
+ * MLS; the MLS half runs real devices (client-core's MlsDevice over the CLI's DsClient) and shows that a
+ * device applying a handed entry ends where one reading the log ends, and that a handed entry is never
+ * trusted more than the log: one that is not next, or that MLS refuses, is replaced by a log read.
+ */
+import { expect } from "chai";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import WebSocket from "ws";
+import { ChainReader } from "../../client-core/chain-reader";
+import { chainKeyBook } from "../../client-core/chain-key-book";
+import { MlsDevice } from "../../client-core/mls-device";
+import { Home } from "../../cli/home";
+import { homeDeviceStorage } from "../../cli/mls/device-files";
+import { DsClient } from "../../cli/mls/ds-client";
+import { GroupFrame, NOTICE_ENTRY_MAX_BYTES, WS_PATH } from "../../protocol/wire";
+import { LogEntrySchema, encodeBase64, type LogEntryWire } from "../../protocol/wire-v2";
+import { startChain, type ChainFixture } from "../helpers/chain";
+import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
+import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
+import { waitFor } from "../helpers/wait";
+import { login, registerUser } from "./accounts-fixture";
+
+type Session = TestUser & { token: string };
+
+/** A raw socket that records every frame it receives. */
+interface Listener {
+  ws: WebSocket;
+  frames: any[];
+  groupFrames(groupId: string): any[];
+}
+
+/** A DsClient that counts its log reads: a handed entry applied is a read saved. */
+class CountingDsClient extends DsClient {
+  logReads = 0;
+  override log(groupId: string, after: number, limit: number) {
+    this.logReads++;
+    return super.log(groupId, after, limit);
+  }
+}
+
+const bytes = (n = 64) => encodeBase64(new Uint8Array(randomBytes(n)));
+const newGroupId = () => randomBytes(32).toString("hex");
+const device = (u: Session, deviceId: string) => ({ username: u.username, deviceId });
+
+describe("relay: group notices carry small log entries; cursor moves over the WebSocket", function () {
+  this.timeout(300_000);
+  let chain: ChainFixture;
+  let db: TestDatabase;
+  let relay: RelayProcess;
+  let reader: ChainReader;
+  const sockets: WebSocket[] = [];
+
+  before(async () => {
+    chain = await startChain();
+    db = await createTestDatabase("chat_ds_notice_entry");
+    reader = await ChainReader.connect(chain.anvil.url);
+    relay = await startRelayProcess({
+      rpcUrl: chain.anvil.url,
+      contractAddress: chain.deployed.address,
+      deployBlock: chain.deployed.deployBlock,
+      relayerKey: chain.deployed.relayerKey,
+      mysqlUrl: db.url,
+      dataDir: mkdtempSync(path.join(tmpdir(), "chat-ds-notice-entry-")),
+      env: { INSECURE_HTTP: "1", LOG_LEVEL: "warn" },
+    });
+  });
+  after(async () => {
+    for (const ws of sockets) ws.terminate();
+    await relay?.stop();
+    reader?.close();
+    await db?.drop();
+    await chain?.close();
+  });
+
+  async function user(prefix: string): Promise<Session> {
+    const u = newTestUser(uniqueUsername(prefix));
+    const registered = await registerUser(relay.url, chain.domain, u);
+    expect(registered.status, JSON.stringify(registered.body)).to.equal(200);
+    const session = await login(relay.url, chain.domain, u);
+    expect(session.status).to.equal(200);
+    return { ...u, token: session.body.token };
+  }
+
+  async function call(who: Session, deviceId: string, method: string, pathname: string, body?: unknown) {
+    const headers: Record<string, string> = { authorization: `Bearer ${who.token}`, "x-device-id": deviceId };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const response = await fetch(`${relay.url}${pathname}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await response.text();
+    expect(response.status, `${method} ${pathname}: ${text.slice(0, 300)}`).to.equal(200);
+    return text ? JSON.parse(text) : undefined;
+  }
+
+  function listen(token: string): Promise<Listener> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(relay.url.replace(/^http/, "ws") + WS_PATH, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
+      sockets.push(ws);
+      const listener: Listener = { ws, frames: [], groupFrames: (groupId) => listener.frames.filter((f) => f.type === "group" && f.groupId === groupId) };
+      ws.on("message", (data) => listener.frames.push(JSON.parse(data.toString())));
+      ws.on("error", reject);
+      ws.on("open", () => waitFor("ready frame", () => listener.frames.some((f) => f.type === "ready"), 30_000, 20).then(() => resolve(listener), reject));
+    });
+  }
+
+  /** A group of `owner` (device o1) and `members` (device m1 each), added by its first commit. */
+  async function groupOf(owner: Session, members: Session[]): Promise<string> {
+    const groupId = newGroupId();
+    await call(owner, "o1", "POST", "/v2/groups", { groupId, members: [device(owner, "o1")] });
+    const commit = await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, {
+      epoch: 0,
+      id: `add-${randomBytes(4).toString("hex")}`,
+      bytes: bytes(),
+      add: members.map((m) => device(m, "m1")),
+    });
+    expect(commit).to.include({ accepted: true, seq: 1 });
+    return groupId;
+  }
+
+  const cursorOf = async (who: Session, deviceId: string, groupId: string, of: { username: string; deviceId: string }) => {
+    const { members } = await call(who, deviceId, "GET", `/v2/groups/${groupId}/members`);
+    return members.find((m: any) => m.username === of.username && m.deviceId === of.deviceId)?.cursor as number | undefined;
+  };
+
+  it("a small application message rides in its notice as the log holds it; a large one, a commit or a retry does not", async () => {
+    const owner = await user("ne_o");
+    const member = await user("ne_m");
+    const groupId = await groupOf(owner, [member]);
+    const heard = await listen(member.token);
+
+    const id = `m-${randomBytes(6).toString("hex")}`;
+    const small = bytes(300);
+    const sent = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id, bytes: small });
+    await waitFor("the notice of the small message", () => heard.groupFrames(groupId).some((f) => f.seq === sent.seq), 15_000, 20);
+    const notice = heard.groupFrames(groupId).find((f) => f.seq === sent.seq);
+    expect(GroupFrame.safeParse(notice).success).to.equal(true);
+    const page = await call(member, "m1", "GET", `/v2/groups/${groupId}/log?after=${sent.seq - 1}&limit=1`);
+    // The carried entry is the log's entry, field for field, and a valid LogEntryWire.
+    expect(notice.entry).to.deep.equal(page.entries[0]);
+    expect(LogEntrySchema.safeParse(notice.entry).success).to.equal(true);
+    expect(notice.entry).to.deep.include({ seq: sent.seq, epoch: 1, kind: "application", id, bytes: small, sender: device(owner, "o1") });
+
+    // Just past the bound: the notice is the bare hint, the log has the entry.
+    const large = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: `m-${randomBytes(6).toString("hex")}`, bytes: bytes(NOTICE_ENTRY_MAX_BYTES + 1) });
+    await waitFor("the notice of the large message", () => heard.groupFrames(groupId).some((f) => f.seq === large.seq), 15_000, 20);
+    const bare = heard.groupFrames(groupId).find((f) => f.seq === large.seq);
+    expect(bare).to.deep.equal({ type: "group", groupId, seq: large.seq, epoch: 1 });
+    const largeEntry = await call(member, "m1", "GET", `/v2/groups/${groupId}/log?after=${large.seq - 1}&limit=1`);
+    expect(largeEntry.entries[0].seq).to.equal(large.seq);
+
+    // A retried append (same id) stored nothing new: its notice carries no entry (the stored one is the first's).
+    const count = heard.groupFrames(groupId).length;
+    const retried = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id, bytes: small });
+    expect(retried).to.include({ duplicate: true, seq: sent.seq });
+    await waitFor("the retry's notice", () => heard.groupFrames(groupId).length > count, 15_000, 20);
+    expect(heard.groupFrames(groupId).slice(count).every((f) => f.entry === undefined)).to.equal(true);
+
+    // A commit's notice is the bare hint (its readers take commits from the log).
+    const commit = await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, { epoch: 1, id: `c-${randomBytes(4).toString("hex")}`, bytes: bytes(200) });
+    await waitFor("the commit's notice", () => heard.groupFrames(groupId).some((f) => f.seq === commit.seq), 15_000, 20);
+    expect(heard.groupFrames(groupId).find((f) => f.seq === commit.seq).entry).to.equal(undefined);
+  });
+
+  it("a cursor frame moves the socket user's own member device; another device is refused with an error frame and nothing moves", async () => {
+    const owner = await user("nc_o");
+    const member = await user("nc_m");
+    const stranger = await user("nc_s");
+    const groupId = await groupOf(owner, [member]);
+    for (let i = 0; i < 3; i++) await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: `m-${i}-${randomBytes(4).toString("hex")}`, bytes: bytes() });
+    const mine = await listen(member.token);
+    const startCursor = await cursorOf(owner, "o1", groupId, device(member, "m1"));
+    expect(startCursor).to.equal(1);
+
+    mine.ws.send(JSON.stringify({ type: "cursor", groupId, deviceId: "m1", seq: 3 }));
+    await waitFor("the cursor moved by the frame", async () => (await cursorOf(owner, "o1", groupId, device(member, "m1"))) === 3, 15_000, 50);
+    // Never back: a late, lower move leaves it.
+    mine.ws.send(JSON.stringify({ type: "cursor", groupId, deviceId: "m1", seq: 2 }));
+
+    // A device of this user that is not in the group: refused, nothing moved.
+    mine.ws.send(JSON.stringify({ type: "cursor", groupId, deviceId: "m2", seq: 4 }));
+    await waitFor("the refusal of device m2", () => mine.frames.some((f) => f.type === "error"), 15_000, 20);
+    expect(mine.frames.filter((f) => f.type === "error").map((f) => f.code)).to.deep.equal(["NOT_GROUP_MEMBER"]);
+
+    // Another user naming the member's device id acts as its own (non-member) device: refused, the member's cursor untouched.
+    const theirs = await listen(stranger.token);
+    theirs.ws.send(JSON.stringify({ type: "cursor", groupId, deviceId: "m1", seq: 4 }));
+    await waitFor("the stranger's refusal", () => theirs.frames.some((f) => f.type === "error"), 15_000, 20);
+    expect(theirs.frames.find((f) => f.type === "error").code).to.equal("NOT_GROUP_MEMBER");
+
+    // Beyond the log's end, and a malformed frame: refused as the HTTP route refuses them.
+    mine.ws.send(JSON.stringify({ type: "cursor", groupId, deviceId: "m1", seq: 99 }));
+    mine.ws.send(JSON.stringify({ type: "cursor", groupId: "not-a-group", deviceId: "m1", seq: 4 }));
+    await waitFor("two more refusals", () => mine.frames.filter((f) => f.type === "error").length >= 3, 15_000, 20);
+    expect(mine.frames.filter((f) => f.type === "error").map((f) => f.code)).to.have.members(["NOT_GROUP_MEMBER", "BAD_REQUEST", "BAD_REQUEST"]);
+    expect(await cursorOf(owner, "o1", groupId, device(member, "m1"))).to.equal(3);
+    expect(mine.ws.readyState).to.equal(WebSocket.OPEN);
+  });
+
+  describe("MLS devices", () => {
+    async function mlsDevice(u: Session) {
+      const dir = mkdtempSync(path.join(tmpdir(), "chat-notice-home-"));
+      let client: CountingDsClient | undefined;
+      const d = await MlsDevice.open({
+        storage: homeDeviceStorage(new Home(dir), u.username),
+        username: u.username,
+        identityKeys: [{ index: 0, privateKey: u.identity.privateKey }],
+        chainId: chain.deployed.chainId,
+        contract: chain.deployed.address,
+        keyBook: chainKeyBook(reader.registry(chain.deployed.address)),
+        connect: (deviceId) => (client = new CountingDsClient({ url: relay.url, token: u.token, deviceId })),
+        oneTimeKeyPackages: 2,
+      });
+      await d.ensureKeyPackages();
+      return { device: d, client: client! };
+    }
+    const bodies = (r: { messages: { body: string }[] }) => r.messages.map((m) => m.body);
+
+    let alice: Awaited<ReturnType<typeof mlsDevice>>;
+    let bob: Awaited<ReturnType<typeof mlsDevice>>;
+    let carol: Awaited<ReturnType<typeof mlsDevice>>;
+    let bobUser: Session;
+    let bobSocket: Listener;
+    let groupId: string;
+
+    /** alice sends `text`; bob's socket hears its notice, which carries the entry. */
+    async function sendAndHear(text: string): Promise<LogEntryWire> {
+      const { seq } = await alice.device.send(groupId, text);
+      await waitFor("bob's notice", () => bobSocket.groupFrames(groupId).some((f) => f.seq === seq), 15_000, 20);
+      const entry = bobSocket.groupFrames(groupId).find((f) => f.seq === seq).entry;
+      expect(entry, "the notice carries the entry").to.not.equal(undefined);
+      return entry;
+    }
+
+    before(async () => {
+      const [a, b, c] = [await user("nm_a"), await user("nm_b"), await user("nm_c")];
+      bobUser = b;
+      [alice, bob, carol] = [await mlsDevice(a), await mlsDevice(b), await mlsDevice(c)];
+      groupId = await alice.device.createGroup([b.username, c.username]);
+      for (const d of [bob, carol]) await d.device.sync();
+      expect(bob.device.epoch(groupId)).to.equal(alice.device.epoch(groupId));
+      bobSocket = await listen(bobUser.token);
+    });
+
+    it("a device applying the handed entry, without a log read, ends where a device reading the log ends", async () => {
+      const entry = await sendAndHear("handed over");
+      const reads = bob.client.logReads;
+      const byNotice = await bob.device.applyNotice(groupId, [entry]);
+      expect(bob.client.logReads, "no log read").to.equal(reads);
+      const byLog = await carol.device.catchUp(groupId);
+      expect(bodies(byNotice)).to.deep.equal(["handed over"]);
+      expect(byNotice.messages.map(({ id, from, seq, sentAt }) => ({ id, from, seq, sentAt }))).to.deep.equal(
+        byLog.messages.map(({ id, from, seq, sentAt }) => ({ id, from, seq, sentAt })),
+      );
+      expect(byNotice.events).to.deep.equal(byLog.events);
+      expect(bob.device.epoch(groupId)).to.equal(carol.device.epoch(groupId));
+      // The relay's cursors agree too, and neither has more to read.
+      expect(await cursorOf(bobUser, bob.client.deviceId, groupId, { username: bobUser.username, deviceId: bob.client.deviceId })).to.equal(entry.seq);
+      expect(bodies(await bob.device.catchUp(groupId))).to.deep.equal([]);
+      // Applying the same entry again shows nothing twice (it is no longer next: an ordinary catch-up).
+      expect(bodies(await bob.device.applyNotice(groupId, [entry]))).to.deep.equal([]);
+      // Both go on working in the group: bob's reply opens for alice and carol.
+      await bob.device.send(groupId, "from bob");
+      expect(bodies(await alice.device.catchUp(groupId))).to.deep.equal(["from bob"]);
+      expect(bodies(await carol.device.catchUp(groupId))).to.deep.equal(["from bob"]);
+    });
+
+    it("an entry that is not next falls back to the log", async () => {
+      const first = await sendAndHear("first of two");
+      const second = await sendAndHear("second of two");
+      const reads = bob.client.logReads;
+      // Only the second is handed: one is missing before it, so the log is read and both are shown in order.
+      const got = await bob.device.applyNotice(groupId, [second]);
+      expect(bob.client.logReads).to.be.greaterThan(reads);
+      expect(bodies(got)).to.deep.equal(["first of two", "second of two"]);
+      expect(first.seq + 1).to.equal(second.seq);
+      await carol.device.catchUp(groupId);
+      await bob.device.catchUp(groupId);
+    });
+
+    it("a forged handed entry is refused by the MLS checks and the log is read instead: nothing forged is shown or skipped", async () => {
+      const earlier = await sendAndHear("an earlier one");
+      await bob.device.applyNotice(groupId, [earlier]);
+      const forge: Record<string, (next: LogEntryWire) => LogEntryWire> = {
+        "garbage bytes": (next) => ({ ...next, bytes: bytes(200) }),
+        // an earlier message replayed under the next seq: its generation is used up
+        "a replay": (next) => ({ ...next, bytes: earlier.bytes, id: earlier.id }),
+        "a bit flipped": (next) => ({ ...next, bytes: encodeBase64(flipLastByte(next.bytes)) }),
+      };
+      const texts: string[] = ["an earlier one"];
+      let next: LogEntryWire | undefined;
+      for (const [what, make] of Object.entries(forge)) {
+        const text = `after ${what}`;
+        texts.push(text);
+        next = await sendAndHear(text);
+        const reads = bob.client.logReads;
+        const got = await bob.device.applyNotice(groupId, [make(next)]);
+        expect(bob.client.logReads, `${what}: the log is read instead`).to.be.greaterThan(reads);
+        // The log's genuine entry is what is shown, once; the forgery is neither shown nor reported as the entry.
+        expect(bodies(got), what).to.deep.equal([text]);
+        expect(got.events.filter((e) => e.kind === "refused"), what).to.deep.equal([]);
+      }
+      // carol, reading the log, got the same texts, and bob's state is hers.
+      expect(bodies(await carol.device.catchUp(groupId))).to.deep.equal(texts);
+      expect(bob.device.epoch(groupId)).to.equal(carol.device.epoch(groupId));
+
+      // A forged entry for a seq the log does not have yet: refused, nothing to read, the cursor stays.
+      const lastSeq = next!.seq;
+      const reads = bob.client.logReads;
+      const got = await bob.device.applyNotice(groupId, [{ ...next!, seq: lastSeq + 1, bytes: bytes(120) }]);
+      expect(bob.client.logReads).to.be.greaterThan(reads);
+      expect(got).to.deep.equal({ messages: [], events: [] });
+      expect(await cursorOf(bobUser, bob.client.deviceId, groupId, { username: bobUser.username, deviceId: bob.client.deviceId })).to.equal(lastSeq);
+      // The genuine next message still opens after all that.
+      const after = await sendAndHear("still in step");
+      expect(bodies(await bob.device.applyNotice(groupId, [after]))).to.deep.equal(["still in step"]);
+    });
+  });
+});
+
+function flipLastByte(base64: string): Uint8Array {
+  const raw = new Uint8Array(Buffer.from(base64, "base64"));
+  raw[raw.length - 1] ^= 0x01;
+  return raw;
+}
