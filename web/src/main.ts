@@ -2,8 +2,8 @@
  * The browser client's entry: settings → log in / register / link → main screen. One status bar (live
  * regions) for progress, news and errors; every failure is shown as its code and text, never thrown.
  */
+import "./zod-jitless";
 import "./styles.css";
-import { config as zodConfig } from "zod";
 import { Account, logoutEverywhere, rememberedSession, type Session } from "./account";
 import { keystoreJson, localKeys } from "./keystore";
 import { accountHooks, openMessenger } from "./messenger";
@@ -15,10 +15,6 @@ import { clear, el, errorMessage } from "./ui/dom";
 import { MainScreen } from "./ui/main-screen";
 import { settingsScreen } from "./ui/settings-screen";
 import { StatusBar } from "./ui/status";
-
-// zod probes for eval (new Function) before its first object parse; the page's CSP refuses eval and reports
-// the probe as a violation. Jitless parsing never probes.
-zodConfig({ jitless: true });
 
 /** How often the owner's account is checked on chain for a pending reset while logged in. */
 const OWN_ACCOUNT_CHECK_MS = 60_000;
