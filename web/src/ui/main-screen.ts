@@ -239,7 +239,7 @@ export class MainScreen {
         action: async (values) => {
           const name = values.name.trim();
           if (name === "") throw new ChatError("BAD_REQUEST", "name the group");
-          this.open(await this.messenger!.createGroup(name, parseUsernames(values.members)));
+          return this.open(await this.messenger!.createGroup(name, parseUsernames(values.members)));
         },
       }),
     );
@@ -262,12 +262,15 @@ export class MainScreen {
     if (focusedId) (this.listNode.querySelector(`[data-conversation="${CSS.escape(focusedId)}"]`) as HTMLElement | null)?.focus();
   }
 
-  private open(id: string): void {
+  /** Opens conversation `id` and focuses its composer; returns the composer (a dialog that opened it focuses it once closed). */
+  private open(id: string): HTMLTextAreaElement | null {
     if (this.openId !== id) this.draft = "";
     this.openId = id;
     this.messenger?.markRead(id);
     this.render();
-    (this.conversationNode.querySelector("textarea") as HTMLTextAreaElement | null)?.focus();
+    const composer = this.conversationNode.querySelector("textarea");
+    composer?.focus();
+    return composer;
   }
 
   private renderConversation(): void {
