@@ -13,12 +13,11 @@
 import { expect } from "chai";
 import fc from "fast-check";
 import type { Page } from "playwright-core";
-import { expectNoProblems } from "./browser";
-import { openConversation, registerInBrowser, startChat, type BrowserUser } from "./app";
+import { expectNoProblemsBesideDefaultRpc, openConversation, registerInBrowser, startChat, type BrowserUser } from "./app";
 import { startWebStack, type WebStack } from "./stack";
 
 const SEED = 0x5eed_7e57;
-const GENERATED = Number(process.env.HOSTILE_N ?? 1_000);
+const GENERATED = 1_000;
 
 /** The classics, each one message. */
 const CLASSICS = [
@@ -169,7 +168,7 @@ async function waitForMessages(page: Page, title: string, whose: "mine" | "their
 }
 
 describe("web client: hostile text shows as text", function () {
-  this.timeout(600_000);
+  this.timeout(1_500_000);
   let stack: WebStack;
   const users: BrowserUser[] = [];
 
@@ -203,23 +202,10 @@ describe("web client: hostile text shows as text", function () {
 
     // The app's own elements that the smuggling check also matches (its noscript note, the composer's form).
     const baseline = { ann: (await scanTimeline(ann.page, "ben")).smuggled, ben: (await scanTimeline(ben.page, "ann")).smuggled };
-    let requestMs = 0;
-    let requests = 0;
-    const byPath = new Map<string, number>();
-    ann.page.on("requestfailed", (request) => console.log(`      failed: ${request.method()} ${request.url()} ${request.failure()?.errorText}`));
-    ann.page.on("requestfinished", (request) => {
-      const t = request.timing();
-      requests++;
-      const key = `${request.method()} ${new URL(request.url()).pathname.replace(/[0-9a-f]{16,}/g, ":id")}`;
-      byPath.set(key, (byPath.get(key) ?? 0) + 1);
-      requestMs += t.responseEnd > 0 ? t.responseEnd - t.requestStart : 0;
-    });
 
     // Typed into the composer as a person's input (the text at once, as a paste), each sent with Enter.
     const composer = ann.page.getByRole("textbox", { name: "Message to ben" });
     await composer.focus();
-    const cdp = process.env.HOSTILE_PROFILE ? await ann.page.context().newCDPSession(ann.page) : undefined;
-    if (cdp) { await cdp.send("Profiler.enable"); await cdp.send("Profiler.setSamplingInterval", { interval: 1000 }); await cdp.send("Profiler.start"); }
     const started = Date.now();
     for (const text of sent) {
       await ann.page.keyboard.insertText(text);
@@ -227,33 +213,11 @@ describe("web client: hostile text shows as text", function () {
     }
     expect(await composer.inputValue(), "the composer empties after each send").to.equal("");
     const typedMs = Date.now() - started;
-    console.log(`      typed ${sent.length} in ${typedMs} ms`);
-    const progress = setInterval(() => {
-      void (async () => {
-        const a = await ann.page.evaluate(() => [document.querySelectorAll("li.message.mine").length, document.querySelectorAll(".state-sending").length]).catch(() => []);
-        const b = await ben.page.evaluate(() => document.querySelectorAll("li.message.theirs").length).catch(() => -1);
-        console.log(`      ${Date.now() - started} ms: ann ${a} ben ${b}`);
-      })();
-    }, 10_000);
 
     const expected = sent.map(composed);
-    await waitForMessages(ann.page, "ben", "mine", sent.length, 240_000);
-    await waitForMessages(ben.page, "ann", "theirs", sent.length, 240_000);
-    clearInterval(progress);
-    console.log(`      ann: ${requests} requests, ${requestMs.toFixed(0)} ms waiting for answers`, [...byPath]);
-    if (cdp) {
-      const { profile } = await cdp.send("Profiler.stop");
-      const self = new Map<string, number>();
-      const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-      const dt = profile.timeDeltas ?? [];
-      (profile.samples ?? []).forEach((id, i) => {
-        const n = byId.get(id)!;
-        const key = `${n.callFrame.functionName || "(anon)"} ${n.callFrame.url.split("/").pop()}:${n.callFrame.lineNumber}`;
-        self.set(key, (self.get(key) ?? 0) + (dt[i] ?? 0));
-      });
-      console.log([...self].sort((a, b) => b[1] - a[1]).slice(0, 40).map(([k, v]) => `${(v / 1000).toFixed(0)} ms ${k}`).join("\n"));
-      require("node:fs").writeFileSync("/tmp/webc-profile.json", JSON.stringify(profile));
-    }
+    // Each text is its own MLS message and relay request: on a loaded 2-core machine that is a few a second.
+    await waitForMessages(ann.page, "ben", "mine", sent.length, 900_000);
+    await waitForMessages(ben.page, "ann", "theirs", sent.length, 300_000);
     console.log(`      ${sent.length} messages typed in ${typedMs} ms, on both sides after ${Date.now() - started} ms`);
 
     for (const [user, title] of [[ann, "ben"], [ben, "ann"]] as const) {
@@ -268,7 +232,7 @@ describe("web client: hostile text shows as text", function () {
     }
     expect(dialogs, "dialogs opened").to.deep.equal([]);
     expect(await ann.page.evaluate(() => location.pathname)).to.equal("/");
-    expectNoProblems(ann.watched, "ann's page");
-    expectNoProblems(ben.watched, "ben's page");
+    expectNoProblemsBesideDefaultRpc(ann.watched, "ann's page");
+    expectNoProblemsBesideDefaultRpc(ben.watched, "ben's page");
   });
 });
