@@ -85,7 +85,8 @@ export function decodeApplicationPayload(bytes: Uint8Array): ApplicationPayload 
   checkKindBody(kind, bodyBytes);
   let body: string;
   try {
-    body = new TextDecoder("utf-8", { fatal: true }).decode(bodyBytes);
+    // ignoreBOM keeps a leading U+FEFF: it is part of the text as sent, not a byte-order mark to drop.
+    body = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bodyBytes);
   } catch {
     throw bad("body", "is not UTF-8");
   }

@@ -4,7 +4,7 @@
  */
 import { expect } from "chai";
 import type { Page } from "playwright-core";
-import { launchBrowser, type BrowserSession, type WatchedPage } from "./browser";
+import { expectNoProblems, launchBrowser, type BrowserSession, type WatchedPage } from "./browser";
 import type { WebStack } from "./stack";
 
 /** How long a step that crosses the relay and the chain may take on a busy machine. */
@@ -99,4 +99,14 @@ export async function closeUser(user: { session: BrowserSession }): Promise<void
 
 export function expectContains(texts: string[], body: string): void {
   expect(texts.some((t) => t.includes(body)), `"${body}" in ${JSON.stringify(texts)}`).to.equal(true);
+}
+
+/**
+ * expectNoProblems for a page opened with openApp: its settings screen first tried the default RPC
+ * (127.0.0.1:8545), which no test runs, and the browser logs that refused connection; nothing else may show.
+ */
+export function expectNoProblemsBesideDefaultRpc(watched: WatchedPage, what = "the page"): void {
+  const { consoleErrors, pageErrors, cspViolations } = watched.problems;
+  expect(consoleErrors.filter((e) => !e.includes("net::ERR_CONNECTION_REFUSED")), `${what}: console errors`).to.deep.equal([]);
+  expectNoProblems({ consoleErrors: [], pageErrors, cspViolations }, what);
 }

@@ -14,6 +14,9 @@ const STORES = ["device", "records"] as const;
 
 export class PersistedDocuments implements DeviceDocuments {
   private writes: Promise<void> = Promise.resolve();
+  /** documents written since the last batch started, by name (the latest text) */
+  private readonly pending = new Map<string, string>();
+  private batchQueued = false;
   private failure: ChatError | undefined;
 
   private constructor(
@@ -40,8 +43,18 @@ export class PersistedDocuments implements DeviceDocuments {
   write(name: string, value: unknown): void {
     const text = JSON.stringify(value);
     this.docs.set(name, text);
+    this.pending.set(name, text);
+    if (this.batchQueued) return;
+    // Writes made while a batch is in flight wait for it and then go in one transaction, each document once
+    // (its latest text): a busy conversation costs a transaction per burst, not one per change.
+    this.batchQueued = true;
     this.writes = this.writes
-      .then(() => this.idb.put(this.store, name, text))
+      .then(() => {
+        this.batchQueued = false;
+        const batch = [...this.pending];
+        this.pending.clear();
+        return this.idb.putAll(this.store, batch);
+      })
       .catch((error: unknown) => {
         this.failure ??= error instanceof ChatError ? error : new ChatError("STORAGE_UNAVAILABLE", `browser storage failed: ${String(error)}`);
       });

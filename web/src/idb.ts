@@ -78,6 +78,22 @@ export class Idb {
     await request(this.store(store, "readwrite").put(value, key), `write ${store}`);
   }
 
+  /** Writes every entry in one transaction: all of them are stored, or none. */
+  async putAll(store: string, entries: readonly (readonly [IDBValidKey, unknown])[]): Promise<void> {
+    let transaction: IDBTransaction;
+    try {
+      transaction = this.db.transaction(store, "readwrite");
+    } catch (error) {
+      throw storageError(`use store ${store}`, error);
+    }
+    const objects = transaction.objectStore(store);
+    await new Promise<void>((resolve, reject) => {
+      transaction.oncomplete = () => resolve();
+      transaction.onabort = transaction.onerror = () => reject(storageError(`write ${store}`, transaction.error));
+      for (const [key, value] of entries) objects.put(value, key);
+    });
+  }
+
   async delete(store: string, key: IDBValidKey): Promise<void> {
     await request(this.store(store, "readwrite").delete(key), `delete from ${store}`);
   }

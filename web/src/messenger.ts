@@ -110,6 +110,7 @@ class BrowserMessenger implements Messenger {
   private readonly listeners = new Set<() => void>();
   private queue: Promise<unknown> = Promise.resolve();
   private syncQueued = false;
+  private flushQueued: Promise<void> | undefined;
   private closed = false;
   private socket: WebSocket | undefined;
   private reconnectMs = 1_000;
@@ -283,7 +284,16 @@ class BrowserMessenger implements Messenger {
     this.items(conversationId).push({ type: "message", id: entry.id, from: this.me, fromMe: true, body, sentAt: entry.sentAt, state: "sending" });
     this.saveItems(conversationId);
     this.notify();
-    await this.run(() => this.flushOutbox());
+    await this.flushSoon();
+  }
+
+  /** One outbox flush queued at a time: texts typed while it waits go out with it, each still its own message. */
+  private flushSoon(): Promise<void> {
+    this.flushQueued ??= this.run(async () => {
+      this.flushQueued = undefined;
+      await this.flushOutbox();
+    });
+    return this.flushQueued;
   }
 
   async verify(username: string): Promise<void> {

@@ -19,7 +19,8 @@ export function formDialog(params: {
   fields: DialogField[];
   submitLabel: string;
   danger?: boolean;
-  action: (values: Record<string, string>) => Promise<void>;
+  /** may name where the focus goes once the dialog closes (else back where it was): while the dialog is up, nothing outside it can take the focus */
+  action: (values: Record<string, string>) => Promise<void | HTMLElement | null>;
 }): void {
   const inputs = params.fields.map((f) =>
     el("input", { type: f.type ?? "text", name: f.name, autocomplete: f.autocomplete ?? "off", autocapitalize: "none", spellcheck: "false", required: f.required ?? true }),
@@ -39,12 +40,12 @@ export function formDialog(params: {
   );
   const dialog = el("dialog", { "aria-labelledby": titleId }, form);
   const previousFocus = document.activeElement instanceof HTMLElement ? document.activeElement : null;
-  const close = () => {
+  const close = (focusTarget?: HTMLElement | null) => {
     dialog.close();
     dialog.remove();
-    previousFocus?.focus();
+    (focusTarget ?? previousFocus)?.focus();
   };
-  cancel.addEventListener("click", close);
+  cancel.addEventListener("click", () => close());
   dialog.addEventListener("cancel", (event) => {
     event.preventDefault();
     close();
@@ -55,8 +56,8 @@ export function formDialog(params: {
     void busy(
       [...inputs, submit, cancel],
       async () => {
-        await params.action(Object.fromEntries(params.fields.map((f, i) => [f.name, inputs[i].value])));
-        close();
+        const focusTarget = await params.action(Object.fromEntries(params.fields.map((f, i) => [f.name, inputs[i].value])));
+        close(focusTarget instanceof HTMLElement ? focusTarget : null);
       },
       (failure) => {
         error.textContent = errorMessage(failure);

@@ -24,6 +24,11 @@ export interface MainScreenActions {
 
 const STATE_LABEL = { sending: "sending…", stored: "stored", delivered: "delivered", failed: "failed" } as const;
 
+/** What decides an item's look besides its id (the rest of an item never changes): a new key means a new node. */
+function itemKey(item: TimelineItem): string {
+  return item.type === "message" ? `${item.id} ${item.state ?? ""}` : `${item.id} ${item.keyChange?.verified ?? ""}`;
+}
+
 function parseUsernames(text: string): string[] {
   const names = text
     .split(/[\s,]+/)
@@ -52,6 +57,8 @@ export class MainScreen {
   /** incoming message ids already announced, so that a re-render announces only new ones */
   private announced = new Set<string>();
   private draft = "";
+  /** What the open conversation shows, kept between renders so that a change touches only what it changed. */
+  private shown: { id: string; title: string; members: string; header: HTMLElement; timeline: HTMLElement; nodes: Map<string, HTMLElement> } | undefined;
 
   constructor(
     private session: Session,
@@ -238,7 +245,7 @@ export class MainScreen {
         action: async (values) => {
           const name = values.name.trim();
           if (name === "") throw new ChatError("BAD_REQUEST", "name the group");
-          this.open(await this.messenger!.createGroup(name, parseUsernames(values.members)));
+          return this.open(await this.messenger!.createGroup(name, parseUsernames(values.members)));
         },
       }),
     );
@@ -261,38 +268,70 @@ export class MainScreen {
     if (focusedId) (this.listNode.querySelector(`[data-conversation="${CSS.escape(focusedId)}"]`) as HTMLElement | null)?.focus();
   }
 
-  private open(id: string): void {
+  /** Opens conversation `id` and focuses its composer; returns the composer (a dialog that opened it focuses it once closed). */
+  private open(id: string): HTMLTextAreaElement | null {
     if (this.openId !== id) this.draft = "";
     this.openId = id;
     this.messenger?.markRead(id);
     this.render();
-    (this.conversationNode.querySelector("textarea") as HTMLTextAreaElement | null)?.focus();
+    const composer = this.conversationNode.querySelector("textarea");
+    composer?.focus();
+    return composer;
   }
 
   private renderConversation(): void {
     const messenger = this.messenger;
     const conversation = messenger?.conversations().find((c) => c.id === this.openId);
-    const composerFocused = document.activeElement instanceof HTMLTextAreaElement && this.conversationNode.contains(document.activeElement);
-    const timelineNode = this.conversationNode.querySelector(".timeline");
-    const atBottom = !timelineNode || timelineNode.scrollTop + timelineNode.clientHeight >= timelineNode.scrollHeight - 20;
-    clear(this.conversationNode);
     if (!messenger || !conversation) {
       this.openId = undefined;
+      this.shown = undefined;
+      clear(this.conversationNode);
       this.conversationNode.append(el("p", { class: "hint" }, messenger ? "Choose a conversation, or start one." : ""));
       return;
     }
+    let shown = this.shown;
+    if (!shown || shown.id !== conversation.id || shown.title !== conversation.title) {
+      // Another conversation (or a renamed one): built anew, with an empty composer unless the draft is its own.
+      clear(this.conversationNode);
+      const timeline = el("ol", { class: "timeline", "aria-label": `Messages with ${conversation.title}`, tabindex: 0 });
+      const header = this.headerNode(conversation);
+      this.conversationNode.append(header, timeline, this.composer(conversation));
+      shown = { id: conversation.id, title: conversation.title, members: "", header, timeline, nodes: new Map() };
+      this.shown = shown;
+    }
+    const members = `${conversation.kind} ${conversation.members.join(",")}`;
+    if (shown.members !== members) {
+      const header = this.headerNode(conversation);
+      shown.header.replaceWith(header);
+      shown.header = header;
+      shown.members = members;
+    }
+    // Only the items that are new or changed are built; the rest stay (a long history renders once, not on every change).
+    const timeline = shown.timeline;
+    const atBottom = timeline.scrollTop + timeline.clientHeight >= timeline.scrollHeight - 20;
+    const items = messenger.timeline(conversation.id);
+    const keys = items.map(itemKey);
+    const wanted = new Set(keys);
+    for (const [key, node] of shown.nodes) if (!wanted.has(key)) node.remove();
+    const nodes = new Map<string, HTMLElement>();
+    items.forEach((item, i) => {
+      const node = shown.nodes.get(keys[i]) ?? this.itemNode(item);
+      nodes.set(keys[i], node);
+      const at = timeline.children[i];
+      if (at !== node) timeline.insertBefore(node, at ?? null);
+    });
+    shown.nodes = nodes;
+    if (atBottom) timeline.scrollTop = timeline.scrollHeight;
+  }
+
+  private headerNode(conversation: ConversationSummary): HTMLElement {
     const back = el("button", { type: "button", class: "back" }, "← Back");
     back.addEventListener("click", () => {
       this.openId = undefined;
       this.render();
       (this.listNode.querySelector("button") as HTMLButtonElement | null)?.focus();
     });
-    const header = el("header", { class: "conversation-header" }, back, el("h2", {}, conversation.title), this.membersNode(conversation));
-    const timeline = el("ol", { class: "timeline", "aria-label": `Messages with ${conversation.title}`, tabindex: 0 });
-    for (const item of messenger.timeline(conversation.id)) timeline.append(this.itemNode(item));
-    this.conversationNode.append(header, timeline, this.composer(conversation));
-    if (atBottom) timeline.scrollTop = timeline.scrollHeight;
-    if (composerFocused) (this.conversationNode.querySelector("textarea") as HTMLTextAreaElement | null)?.focus();
+    return el("header", { class: "conversation-header" }, back, el("h2", {}, conversation.title), this.membersNode(conversation));
   }
 
   private membersNode(conversation: ConversationSummary): HTMLElement {
