@@ -14,8 +14,8 @@ const STORES = ["device", "records"] as const;
 
 export class PersistedDocuments implements DeviceDocuments {
   private writes: Promise<void> = Promise.resolve();
-  /** documents written since the last batch started, by name (the latest text) */
-  private readonly pending = new Map<string, string>();
+  /** documents written since the last batch started, by name (the latest text; undefined: removed) */
+  private readonly pending = new Map<string, string | undefined>();
   private batchQueued = false;
   private failure: ChatError | undefined;
 
@@ -43,6 +43,15 @@ export class PersistedDocuments implements DeviceDocuments {
   write(name: string, value: unknown): void {
     const text = JSON.stringify(value);
     this.docs.set(name, text);
+    this.queue(name, text);
+  }
+
+  remove(name: string): void {
+    if (!this.docs.delete(name)) return;
+    this.queue(name, undefined);
+  }
+
+  private queue(name: string, text: string | undefined): void {
     this.pending.set(name, text);
     if (this.batchQueued) return;
     // Writes made while a batch is in flight wait for it and then go in one transaction, each document once

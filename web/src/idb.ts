@@ -79,6 +79,7 @@ export class Idb {
   }
 
   /** Writes every entry in one transaction: all of them are stored, or none. */
+  /** Puts every entry in one transaction; an entry whose value is undefined is deleted. */
   async putAll(store: string, entries: readonly (readonly [IDBValidKey, unknown])[]): Promise<void> {
     let transaction: IDBTransaction;
     try {
@@ -90,7 +91,10 @@ export class Idb {
     await new Promise<void>((resolve, reject) => {
       transaction.oncomplete = () => resolve();
       transaction.onabort = transaction.onerror = () => reject(storageError(`write ${store}`, transaction.error));
-      for (const [key, value] of entries) objects.put(value, key);
+      for (const [key, value] of entries) {
+        if (value === undefined) objects.delete(key);
+        else objects.put(value, key);
+      }
     });
   }
 

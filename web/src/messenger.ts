@@ -26,6 +26,8 @@ const POLL_MS = 4_000;
 const KEY_CHECK_MS = 30_000;
 /** Items kept per conversation: older ones are dropped, so the store cannot grow without bound. */
 const MAX_TIMELINE_ITEMS = 2_000;
+/** Items per sealed history page: a change reseals and rewrites the pages it touched, not the conversation. */
+const HISTORY_PAGE_ITEMS = 100;
 const REQUEST_TIMEOUT_MS = 30_000;
 const MAX_RECONNECT_MS = 30_000;
 /** Refusals that no retry cures: the text is marked failed and leaves the outbox. */
@@ -116,7 +118,8 @@ class BrowserMessenger implements Messenger {
   private reconnectMs = 1_000;
   private timers: ReturnType<typeof setTimeout>[] = [];
   private lastKeyCheck = new Map<string, number>();
-  private readonly timelines = new Map<string, StoredItem[]>();
+  /** each loaded conversation: its items, the number of its oldest page, and each page's JSON as last saved */
+  private readonly timelines = new Map<string, { items: StoredItem[]; firstPage: number; saved: Map<number | "meta", string> }>();
   private records: Records;
 
   constructor(
@@ -148,19 +151,50 @@ class BrowserMessenger implements Messenger {
     this.saveRecord("records", this.records);
   }
 
-  private items(groupId: string): StoredItem[] {
-    let items = this.timelines.get(groupId);
-    if (!items) {
-      items = this.loadRecord<StoredItem[]>(`history/${groupId}`) ?? [];
-      this.timelines.set(groupId, items);
+  private loaded(groupId: string) {
+    let timeline = this.timelines.get(groupId);
+    if (!timeline) {
+      const meta = this.loadRecord<{ firstPage: number; pages: number }>(`history/${groupId}/meta`) ?? { firstPage: 0, pages: 0 };
+      timeline = { items: [], firstPage: meta.firstPage, saved: new Map<number | "meta", string>([["meta", JSON.stringify(meta)]]) };
+      for (let number = meta.firstPage; number < meta.firstPage + meta.pages; number++) {
+        const page = this.loadRecord<StoredItem[]>(`history/${groupId}/${number}`) ?? [];
+        timeline.items.push(...page);
+        timeline.saved.set(number, JSON.stringify(page));
+      }
+      this.timelines.set(groupId, timeline);
     }
-    return items;
+    return timeline;
   }
 
+  private items(groupId: string): StoredItem[] {
+    return this.loaded(groupId).items;
+  }
+
+  /** Saves the pages that changed since they were last saved; past the limit, the oldest whole pages go. */
   private saveItems(groupId: string): void {
-    const items = this.items(groupId);
-    if (items.length > MAX_TIMELINE_ITEMS) items.splice(0, items.length - MAX_TIMELINE_ITEMS);
-    this.saveRecord(`history/${groupId}`, items);
+    const timeline = this.loaded(groupId);
+    const { items, saved } = timeline;
+    while (items.length > MAX_TIMELINE_ITEMS) {
+      items.splice(0, HISTORY_PAGE_ITEMS);
+      saved.delete(timeline.firstPage);
+      this.storage.records.remove(`history/${groupId}/${timeline.firstPage}`);
+      timeline.firstPage++;
+    }
+    const pages = Math.ceil(items.length / HISTORY_PAGE_ITEMS);
+    for (let i = 0; i < pages; i++) {
+      const number = timeline.firstPage + i;
+      const page = items.slice(i * HISTORY_PAGE_ITEMS, (i + 1) * HISTORY_PAGE_ITEMS);
+      const text = JSON.stringify(page);
+      if (saved.get(number) === text) continue;
+      this.saveRecord(`history/${groupId}/${number}`, page);
+      saved.set(number, text);
+    }
+    const meta = { firstPage: timeline.firstPage, pages };
+    const metaText = JSON.stringify(meta);
+    if (saved.get("meta") !== metaText) {
+      this.saveRecord(`history/${groupId}/meta`, meta);
+      saved.set("meta", metaText);
+    }
   }
 
   private addEvent(groupId: string, text: string, level: "info" | "warning" | "alarm", keyChange?: Extract<TimelineItem, { type: "event" }>["keyChange"]): void {
