@@ -90,6 +90,9 @@ describe("MLS encodings", function () {
     expect(decodeApplicationPayload(bytes)).to.deep.equal(payload);
     // version 1 (no kind byte) is still read, as a text
     expect(decodeApplicationPayload(Uint8Array.of(1, ...bytes.subarray(2)))).to.deep.equal(payload);
+    // a leading U+FEFF is text the sender typed, not a byte-order mark to drop
+    const bom = { ...payload, body: "\uFEFF\uFEFFbom first" };
+    expect(decodeApplicationPayload(encodeApplicationPayload(bom))).to.deep.equal(bom);
     const named = { kind: "group-name" as const, id: payload.id, sentAt: 1, body: "team ✓" };
     expect(decodeApplicationPayload(encodeApplicationPayload(named))).to.deep.equal(named);
     const leave = { kind: "leave" as const, id: payload.id, sentAt: 1, body: "" };
