@@ -7,8 +7,8 @@
 import { expect } from "chai";
 import type { Locator, Page } from "playwright-core";
 import { launchBrowser } from "./browser";
-import { STEP_MS, expectNoProblemsBesideDefaultRpc, openConversation, registerInBrowser, waitForMessaging, waitForText, type BrowserUser } from "./app";
-import { startWebStack, type WebStack } from "./stack";
+import { STEP_MS, expectNoProblemsBesideDefaultRpc, openConversation, registerInBrowser, waitForMessaging, waitForText, useWebStack } from "./app";
+import type { WebStack } from "./stack";
 
 const WIDTH = 360;
 const HEIGHT = 740;
@@ -64,15 +64,11 @@ async function expectNamedInputs(page: Page, where: string): Promise<number> {
 
 describe("web client: phone size and keyboard only", function () {
   this.timeout(300_000);
+  const web = useWebStack();
+  const users = web.users;
   let stack: WebStack;
-  const users: BrowserUser[] = [];
-
-  before(async () => {
-    stack = await startWebStack();
-  });
-  after(async () => {
-    for (const u of users) await u.session.close().catch(() => undefined);
-    await stack?.stop();
+  before(() => {
+    stack = web.stack();
   });
 
   it("at 360x740: no sideways scroll; set up, register, chat and use the account menu by keyboard alone", async () => {

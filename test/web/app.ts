@@ -5,7 +5,7 @@
 import { expect } from "chai";
 import type { Page } from "playwright-core";
 import { expectNoProblems, launchBrowser, type BrowserSession, type WatchedPage } from "./browser";
-import type { WebStack } from "./stack";
+import { startWebStack, type WebStack } from "./stack";
 
 /** How long a step that crosses the relay and the chain may take on a busy machine. */
 export const STEP_MS = 60_000;
@@ -109,4 +109,27 @@ export function expectNoProblemsBesideDefaultRpc(watched: WatchedPage, what = "t
   const { consoleErrors, pageErrors, cspViolations } = watched.problems;
   expect(consoleErrors.filter((e) => !e.includes("net::ERR_CONNECTION_REFUSED")), `${what}: console errors`).to.deep.equal([]);
   expectNoProblems({ consoleErrors: [], pageErrors, cspViolations }, what);
+}
+
+/**
+ * The stack of one describe block and the browser users its tests open: started in a before hook, and
+ * every user's browser closed, then the stack stopped, in an after hook.
+ */
+export function useWebStack(): { stack: () => WebStack; users: BrowserUser[] } {
+  let stack: WebStack | undefined;
+  const users: BrowserUser[] = [];
+  before(async () => {
+    stack = await startWebStack();
+  });
+  after(async () => {
+    for (const u of users) await u.session.close().catch(() => undefined);
+    await stack?.stop();
+  });
+  return {
+    stack: () => {
+      if (!stack) throw new Error("the web stack is not started yet");
+      return stack;
+    },
+    users,
+  };
 }

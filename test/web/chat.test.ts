@@ -4,20 +4,16 @@
  * its page was closed.
  */
 import { expect } from "chai";
-import { loginInBrowser, openConversation, registerInBrowser, sendText, startChat, waitForText, type BrowserUser } from "./app";
-import { startWebStack, type WebStack } from "./stack";
+import { loginInBrowser, openConversation, registerInBrowser, sendText, startChat, waitForText, useWebStack } from "./app";
+import type { WebStack } from "./stack";
 
 describe("web client: two browser users chat", function () {
   this.timeout(300_000);
+  const web = useWebStack();
+  const users = web.users;
   let stack: WebStack;
-  const users: BrowserUser[] = [];
-
-  before(async () => {
-    stack = await startWebStack();
-  });
-  after(async () => {
-    for (const u of users) await u.session.close().catch(() => undefined);
-    await stack?.stop();
+  before(() => {
+    stack = web.stack();
   });
 
   it("register, chat live both ways, and read on return what came while away", async () => {

@@ -13,8 +13,8 @@
 import { expect } from "chai";
 import fc from "fast-check";
 import type { Page } from "playwright-core";
-import { expectNoProblemsBesideDefaultRpc, openConversation, registerInBrowser, startChat, type BrowserUser } from "./app";
-import { startWebStack, type WebStack } from "./stack";
+import { expectNoProblemsBesideDefaultRpc, openConversation, registerInBrowser, startChat, useWebStack } from "./app";
+import type { WebStack } from "./stack";
 
 const SEED = 0x5eed_7e57;
 const GENERATED = 1_000;
@@ -169,15 +169,11 @@ async function waitForMessages(page: Page, title: string, whose: "mine" | "their
 
 describe("web client: hostile text shows as text", function () {
   this.timeout(1_500_000);
+  const web = useWebStack();
+  const users = web.users;
   let stack: WebStack;
-  const users: BrowserUser[] = [];
-
-  before(async () => {
-    stack = await startWebStack();
-  });
-  after(async () => {
-    for (const u of users) await u.session.close().catch(() => undefined);
-    await stack?.stop();
+  before(() => {
+    stack = web.stack();
   });
 
   it(`${CLASSICS.length} classics and ${GENERATED} generated bodies arrive as exactly their text on both sides`, async () => {

@@ -9,8 +9,8 @@ import { readFileSync } from "node:fs";
 import { expect } from "chai";
 import { decryptKeystoreJson } from "ethers";
 import type { Page } from "playwright-core";
-import { STEP_MS, expectNoProblemsBesideDefaultRpc, loginInBrowser, openConversation, registerInBrowser, sendText, startChat, waitForText, type BrowserUser } from "./app";
-import { startWebStack, type WebStack } from "./stack";
+import { STEP_MS, expectNoProblemsBesideDefaultRpc, loginInBrowser, openConversation, registerInBrowser, sendText, startChat, waitForText, useWebStack, type BrowserUser } from "./app";
+import type { WebStack } from "./stack";
 
 interface ShownItem {
   kind: string;
@@ -89,15 +89,11 @@ async function downloadPrivateKey(user: BrowserUser): Promise<string> {
 
 describe("web client: history across reloads, nothing readable at rest, logout wipes", function () {
   this.timeout(400_000);
+  const web = useWebStack();
+  const users = web.users;
   let stack: WebStack;
-  const users: BrowserUser[] = [];
-
-  before(async () => {
-    stack = await startWebStack();
-  });
-  after(async () => {
-    for (const u of users) await u.session.close().catch(() => undefined);
-    await stack?.stop();
+  before(() => {
+    stack = web.stack();
   });
 
   it("reload keeps the conversation; storage holds no plaintext, password or key; logout deletes it all", async () => {
