@@ -243,6 +243,16 @@ export const BASE64_PATTERN = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za
 /** An MLS group id as the /v2 routes write it: 32 bytes as 64 lowercase hex characters (as GroupIdHex in wire-v2). */
 const GroupIdText = z.string().regex(/^[0-9a-f]{64}$/, "expected 32 bytes as lowercase hex");
 const LogCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+/** The largest log entry (its MLS bytes, before base64) a group notice carries; a larger one is read from the log. */
+export const NOTICE_ENTRY_MAX_BYTES = 8 * 1024;
+/** An MLS message id as the Delivery Service takes it (DsMessageId in wire-v2). */
+const DsMessageIdText = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "1 to 64 characters of A-Z a-z 0-9 _ -");
+/** MLS bytes small enough to ride in one frame each way: at most NOTICE_ENTRY_MAX_BYTES, standard base64. */
+const SmallMlsBytes = z
+  .string()
+  .min(4)
+  .max(4 * Math.ceil(NOTICE_ENTRY_MAX_BYTES / 3))
+  .regex(BASE64_PATTERN, "expected standard base64");
 
 /**
  * client -> relay: device `deviceId` of the socket's user has processed group `groupId`'s log up to `seq`;
@@ -256,7 +266,24 @@ export const CursorFrame = z.object({
   seq: LogCount,
 });
 export type CursorFrame = z.infer<typeof CursorFrame>;
-export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame, PresenceQueryFrame, CursorFrame]);
+/**
+ * client -> relay: device `deviceId` of the socket's user appends an MLS application message of at most
+ * NOTICE_ENTRY_MAX_BYTES to group `groupId`'s log: the same append, under the same rules, as POST
+ * /v2/groups/:groupId/messages with that X-Device-Id (durable before the answer; a re-send with the same id,
+ * over either path, is answered as a duplicate with the first seq). Answered with an AppendedFrame, or an
+ * ErrorFrame carrying this `id` (EPOCH_CONFLICT with `currentEpoch`, NOT_GROUP_MEMBER, RATE_LIMITED, ...).
+ * A larger message, and every commit, goes over HTTP.
+ */
+export const AppendFrame = z.object({
+  type: z.literal("append"),
+  groupId: GroupIdText,
+  deviceId: z.string().regex(DEVICE_ID_PATTERN, "1 to 64 characters of A-Z a-z 0-9 _ -"),
+  epoch: LogCount,
+  id: DsMessageIdText,
+  bytes: SmallMlsBytes,
+});
+export type AppendFrame = z.infer<typeof AppendFrame>;
+export const ClientFrame = z.discriminatedUnion("type", [SendFrame, AckFrame, PresenceQueryFrame, CursorFrame, AppendFrame]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 
 /** relay -> sender: message `id` is durable ("stored") or was delivered and acknowledged ("delivered"). */
@@ -280,13 +307,23 @@ export const ErrorFrame = z.object({
   retryable: z.boolean().optional(),
   /** for RATE_LIMITED: milliseconds until the relay takes this kind of frame again */
   retryAfterMs: z.number().int().optional(),
+  /** for EPOCH_CONFLICT (an AppendFrame's): the group's epoch now; catch up from the log and send again */
+  currentEpoch: z.number().int().nonnegative().optional(),
 });
+/** relay -> the sender of an AppendFrame: the message is durable at `seq` of group `groupId` (as AppendResponse in wire-v2). */
+export const AppendedFrame = z.object({
+  type: z.literal("appended"),
+  groupId: GroupIdText,
+  id: DsMessageIdText,
+  seq: LogCount,
+  epoch: LogCount,
+  duplicate: z.boolean(),
+});
+export type AppendedFrame = z.infer<typeof AppendedFrame>;
 /** relay -> sender: `to`'s device acknowledged message `id` (sent to every connection of the sender, on any instance). */
 export const ReceiptFrame = z.object({ type: z.literal("receipt"), id: MessageId, to: Username, status: z.literal("delivered") });
 /** relay -> client: whether `user` is connected to this relay instance (other instances are not asked). */
 export const PresenceFrame = z.object({ type: z.literal("presence"), user: Username, online: z.boolean() });
-/** The largest log entry (its MLS bytes, before base64) a group notice carries; a larger one is read from the log. */
-export const NOTICE_ENTRY_MAX_BYTES = 8 * 1024;
 /**
  * A log entry as a group notice carries it: the shape of LogEntryWire (GET /v2/groups/:groupId/log, in
  * protocol/wire-v2.ts), with at most NOTICE_ENTRY_MAX_BYTES of MLS bytes.
@@ -296,12 +333,8 @@ export const NoticeEntry = z.object({
   epoch: LogCount,
   kind: z.enum(["handshake", "application"]),
   sender: z.object({ username: Username, deviceId: z.string().regex(DEVICE_ID_PATTERN) }),
-  id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
-  bytes: z
-    .string()
-    .min(4)
-    .max(4 * Math.ceil(NOTICE_ENTRY_MAX_BYTES / 3))
-    .regex(BASE64_PATTERN, "expected standard base64"),
+  id: DsMessageIdText,
+  bytes: SmallMlsBytes,
   receivedAt: LogCount,
 });
 export type NoticeEntry = z.infer<typeof NoticeEntry>;
@@ -328,6 +361,7 @@ export const ServerFrame = z.discriminatedUnion("type", [
   PresenceFrame,
   GroupFrame,
   WelcomeFrame,
+  AppendedFrame,
 ]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 

@@ -15,7 +15,7 @@ import type { RegistryChain } from "./chain/registry";
 import type { Syncer } from "./chain/sync";
 import type { RelayConfig } from "./config";
 import { accountRoutes } from "./http/accounts";
-import { deliveryServiceRoutes, moveCursorBy } from "./http/delivery-service";
+import { createDeliveryService } from "./http/delivery-service";
 import { deviceRoutes } from "./http/devices";
 import type { HttpContext } from "./http/context";
 import { errorHandler, sendError } from "./http/errors";
@@ -199,10 +199,10 @@ export function createRelay(deps: RelayDeps): Relay {
     // before the Delivery Service: its session gate covers every /v2 route
     app.use(deviceRoutes(ctx, deps.devices, { maxDevicesPerUser: config.maxDevicesPerUser, deviceLinkTtlMs: config.deviceLinkTtlMs }));
   }
-  if (deps.deliveryService) {
-    // before the 16 kB parser: /v2 bodies carry welcomes; notices go out through messaging once it listens
-    app.use(deliveryServiceRoutes(ctx, deps.deliveryService, (usernames, notice) => messaging?.notify(usernames, notice)));
-  }
+  // Notices go out through messaging once it listens.
+  const deliveryService = deps.deliveryService && createDeliveryService(ctx, deps.deliveryService, (usernames, notice) => messaging?.notify(usernames, notice));
+  // before the 16 kB parser: /v2 bodies carry welcomes
+  if (deliveryService) app.use(deliveryService.routes);
   app.use(express.json({ limit: "16kb" }));
   app.use(opsRoutes({ ...ctx, mailbox, bus, metricsToken: config.bounds.metricsToken }));
   app.use(accountRoutes(ctx));
@@ -230,7 +230,8 @@ export function createRelay(deps: RelayDeps): Relay {
         clock,
         metrics,
         users,
-        moveCursor: deps.deliveryService && moveCursorBy(deps.deliveryService),
+        moveCursor: deliveryService?.moveCursor,
+        appendApplication: deliveryService?.appendApplication,
         limits: { maxFrameBytes: config.maxFrameBytes, mailboxTtlMs: config.mailboxTtlMs, ...deps.messagingLimits },
       });
       syncer.start();

@@ -7,7 +7,8 @@
  * protocol/wire.ts), so that clients read the log at once instead of polling. A small application message
  * rides along in its notice, so that a device that is caught up applies it without reading the log: the
  * bytes are the ones the log would return, and the client checks them the same way.
- * Cursor moves also arrive over the WebSocket (CursorFrame): moveCursorBy below applies the same rules.
+ * Cursor moves and small application messages also arrive over the WebSocket (CursorFrame, AppendFrame):
+ * createDeliveryService hands messaging the same calls, with the same rules and announcements.
  */
 import express, { Router, type Request, type Response } from "express";
 import { ChatError } from "../../protocol/errors";
@@ -70,11 +71,16 @@ export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice) => 
 export type CursorMover = (device: DeviceRef, groupIdHex: string, seq: number) => Promise<number>;
 
 /**
- * The cursor move of POST /v2/groups/:groupId/cursor for callers outside HTTP (the WebSocket's cursor
- * frame): the same store call, batched with the others where the store batches, and the same refusals.
+ * Appends an application message as `sender` (as POST /v2/groups/:groupId/messages, `bytes` in base64 as
+ * the wire carries them) and announces it to the group; refusals as ChatErrors, an epoch conflict as the result.
  */
-export function moveCursorBy(store: DeliveryServiceStore): CursorMover {
-  return (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: fromHex(parseWith(GroupIdHex, groupIdHex, "groupId")), seq }));
+export type ApplicationAppender = (sender: DeviceRef, groupIdHex: string, body: { epoch: number; id: string; bytes: string }) => Promise<AppendResult>;
+
+/** The Delivery Service of one relay: its HTTP routes, and the same calls for the WebSocket's frames. */
+export interface DeliveryService {
+  routes: Router;
+  moveCursor: CursorMover;
+  appendApplication: ApplicationAppender;
 }
 
 const usernamesOf = (members: readonly DeviceRef[]) => new Set(members.map((m) => m.username));
@@ -87,7 +93,7 @@ async function ds<T>(task: Promise<T>): Promise<T> {
   }
 }
 
-export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceStore, notify?: GroupNotify): Router {
+export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceStore, notify?: GroupNotify): DeliveryService {
   const router = Router();
   let announceFailedAt = -Infinity;
 
@@ -226,10 +232,8 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     announce({ groupId, result, membersBefore, welcomeRecipients: body.welcomes.map((w) => ({ username: w.username, deviceId: w.deviceId })) });
   });
 
-  router.post("/v2/groups/:groupId/messages", async (req, res) => {
-    const sender = caller(req, res);
-    const groupId = groupIdOf(req);
-    const body = parseWith(ApplicationRequest, req.body);
+  /** One append for both paths: stored durably, then announced (a notice carries the entry when it is small). */
+  async function appendApplication(sender: DeviceRef, groupId: Uint8Array, body: { epoch: number; id: string; bytes: string }): Promise<AppendResult> {
     const bytes = fromBase64(body.bytes);
     const receivedAt = ctx.clock();
     const result = await ds(
@@ -243,10 +247,17 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
         withMemberUsernames: notify !== undefined,
       }),
     );
-    sendAppend(res, result);
     // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
     const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
     announce({ groupId, result, entry });
+    return result;
+  }
+
+  router.post("/v2/groups/:groupId/messages", async (req, res) => {
+    const sender = caller(req, res);
+    const groupId = groupIdOf(req);
+    const body = parseWith(ApplicationRequest, req.body);
+    sendAppend(res, await appendApplication(sender, groupId, body));
   });
 
   router.get("/v2/groups/:groupId/log", async (req, res) => {
@@ -311,5 +322,11 @@ export function deliveryServiceRoutes(ctx: HttpContext, store: DeliveryServiceSt
     res.json({ ok: true });
   });
 
-  return router;
+  const groupIdFrom = (groupIdHex: string) => fromHex(parseWith(GroupIdHex, groupIdHex, "groupId"));
+  return {
+    routes: router,
+    // The cursor move is the store's own: batched with the others where the store batches.
+    moveCursor: (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: groupIdFrom(groupIdHex), seq })),
+    appendApplication: (sender, groupIdHex, body) => appendApplication(sender, groupIdFrom(groupIdHex), body),
+  };
 }

@@ -15,5 +15,8 @@ export function createMysqlPool(url: string, options: { connectionLimit?: number
     connectTimeout: 5_000,
     waitForConnections: true,
     enableKeepAlive: true,
+    // No caller stack captured per query (Error.captureStackTrace on every call was 5-7 % of the
+    // relay's CPU under load); a failure still carries MySQL's code and message.
+    trace: false,
   });
 }

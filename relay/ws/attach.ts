@@ -89,8 +89,10 @@ export function attachMessaging(params: {
   limits: MessagingLimits;
   /** Whether a recipient is registered; without it every recipient is accepted (tests of the wire alone). */
   users?: Pick<UserDirectory, "exists">;
-  /** The Delivery Service's cursor move, for cursor frames (relay/http/delivery-service.ts moveCursorBy). */
+  /** The Delivery Service's cursor move, for cursor frames. */
   moveCursor?: ConnectionDeps["settings"]["moveCursor"];
+  /** The Delivery Service's application append, for append frames. */
+  appendApplication?: ConnectionDeps["settings"]["appendApplication"];
 }): Messaging {
   const { server, mailbox, clock, limits } = params;
   if (!(Number.isInteger(limits.maxFrameBytes) && limits.maxFrameBytes > 0)) throw new Error("limits.maxFrameBytes must be a positive integer");
@@ -128,6 +130,7 @@ export function attachMessaging(params: {
       maxPendingNotices: limits.maxPendingNotices ?? 1_000,
       recipientExists: params.users ? (username) => params.users!.exists(username) : async () => true,
       moveCursor: params.moveCursor,
+      appendApplication: params.appendApplication,
     },
   };
 

@@ -7,15 +7,16 @@
  * comes from the backlog, the live route or a catch-up after a bus outage.
  * Delivery Service notices (a group's log grew, a welcome was stored) are not mailbox messages: they go out
  * in any state, at once while the socket keeps up, and otherwise wait here, one per group (the newest seq),
- * until it has drained. A device's cursor moves may come in as frames too (the same move as the Delivery
- * Service's POST /v2/groups/:groupId/cursor), so that a delivery costs one frame each way.
+ * until it has drained. A device's cursor moves and small application messages may come in as frames too
+ * (the same calls as the Delivery Service's POST /v2/groups/:groupId/cursor and /messages), so that a
+ * message costs one frame each way for its sender and for each recipient, and no HTTP request.
  */
 import { performance } from "node:perf_hooks";
 import type pino from "pino";
 import { WebSocket, type RawData } from "ws";
 import type { ErrorCode } from "../../protocol/errors";
 import { ChatError } from "../../protocol/errors";
-import { ClientFrame, CLOSE_CODES, MessageId, type CursorFrame, type GroupNotice, type ServerFrame } from "../../protocol/wire";
+import { ClientFrame, CLOSE_CODES, MessageId, type AppendFrame, type CursorFrame, type GroupNotice, type ServerFrame } from "../../protocol/wire";
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
 import { MailboxError, type Mailbox, type StoredMessage } from "../storage/mailbox";
@@ -50,6 +51,15 @@ export interface ConnectionSettings {
    * frame is refused with NOT_FOUND.
    */
   moveCursor?: (device: { username: string; deviceId: string }, groupIdHex: string, seq: number) => Promise<number>;
+  /**
+   * The Delivery Service's application append, durable when it resolves (refusals as ChatErrors); without
+   * it an append frame is refused with NOT_FOUND.
+   */
+  appendApplication?: (
+    sender: { username: string; deviceId: string },
+    groupIdHex: string,
+    body: { epoch: number; id: string; bytes: string },
+  ) => Promise<{ accepted: true; seq: number; epoch: number; duplicate: boolean } | { accepted: false; currentEpoch: number }>;
 }
 
 /** What every connection of one messaging instance shares. */
@@ -345,7 +355,7 @@ export class Connection implements RoutedConnection {
     return true;
   }
 
-  private sendError(code: ErrorCode, message: string, extra: { id?: string; retryable?: boolean; retryAfterMs?: number } = {}): void {
+  private sendError(code: ErrorCode, message: string, extra: { id?: string; retryable?: boolean; retryAfterMs?: number; currentEpoch?: number } = {}): void {
     this.deps.metrics.rejected.inc({ code });
     this.send({ type: "error", code, message, ...extra });
   }
@@ -397,6 +407,7 @@ export class Connection implements RoutedConnection {
     if (sendWait > 0) {
       return this.sendError("RATE_LIMITED", "too many messages; send again later", { id: frame.id, retryable: true, retryAfterMs: sendWait });
     }
+    if (frame.type === "append") return this.onAppend(frame);
     this.onSend(frame);
   }
 
@@ -463,6 +474,38 @@ export class Connection implements RoutedConnection {
         if (error instanceof ChatError && error.code !== "STORAGE_UNAVAILABLE") return this.reject(error.code, error.message);
         this.deps.logFailure("cursor move failed", error);
         this.sendError("STORAGE_UNAVAILABLE", "the relay cannot move the cursor right now; move it again later", { retryable: true });
+      },
+    );
+  }
+
+  /**
+   * A device of this socket's user appends an application message: the user is the session's, a device
+   * login's session acts only as its own device, and the store refuses a device that is not a member (as the
+   * /v2 routes). Answered once the message is durable; an epoch conflict is an answer, not a rejection.
+   */
+  private onAppend(frame: AppendFrame): void {
+    const { appendApplication } = this.deps.settings;
+    const id = frame.id;
+    if (!appendApplication) return this.reject("NOT_FOUND", "this relay has no Delivery Service", { id });
+    if (this.sessionDevice !== undefined && frame.deviceId !== this.sessionDevice) {
+      return this.reject("FORBIDDEN", `this session belongs to device ${this.sessionDevice}; the append frame must name it`, { id });
+    }
+    const body = { epoch: frame.epoch, id, bytes: frame.bytes };
+    appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body).then(
+      (result) => {
+        if (this.closed) return;
+        if (result.accepted) {
+          this.deps.metrics.relayed.inc();
+          this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate });
+          return;
+        }
+        this.sendError("EPOCH_CONFLICT", `the group is at epoch ${result.currentEpoch}; catch up and retry`, { id, currentEpoch: result.currentEpoch });
+      },
+      (error) => {
+        if (this.closed) return;
+        if (error instanceof ChatError && error.code !== "STORAGE_UNAVAILABLE") return this.reject(error.code, error.message, { id });
+        this.deps.logFailure("append failed", error);
+        this.sendError("STORAGE_UNAVAILABLE", "the relay cannot store messages right now; send again later", { id, retryable: true });
       },
     );
   }
