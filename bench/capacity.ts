@@ -5,7 +5,7 @@
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
- *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-idle-ms 0]
+ *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-idle-ms 0] [--append-ws 1]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
  * at fixed times for `step-seconds`, whatever happens to earlier ones, and latency is measured from the
@@ -26,8 +26,10 @@
  *   delivered = read. Then it moves its cursor: with `cursor-ws` 1 (the default) a {type:"cursor"} frame
  *   on its WebSocket, with 0 POST /v2/groups/:id/cursor; with `cursor-idle-ms` T > 0 a move waits until
  *   the device has had no new entry for T ms (client-side batching). Every member does so for every
- *   entry, its own included, as a real device does. `--notice-entries 0 --cursor-ws 0` is the path
- *   before notices carried entries.
+ *   entry, its own included, as a real device does. With `append-ws` 1 (the default) the sender appends
+ *   with an {type:"append"} frame on its WebSocket, answered {type:"appended"} once durable; with 0 it
+ *   POSTs. `--notice-entries 0 --cursor-ws 0 --append-ws 0` is the path before messages went over the
+ *   WebSocket.
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
  * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
@@ -91,6 +93,7 @@ const opts = options({
   "notice-entries": 1,
   "cursor-ws": 1,
   "cursor-idle-ms": 0,
+  "append-ws": 1,
 });
 if (opts.start < 1 || opts.max < opts.start) throw new Error("--start must be at least 1 and --max at least --start");
 if (opts.pairs < 1 || opts.sockets < 1 || opts["closed-window"] < 1) throw new Error("--pairs, --sockets and --closed-window must be at least 1");
@@ -555,11 +558,18 @@ async function main() {
       pairMembers.push(...members);
     }
     const pairBytes = pairGroups.map((g) => encodeBase64(g.message));
+    /** One application message from a device: an append frame on its WebSocket, or a POST (`append-ws`). */
+    const appendFrom = (client: V2Client, ws: () => WebSocket | null, group: RealGroup, bytes: string, id: string, driver: () => Driver) => {
+      if (opts["append-ws"]) {
+        // The answer ("appended", or an error frame counted by the socket's frame handler) needs no waiting here.
+        ws()!.send(JSON.stringify({ type: "append", groupId: group.groupId, deviceId: DEVICE_ID, epoch: group.epoch, id, bytes }));
+        return;
+      }
+      client.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).catch(failSend(driver));
+    };
     const relayDuo: Driver = newDriver("relay", "one_to_one", 1, pairMembers.length, relayPid, (slot, id) => {
-      const group = pairGroups[slot >> 1];
-      pairMembers[slot].client
-        .request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes: pairBytes[slot >> 1] })
-        .catch(failSend(() => relayDuo));
+      const member = pairMembers[slot];
+      appendFrom(member.client, () => member.ws, pairGroups[slot >> 1], pairBytes[slot >> 1], id, () => relayDuo);
     }, () => touchAll(pairMembers));
 
     const relayFanout = async (names: string[], group: RealGroup, scenario: string) => {
@@ -567,11 +577,17 @@ async function main() {
       await registerGroupOnRelay(sender, names, group);
       const bytes = encodeBase64(group.message);
       const members = names.slice(1).map((name) => new RelayMember(name, client(name, opts.sockets), group.groupId, () => driver));
+      // With append frames the sender holds a WebSocket as a device does (and hears its own group's notices).
+      let senderWs: WebSocket | null = null;
+      if (opts["append-ws"]) {
+        senderWs = await connectWebSocket(`wss://127.0.0.1:${relayPort}${WS_PATH}`, ca, { authorization: `Bearer ${tokenOf(names[0])}` }, (frame) => {
+          if (frame.type === "error") failSend(() => driver)(new Error(`${frame.code}: ${frame.message}`));
+        });
+        sockets.push(senderWs);
+      }
       const driver: Driver = newDriver(
         "relay", scenario, names.length - 1, 1, relayPid,
-        (_slot, id) => {
-          sender.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).catch(failSend(() => driver));
-        },
+        (_slot, id) => appendFrom(sender, () => senderWs, group, bytes, id, () => driver),
         async () => {
           await Promise.all(Array.from({ length: sender.sockets }, () => sender.request("GET", `/v2/groups/${group.groupId}/members`)));
           await touchAll(members);
@@ -740,6 +756,7 @@ async function main() {
       setup: {
         path: "v2 (MLS Delivery Service over HTTPS; {type:'group'} notices over the relay's WebSocket)",
         notice_entries: opts["notice-entries"] === 1,
+        appends: opts["append-ws"] ? "append frames on the sender's WebSocket" : "POST /v2/groups/:id/messages",
         cursor_moves: `${opts["cursor-ws"] ? "cursor frames on the WebSocket" : "POST /v2/groups/:id/cursor"}${opts["cursor-idle-ms"] > 0 ? `, after ${opts["cursor-idle-ms"]} ms without a new entry` : ", after every entry"}`,
         loop: "open: fixed send schedule per step; latency from the scheduled send time to the read (relay) or push (forwarder)",
         rates: `deliveries/s doubling from ${opts.start} to at most ${opts.max}; a series stops at its first failed rate`,

@@ -90,8 +90,12 @@ export const CommitRequest = z.object({
 });
 /** POST /v2/groups/:groupId/messages */
 export const ApplicationRequest = z.object({ epoch: Count, id: DsMessageId, bytes: base64Of(V2_LIMITS.applicationBytes) });
-/** 200 answer of both appends; a refused commit is 409 EPOCH_CONFLICT with `currentEpoch` in the error. */
-export const AppendResponse = z.object({ accepted: z.literal(true), seq: Count, epoch: Count, duplicate: z.boolean() });
+/**
+ * 200 answer of both appends; a refused commit is 409 EPOCH_CONFLICT with `currentEpoch` in the error.
+ * `cursor` (application messages; absent from older relays): the sending device's cursor after the
+ * append, moved past the new entry when it stood right before it.
+ */
+export const AppendResponse = z.object({ accepted: z.literal(true), seq: Count, epoch: Count, duplicate: z.boolean(), cursor: Count.optional() });
 export const EpochConflictBody = z.object({
   error: z.object({ code: z.literal("EPOCH_CONFLICT"), message: z.string(), currentEpoch: Count }),
 });

@@ -252,7 +252,11 @@ const SmallMlsBytes = z
   .string()
   .min(4)
   .max(4 * Math.ceil(NOTICE_ENTRY_MAX_BYTES / 3))
-  .regex(BASE64_PATTERN, "expected standard base64");
+  .regex(BASE64_PATTERN, "expected standard base64")
+  // The text's length alone admits up to two bytes more: count what it decodes to.
+  .refine((text) => (text.length / 4) * 3 - (text.endsWith("==") ? 2 : text.endsWith("=") ? 1 : 0) <= NOTICE_ENTRY_MAX_BYTES, {
+    message: `at most ${NOTICE_ENTRY_MAX_BYTES} bytes`,
+  });
 
 /**
  * client -> relay: device `deviceId` of the socket's user has processed group `groupId`'s log up to `seq`;
@@ -310,7 +314,12 @@ export const ErrorFrame = z.object({
   /** for EPOCH_CONFLICT (an AppendFrame's): the group's epoch now; catch up from the log and send again */
   currentEpoch: z.number().int().nonnegative().optional(),
 });
-/** relay -> the sender of an AppendFrame: the message is durable at `seq` of group `groupId` (as AppendResponse in wire-v2). */
+/**
+ * relay -> the sender of an AppendFrame: the message is durable at `seq` of group `groupId` (as
+ * AppendResponse in wire-v2). `cursor` is the sending device's cursor after the append: the relay moves it
+ * past the new entry when it stood right before it. The socket that appended hears of its own entry by this
+ * answer only, not by a GroupFrame (its user's other sockets get the notice as usual).
+ */
 export const AppendedFrame = z.object({
   type: z.literal("appended"),
   groupId: GroupIdText,
@@ -318,6 +327,7 @@ export const AppendedFrame = z.object({
   seq: LogCount,
   epoch: LogCount,
   duplicate: z.boolean(),
+  cursor: LogCount,
 });
 export type AppendedFrame = z.infer<typeof AppendedFrame>;
 /** relay -> sender: `to`'s device acknowledged message `id` (sent to every connection of the sender, on any instance). */

@@ -64,8 +64,11 @@ function fromDs(error: unknown): never {
   throw new ChatError("STORAGE_UNAVAILABLE", "storage unavailable");
 }
 
-/** Hands a notice to every open connection of `usernames`, on this relay instance and the others. */
-export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice) => void;
+/**
+ * Hands a notice to every open connection of `usernames`, on this relay instance and the others, except
+ * `origin` (the connection whose append it announces: its answer told it already).
+ */
+export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice, origin?: object) => void;
 
 /** Moves `device`'s cursor in group `groupIdHex` (as POST /v2/groups/:groupId/cursor); refusals as ChatErrors. */
 export type CursorMover = (device: DeviceRef, groupIdHex: string, seq: number) => Promise<number>;
@@ -74,7 +77,13 @@ export type CursorMover = (device: DeviceRef, groupIdHex: string, seq: number) =
  * Appends an application message as `sender` (as POST /v2/groups/:groupId/messages, `bytes` in base64 as
  * the wire carries them) and announces it to the group; refusals as ChatErrors, an epoch conflict as the result.
  */
-export type ApplicationAppender = (sender: DeviceRef, groupIdHex: string, body: { epoch: number; id: string; bytes: string }) => Promise<AppendResult>;
+export type ApplicationAppender = (
+  sender: DeviceRef,
+  groupIdHex: string,
+  body: { epoch: number; id: string; bytes: string },
+  /** the WebSocket connection that appended, which the notice skips */
+  origin?: object,
+) => Promise<AppendResult>;
 
 /** The Delivery Service of one relay: its HTTP routes, and the same calls for the WebSocket's frames. */
 export interface DeliveryService {
@@ -109,6 +118,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     welcomeRecipients?: DeviceRef[];
     /** the stored entry, handed along when small (never for a duplicate: its first attempt's entry is the stored one) */
     entry?: Omit<NoticeEntry, "seq">;
+    origin?: object;
   }): void {
     const { result } = params;
     if (!notify || !result.accepted) return;
@@ -118,7 +128,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
       (after) => {
         const users = new Set(after);
         for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
-        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried });
+        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried }, params.origin);
         // A retried commit stored nothing new: its first attempt's welcomes were announced then.
         const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
         if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
@@ -154,7 +164,8 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
 
   function sendAppend(res: Response, result: AppendResult): void {
     if (result.accepted) {
-      res.json({ accepted: true, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate });
+      const cursor = result.senderCursor === undefined ? {} : { cursor: result.senderCursor };
+      res.json({ accepted: true, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate, ...cursor });
       return;
     }
     // The loser of an epoch learns the current one, catches up from the log and retries.
@@ -233,7 +244,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   /** One append for both paths: stored durably, then announced (a notice carries the entry when it is small). */
-  async function appendApplication(sender: DeviceRef, groupId: Uint8Array, body: { epoch: number; id: string; bytes: string }): Promise<AppendResult> {
+  async function appendApplication(sender: DeviceRef, groupId: Uint8Array, body: { epoch: number; id: string; bytes: string }, origin?: object): Promise<AppendResult> {
     const bytes = fromBase64(body.bytes);
     const receivedAt = ctx.clock();
     const result = await ds(
@@ -249,7 +260,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     );
     // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
     const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
-    announce({ groupId, result, entry });
+    announce({ groupId, result, entry, origin });
     return result;
   }
 
@@ -326,7 +337,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
   return {
     routes: router,
     // The cursor move is the store's own: batched with the others where the store batches.
-    moveCursor: (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: groupIdFrom(groupIdHex), seq })),
-    appendApplication: (sender, groupIdHex, body) => appendApplication(sender, groupIdFrom(groupIdHex), body),
+    moveCursor: async (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: groupIdFrom(groupIdHex), seq })),
+    appendApplication: async (sender, groupIdHex, body, origin) => appendApplication(sender, groupIdFrom(groupIdHex), body, origin),
   };
 }

@@ -94,9 +94,11 @@ export function createMemoryDeliveryServiceStore(): MemoryDeliveryServiceStore {
     commit?: { add: DeviceRef[]; remove: DeviceRef[]; welcomes: { recipient: DeviceRef; bytes: Uint8Array; expiresAt: number }[] },
   ): AppendResult => {
     const group = groupOf(p.groupId);
-    if (!group.members.has(deviceKey(p.sender))) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+    const sender = group.members.get(deviceKey(p.sender));
+    if (!sender) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+    const senderCursor = kind === "application" ? { senderCursor: sender.cursor } : {};
     const existing = group.ids.get(`${deviceKey(p.sender)}\n${p.messageId}`);
-    if (existing) return { accepted: true, seq: existing.seq, epoch: existing.epoch, duplicate: true };
+    if (existing) return { accepted: true, seq: existing.seq, epoch: existing.epoch, duplicate: true, ...senderCursor };
     if (!epochAccepted(kind, p.epoch, group.epoch)) return { accepted: false, currentEpoch: group.epoch };
     if (commit && wouldExceed(group, commit.add, commit.remove)) throw new DsError("DS_LIMIT", `at most ${MAX_GROUP_DEVICES} devices per group`);
     const entry: LogEntry = { ...p, groupId: copy(group.groupId), kind, seq: group.lastSeq + 1 };
@@ -112,6 +114,10 @@ export function createMemoryDeliveryServiceStore(): MemoryDeliveryServiceStore {
         if (!list) welcomesByDevice.set(deviceKey(w.recipient), (list = []));
         list.push(stored);
       }
+    }
+    if (kind === "application") {
+      if (sender.cursor === entry.seq - 1) sender.cursor = entry.seq;
+      return { accepted: true, seq: entry.seq, epoch: entry.epoch, duplicate: false, senderCursor: sender.cursor };
     }
     return { accepted: true, seq: entry.seq, epoch: entry.epoch, duplicate: false };
   };

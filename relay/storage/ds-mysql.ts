@@ -145,9 +145,10 @@ const TABLES = [
  *
  * An application append: the same transaction as append() below (READ COMMITTED, the group row locked
  * first, the verdict of epochAccepted with the window passed in), committed before the CALL answers; then
- * the member users, for the notice. Outcome codes: accepted, duplicate, conflict, unknown, not-member.
+ * the member users, for the notice. A caught-up sender's cursor moves past its own message in the same
+ * transaction. Outcome codes: accepted, duplicate, conflict, unknown, not-member.
  */
-const APPEND_APPLICATION = "ds_append_application_v1";
+const APPEND_APPLICATION = "ds_append_application_v2";
 /** A cursor move: a plain read of the end and the cursor (no lock, so it never waits for an append), then the move. */
 const ADVANCE_CURSOR = "ds_advance_cursor_v1";
 
@@ -159,28 +160,28 @@ const ROUTINES = [
   BEGIN
     DECLARE v_epoch BIGINT UNSIGNED DEFAULT NULL;
     DECLARE v_last_seq BIGINT UNSIGNED DEFAULT NULL;
-    DECLARE v_member INT DEFAULT 0;
+    DECLARE v_cursor BIGINT UNSIGNED DEFAULT NULL;
     DECLARE v_existing_seq BIGINT UNSIGNED DEFAULT NULL;
     DECLARE v_existing_epoch BIGINT UNSIGNED DEFAULT NULL;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     START TRANSACTION;
     SELECT g.epoch, g.last_seq,
-        EXISTS (SELECT 1 FROM ds_members m WHERE m.group_id = g.id AND m.username = p_username AND m.device_id = p_device),
+        (SELECT m.cursor_seq FROM ds_members m WHERE m.group_id = g.id AND m.username = p_username AND m.device_id = p_device),
         l.seq, l.epoch
-      INTO v_epoch, v_last_seq, v_member, v_existing_seq, v_existing_epoch
+      INTO v_epoch, v_last_seq, v_cursor, v_existing_seq, v_existing_epoch
       FROM ds_groups g LEFT JOIN ds_log l
         ON l.group_id = g.id AND l.sender_username = p_username AND l.sender_device = p_device AND l.message_id = p_message_id
       WHERE g.id = p_group FOR UPDATE;
     IF v_epoch IS NULL THEN
       ROLLBACK;
       SELECT 'unknown' AS outcome, 0 AS seq, 0 AS epoch;
-    ELSEIF v_member = 0 THEN
+    ELSEIF v_cursor IS NULL THEN
       ROLLBACK;
       SELECT 'not-member' AS outcome, 0 AS seq, 0 AS epoch;
     ELSEIF v_existing_seq IS NOT NULL THEN
       ROLLBACK;
-      SELECT 'duplicate' AS outcome, v_existing_seq AS seq, v_existing_epoch AS epoch;
+      SELECT 'duplicate' AS outcome, v_existing_seq AS seq, v_existing_epoch AS epoch, v_cursor AS sender_cursor;
       SELECT DISTINCT username FROM ds_members WHERE group_id = p_group;
     ELSEIF p_epoch > v_epoch OR p_epoch + p_window < v_epoch THEN
       ROLLBACK;
@@ -189,8 +190,12 @@ const ROUTINES = [
       UPDATE ds_groups SET last_seq = v_last_seq + 1 WHERE id = p_group;
       INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
         VALUES (p_group, v_last_seq + 1, p_epoch, ${KIND_CODE.application}, p_username, p_device, p_message_id, p_bytes, p_received_at);
+      IF v_cursor = v_last_seq THEN
+        UPDATE ds_members SET cursor_seq = v_last_seq + 1 WHERE group_id = p_group AND username = p_username AND device_id = p_device;
+        SET v_cursor = v_last_seq + 1;
+      END IF;
       COMMIT;
-      SELECT 'accepted' AS outcome, v_last_seq + 1 AS seq, p_epoch AS epoch;
+      SELECT 'accepted' AS outcome, v_last_seq + 1 AS seq, p_epoch AS epoch, v_cursor AS sender_cursor;
       SELECT DISTINCT username FROM ds_members WHERE group_id = p_group;
     END IF;
   END`,
@@ -300,17 +305,19 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
       const [group] = await rows(
         conn,
         `SELECT g.epoch, g.last_seq,
-           EXISTS (SELECT 1 FROM ds_members m WHERE m.group_id = g.id AND m.username = ? AND m.device_id = ?) AS is_member,
+           (SELECT m.cursor_seq FROM ds_members m WHERE m.group_id = g.id AND m.username = ? AND m.device_id = ?) AS sender_cursor,
            (SELECT CONCAT(l.seq, ' ', l.epoch) FROM ds_log l
              WHERE l.group_id = g.id AND l.sender_username = ? AND l.sender_device = ? AND l.message_id = ?) AS existing
          FROM ds_groups g WHERE g.id = ? FOR UPDATE`,
         [p.sender.username, p.sender.deviceId, p.sender.username, p.sender.deviceId, p.messageId, bin(p.groupId)],
       );
       if (!group) throw new DsError("DS_UNKNOWN_GROUP", "no such group");
-      if (Number(group.is_member) !== 1) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+      if (group.sender_cursor === null) throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+      const cursor = Number(group.sender_cursor);
+      const senderCursor = (next: number) => (kind === "application" ? { senderCursor: next } : {});
       if (group.existing !== null) {
         const [seq, epoch] = String(group.existing).split(" ").map(Number);
-        return { accepted: true, seq, epoch, duplicate: true };
+        return { accepted: true, seq, epoch, duplicate: true, ...senderCursor(cursor) };
       }
       const current = { epoch: Number(group.epoch), lastSeq: Number(group.last_seq) };
       if (!epochAccepted(kind, p.epoch, current.epoch)) return { accepted: false, currentEpoch: current.epoch };
@@ -322,6 +329,10 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         [bin(p.groupId), seq, p.epoch, KIND_CODE[kind], p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt],
       );
+      if (kind === "application" && cursor === seq - 1) {
+        // The sender has processed its own message: a caught-up sender's cursor moves with the append.
+        await write(conn, "UPDATE ds_members SET cursor_seq = ? WHERE group_id = ? AND username = ? AND device_id = ?", [seq, bin(p.groupId), p.sender.username, p.sender.deviceId]);
+      }
       if (commit) {
         await changeMembers(conn, p.groupId, commit.add, commit.remove, seq);
         for (const w of commit.welcomes) {
@@ -332,7 +343,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
           );
         }
       }
-      return { accepted: true, seq, epoch: p.epoch, duplicate: false };
+      return { accepted: true, seq, epoch: p.epoch, duplicate: false, ...senderCursor(cursor === seq - 1 ? seq : cursor) };
     });
 
   const cursorRefusals = {
@@ -558,7 +569,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
       }
       const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
       const [verdict, users] = await call(`CALL ${APPEND_APPLICATION}(?, ?, ?, ?, ?, ?, ?, ?)`, args);
-      const { outcome, seq, epoch } = verdict[0];
+      const { outcome, seq, epoch, sender_cursor: senderCursor } = verdict[0];
       switch (outcome) {
         case "unknown":
           throw new DsError("DS_UNKNOWN_GROUP", "no such group");
@@ -573,6 +584,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
             seq: Number(seq),
             epoch: Number(epoch),
             duplicate: outcome === "duplicate",
+            senderCursor: Number(senderCursor),
             ...(params.withMemberUsernames === true ? { memberUsernames: users.map((r) => String(r.username)) } : {}),
           };
         default:

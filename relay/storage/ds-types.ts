@@ -141,7 +141,19 @@ export type AppendResult =
    * withMemberUsernames, a store that read the group's member users in the same step hands them over, so
    * the notice needs no second lookup
    */
-  | { accepted: true; seq: number; epoch: number; duplicate: boolean; memberUsernames?: string[] }
+  | {
+      accepted: true;
+      seq: number;
+      epoch: number;
+      duplicate: boolean;
+      memberUsernames?: string[];
+      /**
+       * for an application message: the sending device's cursor after the append. An append moves it past
+       * the new entry when it stood right before it (the sender has processed its own message), in the same
+       * step, so a caught-up sender needs no cursor move of its own.
+       */
+      senderCursor?: number;
+    }
   /** not stored: the group is at `currentEpoch`; catch up from the log and retry */
   | { accepted: false; currentEpoch: number };
 

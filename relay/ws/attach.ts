@@ -72,7 +72,8 @@ export interface Messaging {
   /** Runs the mailbox purge now (it also runs every purgeIntervalMs); returns how many were purged. */
   purgeExpired(): Promise<number>;
   /** Sends a Delivery Service notice to every connection of `usernames`, on this instance and the others. */
-  notify(usernames: Iterable<string>, notice: GroupNotice): void;
+  /** `origin`: a connection of this instance that is not told (it appended the entry and has its answer) */
+  notify(usernames: Iterable<string>, notice: GroupNotice, origin?: object): void;
 }
 
 export function attachMessaging(params: {
@@ -201,8 +202,8 @@ export function attachMessaging(params: {
   return {
     connectionCount: router.size,
     purgeExpired: purge.purgeExpired,
-    notify(usernames, notice) {
-      if (!closing) router.notify(usernames, notice);
+    notify(usernames, notice, origin) {
+      if (!closing) router.notify(usernames, notice, origin);
     },
     async close() {
       closing = true;

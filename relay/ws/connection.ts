@@ -59,7 +59,9 @@ export interface ConnectionSettings {
     sender: { username: string; deviceId: string },
     groupIdHex: string,
     body: { epoch: number; id: string; bytes: string },
-  ) => Promise<{ accepted: true; seq: number; epoch: number; duplicate: boolean } | { accepted: false; currentEpoch: number }>;
+    /** this connection: the notice of the entry skips it, since its answer tells it */
+    origin: object,
+  ) => Promise<{ accepted: true; seq: number; epoch: number; duplicate: boolean; senderCursor?: number } | { accepted: false; currentEpoch: number }>;
 }
 
 /** What every connection of one messaging instance shares. */
@@ -119,6 +121,8 @@ export class Connection implements RoutedConnection {
   /** notices not yet written, one per (kind, group), in arrival order */
   private readonly notices = new Map<string, GroupNotice>();
   private noticeTimer: NodeJS.Timeout | null = null;
+  /** per group, the last append of this socket still being stored: the next one waits for it */
+  private readonly appendsInFlight = new Map<string, Promise<void>>();
 
   constructor(
     private readonly deps: ConnectionDeps,
@@ -482,21 +486,34 @@ export class Connection implements RoutedConnection {
    * A device of this socket's user appends an application message: the user is the session's, a device
    * login's session acts only as its own device, and the store refuses a device that is not a member (as the
    * /v2 routes). Answered once the message is durable; an epoch conflict is an answer, not a rejection.
+   * One socket's appends to a group are stored in the order they came, so a client may send several
+   * without waiting and keep its order (the send rate limit bounds the queue).
    */
   private onAppend(frame: AppendFrame): void {
+    const before = this.appendsInFlight.get(frame.groupId) ?? Promise.resolve();
+    const done = before.then(() => this.append(frame));
+    this.appendsInFlight.set(frame.groupId, done);
+    void done.then(() => {
+      if (this.appendsInFlight.get(frame.groupId) === done) this.appendsInFlight.delete(frame.groupId);
+    });
+  }
+
+  /** Stores one append and answers it; never rejects. */
+  private append(frame: AppendFrame): Promise<void> {
     const { appendApplication } = this.deps.settings;
     const id = frame.id;
-    if (!appendApplication) return this.reject("NOT_FOUND", "this relay has no Delivery Service", { id });
+    if (!appendApplication) return Promise.resolve(this.reject("NOT_FOUND", "this relay has no Delivery Service", { id }));
     if (this.sessionDevice !== undefined && frame.deviceId !== this.sessionDevice) {
-      return this.reject("FORBIDDEN", `this session belongs to device ${this.sessionDevice}; the append frame must name it`, { id });
+      return Promise.resolve(this.reject("FORBIDDEN", `this session belongs to device ${this.sessionDevice}; the append frame must name it`, { id }));
     }
     const body = { epoch: frame.epoch, id, bytes: frame.bytes };
-    appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body).then(
+    return appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body, this).then(
       (result) => {
         if (this.closed) return;
         if (result.accepted) {
           this.deps.metrics.relayed.inc();
-          this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate });
+          const cursor = result.senderCursor ?? 0;
+          this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate, cursor });
           return;
         }
         this.sendError("EPOCH_CONFLICT", `the group is at epoch ${result.currentEpoch}; catch up and retry`, { id, currentEpoch: result.currentEpoch });

@@ -28,7 +28,8 @@ export interface Router<C extends RoutedConnection> {
   /** Hands a newly stored message to its recipient's connections here and on other instances. */
   deliver(message: RoutedMessage): void;
   /** Hands a Delivery Service notice to every connection of `usernames`, here and on other instances. */
-  notify(usernames: Iterable<string>, notice: GroupNotice): void;
+  /** to every connection of `usernames` but `origin` (the one whose append it announces), here and on other instances */
+  notify(usernames: Iterable<string>, notice: GroupNotice, origin?: object): void;
   size(): number;
   connections(): Iterable<C>;
   /** This instance's open connections of `username`. */
@@ -94,9 +95,9 @@ export function createRouter<C extends RoutedConnection>(params: {
       }
       bus?.publish(m).catch((error) => logFailure("bus publish failed; the recipient gets the message from the mailbox", error));
     },
-    notify(usernames, notice) {
+    notify(usernames, notice, origin) {
       const distinct = [...new Set(usernames)];
-      for (const username of distinct) for (const conn of byUser.get(username) ?? []) conn.notice(notice);
+      for (const username of distinct) for (const conn of byUser.get(username) ?? []) if (conn !== origin) conn.notice(notice);
       bus?.publishNotice(distinct, notice).catch((error) => logFailure("bus publish of a group notice failed; members read the log when they next sync", error));
     },
     size: () => all.size,
