@@ -224,6 +224,19 @@ describe("relay: small application messages appended over the WebSocket", functi
       expect(socket.ws.readyState).to.equal(WebSocket.OPEN);
     });
 
+    it("one byte over NOTICE_ENTRY_MAX_BYTES is refused BAD_REQUEST and stores nothing (its base64 is as long as the bound's)", async () => {
+      const owner = await user("wb_o");
+      const member = await user("wb_m");
+      const groupId = await groupOf(owner, [member]);
+      const socket = await listen(owner.token);
+      const over = messageId("over");
+      const text = bytes(NOTICE_ENTRY_MAX_BYTES + 1);
+      // 8193 bytes take as many base64 characters as 8192 (one group of four without padding instead of one with it).
+      expect(text.length).to.equal(bytes(NOTICE_ENTRY_MAX_BYTES).length);
+      expect(await appendOver(socket, append(groupId, "o1", 1, over, text))).to.include({ type: "error", code: "BAD_REQUEST", id: over });
+      expect((await logOf(owner, "o1", groupId)).map((e) => e.seq)).to.deep.equal([1]);
+    });
+
     it("a burst of appends beyond the connection's send rate gets RATE_LIMITED with each refused id; only the answered appends are stored", async () => {
       const owner = await user("wr_o");
       const member = await user("wr_m");
