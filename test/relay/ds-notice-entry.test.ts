@@ -17,23 +17,10 @@ import { MlsDevice } from "../../client-core/mls-device";
 import { Home } from "../../cli/home";
 import { homeDeviceStorage } from "../../cli/mls/device-files";
 import { DsClient } from "../../cli/mls/ds-client";
-import { GroupFrame, NOTICE_ENTRY_MAX_BYTES, WS_PATH } from "../../protocol/wire";
+import { GroupFrame, NOTICE_ENTRY_MAX_BYTES } from "../../protocol/wire";
 import { LogEntrySchema, encodeBase64, type LogEntryWire } from "../../protocol/wire-v2";
-import { startChain, type ChainFixture } from "../helpers/chain";
-import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
-import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 import { waitFor } from "../helpers/wait";
-import { login, registerUser } from "./accounts-fixture";
-
-type Session = TestUser & { token: string };
-
-/** A raw socket that records every frame it receives. */
-interface Listener {
-  ws: WebSocket;
-  frames: any[];
-  groupFrames(groupId: string): any[];
-}
+import { bytes, device, useRawDs, type Listener, type Session } from "./ds-raw-fixture";
 
 /** A DsClient that counts its log reads: a handed entry applied is a read saved. */
 class CountingDsClient extends DsClient {
@@ -44,87 +31,16 @@ class CountingDsClient extends DsClient {
   }
 }
 
-const bytes = (n = 64) => encodeBase64(new Uint8Array(randomBytes(n)));
-const newGroupId = () => randomBytes(32).toString("hex");
-const device = (u: Session, deviceId: string) => ({ username: u.username, deviceId });
-
 describe("relay: group notices carry small log entries; cursor moves over the WebSocket", function () {
   this.timeout(300_000);
-  let chain: ChainFixture;
-  let db: TestDatabase;
-  let relay: RelayProcess;
+  const ds = useRawDs("ds_notice_entry");
+  const { user, call, listen, groupOf, cursorOf } = ds;
   let reader: ChainReader;
-  const sockets: WebSocket[] = [];
 
   before(async () => {
-    chain = await startChain();
-    db = await createTestDatabase("chat_ds_notice_entry");
-    reader = await ChainReader.connect(chain.anvil.url);
-    relay = await startRelayProcess({
-      rpcUrl: chain.anvil.url,
-      contractAddress: chain.deployed.address,
-      deployBlock: chain.deployed.deployBlock,
-      relayerKey: chain.deployed.relayerKey,
-      mysqlUrl: db.url,
-      dataDir: mkdtempSync(path.join(tmpdir(), "chat-ds-notice-entry-")),
-      env: { INSECURE_HTTP: "1", LOG_LEVEL: "warn" },
-    });
+    reader = await ChainReader.connect(ds.chain().anvil.url);
   });
-  after(async () => {
-    for (const ws of sockets) ws.terminate();
-    await relay?.stop();
-    reader?.close();
-    await db?.drop();
-    await chain?.close();
-  });
-
-  async function user(prefix: string): Promise<Session> {
-    const u = newTestUser(uniqueUsername(prefix));
-    const registered = await registerUser(relay.url, chain.domain, u);
-    expect(registered.status, JSON.stringify(registered.body)).to.equal(200);
-    const session = await login(relay.url, chain.domain, u);
-    expect(session.status).to.equal(200);
-    return { ...u, token: session.body.token };
-  }
-
-  async function call(who: Session, deviceId: string, method: string, pathname: string, body?: unknown) {
-    const headers: Record<string, string> = { authorization: `Bearer ${who.token}`, "x-device-id": deviceId };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    const response = await fetch(`${relay.url}${pathname}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await response.text();
-    expect(response.status, `${method} ${pathname}: ${text.slice(0, 300)}`).to.equal(200);
-    return text ? JSON.parse(text) : undefined;
-  }
-
-  function listen(token: string): Promise<Listener> {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(relay.url.replace(/^http/, "ws") + WS_PATH, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
-      sockets.push(ws);
-      const listener: Listener = { ws, frames: [], groupFrames: (groupId) => listener.frames.filter((f) => f.type === "group" && f.groupId === groupId) };
-      ws.on("message", (data) => listener.frames.push(JSON.parse(data.toString())));
-      ws.on("error", reject);
-      ws.on("open", () => waitFor("ready frame", () => listener.frames.some((f) => f.type === "ready"), 30_000, 20).then(() => resolve(listener), reject));
-    });
-  }
-
-  /** A group of `owner` (device o1) and `members` (device m1 each), added by its first commit. */
-  async function groupOf(owner: Session, members: Session[]): Promise<string> {
-    const groupId = newGroupId();
-    await call(owner, "o1", "POST", "/v2/groups", { groupId, members: [device(owner, "o1")] });
-    const commit = await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, {
-      epoch: 0,
-      id: `add-${randomBytes(4).toString("hex")}`,
-      bytes: bytes(),
-      add: members.map((m) => device(m, "m1")),
-    });
-    expect(commit).to.include({ accepted: true, seq: 1 });
-    return groupId;
-  }
-
-  const cursorOf = async (who: Session, deviceId: string, groupId: string, of: { username: string; deviceId: string }) => {
-    const { members } = await call(who, deviceId, "GET", `/v2/groups/${groupId}/members`);
-    return members.find((m: any) => m.username === of.username && m.deviceId === of.deviceId)?.cursor as number | undefined;
-  };
+  after(() => reader?.close());
 
   it("a small application message rides in its notice as the log holds it; a large one, a commit or a retry does not", async () => {
     const owner = await user("ne_o");
@@ -208,10 +124,10 @@ describe("relay: group notices carry small log entries; cursor moves over the We
         storage: homeDeviceStorage(new Home(dir), u.username),
         username: u.username,
         identityKeys: [{ index: 0, privateKey: u.identity.privateKey }],
-        chainId: chain.deployed.chainId,
-        contract: chain.deployed.address,
-        keyBook: chainKeyBook(reader.registry(chain.deployed.address)),
-        connect: (deviceId) => (client = new CountingDsClient({ url: relay.url, token: u.token, deviceId })),
+        chainId: ds.chain().deployed.chainId,
+        contract: ds.chain().deployed.address,
+        keyBook: chainKeyBook(reader.registry(ds.chain().deployed.address)),
+        connect: (deviceId) => (client = new CountingDsClient({ url: ds.relay().url, token: u.token, deviceId })),
         oneTimeKeyPackages: 2,
       });
       await d.ensureKeyPackages();

@@ -1,0 +1,337 @@
+/**
+ * Small MLS application messages appended over the WebSocket (AppendFrame, answered AppendedFrame), against
+ * a real relay process (MariaDB, anvil with ChatRegistry). The bytes are opaque, as the relay never parses
+ * MLS. The append is the one of POST /v2/groups/:groupId/messages: durable before its answer, deduplicated
+ * across both paths, announced to the members with the entry; and the socket's session decides who sends,
+ * whatever the frame names.
+ */
+import { expect } from "chai";
+import { generateKeyPairSync, randomBytes, sign as ed25519Sign } from "node:crypto";
+import { Wallet } from "ethers";
+import WebSocket from "ws";
+import { authorizeDevice } from "../../protocol/mls/authorize-device";
+import { AppendedFrame, ErrorFrame, GroupFrame, NOTICE_ENTRY_MAX_BYTES } from "../../protocol/wire";
+import { deviceLoginText } from "../../protocol/wire-devices";
+import { encodeBase64 } from "../../protocol/wire-v2";
+import { waitFor } from "../helpers/wait";
+import { bytes, device, newGroupId, useRawDs, type Listener, type Session } from "./ds-raw-fixture";
+
+const messageId = (prefix = "w") => `${prefix}-${randomBytes(6).toString("hex")}`;
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+describe("relay: small application messages appended over the WebSocket", function () {
+  this.timeout(120_000);
+  const ds = useRawDs("ds_ws_append");
+  const { user, call, request, listen, groupOf } = ds;
+
+  const append = (groupId: string, deviceId: string, epoch: number, id: string, b: string) => ({ type: "append", groupId, deviceId, epoch, id, bytes: b });
+
+  /** The one answer to the append `id` on this socket: its appended frame or its error frame. */
+  const answerTo = (l: Listener, id: string) =>
+    waitFor(`the answer to append ${id}`, () => l.frames.find((f) => (f.type === "appended" || f.type === "error") && f.id === id), 15_000, 10);
+
+  /** Sends the append and returns its answer. */
+  async function appendOver(l: Listener, frame: ReturnType<typeof append>) {
+    l.send(frame);
+    return answerTo(l, frame.id);
+  }
+
+  /** The whole log of a small group, read as `who`'s member device. */
+  const logOf = async (who: Session, deviceId: string, groupId: string): Promise<any[]> =>
+    (await call(who, deviceId, "GET", `/v2/groups/${groupId}/log?after=0&limit=500`)).entries;
+
+  it("an append frame is durable and ordered: answered with its seq, logged as the socket's user sent it, handed to the other members in their notice", async () => {
+    const owner = await user("wa_o");
+    const member = await user("wa_m");
+    const groupId = await groupOf(owner, [member]);
+    const ownerSocket = await listen(owner.token);
+    const memberSocket = await listen(member.token);
+
+    const sent: { id: string; bytes: string; seq: number; from: Session; deviceId: string }[] = [];
+    for (const [from, socket, deviceId] of [
+      [owner, ownerSocket, "o1"],
+      [owner, ownerSocket, "o1"],
+      [member, memberSocket, "m1"],
+      [owner, ownerSocket, "o1"],
+    ] as const) {
+      const id = messageId();
+      const b = bytes(200 + sent.length);
+      const answer = await appendOver(socket, append(groupId, deviceId, 1, id, b));
+      expect(AppendedFrame.safeParse(answer).success, JSON.stringify(answer)).to.equal(true);
+      expect(answer).to.deep.equal({ type: "appended", groupId, id, seq: 2 + sent.length, epoch: 1, duplicate: false });
+      sent.push({ id, bytes: b, seq: answer.seq, from, deviceId });
+    }
+
+    // Durable and in answer order: the log holds each one at its seq, sent by the socket's user.
+    const log = await logOf(member, "m1", groupId);
+    expect(log.map((e) => e.seq)).to.deep.equal([1, 2, 3, 4, 5]);
+    for (const s of sent) {
+      expect(log[s.seq - 1]).to.deep.include({ seq: s.seq, epoch: 1, kind: "application", id: s.id, bytes: s.bytes, sender: device(s.from, s.deviceId) });
+    }
+
+    // Every other member's socket hears each one, the notice carrying the log's entry field for field.
+    for (const s of sent) {
+      const other = s.from === owner ? memberSocket : ownerSocket;
+      await waitFor(`the notice of seq ${s.seq}`, () => other.groupFrames(groupId).some((f) => f.seq === s.seq), 15_000, 10);
+      const notice = other.groupFrames(groupId).find((f) => f.seq === s.seq);
+      expect(GroupFrame.safeParse(notice).success).to.equal(true);
+      expect(notice.entry).to.deep.equal(log[s.seq - 1]);
+    }
+  });
+
+  it("HTTP and the WebSocket share one dedupe: a re-send over either path is a duplicate with the first seq, and the log keeps one entry, the first", async () => {
+    const owner = await user("wd_o");
+    const member = await user("wd_m");
+    const groupId = await groupOf(owner, [member]);
+    const socket = await listen(owner.token);
+
+    // HTTP first, then the frame (with other bytes: the stored ones are never replaced).
+    const viaHttp = messageId("h");
+    const first = bytes(100);
+    const stored = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: viaHttp, bytes: first });
+    expect(stored).to.include({ accepted: true, duplicate: false });
+    const again = await appendOver(socket, append(groupId, "o1", 1, viaHttp, bytes(100)));
+    expect(again).to.deep.equal({ type: "appended", groupId, id: viaHttp, seq: stored.seq, epoch: 1, duplicate: true });
+
+    // The frame first, then HTTP, then the frame again.
+    const viaWs = messageId("s");
+    const wsBytes = bytes(120);
+    const appended = await appendOver(socket, append(groupId, "o1", 1, viaWs, wsBytes));
+    expect(appended).to.include({ type: "appended", duplicate: false, seq: stored.seq + 1 });
+    const retried = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: viaWs, bytes: wsBytes });
+    expect(retried).to.deep.equal({ accepted: true, seq: appended.seq, epoch: 1, duplicate: true });
+    const count = socket.frames.length;
+    socket.send(append(groupId, "o1", 1, viaWs, wsBytes));
+    await waitFor("the second frame answer", () => socket.frames.slice(count).find((f) => f.type === "appended" && f.id === viaWs), 15_000, 10).then((f) =>
+      expect(f).to.include({ seq: appended.seq, duplicate: true }),
+    );
+
+    const log = await logOf(owner, "o1", groupId);
+    expect(log.map((e) => e.id)).to.deep.equal([log[0].id, viaHttp, viaWs]);
+    expect(log[1].bytes).to.equal(first);
+    expect(log[2].bytes).to.equal(wsBytes);
+  });
+
+  it("an append at an epoch the group cannot take is answered EPOCH_CONFLICT with its id and the current epoch, and nothing is stored", async () => {
+    const owner = await user("we_o");
+    const member = await user("we_m");
+    const groupId = await groupOf(owner, [member]);
+    const socket = await listen(owner.token);
+
+    // Ahead of the group (at epoch 1).
+    const ahead = messageId();
+    const conflict = await appendOver(socket, append(groupId, "o1", 2, ahead, bytes()));
+    expect(ErrorFrame.safeParse(conflict).success, JSON.stringify(conflict)).to.equal(true);
+    expect(conflict).to.include({ type: "error", code: "EPOCH_CONFLICT", id: ahead, currentEpoch: 1 });
+
+    // Four commits later (epoch 5), epoch 1 is too old; epoch 2 is still taken (a late application message).
+    for (let epoch = 1; epoch < 5; epoch++) {
+      await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, { epoch, id: `c-${epoch}-${randomBytes(4).toString("hex")}`, bytes: bytes() });
+    }
+    const stale = messageId();
+    expect(await appendOver(socket, append(groupId, "o1", 1, stale, bytes()))).to.include({ code: "EPOCH_CONFLICT", id: stale, currentEpoch: 5 });
+    // The HTTP route answers the same.
+    const overHttp = await request(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: stale, bytes: bytes() });
+    expect(overHttp.status).to.equal(409);
+    expect(overHttp.body.error).to.include({ code: "EPOCH_CONFLICT", currentEpoch: 5 });
+    const late = messageId();
+    expect(await appendOver(socket, append(groupId, "o1", 2, late, bytes()))).to.include({ type: "appended", epoch: 2, seq: 6, duplicate: false });
+
+    const ids = (await logOf(owner, "o1", groupId)).map((e) => e.id);
+    expect(ids).to.have.length(6);
+    expect(ids).to.include(late);
+    expect(ids).to.not.include.members([ahead]);
+    expect(ids).to.not.include(stale);
+    // A refusal the client can act on: the socket stays open.
+    expect(socket.ws.readyState).to.equal(WebSocket.OPEN);
+  });
+
+  describe("attacks", () => {
+    it("a user outside the group cannot append, under any device id; an unknown group is refused; members hear nothing", async () => {
+      const owner = await user("wn_o");
+      const member = await user("wn_m");
+      const stranger = await user("wn_s");
+      const groupId = await groupOf(owner, [member]);
+      const heard = await listen(member.token);
+      const theirs = await listen(stranger.token);
+
+      for (const deviceId of ["m1", "o1", "s1"]) {
+        const id = messageId();
+        const refused = await appendOver(theirs, append(groupId, deviceId, 1, id, bytes()));
+        expect(refused, deviceId).to.include({ type: "error", code: "NOT_GROUP_MEMBER", id });
+      }
+      const unknown = messageId();
+      expect(await appendOver(theirs, append(newGroupId(), "s1", 0, unknown, bytes()))).to.include({ code: "UNKNOWN_GROUP", id: unknown });
+
+      expect((await logOf(owner, "o1", groupId)).map((e) => e.seq)).to.deep.equal([1]);
+      // A later genuine message's notice is the first the member hears after the group's creation.
+      const genuine = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: messageId(), bytes: bytes() });
+      await waitFor("the genuine notice", () => heard.groupFrames(groupId).some((f) => f.seq === genuine.seq), 15_000, 10);
+      expect(heard.groupFrames(groupId).every((f) => f.seq === 1 || f.seq === genuine.seq)).to.equal(true);
+    });
+
+    it("a member naming another user's device id, and claiming that user in the frame, appends as itself: the log's sender is the socket's user", async () => {
+      const owner = await user("wi_o");
+      const member = await user("wi_m");
+      // The member has a device called o1 too, so the name alone says nothing about the user.
+      const groupId = newGroupId();
+      await call(owner, "o1", "POST", "/v2/groups", { groupId, members: [device(owner, "o1")] });
+      await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, { epoch: 0, id: messageId("add"), bytes: bytes(), add: [device(member, "o1")] });
+      const ownerId = messageId();
+      const ownerBytes = bytes(80);
+      const ownerMessage = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: ownerId, bytes: ownerBytes });
+
+      const socket = await listen(member.token);
+      const forged = bytes(80);
+      // The same message id as the owner's, and the owner named every way a frame could: not a re-send of the owner's.
+      const answer = await appendOver(socket, {
+        ...append(groupId, "o1", 1, ownerId, forged),
+        username: owner.username,
+        from: owner.username,
+        sender: device(owner, "o1"),
+      } as ReturnType<typeof append>);
+      expect(answer).to.include({ type: "appended", duplicate: false, seq: ownerMessage.seq + 1 });
+
+      const log = await logOf(owner, "o1", groupId);
+      expect(log[ownerMessage.seq - 1]).to.deep.include({ id: ownerId, bytes: ownerBytes, sender: device(owner, "o1") });
+      expect(log[answer.seq - 1]).to.deep.include({ id: ownerId, bytes: forged, sender: device(member, "o1") });
+      expect(log).to.have.length(3);
+    });
+
+    it("oversize or malformed frames are refused BAD_REQUEST and store nothing; exactly NOTICE_ENTRY_MAX_BYTES is taken", async () => {
+      const owner = await user("wo_o");
+      const member = await user("wo_m");
+      const groupId = await groupOf(owner, [member]);
+      const socket = await listen(owner.token);
+
+      const oversize = messageId("big");
+      expect(await appendOver(socket, append(groupId, "o1", 1, oversize, bytes(2 * NOTICE_ENTRY_MAX_BYTES)))).to.include({ type: "error", code: "BAD_REQUEST", id: oversize });
+      // Refused for the bytes' size, not the text's: a longer text that is not base64 is refused the same way.
+      const padded = messageId("pad");
+      expect(await appendOver(socket, append(groupId, "o1", 1, padded, "=" + bytes(64)))).to.include({ code: "BAD_REQUEST", id: padded });
+      const badGroup = messageId("grp");
+      expect(await appendOver(socket, append(groupId.toUpperCase(), "o1", 1, badGroup, bytes()))).to.include({ code: "BAD_REQUEST", id: badGroup });
+      const count = socket.frames.length;
+      socket.send(append(groupId, "o1", 1, "not a valid id!", bytes()));
+      const badId = await waitFor("the refusal of a bad id", () => socket.frames.slice(count).find((f) => f.type === "error"), 15_000, 10);
+      expect(badId.code).to.equal("BAD_REQUEST");
+      expect((await logOf(owner, "o1", groupId)).map((e) => e.seq)).to.deep.equal([1]);
+
+      const largest = messageId("max");
+      const maxBytes = bytes(NOTICE_ENTRY_MAX_BYTES);
+      expect(await appendOver(socket, append(groupId, "o1", 1, largest, maxBytes))).to.include({ type: "appended", seq: 2 });
+      expect((await logOf(owner, "o1", groupId))[1]).to.deep.include({ id: largest, bytes: maxBytes });
+      expect(socket.ws.readyState).to.equal(WebSocket.OPEN);
+    });
+
+    it("one byte over NOTICE_ENTRY_MAX_BYTES is refused BAD_REQUEST and stores nothing (its base64 is as long as the bound's)", async () => {
+      const owner = await user("wb_o");
+      const member = await user("wb_m");
+      const groupId = await groupOf(owner, [member]);
+      const socket = await listen(owner.token);
+      const over = messageId("over");
+      const text = bytes(NOTICE_ENTRY_MAX_BYTES + 1);
+      // 8193 bytes take as many base64 characters as 8192 (one group of four without padding instead of one with it).
+      expect(text.length).to.equal(bytes(NOTICE_ENTRY_MAX_BYTES).length);
+      expect(await appendOver(socket, append(groupId, "o1", 1, over, text))).to.include({ type: "error", code: "BAD_REQUEST", id: over });
+      expect((await logOf(owner, "o1", groupId)).map((e) => e.seq)).to.deep.equal([1]);
+    });
+
+    it("a burst of appends beyond the connection's send rate gets RATE_LIMITED with each refused id; only the answered appends are stored", async () => {
+      const owner = await user("wr_o");
+      const member = await user("wr_m");
+      const groupId = await groupOf(owner, [member]);
+      const socket = await listen(owner.token);
+
+      // The relay takes 100 sends a second per connection with a burst of 200 (relay/ws/attach.ts): 300 at once exceed it.
+      const ids = Array.from({ length: 300 }, (_, i) => `burst-${String(i).padStart(3, "0")}-${randomBytes(3).toString("hex")}`);
+      for (const id of ids) socket.send(append(groupId, "o1", 1, id, bytes(32)));
+      const answers = await waitFor(
+        "an answer to every append of the burst",
+        () => {
+          const got = socket.frames.filter((f) => (f.type === "appended" || f.type === "error") && ids.includes(f.id));
+          return got.length >= ids.length && got;
+        },
+        30_000,
+        20,
+      );
+      expect(answers).to.have.length(ids.length);
+      const limited = answers.filter((f) => f.type === "error");
+      const appended = answers.filter((f) => f.type === "appended");
+      expect(limited.length, "some appends are refused").to.be.greaterThan(0);
+      expect(appended.length, "the burst is taken").to.be.at.least(200);
+      for (const f of limited) expect(f).to.include({ code: "RATE_LIMITED", retryable: true }).and.to.have.property("retryAfterMs").that.is.greaterThan(0);
+      expect(new Set(answers.map((f) => f.id)).size).to.equal(ids.length);
+
+      const log = await logOf(owner, "o1", groupId);
+      expect(log.slice(1).map((e) => e.id)).to.have.members(appended.map((f) => f.id));
+      expect(log.map((e) => e.seq)).to.deep.equal(Array.from({ length: appended.length + 1 }, (_, i) => i + 1));
+
+      // Once the wait is over, a refused id goes through.
+      const retry = limited[0];
+      await new Promise((r) => setTimeout(r, retry.retryAfterMs + 50));
+      const count = socket.frames.length;
+      socket.send(append(groupId, "o1", 1, retry.id, bytes(32)));
+      const later = await waitFor("the retry's answer", () => socket.frames.slice(count).find((f) => f.id === retry.id), 15_000, 10);
+      expect(later).to.include({ type: "appended", duplicate: false, seq: appended.length + 2 });
+    });
+
+    it("a linked device's session appends only as its own device: naming another device of its user is FORBIDDEN", async () => {
+      const owner = await user("wl_o");
+      const member = await user("wl_m");
+      const groupId = await groupOf(owner, [member]);
+      const linked = await linkDevice(member);
+      await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, { epoch: 1, id: messageId("add"), bytes: bytes(), add: [device(member, linked.deviceId)] });
+      const socket = await listen(linked.token);
+
+      // m1 is the member's other device, in the group: this session may not speak for it.
+      const asOther = messageId();
+      expect(await appendOver(socket, append(groupId, "m1", 2, asOther, bytes()))).to.include({ type: "error", code: "FORBIDDEN", id: asOther });
+      // HTTP refuses the same.
+      const overHttp = await request(linked, "m1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 2, id: asOther, bytes: bytes() });
+      expect(overHttp.status).to.equal(403);
+      expect((await logOf(owner, "o1", groupId)).map((e) => e.id)).to.not.include(asOther);
+
+      const asItself = messageId();
+      const answer = await appendOver(socket, append(groupId, linked.deviceId, 2, asItself, bytes()));
+      expect(answer).to.include({ type: "appended", duplicate: false });
+      expect((await logOf(owner, "o1", groupId))[answer.seq - 1]).to.deep.include({ id: asItself, sender: device(member, linked.deviceId) });
+    });
+  });
+
+  /**
+   * Links a new device for `who` as the clients do (a link request, approved with a credential signed by
+   * the identity key) and logs it in with its own Ed25519 key: a session bound to that device.
+   */
+  async function linkDevice(who: Session): Promise<{ deviceId: string; token: string }> {
+    const url = ds.relay().url;
+    const { deployed } = ds.chain();
+    const post = async (pathname: string, body: unknown, token?: string) => {
+      const response = await fetch(`${url}${pathname}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify(body),
+      });
+      const answer = await response.json();
+      expect(response.status, `${pathname}: ${JSON.stringify(answer)}`).to.equal(200);
+      return answer;
+    };
+    const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+    const devicePublicKey = new Uint8Array(Buffer.from(publicKey.export({ format: "jwk" }).x!, "base64url"));
+    const link = await post("/v2/device-links", { username: who.username, devicePublicKey: hex(devicePublicKey), deviceName: "laptop" });
+    const credential = await authorizeDevice({
+      username: who.username,
+      keyIndex: 0,
+      chainId: deployed.chainId,
+      contract: deployed.address,
+      devicePublicKey,
+      sign: (text) => new Wallet(who.identity.privateKey).signMessage(text),
+    });
+    const approved = await post(`/v2/device-links/${link.code}/approve`, { credential: encodeBase64(credential.identity) }, who.token);
+    const { challenge } = await post("/v1/login/challenge", { username: who.username });
+    const text = deviceLoginText({ username: who.username, challenge, chainId: deployed.chainId, contract: deployed.address, deviceId: approved.deviceId });
+    const signature = hex(ed25519Sign(null, Buffer.from(text, "utf8"), privateKey));
+    const session = await post("/v1/login/device", { username: who.username, deviceId: approved.deviceId, credential: encodeBase64(credential.identity), challenge, signature });
+    return { deviceId: approved.deviceId, token: session.token };
+  }
+});
