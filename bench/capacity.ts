@@ -45,9 +45,11 @@
  * busy share.
  * Also a CLOSED-loop figure (each device keeps `closed-window` messages unread) for comparison with
  * bench:mls-relay, the MySQL durability settings read from the server, and (`--profile 1`, the default)
- * where the relay's CPU time went (node --cpu-prof over the whole run). Last line: one JSON object.
+ * where the relay's CPU time went: a CPU profile of one extra one-to-one step at the relay's knee, taken
+ * after the ladders (a sampler running during them would cost the relay CPU the forwarder does not pay).
+ * Last line: one JSON object.
  */
-import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
@@ -161,6 +163,13 @@ class RelayMember {
       const errors = this.driver().errors;
       errors.count++;
       errors.last = `${frame.code}: ${frame.message}`;
+      return;
+    }
+    if (frame.type === "appended" && frame.groupId === this.groupId && typeof frame.seq === "number" && typeof frame.cursor === "number") {
+      // Its own append: no notice comes for it. The relay moved the cursor past it when this device was caught up.
+      if (frame.seq > this.wanted) this.wanted = frame.seq;
+      if (frame.cursor > this.cursor) this.cursor = this.told = frame.cursor;
+      if (!this.reading && this.wanted > this.cursor) void this.read();
       return;
     }
     if (frame.type !== "group" || frame.groupId !== this.groupId || typeof frame.seq !== "number") return;
@@ -491,12 +500,12 @@ async function main() {
     const fan100Group = await buildRealGroup(fan100Names);
     log(`  application message: ${pairGroups[0].message.length} bytes (two members), ${fan100Group.message.length} bytes (100 members)`);
 
-    const profileDir = path.join(dir, "profile");
+    const profileFile = path.join(dir, "relay.cpuprofile");
     const relaySockets = (2 * opts.pairs + 9 + 99) * (opts.sockets + 1) + 2 * FANOUT_SENDER_SOCKETS + 10;
     const relayChild = await startTsChild({
       script: "bench/relay-server.ts",
-      nodeArgs: opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [],
       env: {
+        ...(opts.profile ? { BENCH_PROFILE_FILE: profileFile } : {}),
         ...relayEnv({ rpcUrl: anvil.url, contractAddress: deployed.address, deployBlock: deployed.deployBlock, relayerKey: deployed.relayerKey, mysqlUrl: db.url, dataDir: dir, port: 0 }),
         SESSION_SECRET: sessionSecret.toString("hex"),
         TLS_CERT: certFile,
@@ -703,6 +712,24 @@ async function main() {
     const closedForwarder = await closedLoop(fwdDuo, opts["closed-window"], opts["closed-seconds"], opts["drain-seconds"]);
     log(`closed loop forwarder: ${JSON.stringify(closedForwarder)}`);
 
+    // Where the relay's time goes: one more one-to-one step at its knee, profiled on its own.
+    let profile: unknown = undefined;
+    if (opts.profile) {
+      const duoKnee = [...ladders.one_to_one.relay].reverse().find((x) => x.passed)?.offered_deliveries_per_s ?? opts.start;
+      relayChild.child.kill("SIGUSR2");
+      await sleep(200);
+      const step = await openLoopStep(relayDuo, duoKnee, opts["step-seconds"], opts["drain-seconds"], dbProbe);
+      relayChild.child.kill("SIGUSR2");
+      const until = performance.now() + 30_000;
+      while (!relayChild.output().includes('"profileWritten"') && performance.now() < until) await sleep(100);
+      if (relayChild.output().includes('"profileWritten":true')) {
+        const kept = path.join(os.tmpdir(), `bench-capacity-${Date.now()}.cpuprofile`);
+        await copyFile(profileFile, kept);
+        log(`relay CPU profile of a one_to_one step at ${duoKnee}/s kept at ${kept} (tsx bench/profile-summary.ts ${kept})`);
+        profile = { step: { scenario: "one_to_one", offered_deliveries_per_s: duoKnee, p99_ms: step.p99_ms, server_cpu_us_per_msg: step.server_cpu_us_per_msg }, ...summarizeCpuProfile(kept, 10) };
+      } else log("the relay wrote no CPU profile");
+    }
+
     const kneeOf = (steps: StepResult[]) => {
       const passed = steps.filter((x) => x.passed);
       const knee = passed.length ? passed[passed.length - 1] : undefined;
@@ -735,18 +762,7 @@ async function main() {
       }),
     );
 
-    let profile: unknown = undefined;
     const relayRss = round(procMemory(relayPid).hwm / 2 ** 20, 0);
-    if (opts.profile) {
-      await relayChild.stop();
-      const file = (await readdir(profileDir).catch(() => [] as string[])).find((f) => f.endsWith(".cpuprofile"));
-      if (file) {
-        const kept = path.join(os.tmpdir(), `bench-capacity-${Date.now()}.cpuprofile`);
-        await copyFile(path.join(profileDir, file), kept);
-        log(`relay CPU profile kept at ${kept} (tsx bench/profile-summary.ts ${kept})`);
-        profile = summarizeCpuProfile(kept, 10);
-      }
-    }
 
     result({
       bench: "capacity",
@@ -773,7 +789,7 @@ async function main() {
         relay_max_client_connections: relaySockets,
         relay_process: "bench/relay-server.ts: relay/stack.ts with the MySQL stores, per-connection send rate limit raised",
         forwarder_process: "bench/forwarder.ts: ws over TLS, parse and push, nothing stored; fan-out recipients share one user name",
-        relay_profiled: opts.profile === 1,
+        relay_profiled: opts.profile === 1 ? "one extra one_to_one step at the relay's knee, after the ladders (the ladders run unprofiled)" : false,
         cut_by_time_box: cutByTimeBox,
       },
       mysql_durability: durability,

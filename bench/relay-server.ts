@@ -5,8 +5,12 @@
  * relay/config.ts, with one difference: the per-connection send rate limit (100 msg/s by default, a
  * policy against abusive users, not a capacity) is raised to BENCH_MESSAGES_PER_SECOND, because the
  * benchmark pushes each connection far beyond it. Prints {"ready":true,"port":N} on stdout when
- * listening; SIGTERM closes everything.
+ * listening; SIGTERM closes everything. With BENCH_PROFILE_FILE set, SIGUSR2 starts a CPU profile of this
+ * process (node:inspector, so that no sampler runs, and costs CPU, outside the window measured) and the
+ * next SIGUSR2 writes it there, then prints {"profileWritten":true}.
  */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Pool } from "mysql2/promise";
 import pino from "pino";
@@ -84,6 +88,20 @@ async function main() {
     await stack.close();
     process.exit(0);
   };
+  const profileFile = process.env.BENCH_PROFILE_FILE;
+  if (profileFile) {
+    const session = new Session();
+    session.connect();
+    let profiling = false;
+    process.on("SIGUSR2", () => {
+      profiling = !profiling;
+      if (profiling) return session.post("Profiler.enable", () => session.post("Profiler.start"));
+      session.post("Profiler.stop", (error, answer) => {
+        if (!error) writeFileSync(profileFile, JSON.stringify(answer.profile));
+        process.stdout.write(`${JSON.stringify({ profileWritten: !error })}\n`);
+      });
+    });
+  }
   process.once("SIGTERM", () => void stop());
   process.once("SIGINT", () => void stop());
 }

@@ -114,6 +114,8 @@ export type Frame = {
   id?: string;
   groupId?: string;
   seq?: number;
+  /** an `appended` answer's cursor of the sending device */
+  cursor?: number;
   code?: string;
   message?: string;
   /** a group notice's carried log entry (the fields read here) */
