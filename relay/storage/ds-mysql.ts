@@ -56,6 +56,12 @@ type SqlParam = string | number | Buffer;
 
 /** Cursor moves written together at most; bounds the statement (4 parameters a move to read, 7 to write). */
 const MAX_CURSOR_BATCH = 128;
+/**
+ * How long a cursor move waits for others to share its round trips. Nothing waits on a move sent as a
+ * WebSocket frame, a lost one only makes its device skip entries it has again, and under load one batch
+ * of two statements then serves many deliveries instead of one CALL each.
+ */
+const CURSOR_LINGER_MS = 20;
 type CursorMove = { device: DeviceRef; groupId: Uint8Array; seq: number };
 type CursorOutcome = { cursor: number } | { error: DsError };
 
@@ -419,6 +425,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
 
   const cursorMoves = createSerialBatcher<CursorMove, CursorOutcome>({
     maxBatch: MAX_CURSOR_BATCH,
+    lingerMs: CURSOR_LINGER_MS,
     flush: (moves) => (moves.length === 1 && procedures ? moveOne(moves[0]).then((o) => [o]) : moveMany(moves)),
   });
 

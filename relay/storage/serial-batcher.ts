@@ -11,6 +11,11 @@ export interface SerialBatcher<T, R> {
 
 export function createSerialBatcher<T, R>(params: {
   maxBatch: number;
+  /**
+   * How long a push into an idle batcher waits for company before it is flushed (0: the next turn of the
+   * event loop). For writes nobody waits on, where one round trip for many is worth a little delay.
+   */
+  lingerMs?: number;
   /** Returns one result per item, in order; a rejection fails every item of the batch. */
   flush: (items: T[]) => Promise<R[]>;
 }): SerialBatcher<T, R> {
@@ -46,7 +51,8 @@ export function createSerialBatcher<T, R>(params: {
         // setImmediate rather than a microtask: frames of every socket read in this turn join the batch.
         if (!running && !scheduled) {
           scheduled = true;
-          setImmediate(run);
+          if (params.lingerMs) setTimeout(run, params.lingerMs);
+          else setImmediate(run);
         }
       });
     },
