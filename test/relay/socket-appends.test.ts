@@ -163,7 +163,7 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     const [own, theirs] = [await wire(owner), await wire(stranger)];
     const http = (who: Session, deviceId: string) => new DsClient({ url: relay.url, token: who.token, deviceId });
     const cases: { what: string; who: Session; wired: Wired; deviceId: string; groupId: string; epoch: number }[] = [
-      { what: "an old epoch", who: owner, wired: own, deviceId: "o1", groupId, epoch: 0 },
+      { what: "the previous epoch", who: owner, wired: own, deviceId: "o1", groupId, epoch: 0 },
       { what: "a future epoch", who: owner, wired: own, deviceId: "o1", groupId, epoch: 7 },
       { what: "a device of the user that is not in the group", who: owner, wired: own, deviceId: "o2", groupId, epoch: 1 },
       { what: "a user who is not a member", who: stranger, wired: theirs, deviceId: "m1", groupId, epoch: 1 },
