@@ -140,6 +140,13 @@ export class RelayConnection {
     return this.closedWith;
   }
 
+  /** Sends one frame's text if the socket is open; false (nothing sent) otherwise. */
+  sendText(text: string): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(text);
+    return true;
+  }
+
   send(frame: ClientFrame): void {
     if (this.ws.readyState !== WebSocket.OPEN) throw this.closedWith ?? new ChatError("RELAY_UNREACHABLE", "the connection to the relay is closed");
     this.ws.send(JSON.stringify(frame));

@@ -5,7 +5,7 @@
  */
 import type { z } from "zod";
 import { ChatError } from "../protocol/errors";
-import { ErrorBody } from "../protocol/wire";
+import { ErrorBody, NOTICE_ENTRY_MAX_BYTES } from "../protocol/wire";
 import {
   AppendResponse,
   ClaimKeyPackagesResponse,
@@ -22,6 +22,7 @@ import {
   type LogEntryWire,
 } from "../protocol/wire-v2";
 import { DeviceCredentialResponse, DeviceLinkView, DevicesResponse, DeviceView, RevokeDeviceResponse } from "../protocol/wire-devices";
+import { SocketAppendUnavailable, type SocketAppends } from "./socket-appends";
 
 export type DsAppendResult = { accepted: true; seq: number; epoch: number; duplicate: boolean } | { accepted: false; currentEpoch: number };
 
@@ -53,10 +54,22 @@ export interface DeliveryServiceClientOptions {
   token: string | (() => string);
   deviceId: string;
   exchange: HttpExchange;
+  /**
+   * The relay's WebSocket, when the client holds one: small application messages and cursor moves go over
+   * it, everything else (and anything the socket cannot settle) over HTTP.
+   */
+  socket?: SocketAppends;
 }
+
+/** A cursor move a sync may find the relay short of: a cursor frame has no answer, so it may have been lost. */
+const CURSOR_RESEND_AFTER_MS = 2_000;
+/** Groups whose framed cursor moves are remembered until a sync shows them taken. */
+const MAX_FRAMED_CURSORS = 1_024;
 
 export class DeliveryServiceClient {
   private readonly base: URL;
+  /** cursor moves sent as frames and not yet seen taken, by group: when each went out */
+  private readonly framedCursors = new Map<string, { seq: number; at: number }>();
 
   constructor(private readonly options: DeliveryServiceClientOptions) {
     this.base = new URL(options.url);
@@ -148,8 +161,22 @@ export class DeliveryServiceClient {
     });
   }
 
-  sendApplication(groupIdHex: string, body: { epoch: number; id: string; bytes: Uint8Array }) {
-    return this.append(`/v2/groups/${groupIdHex}/messages`, { ...body, bytes: encodeBase64(body.bytes) });
+  /**
+   * A small message goes over the socket when there is one; the same id then goes over HTTP when the
+   * socket cannot settle it (closed, lost mid-way, silent, storage busy): the relay stores one entry per id
+   * and answers a second copy as a duplicate with the first seq. Refusals are the HTTP path's.
+   */
+  async sendApplication(groupIdHex: string, body: { epoch: number; id: string; bytes: Uint8Array }): Promise<DsAppendResult> {
+    const wire = { epoch: body.epoch, id: body.id, bytes: encodeBase64(body.bytes) };
+    const socket = this.options.socket;
+    if (socket && body.bytes.length <= NOTICE_ENTRY_MAX_BYTES) {
+      try {
+        return await socket.append(groupIdHex, { deviceId: this.options.deviceId, ...wire });
+      } catch (error) {
+        if (!(error instanceof SocketAppendUnavailable)) throw error;
+      }
+    }
+    return this.append(`/v2/groups/${groupIdHex}/messages`, wire);
   }
 
   async log(groupIdHex: string, after: number, limit: number): Promise<{ entries: LogEntryWire[]; epoch: number; lastSeq: number }> {
@@ -160,12 +187,45 @@ export class DeliveryServiceClient {
     return this.call("GET", `/v2/groups/${groupIdHex}/members`, undefined, MembersResponse);
   }
 
-  advanceCursor(groupIdHex: string, seq: number) {
+  /**
+   * Over the socket when it is open: the relay takes the move without answering, so the answer here is the
+   * seq asked for (the relay's cursor only ever moves forward), and a refusal is not seen; sync() re-sends a
+   * move it finds the relay short of. Otherwise POST, whose answer is the relay's cursor.
+   */
+  async advanceCursor(groupIdHex: string, seq: number): Promise<{ cursor: number }> {
+    if (this.options.socket && (await this.options.socket.moveCursor(groupIdHex, this.options.deviceId, seq))) {
+      this.framedCursors.delete(groupIdHex);
+      this.framedCursors.set(groupIdHex, { seq, at: Date.now() });
+      // The oldest first: a device in very many groups forgets the longest-standing moves.
+      if (this.framedCursors.size > MAX_FRAMED_CURSORS) this.framedCursors.delete(this.framedCursors.keys().next().value!);
+      return { cursor: seq };
+    }
     return this.call("POST", `/v2/groups/${groupIdHex}/cursor`, { seq }, CursorResponse);
   }
 
-  sync() {
-    return this.call("GET", "/v2/sync", undefined, SyncResponse);
+  async sync() {
+    const answer = await this.call("GET", "/v2/sync", undefined, SyncResponse);
+    this.checkFramedCursors(answer.groups);
+    return answer;
+  }
+
+  /**
+   * A cursor frame lost with its socket would leave the relay's cursor behind for good (a catch-up with
+   * nothing new to read moves nothing), and the group listed with news at every sync: a move the relay is
+   * still short of a while after it went out is sent again. A group not listed has its cursor at the end.
+   */
+  private checkFramedCursors(groups: readonly { groupId: string; cursor: number }[]): void {
+    if (this.framedCursors.size === 0) return;
+    const relayCursor = new Map(groups.map((g) => [g.groupId, g.cursor]));
+    const now = Date.now();
+    for (const [groupId, sent] of [...this.framedCursors]) {
+      const cursor = relayCursor.get(groupId);
+      if (cursor === undefined || cursor >= sent.seq) this.framedCursors.delete(groupId);
+      else if (now - sent.at >= CURSOR_RESEND_AFTER_MS) {
+        this.framedCursors.delete(groupId);
+        this.advanceCursor(groupId, sent.seq).catch(() => undefined);
+      }
+    }
   }
 
   ackWelcome(id: string) {

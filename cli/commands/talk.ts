@@ -9,6 +9,7 @@ import { inertLine } from "../output";
 import { Messenger, advances, describeWaiting, formatMessage, snippet, waitingMessages, type DeliveryState, type MessengerDeps } from "../messaging";
 import { MlsChat, type MlsChatDeps, type SendResult } from "../mls/chat";
 import type { GroupEvent } from "../../client-core/mls-device";
+import { SocketAppends } from "../../client-core/socket-appends";
 import { onGroupNotifications } from "../mls/group-notifications";
 import { printGroupEvent, printMlsMessage, type PrintTarget } from "../mls/print";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
@@ -64,7 +65,11 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
   const messenger = new Messenger(ctx, session);
   if (peer) await messenger.book.current(peer); // check (and announce) the peer's key before anything else
 
-  const chat = await MlsChat.open(ctx, session);
+  // The conversation holds the relay's socket: its lines and cursor moves go over it while it is open
+  // (a frame each way instead of an HTTPS request), over HTTP otherwise.
+  const live: { conn?: RelayConnection } = {};
+  const socket = new SocketAppends({ send: (text) => live.conn?.sendText(text) ?? false });
+  const chat = await MlsChat.open(ctx, session, socket);
   // Welcomes that wait (the peer started this chat, or this user was added to the group) are joined first.
   const startEvents = await chat.device.joinWelcomes();
   /** The history key of this conversation, and the outbox's `to` for it. */
@@ -280,6 +285,10 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
   pollTimer.unref();
 
   const listen = (c: RelayConnection) => {
+    live.conn = c;
+    c.onFrame((frame) => socket.handle(frame));
+    // Appends unanswered when the socket goes are sent again over HTTP with the same id.
+    c.onClose(() => socket.closed());
     onGroupNotifications(c, {
       // After this frame's other handlers: the one below keeps the entry it may carry for the catch-up.
       group: (groupId) => {

@@ -19,6 +19,7 @@ import type { LogEntryWire } from "../../protocol/wire-v2";
 import type { WaitingMessage } from "../messaging";
 import { describeGroupEvent } from "../../client-core/describe-event";
 import { MlsDevice, type GroupEvent, type ReceivedMessage } from "../../client-core/mls-device";
+import type { SocketAppends } from "../../client-core/socket-appends";
 import { openSessionDevice, type SessionDeviceDeps } from "./session-device";
 
 export type MlsChatDeps = SessionDeviceDeps & Pick<Context, "history" | "outbox" | "out">;
@@ -57,10 +58,11 @@ export class MlsChat {
     private readonly holder: { device?: MlsDevice },
   ) {}
 
-  static async open(ctx: MlsChatDeps, session: Session): Promise<MlsChat> {
+  /** `socket`: the relay's WebSocket, when the command holds one (small messages and cursor moves go over it). */
+  static async open(ctx: MlsChatDeps, session: Session, socket?: SocketAppends): Promise<MlsChat> {
     const holder: { device?: MlsDevice } = {};
     const chat = new MlsChat(ctx, session, holder);
-    holder.device = await openSessionDevice(ctx, session, (messages) => chat.save(messages));
+    holder.device = await openSessionDevice(ctx, session, (messages) => chat.save(messages), socket);
     return chat;
   }
 

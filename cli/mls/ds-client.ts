@@ -9,6 +9,7 @@ import https from "node:https";
 import type tls from "node:tls";
 import { ChatError } from "../../protocol/errors";
 import { DeliveryServiceClient, type HttpExchange } from "../../client-core/ds-client";
+import type { SocketAppends } from "../../client-core/socket-appends";
 
 export type { DsAppendResult, DsDeviceRef } from "../../client-core/ds-client";
 
@@ -26,6 +27,8 @@ export interface DsClientOptions {
   tls?: () => Promise<tls.ConnectionOptions>;
   /** names a transport failure (the CLI's RelayHttp.connectionError tells a changed certificate apart) */
   connectionError?: (error: unknown) => ChatError;
+  /** the relay's WebSocket, when the command holds one (chat talk): small messages and cursor moves go over it */
+  socket?: SocketAppends;
 }
 
 /**
@@ -121,6 +124,6 @@ export function nodeExchange(options: Pick<DsClientOptions, "tls" | "connectionE
 
 export class DsClient extends DeliveryServiceClient {
   constructor(options: DsClientOptions) {
-    super({ url: options.url, token: options.token, deviceId: options.deviceId, exchange: nodeExchange(options) });
+    super({ url: options.url, token: options.token, deviceId: options.deviceId, exchange: nodeExchange(options), socket: options.socket });
   }
 }

@@ -12,6 +12,7 @@ import type { Context } from "../context";
 import type { Session } from "../session";
 import { chainKeyBook } from "../../client-core/chain-key-book";
 import { MlsDevice, type ReceivedMessage } from "../../client-core/mls-device";
+import type { SocketAppends } from "../../client-core/socket-appends";
 import { DsClient } from "./ds-client";
 import { homeDeviceStorage } from "./device-files";
 
@@ -23,6 +24,8 @@ export async function openSessionDevice(
   ctx: SessionDeviceDeps,
   session: Session,
   deliver?: (messages: ReceivedMessage[]) => void | Promise<void>,
+  /** the relay's WebSocket, when the command holds one */
+  socket?: SocketAppends,
 ): Promise<MlsDevice> {
   const deployment = await ctx.deployment();
   // Read when a credential is checked, not before: sending in an existing group needs no chain, and a
@@ -52,6 +55,7 @@ export async function openSessionDevice(
         deviceId,
         tls: () => ctx.relay.tls(),
         connectionError: (error) => ctx.relay.connectionError(error),
+        socket,
       }),
     deliver,
   });

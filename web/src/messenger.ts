@@ -9,6 +9,7 @@ import { chainKeyBook } from "../../client-core/chain-key-book";
 import { describeGroupEvent } from "../../client-core/describe-event";
 import { DeliveryServiceClient, type HttpExchange } from "../../client-core/ds-client";
 import { MlsDevice, type GroupEvent, type MlsDeviceOptions, type ReceivedMessage } from "../../client-core/mls-device";
+import { SocketAppends } from "../../client-core/socket-appends";
 import { bytesEqual, utf8Bytes, utf8Length, utf8Text } from "../../protocol/bytes";
 import { ChatError, isChatError } from "../../protocol/errors";
 import { publicKeyOf, publicKeyToAddress } from "../../protocol/keys";
@@ -94,7 +95,13 @@ async function holdAccount(username: string): Promise<() => void> {
   return release;
 }
 
-function deviceOptions(session: Pick<Session, "username" | "chainId" | "contract" | "registry" | "identityKeys" | "token" | "relayOrigin"> & { deviceSecret?: Uint8Array }, storage: BrowserDeviceStorage, token: () => string, deliver?: MlsDeviceOptions["deliver"]): MlsDeviceOptions {
+function deviceOptions(
+  session: Pick<Session, "username" | "chainId" | "contract" | "registry" | "identityKeys" | "token" | "relayOrigin"> & { deviceSecret?: Uint8Array },
+  storage: BrowserDeviceStorage,
+  token: () => string,
+  deliver?: MlsDeviceOptions["deliver"],
+  socket?: SocketAppends,
+): MlsDeviceOptions {
   return {
     storage,
     username: session.username,
@@ -103,7 +110,7 @@ function deviceOptions(session: Pick<Session, "username" | "chainId" | "contract
     chainId: session.chainId,
     contract: session.contract,
     keyBook: chainKeyBook(session.registry),
-    connect: (deviceId) => new DeliveryServiceClient({ url: session.relayOrigin, token, deviceId, exchange: fetchExchange(() => storage.flushed()) }),
+    connect: (deviceId) => new DeliveryServiceClient({ url: session.relayOrigin, token, deviceId, exchange: fetchExchange(() => storage.flushed()), ...(socket ? { socket } : {}) }),
     ...(deliver ? { deliver } : {}),
   };
 }
@@ -128,6 +135,8 @@ class BrowserMessenger implements Messenger {
     private readonly storage: BrowserDeviceStorage,
     private device: MlsDevice,
     private readonly releaseAccount: () => void,
+    /** small messages and cursor moves over the notice socket while it is open */
+    private readonly appends: SocketAppends,
   ) {
     this.records = this.loadRecord<Records>("records") ?? { outbox: [], pins: {}, unread: {} };
   }
@@ -550,6 +559,14 @@ class BrowserMessenger implements Messenger {
 
   // ---- live notices ----
 
+  /** Sends one frame on the notice socket if it is open; false (nothing sent) otherwise. */
+  sendFrame(text: string): boolean {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(text);
+    return true;
+  }
+
   private connect(): void {
     if (this.closed) return;
     const url = new URL(WS_PATH, this.session.relayOrigin);
@@ -567,10 +584,13 @@ class BrowserMessenger implements Messenger {
       } catch {
         return;
       }
+      if (this.appends.handle(frame)) return;
       const type = (frame as { type?: unknown }).type;
       if (type === "group" || type === "welcome") this.scheduleSync();
     };
     socket.onclose = (event) => {
+      // Appends unanswered when the socket goes are sent again over HTTP with the same id.
+      if (this.socket === socket) this.appends.closed();
       if (this.closed || this.socket !== socket) return;
       // 4001: the session was revoked (logout elsewhere, a revoked device): no reconnecting with it.
       if (event.code === 4001) return;
@@ -606,7 +626,7 @@ class BrowserMessenger implements Messenger {
   async followRotation(session: Session): Promise<void> {
     await this.run(async () => {
       this.session = session;
-      this.device = await MlsDevice.open(deviceOptions(session, this.storage, () => this.session.token, (messages) => this.deliver(messages)));
+      this.device = await MlsDevice.open(deviceOptions(session, this.storage, () => this.session.token, (messages) => this.deliver(messages), this.appends));
       const { events } = await this.device.reauthorize();
       this.showEvents(events);
     });
@@ -638,10 +658,19 @@ export async function openMessenger(session: Session): Promise<Messenger> {
   try {
     storage = await openDeviceStorage(session.username);
     const holder: { messenger?: BrowserMessenger } = {};
+    const opened = storage;
+    // Each frame waits, as each request does, until the device's writes are in IndexedDB.
+    const appends = new SocketAppends({ send: (text) => holder.messenger?.sendFrame(text) ?? false, before: () => opened.flushed() });
     const device = await MlsDevice.open(
-      deviceOptions({ ...session, ...(session.linked ? { deviceSecret: session.linked.deviceSecret } : {}) }, storage, () => holder.messenger?.session.token ?? session.token, (messages) => holder.messenger!.deliver(messages)),
+      deviceOptions(
+        { ...session, ...(session.linked ? { deviceSecret: session.linked.deviceSecret } : {}) },
+        storage,
+        () => holder.messenger?.session.token ?? session.token,
+        (messages) => holder.messenger!.deliver(messages),
+        appends,
+      ),
     );
-    const messenger = new BrowserMessenger(session, storage, device, release);
+    const messenger = new BrowserMessenger(session, storage, device, release, appends);
     holder.messenger = messenger;
     await messenger.prepare();
     messenger.start();
