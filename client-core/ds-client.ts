@@ -24,7 +24,8 @@ import {
 import { DeviceCredentialResponse, DeviceLinkView, DevicesResponse, DeviceView, RevokeDeviceResponse } from "../protocol/wire-devices";
 import { SocketAppendUnavailable, type SocketAppends } from "./socket-appends";
 
-export type DsAppendResult = { accepted: true; seq: number; epoch: number; duplicate: boolean } | { accepted: false; currentEpoch: number };
+/** `cursor`: for an application message, the sending device's cursor at the relay after the append (absent from older relays). */
+export type DsAppendResult = { accepted: true; seq: number; epoch: number; duplicate: boolean; cursor?: number } | { accepted: false; currentEpoch: number };
 
 export interface DsDeviceRef {
   username: string;

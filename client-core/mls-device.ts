@@ -677,7 +677,12 @@ export class MlsDevice {
       // The message key is used up whether or not the relay takes the message: save before sending.
       this.saveGroup(file, sealed.state);
       const result = await this.ds.sendApplication(groupId, { epoch: Number(state.groupContext.epoch), id: `m${id}`, bytes: sealed.message });
-      if (result.accepted) return { id, seq: result.seq };
+      if (!result.accepted) continue;
+      // Caught up, with the relay's cursor moved past this message too: there is nothing to read up to it
+      // (a device skips its own messages), so the next entry, handed in a notice, follows without a gap.
+      const after = this.store.readGroup(groupId)!;
+      if (result.cursor !== undefined && result.cursor >= result.seq && after.cursor === result.seq - 1) this.store.writeGroup({ ...after, cursor: result.seq });
+      return { id, seq: result.seq };
     }
     throw new ChatError("EPOCH_CONFLICT", "the group kept moving to new epochs; try again");
   }

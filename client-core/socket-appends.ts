@@ -115,7 +115,7 @@ export class SocketAppends {
       const answer = parsed.data;
       // An answer naming another group is not this append's: it is left to time out and go to HTTP.
       if (this.pending.get(answer.id)?.groupId !== answer.groupId) return false;
-      return this.settle(answer.id, (p) => p.resolve({ accepted: true, seq: answer.seq, epoch: answer.epoch, duplicate: answer.duplicate }));
+      return this.settle(answer.id, (p) => p.resolve({ accepted: true, seq: answer.seq, epoch: answer.epoch, duplicate: answer.duplicate, cursor: answer.cursor }));
     }
     if (type === "error") {
       const parsed = ErrorFrame.safeParse(frame);
