@@ -62,6 +62,11 @@ const MAX_CURSOR_BATCH = 128;
  * of two statements then serves many deliveries instead of one CALL each.
  */
 const CURSOR_LINGER_MS = 20;
+/** Application appends stored in one transaction at most; small messages only, so a batch stays well under max_allowed_packet. */
+const MAX_APPEND_BATCH = 64;
+const BATCHED_APPEND_MAX_BYTES = 8 * 1024;
+type AppendItem = AppendBase & { withMemberUsernames?: boolean };
+type AppendOutcome = AppendResult | { error: DsError };
 type CursorMove = { device: DeviceRef; groupId: Uint8Array; seq: number };
 type CursorOutcome = { cursor: number } | { error: DsError };
 
@@ -157,6 +162,14 @@ const TABLES = [
 const APPEND_APPLICATION = "ds_append_application_v2";
 /** A cursor move: a plain read of the end and the cursor (no lock, so it never waits for an append), then the move. */
 const ADVANCE_CURSOR = "ds_advance_cursor_v1";
+/**
+ * Application appends that arrive together, in one transaction and one commit: each item goes through the
+ * steps of APPEND_APPLICATION in turn (its own verdict; a refused item rolls nothing back), the items
+ * sorted by group first so that every batch locks group rows in one order. Items come as a JSON array of
+ * {g: group hex, e: epoch, u: username, d: device, m: message id, b: base64 bytes, r: received at}; the
+ * verdicts go back as one JSON array in item order, then the member users of the batch's groups.
+ */
+const APPEND_APPLICATIONS = "ds_append_applications_v1";
 
 const ROUTINES = [
   `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATION}(
@@ -204,6 +217,67 @@ const ROUTINES = [
       SELECT 'accepted' AS outcome, v_last_seq + 1 AS seq, p_epoch AS epoch, v_cursor AS sender_cursor;
       SELECT DISTINCT username FROM ds_members WHERE group_id = p_group;
     END IF;
+  END`,
+  `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS}(IN p_items LONGTEXT, IN p_window BIGINT UNSIGNED)
+  MODIFIES SQL DATA
+  BEGIN
+    DECLARE v_n INT DEFAULT JSON_LENGTH(p_items);
+    DECLARE v_i INT DEFAULT 0;
+    DECLARE v_item LONGTEXT;
+    DECLARE v_group BINARY(32);
+    DECLARE v_epoch_in BIGINT UNSIGNED;
+    DECLARE v_username VARCHAR(32);
+    DECLARE v_device VARCHAR(64);
+    DECLARE v_message_id VARCHAR(64);
+    DECLARE v_epoch BIGINT UNSIGNED;
+    DECLARE v_last_seq BIGINT UNSIGNED;
+    DECLARE v_cursor BIGINT UNSIGNED;
+    DECLARE v_existing_seq BIGINT UNSIGNED;
+    DECLARE v_existing_epoch BIGINT UNSIGNED;
+    DECLARE v_out LONGTEXT DEFAULT '[]';
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    WHILE v_i < v_n DO
+      SET v_item = JSON_QUERY(p_items, CONCAT('$[', v_i, ']'));
+      SET v_group = UNHEX(JSON_VALUE(v_item, '$.g'));
+      SET v_epoch_in = JSON_VALUE(v_item, '$.e');
+      SET v_username = JSON_VALUE(v_item, '$.u');
+      SET v_device = JSON_VALUE(v_item, '$.d');
+      SET v_message_id = JSON_VALUE(v_item, '$.m');
+      SET v_epoch = NULL, v_last_seq = NULL, v_cursor = NULL, v_existing_seq = NULL, v_existing_epoch = NULL;
+      SELECT g.epoch, g.last_seq,
+          (SELECT m.cursor_seq FROM ds_members m WHERE m.group_id = g.id AND m.username = v_username AND m.device_id = v_device),
+          l.seq, l.epoch
+        INTO v_epoch, v_last_seq, v_cursor, v_existing_seq, v_existing_epoch
+        FROM ds_groups g LEFT JOIN ds_log l
+          ON l.group_id = g.id AND l.sender_username = v_username AND l.sender_device = v_device AND l.message_id = v_message_id
+        WHERE g.id = v_group FOR UPDATE;
+      IF v_epoch IS NULL THEN
+        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'unknown'));
+      ELSEIF v_cursor IS NULL THEN
+        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'not-member'));
+      ELSEIF v_existing_seq IS NOT NULL THEN
+        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'duplicate', 's', v_existing_seq, 'e', v_existing_epoch, 'c', v_cursor));
+      ELSEIF v_epoch_in > v_epoch OR v_epoch_in + p_window < v_epoch THEN
+        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'conflict', 'e', v_epoch));
+      ELSE
+        UPDATE ds_groups SET last_seq = v_last_seq + 1 WHERE id = v_group;
+        INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
+          VALUES (v_group, v_last_seq + 1, v_epoch_in, ${KIND_CODE.application}, v_username, v_device, v_message_id,
+            FROM_BASE64(JSON_VALUE(v_item, '$.b')), JSON_VALUE(v_item, '$.r'));
+        IF v_cursor = v_last_seq THEN
+          UPDATE ds_members SET cursor_seq = v_last_seq + 1 WHERE group_id = v_group AND username = v_username AND device_id = v_device;
+          SET v_cursor = v_last_seq + 1;
+        END IF;
+        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'accepted', 's', v_last_seq + 1, 'e', v_epoch_in, 'c', v_cursor));
+      END IF;
+      SET v_i = v_i + 1;
+    END WHILE;
+    COMMIT;
+    SELECT v_out AS verdicts;
+    SELECT DISTINCT HEX(m.group_id) AS group_hex, m.username FROM ds_members m
+      WHERE m.group_id IN (SELECT UNHEX(j.g) FROM JSON_TABLE(p_items, '$[*]' COLUMNS (g CHAR(64) PATH '$.g')) AS j);
   END`,
   `CREATE PROCEDURE IF NOT EXISTS ${ADVANCE_CURSOR}(IN p_group BINARY(32), IN p_username VARCHAR(32), IN p_device VARCHAR(64), IN p_seq BIGINT UNSIGNED)
   MODIFIES SQL DATA
@@ -423,6 +497,49 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
     return outcomes;
   };
 
+  /**
+   * Appends that arrive while a batch is being stored go out together in the next one: one round trip and
+   * one commit (one redo-log flush) for all of them, each still durable before it is answered.
+   */
+  const appendMany = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
+    const hexOf = items.map((p) => Buffer.from(p.groupId).toString("hex"));
+    // Sorted by group (stable: one group's items keep their order), so batches lock groups in one order.
+    const order = items.map((_, i) => i).sort((a, b) => (hexOf[a] < hexOf[b] ? -1 : hexOf[a] > hexOf[b] ? 1 : a - b));
+    const json = JSON.stringify(
+      order.map((i) => {
+        const p = items[i];
+        return { g: hexOf[i], e: p.epoch, u: p.sender.username, d: p.sender.deviceId, m: p.messageId, b: bin(p.bytes).toString("base64"), r: p.receivedAt };
+      }),
+    );
+    const [verdictRows, memberRows] = await call(`CALL ${APPEND_APPLICATIONS}(?, ?)`, [json, APPLICATION_EPOCH_WINDOW]);
+    const verdicts = JSON.parse(String(verdictRows[0].verdicts)) as { o: string; s?: number; e?: number; c?: number }[];
+    const members = new Map<string, string[]>();
+    for (const r of memberRows) {
+      const key = String(r.group_hex).toLowerCase();
+      members.set(key, [...(members.get(key) ?? []), String(r.username)]);
+    }
+    const outcomes: AppendOutcome[] = new Array(items.length);
+    order.forEach((i, k) => {
+      const v = verdicts[k];
+      const p = items[i];
+      if (v.o === "unknown") outcomes[i] = { error: new DsError("DS_UNKNOWN_GROUP", "no such group") };
+      else if (v.o === "not-member") outcomes[i] = { error: new DsError("DS_NOT_MEMBER", "the sender is not a member of the group") };
+      else if (v.o === "conflict") outcomes[i] = { accepted: false, currentEpoch: Number(v.e) };
+      else if (v.o === "accepted" || v.o === "duplicate") {
+        outcomes[i] = {
+          accepted: true,
+          seq: Number(v.s),
+          epoch: Number(v.e),
+          duplicate: v.o === "duplicate",
+          senderCursor: Number(v.c),
+          ...(p.withMemberUsernames === true ? { memberUsernames: members.get(hexOf[i]) ?? [] } : {}),
+        };
+      } else throw new Error(`${APPEND_APPLICATIONS}: unexpected outcome`);
+    });
+    return outcomes;
+  };
+  const appends = createSerialBatcher<AppendItem, AppendOutcome>({ maxBatch: MAX_APPEND_BATCH, flush: appendMany });
+
   const cursorMoves = createSerialBatcher<CursorMove, CursorOutcome>({
     maxBatch: MAX_CURSOR_BATCH,
     lingerMs: CURSOR_LINGER_MS,
@@ -573,6 +690,11 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
         if (!result.accepted || params.withMemberUsernames !== true) return result;
         const members = await rows(pool, "SELECT DISTINCT username FROM ds_members WHERE group_id = ?", [bin(p.groupId)]);
         return { ...result, memberUsernames: members.map((r) => String(r.username)) };
+      }
+      if (p.bytes.length <= BATCHED_APPEND_MAX_BYTES) {
+        const outcome = await appends.push({ ...p, withMemberUsernames: params.withMemberUsernames });
+        if ("error" in outcome) throw outcome.error;
+        return outcome;
       }
       const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
       const [verdict, users] = await call(`CALL ${APPEND_APPLICATION}(?, ?, ?, ?, ?, ?, ?, ?)`, args);
