@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { Pool, RowDataPacket } from "mysql2/promise";
-import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import mysql, { type Pool, type RowDataPacket } from "mysql2/promise";
+import { MYSQL_ADMIN_URL, createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import {
   APPLICATION_EPOCH_WINDOW,
   DsError,
@@ -493,5 +493,53 @@ describe("delivery service on MySQL", function () {
     );
     const types = Object.fromEntries(columns.map((r) => [`${r.t}.${r.c}`, r.d]));
     expect(types).to.deep.equal({ "ds_groups.id": "binary", "ds_log.group_id": "binary", "ds_log.bytes": "mediumblob" });
+  });
+});
+
+describe("delivery service on MySQL without stored procedures", function () {
+  // A relay whose MySQL user may not create routines runs the same steps as plain statements: a real
+  // user without CREATE ROUTINE, on a database of its own where no routine exists yet.
+  let db: TestDatabase;
+  let pools: Pool[] = [];
+  const account = `chat_plain_${randomBytes(4).toString("hex")}`;
+  const reasons: string[] = [];
+  const asAdmin = async (sql: string, values: unknown[] = []) => {
+    const admin = await mysql.createConnection(MYSQL_ADMIN_URL);
+    try {
+      await admin.query(sql, values);
+    } finally {
+      await admin.end();
+    }
+  };
+  before(async () => {
+    db = await createTestDatabase("chat_ds_plain");
+    const password = randomBytes(12).toString("hex");
+    await asAdmin("CREATE USER ?@'127.0.0.1' IDENTIFIED BY ?", [account, password]);
+    await asAdmin(`GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER ON \`${db.name}\`.* TO ?@'127.0.0.1'`, [account]);
+    const url = new URL(db.url);
+    url.hostname = "127.0.0.1";
+    url.username = account;
+    url.password = password;
+    pools = [createTestPool(url.toString()), createTestPool(url.toString())];
+  });
+  after(async () => {
+    await Promise.all(pools.map((p) => p.end()));
+    await asAdmin("DROP USER IF EXISTS ?@'127.0.0.1'", [account]);
+    await db?.drop();
+  });
+
+  deliveryServiceContract("mysql, plain statements", async () => {
+    for (const table of ["ds_key_package_owners", "ds_devices", "ds_key_packages", "ds_last_resort_key_packages", "ds_groups", "ds_members", "ds_log", "ds_welcomes"]) {
+      await pools[0].query(`DROP TABLE IF EXISTS ${table}`);
+    }
+    reasons.length = 0;
+    const one = createMysqlDeliveryServiceStore(pools[0], (reason) => reasons.push(reason));
+    await one.migrate();
+    const two = createMysqlDeliveryServiceStore(pools[1], (reason) => reasons.push(reason));
+    await two.migrate();
+    expect(reasons, "both stores run without routines").to.have.length(2);
+    const [routines] = await pools[0].query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()");
+    expect(Number(routines[0].n)).to.equal(0);
+    return { one, two };
   });
 });
