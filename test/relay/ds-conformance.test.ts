@@ -3,8 +3,8 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { Pool, RowDataPacket } from "mysql2/promise";
-import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
+import mysql, { type Pool, type RowDataPacket } from "mysql2/promise";
+import { MYSQL_ADMIN_URL, createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import {
   APPLICATION_EPOCH_WINDOW,
   DsError,
@@ -212,8 +212,10 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
         const twice = await Promise.all([ds.appendApplication(app(groupId, 0, alice, "m1")), other.appendApplication(app(groupId, 0, alice, "m1"))]);
         expect(twice.map((r) => r.accepted && r.seq)).to.deep.equal([1, 1]);
         expect(twice.map((r) => r.accepted && r.duplicate).sort()).to.deep.equal([false, true]);
-        // the same id from another device is another message
-        expect(await ds.appendApplication(app(groupId, 0, bob, "m1"))).to.deep.equal({ accepted: true, seq: 2, epoch: 0, duplicate: false });
+        // alice was caught up: the stored one moved her cursor past it, and the retry reports it moved
+        expect(twice.map((r) => r.accepted && r.senderCursor)).to.deep.equal([1, 1]);
+        // the same id from another device is another message (bob has not read seq 1: his cursor stays)
+        expect(await ds.appendApplication(app(groupId, 0, bob, "m1"))).to.deep.equal({ accepted: true, seq: 2, epoch: 0, duplicate: false, senderCursor: 0 });
         expect(await ds.read({ groupId, afterSeq: 0, limit: 10 })).to.have.length(2);
 
         for (let e = 0; e < APPLICATION_EPOCH_WINDOW + 1; e++) expect((await ds.appendCommit(commit(groupId, e, alice, `c${e}`))).accepted).to.equal(true);
@@ -312,8 +314,9 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
           }),
         );
         expect(result).to.deep.equal({ accepted: true, seq: 2, epoch: 0, duplicate: false });
-        // new members start after the commit that added them; the removed device is gone
-        expect((await ds.members(groupId)).map((m) => `${m.username}/${m.deviceId}@${m.cursor}`).sort()).to.deep.equal(["alice/d1@0", "carol/d1@2", "carol/phone@2"]);
+        // new members start after the commit that added them; the removed device is gone; alice's own
+        // message moved her cursor, her commit did not
+        expect((await ds.members(groupId)).map((m) => `${m.username}/${m.deviceId}@${m.cursor}`).sort()).to.deep.equal(["alice/d1@1", "carol/d1@2", "carol/phone@2"]);
         expect(await ds.pendingFor(carol)).to.deep.equal([]);
         expect(await codeOf(ds.appendApplication(app(groupId, 1, bob, "removed")))).to.equal("DS_NOT_MEMBER");
 
@@ -337,7 +340,7 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
         expect((await ds.members(groupId)).some((m) => m.username === "eve")).to.equal(false);
 
         await other.updateMembers({ groupId, add: [dev("eve")], remove: [dev("carol", "phone")] });
-        expect((await ds.members(groupId)).map((m) => `${m.username}/${m.deviceId}@${m.cursor}`).sort()).to.deep.equal(["alice/d1@0", "carol/d1@2", "eve/d1@2"]);
+        expect((await ds.members(groupId)).map((m) => `${m.username}/${m.deviceId}@${m.cursor}`).sort()).to.deep.equal(["alice/d1@1", "carol/d1@2", "eve/d1@2"]);
       });
 
       it("purges old log entries only below every member's cursor", async () => {
@@ -354,6 +357,76 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
         expect((await ds.read({ groupId, afterSeq: 6, limit: 10 })).map((e) => e.seq)).to.deep.equal([]);
         // seqs keep counting after a purge
         expect(await ds.appendApplication(app(groupId, 0, bob, "after"))).to.deep.include({ accepted: true, seq: 7 });
+      });
+
+      it("moves a caught-up sender's cursor past its own application message; a behind sender's, a retry's and a committer's stay", async () => {
+        const groupId = newGroupId();
+        const phone = dev("alice", "phone");
+        await ds.createGroup({ groupId, members: [alice, bob, phone], now: NOW });
+        const cursors = async () => Object.fromEntries((await other.members(groupId)).map((m) => [`${m.username}/${m.deviceId}`, m.cursor]));
+        const stored = (seq: number, senderCursor: number) => ({ accepted: true, seq, epoch: 0, duplicate: false, senderCursor });
+
+        // alice stands right before each new entry: each of her messages moves her cursor onto it
+        expect(await ds.appendApplication(app(groupId, 0, alice, "a1"))).to.deep.equal(stored(1, 1));
+        expect(await other.appendApplication(app(groupId, 0, alice, "a2"))).to.deep.equal(stored(2, 2));
+        // bob has not read 1 and 2, and alice's phone is a device of its own: both are behind and stay
+        expect(await ds.appendApplication(app(groupId, 0, bob, "b1"))).to.deep.equal(stored(3, 0));
+        expect(await other.appendApplication(app(groupId, 0, phone, "p1"))).to.deep.equal(stored(4, 0));
+        expect(await cursors()).to.deep.equal({ "alice/d1": 2, "alice/phone": 0, "bob/d1": 0 });
+        // alice has not read 3 and 4: now she is behind
+        expect(await ds.appendApplication(app(groupId, 0, alice, "a3"))).to.deep.equal(stored(5, 2));
+        // bob catches up by a cursor move: his next message moves his cursor again
+        expect(await ds.advanceCursor({ device: bob, groupId, seq: 5 })).to.equal(5);
+        expect(await other.appendApplication(app(groupId, 0, bob, "b2"))).to.deep.equal(stored(6, 6));
+
+        // A retry reports the cursor as it is now and moves nothing, even when that cursor stands right
+        // before the retried entry (alice at 4, her a3 at 5).
+        expect(await ds.advanceCursor({ device: alice, groupId, seq: 4 })).to.equal(4);
+        expect(await other.appendApplication(app(groupId, 0, alice, "a3"))).to.deep.equal({ accepted: true, seq: 5, epoch: 0, duplicate: true, senderCursor: 4 });
+        expect(await ds.appendApplication(app(groupId, 0, alice, "a1"))).to.deep.equal({ accepted: true, seq: 1, epoch: 0, duplicate: true, senderCursor: 4 });
+        expect(await other.appendApplication(app(groupId, 0, bob, "b1"))).to.deep.equal({ accepted: true, seq: 3, epoch: 0, duplicate: true, senderCursor: 6 });
+        expect(await cursors()).to.deep.equal({ "alice/d1": 4, "alice/phone": 0, "bob/d1": 6 });
+
+        // A commit never moves its sender's cursor, caught up as bob is, nor does its retry; it reports none.
+        expect(await ds.appendCommit(commit(groupId, 0, bob, "c1"))).to.deep.equal({ accepted: true, seq: 7, epoch: 0, duplicate: false });
+        expect(await other.appendCommit(commit(groupId, 0, bob, "c1"))).to.deep.equal({ accepted: true, seq: 7, epoch: 0, duplicate: true });
+        expect(await cursors()).to.deep.equal({ "alice/d1": 4, "alice/phone": 0, "bob/d1": 6 });
+        // ...so bob is behind his own commit: his next message leaves his cursor at 6
+        expect(await ds.appendApplication(app(groupId, 1, bob, "b3"))).to.deep.equal({ accepted: true, seq: 8, epoch: 1, duplicate: false, senderCursor: 6 });
+        // a refused message moves nothing either
+        expect(await ds.appendApplication(app(groupId, 2, bob, "b4"))).to.deep.equal({ accepted: false, currentEpoch: 1 });
+        expect(await cursors()).to.deep.equal({ "alice/d1": 4, "alice/phone": 0, "bob/d1": 6 });
+      });
+
+      it("moves the cursor in the append's own step: 20 concurrent messages of a caught-up device through two instances each move it", async () => {
+        const groupId = newGroupId();
+        await ds.createGroup({ groupId, members: [alice, bob], now: NOW });
+        const results = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? ds : other).appendApplication(app(groupId, 0, alice, `c${i}`))));
+        // Each append found the cursor right before its own seq, which only holds if the previous append's
+        // move was already part of the state the next one saw.
+        const answers = results.map((r) => (r.accepted ? { seq: r.seq, senderCursor: r.senderCursor, duplicate: r.duplicate } : { seq: -1 }));
+        expect(answers.sort((a, b) => a.seq - b.seq)).to.deep.equal(Array.from({ length: 20 }, (_, i) => ({ seq: i + 1, senderCursor: i + 1, duplicate: false })));
+        expect((await other.members(groupId)).map((m) => `${m.username}/${m.deviceId}@${m.cursor}`).sort()).to.deep.equal(["alice/d1@20", "bob/d1@0"]);
+        expect(await ds.pendingFor(alice)).to.deep.equal([]);
+        expect(await ds.pendingFor(bob)).to.deep.equal([{ groupId, cursor: 0, lastSeq: 20, epoch: 0 }]);
+      });
+
+      it("purges only what every member has passed, also when senders' cursors moved with their own messages", async () => {
+        const groupId = newGroupId();
+        await ds.createGroup({ groupId, members: [alice, bob], now: NOW });
+        for (let i = 1; i <= 4; i++) await ds.appendApplication(app(groupId, 0, alice, `a${i}`));
+        // alice is at 4 by her own messages, bob at 0: nothing is passed by both
+        expect((await ds.purge({ now: NOW + DAY, logTtlMs: DAY / 2 })).logEntries).to.equal(0);
+        // bob's own message while behind keeps him at 0
+        expect(await ds.appendApplication(app(groupId, 0, bob, "b1"))).to.deep.include({ seq: 5, senderCursor: 0 });
+        expect((await ds.purge({ now: NOW + DAY, logTtlMs: DAY / 2 })).logEntries).to.equal(0);
+        expect((await ds.read({ groupId, afterSeq: 0, limit: 10 })).map((e) => e.seq)).to.deep.equal([1, 2, 3, 4, 5]);
+        await ds.advanceCursor({ device: bob, groupId, seq: 3 });
+        expect((await ds.purge({ now: NOW + DAY, logTtlMs: DAY / 2 })).logEntries).to.equal(3);
+        // bob at 5, alice still at 4: bob's own message stays for her
+        await ds.advanceCursor({ device: bob, groupId, seq: 5 });
+        expect((await ds.purge({ now: NOW + DAY, logTtlMs: DAY / 2 })).logEntries).to.equal(1);
+        expect((await ds.read({ groupId, afterSeq: 0, limit: 10 })).map((e) => e.seq)).to.deep.equal([5]);
       });
     });
   });
@@ -420,5 +493,53 @@ describe("delivery service on MySQL", function () {
     );
     const types = Object.fromEntries(columns.map((r) => [`${r.t}.${r.c}`, r.d]));
     expect(types).to.deep.equal({ "ds_groups.id": "binary", "ds_log.group_id": "binary", "ds_log.bytes": "mediumblob" });
+  });
+});
+
+describe("delivery service on MySQL without stored procedures", function () {
+  // A relay whose MySQL user may not create routines runs the same steps as plain statements: a real
+  // user without CREATE ROUTINE, on a database of its own where no routine exists yet.
+  let db: TestDatabase;
+  let pools: Pool[] = [];
+  const account = `chat_plain_${randomBytes(4).toString("hex")}`;
+  const reasons: string[] = [];
+  const asAdmin = async (sql: string, values: unknown[] = []) => {
+    const admin = await mysql.createConnection(MYSQL_ADMIN_URL);
+    try {
+      await admin.query(sql, values);
+    } finally {
+      await admin.end();
+    }
+  };
+  before(async () => {
+    db = await createTestDatabase("chat_ds_plain");
+    const password = randomBytes(12).toString("hex");
+    await asAdmin("CREATE USER ?@'127.0.0.1' IDENTIFIED BY ?", [account, password]);
+    await asAdmin(`GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER ON \`${db.name}\`.* TO ?@'127.0.0.1'`, [account]);
+    const url = new URL(db.url);
+    url.hostname = "127.0.0.1";
+    url.username = account;
+    url.password = password;
+    pools = [createTestPool(url.toString()), createTestPool(url.toString())];
+  });
+  after(async () => {
+    await Promise.all(pools.map((p) => p.end()));
+    await asAdmin("DROP USER IF EXISTS ?@'127.0.0.1'", [account]);
+    await db?.drop();
+  });
+
+  deliveryServiceContract("mysql, plain statements", async () => {
+    for (const table of ["ds_key_package_owners", "ds_devices", "ds_key_packages", "ds_last_resort_key_packages", "ds_groups", "ds_members", "ds_log", "ds_welcomes"]) {
+      await pools[0].query(`DROP TABLE IF EXISTS ${table}`);
+    }
+    reasons.length = 0;
+    const one = createMysqlDeliveryServiceStore(pools[0], (reason) => reasons.push(reason));
+    await one.migrate();
+    const two = createMysqlDeliveryServiceStore(pools[1], (reason) => reasons.push(reason));
+    await two.migrate();
+    expect(reasons, "both stores run without routines").to.have.length(2);
+    const [routines] = await pools[0].query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()");
+    expect(Number(routines[0].n)).to.equal(0);
+    return { one, two };
   });
 });

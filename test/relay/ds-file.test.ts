@@ -74,9 +74,24 @@ describe("delivery service in a file: restarts", function () {
     expect(await observe(second)).to.deep.equal(before);
     expect(before.bobKeys).to.deep.equal({ oneTime: 2, lastResort: true });
     expect(before.group).to.deep.include({ epoch: 1, lastSeq: 21 });
+    // alice sent all 20 messages caught up, so they moved her cursor (her commit did not): kept too
+    expect(before.members.map((m) => `${m.username}@${m.cursor}`)).to.have.members(["alice@20", "bob@3", "carol@21"]);
     // the idempotency of appends survives too, and seqs continue
-    expect(await second.appendApplication({ groupId: GROUP, epoch: 1, sender: alice, messageId: "m0", bytes: bytes("again"), receivedAt: NOW })).to.deep.equal({ accepted: true, seq: 1, epoch: 0, duplicate: true });
-    expect(await second.appendApplication({ groupId: GROUP, epoch: 1, sender: carol, messageId: "hello", bytes: bytes("hi"), receivedAt: NOW })).to.deep.include({ seq: 22 });
+    expect(await second.appendApplication({ groupId: GROUP, epoch: 1, sender: alice, messageId: "m0", bytes: bytes("again"), receivedAt: NOW })).to.deep.equal({
+      accepted: true,
+      seq: 1,
+      epoch: 0,
+      duplicate: true,
+      senderCursor: 20,
+    });
+    // carol starts after the commit that added her: caught up, her message moves her cursor
+    expect(await second.appendApplication({ groupId: GROUP, epoch: 1, sender: carol, messageId: "hello", bytes: bytes("hi"), receivedAt: NOW })).to.deep.equal({
+      accepted: true,
+      seq: 22,
+      epoch: 1,
+      duplicate: false,
+      senderCursor: 22,
+    });
     await second.close();
   });
 
@@ -86,8 +101,10 @@ describe("delivery service in a file: restarts", function () {
     await first.migrate();
     await fill(first, 200);
     // garbage: cursor moves and a purge make the operation log longer than the state
-    for (let seq = 4; seq <= 201; seq++) await first.advanceCursor({ device: bob, groupId: GROUP, seq });
-    await first.advanceCursor({ device: alice, groupId: GROUP, seq: 150 });
+    for (let seq = 4; seq <= 150; seq++) await first.advanceCursor({ device: bob, groupId: GROUP, seq });
+    // alice's own 200 messages moved her cursor with them: a late move does not take it back
+    expect(await first.advanceCursor({ device: alice, groupId: GROUP, seq: 150 })).to.equal(200);
+    // bob, at 150, is the member furthest behind
     expect((await first.purge({ now: NOW + 2 * DAY, logTtlMs: DAY })).logEntries).to.equal(150);
     await first.group(GROUP); // a queue round after the purge, so a compaction it triggered has run
     const before = await observe(first);
@@ -101,6 +118,7 @@ describe("delivery service in a file: restarts", function () {
     const after = await observe(second);
     expect(after).to.deep.equal(before);
     expect(after.log.map((e) => e.seq)).to.deep.equal(Array.from({ length: 51 }, (_, i) => i + 151));
+    expect(after.members.map((m) => `${m.username}@${m.cursor}`)).to.have.members(["alice@200", "bob@150", "carol@201"]);
     await second.close();
   });
 
@@ -191,6 +209,8 @@ describe("delivery service in a file: restarts", function () {
     expect(stored.size).to.equal(log.length); // nothing twice
     for (const [id, seq] of reported) expect(stored.get(id), id).to.equal(seq);
     expect(log.length).to.be.at.least(reported.size);
+    // alice alone sent, caught up throughout: each stored append moved her cursor with it, replay included
+    expect(await ds.members(GROUP)).to.deep.include({ ...alice, cursor: group!.lastSeq });
     // the store takes new messages after the crash, after the last seq
     expect(await ds.appendApplication({ groupId: GROUP, epoch: 0, sender: bob, messageId: "after-crash", bytes: bytes("x"), receivedAt: NOW })).to.deep.include({ seq: group!.lastSeq + 1 });
     await ds.close();

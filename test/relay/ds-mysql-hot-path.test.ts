@@ -8,11 +8,12 @@ import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 import type { Pool } from "mysql2/promise";
 import { createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
-import type { DeliveryServiceStore, DeviceRef } from "../../relay/storage/ds-types";
+import type { AppendResult, DeliveryServiceStore, DeviceRef } from "../../relay/storage/ds-types";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { createTestPool } from "./messaging-helpers";
 
 const device = (i: number): DeviceRef => ({ username: `member${i}`, deviceId: "d1" });
+const seqOf = (r: AppendResult) => (r.accepted ? r.seq : -1);
 
 describe("delivery service on MySQL: the hot path under concurrency", function () {
   this.timeout(120_000);
@@ -37,10 +38,13 @@ describe("delivery service on MySQL: the hot path under concurrency", function (
   it("moves 40 cursors given at once, each judged on its own, never backwards", async () => {
     const groupId = new Uint8Array(randomBytes(32));
     const members = Array.from({ length: 40 }, (_, i) => device(i));
-    await one.createGroup({ groupId, members, now: 1 });
+    // The messages come from a device whose cursor none of the moves below touch: a caught-up sender's
+    // own messages move its cursor.
+    const sender = device(40);
+    await one.createGroup({ groupId, members: [...members, sender], now: 1 });
     for (let i = 0; i < 5; i++) {
-      const r = await one.appendApplication({ groupId, epoch: 0, sender: members[0], messageId: `m${i}`, bytes: new Uint8Array([i + 1]), receivedAt: 2 });
-      expect(r).to.include({ accepted: true, seq: i + 1 });
+      const r = await one.appendApplication({ groupId, epoch: 0, sender, messageId: `m${i}`, bytes: new Uint8Array([i + 1]), receivedAt: 2 });
+      expect(r).to.deep.equal({ accepted: true, seq: i + 1, epoch: 0, duplicate: false, senderCursor: i + 1 });
     }
     const moves = members.map((d, i) => one.advanceCursor({ device: d, groupId, seq: 1 + (i % 5) }));
     // In the same batch: a later move of member 0 and an earlier one of member 4, a move beyond the end,
@@ -62,6 +66,7 @@ describe("delivery service on MySQL: the hot path under concurrency", function (
 
     const cursors = new Map((await two.members(groupId)).map((m) => [m.username, m.cursor]));
     members.forEach((d, i) => expect(cursors.get(d.username), d.username).to.equal(i === 0 ? 4 : 1 + (i % 5)));
+    expect(cursors.get(sender.username)).to.equal(5);
     // A late acknowledgement alone does not move a cursor back either.
     expect(await two.advanceCursor({ device: members[3], groupId, seq: 1 })).to.equal(4);
   });
@@ -86,9 +91,21 @@ describe("delivery service on MySQL: the hot path under concurrency", function (
     const seqs = results.map((r) => (r.accepted ? r.seq : -1)).sort((a, b) => a - b);
     expect(seqs).to.deep.equal(Array.from({ length: 60 }, (_, i) => i + 1));
     for (const r of results) expect(r.accepted && [...(r.memberUsernames ?? [])].sort()).to.deep.equal(["member0", "member1"]);
-    // A retry is the same entry, not a new one.
+    // The appends took the group's lock in seq order, each reading its sender's cursor there: replayed in
+    // that order, a device's cursor moves exactly at the appends that found it right before their seq.
+    const key = (d: DeviceRef) => `${d.username}/${d.deviceId}`;
+    const cursor = new Map(members.map((d) => [key(d), 0]));
+    const expected = new Map<number, number>();
+    for (const i of results.map((_, i) => i).sort((a, b) => seqOf(results[a]) - seqOf(results[b]))) {
+      const sender = key(members[i % 3]);
+      if (cursor.get(sender) === seqOf(results[i]) - 1) cursor.set(sender, seqOf(results[i]));
+      expected.set(i, cursor.get(sender)!);
+    }
+    results.forEach((r, i) => expect(r.accepted && r.senderCursor, `m${i}`).to.equal(expected.get(i)));
+    expect(new Map((await two.members(groupId)).map((m) => [key(m), m.cursor]))).to.deep.equal(cursor);
+    // A retry is the same entry, not a new one; it reports the sender's cursor as it is now.
     const retry = await two.appendApplication({ groupId, epoch: 0, sender: members[0], messageId: "m0", bytes: new Uint8Array([0]), receivedAt: 3 });
-    expect(retry).to.deep.equal({ accepted: true, seq: results[0].accepted ? results[0].seq : -1, epoch: 0, duplicate: true });
+    expect(retry).to.deep.equal({ accepted: true, seq: seqOf(results[0]), epoch: 0, duplicate: true, senderCursor: cursor.get(key(members[0])) });
     const page = await one.readAsMember({ device: members[2], groupId, afterSeq: 0, limit: 1000 });
     expect(page).to.include({ epoch: 0, lastSeq: 60 });
     expect(page.entries.map((e) => e.seq)).to.deep.equal(seqs);

@@ -26,14 +26,15 @@ describe("relay: small application messages appended over the WebSocket", functi
 
   const append = (groupId: string, deviceId: string, epoch: number, id: string, b: string) => ({ type: "append", groupId, deviceId, epoch, id, bytes: b });
 
-  /** The one answer to the append `id` on this socket: its appended frame or its error frame. */
-  const answerTo = (l: Listener, id: string) =>
-    waitFor(`the answer to append ${id}`, () => l.frames.find((f) => (f.type === "appended" || f.type === "error") && f.id === id), 15_000, 10);
+  /** The answer to the append `id` on this socket, among the frames from `from` on: its appended frame or its error frame. */
+  const answerTo = (l: Listener, id: string, from: number) =>
+    waitFor(`the answer to append ${id}`, () => l.frames.slice(from).find((f) => (f.type === "appended" || f.type === "error") && f.id === id), 15_000, 10);
 
-  /** Sends the append and returns its answer. */
+  /** Sends the append and returns its answer (not an earlier answer to a frame with the same id). */
   async function appendOver(l: Listener, frame: ReturnType<typeof append>) {
+    const from = l.frames.length;
     l.send(frame);
-    return answerTo(l, frame.id);
+    return answerTo(l, frame.id, from);
   }
 
   /** The whole log of a small group, read as `who`'s member device. */
@@ -48,17 +49,19 @@ describe("relay: small application messages appended over the WebSocket", functi
     const memberSocket = await listen(member.token);
 
     const sent: { id: string; bytes: string; seq: number; from: Session; deviceId: string }[] = [];
-    for (const [from, socket, deviceId] of [
-      [owner, ownerSocket, "o1"],
-      [owner, ownerSocket, "o1"],
-      [member, memberSocket, "m1"],
-      [owner, ownerSocket, "o1"],
+    // Nobody here has read what came before its message (o1 not even its own commit at seq 1; m1 starts
+    // after it, then misses the owner's): every sender's cursor stays where it was.
+    for (const [from, socket, deviceId, cursor] of [
+      [owner, ownerSocket, "o1", 0],
+      [owner, ownerSocket, "o1", 0],
+      [member, memberSocket, "m1", 1],
+      [owner, ownerSocket, "o1", 0],
     ] as const) {
       const id = messageId();
       const b = bytes(200 + sent.length);
       const answer = await appendOver(socket, append(groupId, deviceId, 1, id, b));
       expect(AppendedFrame.safeParse(answer).success, JSON.stringify(answer)).to.equal(true);
-      expect(answer).to.deep.equal({ type: "appended", groupId, id, seq: 2 + sent.length, epoch: 1, duplicate: false });
+      expect(answer).to.deep.equal({ type: "appended", groupId, id, seq: 2 + sent.length, epoch: 1, duplicate: false, cursor });
       sent.push({ id, bytes: b, seq: answer.seq, from, deviceId });
     }
 
@@ -88,28 +91,137 @@ describe("relay: small application messages appended over the WebSocket", functi
     // HTTP first, then the frame (with other bytes: the stored ones are never replaced).
     const viaHttp = messageId("h");
     const first = bytes(100);
+    // o1 has not read its commit at seq 1: its cursor stays at 0 throughout.
     const stored = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: viaHttp, bytes: first });
-    expect(stored).to.include({ accepted: true, duplicate: false });
+    expect(stored).to.deep.equal({ accepted: true, seq: 2, epoch: 1, duplicate: false, cursor: 0 });
     const again = await appendOver(socket, append(groupId, "o1", 1, viaHttp, bytes(100)));
-    expect(again).to.deep.equal({ type: "appended", groupId, id: viaHttp, seq: stored.seq, epoch: 1, duplicate: true });
+    expect(again).to.deep.equal({ type: "appended", groupId, id: viaHttp, seq: stored.seq, epoch: 1, duplicate: true, cursor: 0 });
 
     // The frame first, then HTTP, then the frame again.
     const viaWs = messageId("s");
     const wsBytes = bytes(120);
     const appended = await appendOver(socket, append(groupId, "o1", 1, viaWs, wsBytes));
-    expect(appended).to.include({ type: "appended", duplicate: false, seq: stored.seq + 1 });
+    expect(appended).to.deep.equal({ type: "appended", groupId, id: viaWs, seq: stored.seq + 1, epoch: 1, duplicate: false, cursor: 0 });
     const retried = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: viaWs, bytes: wsBytes });
-    expect(retried).to.deep.equal({ accepted: true, seq: appended.seq, epoch: 1, duplicate: true });
+    expect(retried).to.deep.equal({ accepted: true, seq: appended.seq, epoch: 1, duplicate: true, cursor: 0 });
     const count = socket.frames.length;
     socket.send(append(groupId, "o1", 1, viaWs, wsBytes));
     await waitFor("the second frame answer", () => socket.frames.slice(count).find((f) => f.type === "appended" && f.id === viaWs), 15_000, 10).then((f) =>
-      expect(f).to.include({ seq: appended.seq, duplicate: true }),
+      expect(f).to.include({ seq: appended.seq, duplicate: true, cursor: 0 }),
     );
 
     const log = await logOf(owner, "o1", groupId);
     expect(log.map((e) => e.id)).to.deep.equal([log[0].id, viaHttp, viaWs]);
     expect(log[1].bytes).to.equal(first);
     expect(log[2].bytes).to.equal(wsBytes);
+  });
+
+  it("the answer carries the sending device's cursor: a caught-up device's moves past its own message, a behind one's stays, a retry reports it as it is", async () => {
+    const owner = await user("wc_o");
+    const member = await user("wc_m");
+    const groupId = await groupOf(owner, [member]);
+    const socket = await listen(owner.token);
+    const moveCursor = async (who: Session, deviceId: string, seq: number) =>
+      expect(await call(who, deviceId, "POST", `/v2/groups/${groupId}/cursor`, { seq })).to.deep.equal({ cursor: seq });
+    const cursors = async () => ({ o1: await ds.cursorOf(owner, "o1", groupId, device(owner, "o1")), m1: await ds.cursorOf(owner, "o1", groupId, device(member, "m1")) });
+    const answered = (id: string, seq: number, cursor: number, duplicate = false) => ({ type: "appended", groupId, id, seq, epoch: 1, duplicate, cursor });
+
+    // o1 reads its commit: caught up, so each of its messages moves its cursor onto it, as the relay stores it.
+    await moveCursor(owner, "o1", 1);
+    const [a1, a2, a3] = [messageId("a1"), messageId("a2"), messageId("a3")];
+    expect(await appendOver(socket, append(groupId, "o1", 1, a1, bytes()))).to.deep.equal(answered(a1, 2, 2));
+    expect(await appendOver(socket, append(groupId, "o1", 1, a2, bytes()))).to.deep.equal(answered(a2, 3, 3));
+    expect(await cursors()).to.deep.equal({ o1: 3, m1: 1 });
+    // m1 has not read 2 and 3: its message (over HTTP, which answers the same) leaves it at 1.
+    const b1 = messageId("b1");
+    expect(await call(member, "m1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: b1, bytes: bytes() })).to.deep.equal({
+      accepted: true,
+      seq: 4,
+      epoch: 1,
+      duplicate: false,
+      cursor: 1,
+    });
+    // ...and now o1 is behind (4 is m1's).
+    expect(await appendOver(socket, append(groupId, "o1", 1, a3, bytes()))).to.deep.equal(answered(a3, 5, 3));
+    // A retry moves nothing and reports the cursor now, even one standing right before the retried entry.
+    await moveCursor(owner, "o1", 4);
+    expect(await appendOver(socket, append(groupId, "o1", 1, a3, bytes()))).to.deep.equal(answered(a3, 5, 4, true));
+    expect(await appendOver(socket, append(groupId, "o1", 1, a1, bytes()))).to.deep.equal(answered(a1, 2, 4, true));
+    expect(await cursors()).to.deep.equal({ o1: 4, m1: 1 });
+    // m1 catches up and its next message moves it.
+    await moveCursor(member, "m1", 5);
+    const b2 = messageId("b2");
+    expect(await call(member, "m1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: b2, bytes: bytes() })).to.deep.include({ seq: 6, cursor: 6 });
+    expect(await cursors()).to.deep.equal({ o1: 4, m1: 6 });
+  });
+
+  it("the socket that appended hears of its entry by its answer only; the user's other socket and the other member get the notice", async () => {
+    const owner = await user("wq_o");
+    const member = await user("wq_m");
+    const groupId = await groupOf(owner, [member]);
+    const appending = await listen(owner.token);
+    const second = await listen(owner.token);
+    const memberSocket = await listen(member.token);
+    const seqsOf = (l: Listener) => l.groupFrames(groupId).map((f) => f.seq);
+    const noticed = (l: Listener, seq: number, what: string) => waitFor(`${what} hears of seq ${seq}`, () => seqsOf(l).includes(seq), 15_000, 10);
+
+    const id = messageId();
+    expect(await appendOver(appending, append(groupId, "o1", 1, id, bytes()))).to.include({ type: "appended", seq: 2 });
+    await noticed(second, 2, "the owner's second socket");
+    await noticed(memberSocket, 2, "the member");
+    expect(second.groupFrames(groupId)[0].entry).to.include({ seq: 2, id });
+    // The notices of an entry go out to all sockets at once: once a later notice reaches the appending
+    // socket, the notice of its own entry would have been before it on the same connection.
+    const later = await call(member, "m1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: messageId("later"), bytes: bytes() });
+    expect(later.seq).to.equal(3);
+    await noticed(appending, 3, "the appending socket");
+    await noticed(second, 3, "the owner's second socket");
+    await noticed(memberSocket, 3, "the member");
+    // An append over HTTP has no socket of origin: both of the owner's sockets hear of it.
+    const overHttp = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: messageId("http"), bytes: bytes() });
+    expect(overHttp.seq).to.equal(4);
+    await noticed(appending, 4, "the appending socket");
+    await noticed(second, 4, "the owner's second socket");
+    await noticed(memberSocket, 4, "the member");
+
+    expect(seqsOf(appending)).to.deep.equal([3, 4]);
+    expect(seqsOf(second)).to.deep.equal([2, 3, 4]);
+    expect(seqsOf(memberSocket)).to.deep.equal([2, 3, 4]);
+    expect(appending.frames.filter((f) => f.type === "appended").map((f) => f.id)).to.deep.equal([id]);
+  });
+
+  it("appends sent back to back on one socket are stored in the order they were sent, each group in its own order", async () => {
+    const owner = await user("wt_o");
+    const member = await user("wt_m");
+    const [first, other] = [await groupOf(owner, [member]), await groupOf(owner, [member])];
+    const socket = await listen(owner.token);
+    // o1 is caught up in the first group: in send order, each append finds its cursor right before its seq.
+    await call(owner, "o1", "POST", `/v2/groups/${first}/cursor`, { seq: 1 });
+
+    // 30 to one group interleaved with 10 to another, all written before any answer (within the send burst).
+    const firstIds = Array.from({ length: 30 }, (_, i) => `t-${String(i).padStart(2, "0")}-${randomBytes(3).toString("hex")}`);
+    const otherIds = Array.from({ length: 10 }, (_, i) => `u-${String(i).padStart(2, "0")}-${randomBytes(3).toString("hex")}`);
+    for (let i = 0; i < firstIds.length; i++) {
+      socket.send(append(first, "o1", 1, firstIds[i], bytes(48)));
+      if (i % 3 === 0) socket.send(append(other, "o1", 1, otherIds[i / 3], bytes(48)));
+    }
+    const answers = await waitFor(
+      "an answer to each append",
+      () => {
+        const got = socket.frames.filter((f) => f.type === "appended" || f.type === "error");
+        return got.length >= firstIds.length + otherIds.length && got;
+      },
+      30_000,
+      10,
+    );
+    expect(answers.filter((f) => f.type === "error")).to.deep.equal([]);
+    const answersIn = (groupId: string) => answers.filter((f) => f.groupId === groupId).map((f) => ({ id: f.id, seq: f.seq, cursor: f.cursor }));
+    expect(answersIn(first)).to.deep.equal(firstIds.map((id, i) => ({ id, seq: i + 2, cursor: i + 2 })));
+    // o1 never read the other group's commit: behind there, its cursor stays at 0.
+    expect(answersIn(other)).to.deep.equal(otherIds.map((id, i) => ({ id, seq: i + 2, cursor: 0 })));
+    expect((await logOf(member, "m1", first)).slice(1).map((e) => e.id)).to.deep.equal(firstIds);
+    expect((await logOf(member, "m1", other)).slice(1).map((e) => e.id)).to.deep.equal(otherIds);
+    expect(await ds.cursorOf(owner, "o1", first, device(owner, "o1"))).to.equal(31);
   });
 
   it("an append at an epoch the group cannot take is answered EPOCH_CONFLICT with its id and the current epoch, and nothing is stored", async () => {
