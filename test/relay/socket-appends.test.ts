@@ -142,7 +142,8 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     const id = newId();
     const bytes = encodeBase64(rawBytes(300));
     const first = await appends.append(groupId, { deviceId: "o1", epoch: 1, id, bytes });
-    expect(first).to.deep.equal({ accepted: true, seq: 2, epoch: 1, duplicate: false });
+    // The owner's device has not moved past the group's first entry: its cursor stays where it was.
+    expect(first).to.deep.equal({ accepted: true, seq: 2, epoch: 1, duplicate: false, cursor: 0 });
     expect(await appends.append(groupId, { deviceId: "o1", epoch: 1, id, bytes })).to.deep.equal({ ...first, duplicate: true });
     const posted = await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id, bytes });
     expect(posted).to.include({ accepted: true, seq: 2, duplicate: true });
@@ -204,7 +205,7 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     // The relay stored the frame's copy before the cut; the POST with the same id is answered as that one.
     expect(proxy.cut.map((f) => f.id)).to.deep.equal([id]);
     expect(proxy.postedIds).to.include(id);
-    expect(result).to.deep.equal({ accepted: true, seq: 3, epoch: 1, duplicate: true });
+    expect(result).to.deep.equal({ accepted: true, seq: 3, epoch: 1, duplicate: true, cursor: 0 });
     expect((await logIds(member, "m1", groupId)).filter((x: string) => x === id)).to.have.length(1);
     expect(cutOne.ws.readyState).to.be.oneOf([WebSocket.CLOSING, WebSocket.CLOSED]);
 
