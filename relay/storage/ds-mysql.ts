@@ -332,6 +332,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
   };
 
   const rows = async (conn: Pool | PoolConnection, sql: string, params: SqlParam[]) => (await conn.execute<RowDataPacket[]>(sql, params))[0];
+  const textRows = async (sql: string, params: SqlParam[]) => (await pool.query<RowDataPacket[]>(sql, params))[0];
   /**
    * A procedure's result sets (the trailing status is dropped); a deadlock or lock wait timeout, after
    * which its transaction was rolled back, runs it again as inTransaction does.
@@ -454,8 +455,9 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
    * update is not moved (the UPDATE finds no row) and learns of its removal at its next read.
    */
   const moveMany = async (moves: CursorMove[]): Promise<CursorOutcome[]> => {
-    const found = await rows(
-      pool,
+    // Text protocol (query, not execute): each batch size is another statement, and preparing it would cost
+    // a round trip and a server-side statement per size and connection.
+    const found = await textRows(
       moves
         .map(
           () => `(SELECT ? AS i, g.last_seq, m.cursor_seq FROM ds_groups g
@@ -487,8 +489,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
       const match = "(group_id = ? AND username = ? AND device_id = ?)";
       const params = (m: CursorMove): SqlParam[] => [bin(m.groupId), m.device.username, m.device.deviceId];
       // GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
-      await write(
-        pool,
+      await pool.query(
         `UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, CASE ${list.map(() => `WHEN ${match} THEN ?`).join(" ")} ELSE cursor_seq END)
          WHERE ${list.map(() => match).join(" OR ")}`,
         [...list.flatMap((m) => [...params(m), m.seq]), ...list.flatMap(params)],
@@ -497,11 +498,39 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
     return outcomes;
   };
 
+  /** One application append, one CALL: what a batch of one costs least as (the batch procedure parses JSON). */
+  const appendOne = async (p: AppendItem): Promise<AppendResult> => {
+    const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
+    const [verdict, users] = await call(`CALL ${APPEND_APPLICATION}(?, ?, ?, ?, ?, ?, ?, ?)`, args);
+    const { outcome, seq, epoch, sender_cursor: senderCursor } = verdict[0];
+    switch (outcome) {
+      case "unknown":
+        throw new DsError("DS_UNKNOWN_GROUP", "no such group");
+      case "not-member":
+        throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
+      case "conflict":
+        return { accepted: false, currentEpoch: Number(epoch) };
+      case "accepted":
+      case "duplicate":
+        return {
+          accepted: true,
+          seq: Number(seq),
+          epoch: Number(epoch),
+          duplicate: outcome === "duplicate",
+          senderCursor: Number(senderCursor),
+          ...(p.withMemberUsernames === true ? { memberUsernames: users.map((r) => String(r.username)) } : {}),
+        };
+      default:
+        throw new Error(`${APPEND_APPLICATION}: unexpected outcome`);
+    }
+  };
+
   /**
    * Appends that arrive while a batch is being stored go out together in the next one: one round trip and
    * one commit (one redo-log flush) for all of them, each still durable before it is answered.
    */
   const appendMany = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
+    if (items.length === 1) return [await appendOne(items[0]).catch((error: unknown) => (error instanceof DsError ? { error } : Promise.reject(error)))];
     const hexOf = items.map((p) => Buffer.from(p.groupId).toString("hex"));
     // Sorted by group (stable: one group's items keep their order), so batches lock groups in one order.
     const order = items.map((_, i) => i).sort((a, b) => (hexOf[a] < hexOf[b] ? -1 : hexOf[a] > hexOf[b] ? 1 : a - b));
@@ -696,29 +725,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
         if ("error" in outcome) throw outcome.error;
         return outcome;
       }
-      const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
-      const [verdict, users] = await call(`CALL ${APPEND_APPLICATION}(?, ?, ?, ?, ?, ?, ?, ?)`, args);
-      const { outcome, seq, epoch, sender_cursor: senderCursor } = verdict[0];
-      switch (outcome) {
-        case "unknown":
-          throw new DsError("DS_UNKNOWN_GROUP", "no such group");
-        case "not-member":
-          throw new DsError("DS_NOT_MEMBER", "the sender is not a member of the group");
-        case "conflict":
-          return { accepted: false, currentEpoch: Number(epoch) };
-        case "accepted":
-        case "duplicate":
-          return {
-            accepted: true,
-            seq: Number(seq),
-            epoch: Number(epoch),
-            duplicate: outcome === "duplicate",
-            senderCursor: Number(senderCursor),
-            ...(params.withMemberUsernames === true ? { memberUsernames: users.map((r) => String(r.username)) } : {}),
-          };
-        default:
-          throw new Error(`${APPEND_APPLICATION}: unexpected outcome`);
-      }
+      return appendOne({ ...p, withMemberUsernames: params.withMemberUsernames });
     },
 
     async read(params) {
