@@ -283,7 +283,16 @@ function overdue(scheduledAt: Float64Array, left: Int32Array, before: number): n
 }
 
 /** One open-loop step: `deliveriesPerSecond` offered for `seconds`, then up to `drainSeconds` to finish. */
-async function openLoopStep(driver: Driver, deliveriesPerSecond: number, seconds: number, drainSeconds: number, db: DbProbe, attempt = 1): Promise<StepResult> {
+async function openLoopStep(
+  driver: Driver,
+  deliveriesPerSecond: number,
+  seconds: number,
+  drainSeconds: number,
+  db: DbProbe,
+  attempt = 1,
+  /** runs once the step's connections are open, just before its first send */
+  atStart?: () => Promise<void>,
+): Promise<StepResult> {
   const recipients = driver.recipientsPerMessage;
   const msgRate = deliveriesPerSecond / recipients;
   const count = Math.max(1, Math.round(msgRate * seconds));
@@ -303,6 +312,7 @@ async function openLoopStep(driver: Driver, deliveriesPerSecond: number, seconds
   };
 
   await driver.prepare();
+  await atStart?.();
   const dbThreadsBefore = threadsCpuMs(db.pid, await db.threads());
   const connectionsBefore = V2Client.connectionsOpened;
   const serverBefore = cpuMsOrNaN(driver.pid);
@@ -716,9 +726,10 @@ async function main() {
     let profile: unknown = undefined;
     if (opts.profile) {
       const duoKnee = [...ladders.one_to_one.relay].reverse().find((x) => x.passed)?.offered_deliveries_per_s ?? opts.start;
-      relayChild.child.kill("SIGUSR2");
-      await sleep(200);
-      const step = await openLoopStep(relayDuo, duoKnee, opts["step-seconds"], opts["drain-seconds"], dbProbe);
+      const step = await openLoopStep(relayDuo, duoKnee, opts["step-seconds"], opts["drain-seconds"], dbProbe, 1, async () => {
+        relayChild.child.kill("SIGUSR2");
+        await sleep(100);
+      });
       relayChild.child.kill("SIGUSR2");
       const until = performance.now() + 30_000;
       while (!relayChild.output().includes('"profileWritten"') && performance.now() < until) await sleep(100);

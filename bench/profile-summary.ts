@@ -53,9 +53,22 @@ export function summarizeCpuProfile(file: string, top = 15): ProfileSummary {
     }
     return out.join(" < ");
   };
+  // Samples of the profiler's own work (node:inspector handing the profile over) are not the program's.
+  const profilerOwn = new Map<number, boolean>();
+  const isProfilerOwn = (id: number): boolean => {
+    let known = profilerOwn.get(id);
+    if (known === undefined) {
+      const p = parent.get(id);
+      known = byId.get(id)!.callFrame.url === "node:inspector" || (p !== undefined && isProfilerOwn(p));
+      profilerOwn.set(id, known);
+    }
+    return known;
+  };
   const chains = new Map<string, Map<string, number>>(); // function key -> caller chain -> µs
   const self = new Map<number, number>(); // node id -> µs
-  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  profile.samples.forEach((id, i) => {
+    if (!isProfilerOwn(id)) self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  });
   let totalUs = 0;
   let idleUs = 0;
   const packages = new Map<string, number>();
