@@ -13,6 +13,7 @@ import path from "node:path";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { WatchedProcess } from "../helpers/watched-process";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { runChat, type ChatResult } from "../helpers/chat-process";
 import { Context } from "../../cli/context";
@@ -23,32 +24,6 @@ const CHAT = path.join(ROOT, "bin/chat.js");
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2", carol: "carol-Secret-pw-3" };
 /** Test-only fast key derivation for the client: the subject here is the conversation, not the KDF. */
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
-
-/** A process whose output is watched: waits for text after a position, in order. */
-class Watched {
-  text = "";
-  constructor(readonly child: ChildProcess, streams: NodeJS.ReadableStream[]) {
-    for (const stream of streams) stream.on("data", (chunk) => (this.text += chunk));
-  }
-  async waitFor(needle: string, after = 0, ms = 45_000): Promise<number> {
-    const started = Date.now();
-    while (this.text.indexOf(needle, after) < 0) {
-      if (Date.now() - started > ms) throw new Error(`never saw ${JSON.stringify(needle)} after ${after}:\n${this.text}`);
-      if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) before ${JSON.stringify(needle)}:\n${this.text}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return this.text.indexOf(needle, after);
-  }
-  /** Milliseconds from now until `needle` shows after `after`: the latency a person sees. */
-  async timeTo(needle: string, after = 0): Promise<number> {
-    const started = Date.now();
-    await this.waitFor(needle, after);
-    return Date.now() - started;
-  }
-  exited(): Promise<number | null> {
-    return this.child.exitCode !== null ? Promise.resolve(this.child.exitCode) : new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
-  }
-}
 
 describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)", function () {
   this.timeout(240_000);
@@ -95,7 +70,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
       stdio: ["pipe", "pipe", "pipe"],
     });
     children.push(child);
-    return new Watched(child, [child.stdout!, child.stderr!]);
+    return new WatchedProcess(child, [child.stdout!, child.stderr!]);
   };
 
   // A test that failed half-way leaves its talks running: they would read the next test's messages.
@@ -120,7 +95,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
     const command = [process.execPath, CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "bob"].map((p) => `'${p}'`).join(" ");
     const aliceChild = spawn("script", ["-qec", command, "/dev/null"], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", HOME: homes.alice, TERM: "dumb", ...CLIENT_ENV } });
     children.push(aliceChild);
-    const alice = new Watched(aliceChild, [aliceChild.stdout!]);
+    const alice = new WatchedProcess(aliceChild, [aliceChild.stdout!]);
     await alice.waitFor("Talking with bob");
     await alice.waitFor("bob is online.");
 
@@ -224,7 +199,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
       stdio: ["pipe", "pipe", "pipe"],
     });
     children.push(aliceChild);
-    const alice = new Watched(aliceChild, [aliceChild.stdout!, aliceChild.stderr!]);
+    const alice = new WatchedProcess(aliceChild, [aliceChild.stdout!, aliceChild.stderr!]);
     await alice.waitFor("Talking with bob");
     ok(await chat("bob", ["--password-stdin", "rotate-key"], `${PASSWORDS.bob}\n`), "bob rotates");
     aliceChild.stdin!.write("after your rotation\n");
@@ -270,7 +245,7 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
 
     for (const member of [alice, bob, carol]) member.child.stdin!.end("/quit\n");
     for (const member of [alice, bob, carol]) expect(await member.exited()).to.equal(0);
-    const shownTo = (w: Watched, from: string) => w.text.split("\n").filter((l) => l.includes(`#team ${from}: `)).map((l) => l.replace(/^.*#team \w+: /, "").replace(/  \(.*\)$/, ""));
+    const shownTo = (w: WatchedProcess, from: string) => w.text.split("\n").filter((l) => l.includes(`#team ${from}: `)).map((l) => l.replace(/^.*#team \w+: /, "").replace(/  \(.*\)$/, ""));
     expect(shownTo(bob, "alice")).to.deep.equal(["team line 1", "team line 2", "team line 3"]);
     expect(shownTo(carol, "alice")).to.deep.equal(["team line 1", "team line 2", "team line 3"]);
     expect(shownTo(carol, "bob")).to.deep.equal(["bob here"]);

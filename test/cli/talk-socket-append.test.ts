@@ -12,6 +12,7 @@ import path from "node:path";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
 import { runChat, type ChatResult } from "../helpers/chat-process";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
+import { WatchedProcess } from "../helpers/watched-process";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { waitFor } from "../helpers/wait";
 import { startCutProxy, type CutProxy } from "../helpers/ws-cut-proxy";
@@ -21,29 +22,6 @@ const CHAT = path.join(ROOT, "bin/chat.js");
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2" };
 /** Test-only fast key derivation for the client: the subject here is the conversation, not the KDF. */
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
-
-/** A process whose output is watched. */
-class Watched {
-  text = "";
-  constructor(readonly child: ChildProcess) {
-    for (const stream of [child.stdout!, child.stderr!]) stream.on("data", (chunk) => (this.text += chunk));
-  }
-  async waitFor(needle: string, after = 0, ms = 45_000): Promise<number> {
-    const started = Date.now();
-    while (this.text.indexOf(needle, after) < 0) {
-      if (Date.now() - started > ms) throw new Error(`never saw ${JSON.stringify(needle)} after ${after}:\n${this.text}`);
-      if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) before ${JSON.stringify(needle)}:\n${this.text}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return this.text.indexOf(needle, after);
-  }
-  count(needle: string): number {
-    return this.text.split(needle).length - 1;
-  }
-  exited(): Promise<number | null> {
-    return this.child.exitCode !== null ? Promise.resolve(this.child.exitCode) : new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
-  }
-}
 
 describe("chat talk sends over its WebSocket; a socket cut mid-append falls back to HTTP with the same id", function () {
   this.timeout(240_000);
@@ -99,7 +77,7 @@ describe("chat talk sends over its WebSocket; a socket cut mid-append falls back
       stdio: ["pipe", "pipe", "pipe"],
     });
     children.push(child);
-    return new Watched(child);
+    return new WatchedProcess(child);
   };
 
   it("lines go as append frames, not POSTs; the line whose answer is cut is POSTed with the same id, stored once, shown once", async () => {
