@@ -7,29 +7,18 @@
  */
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import WebSocket from "ws";
 import { DsClient } from "../../cli/mls/ds-client";
 import { SocketAppends, SocketAppendUnavailable } from "../../client-core/socket-appends";
 import { ChatError } from "../../protocol/errors";
 import { NOTICE_ENTRY_MAX_BYTES, WS_PATH } from "../../protocol/wire";
 import { encodeBase64 } from "../../protocol/wire-v2";
-import { startChain, type ChainFixture } from "../helpers/chain";
-import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
-import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { newTestUser, uniqueUsername, type TestUser } from "../helpers/users";
 import { sleep, waitFor } from "../helpers/wait";
 import { startCutProxy, type CutProxy } from "../helpers/ws-cut-proxy";
-import { login, registerUser } from "./accounts-fixture";
-
-type Session = TestUser & { token: string };
+import { device, newGroupId, useRawDs, type Session } from "./ds-raw-fixture";
 
 const rawBytes = (n = 64) => new Uint8Array(randomBytes(n));
-const newGroupId = () => randomBytes(32).toString("hex");
 const newId = (prefix = "m") => `${prefix}-${randomBytes(6).toString("hex")}`;
-const device = (u: Session, deviceId: string) => ({ username: u.username, deviceId });
 
 /** A socket of `token`'s user at `base`, wired to a SocketAppends as a client would wire it. */
 interface Wired {
@@ -41,56 +30,23 @@ interface Wired {
 
 describe("client-core SocketAppends: appends and cursor moves over a real relay's WebSocket", function () {
   this.timeout(300_000);
-  let chain: ChainFixture;
-  let db: TestDatabase;
-  let relay: RelayProcess;
+  const ds = useRawDs("socket_appends");
+  const { user, call, groupOf, cursorOf } = ds;
   let proxy: CutProxy;
   const sockets: WebSocket[] = [];
 
   before(async () => {
-    chain = await startChain();
-    db = await createTestDatabase("chat_socket_appends");
-    relay = await startRelayProcess({
-      rpcUrl: chain.anvil.url,
-      contractAddress: chain.deployed.address,
-      deployBlock: chain.deployed.deployBlock,
-      relayerKey: chain.deployed.relayerKey,
-      mysqlUrl: db.url,
-      dataDir: mkdtempSync(path.join(tmpdir(), "chat-socket-appends-")),
-      env: { INSECURE_HTTP: "1", LOG_LEVEL: "warn" },
-    });
-    proxy = await startCutProxy(relay.url);
+    proxy = await startCutProxy(ds.relay().url);
   });
   after(async () => {
     for (const ws of sockets) ws.terminate();
     await proxy?.close();
-    await relay?.stop();
-    await db?.drop();
-    await chain?.close();
   });
-
-  async function user(prefix: string): Promise<Session> {
-    const u = newTestUser(uniqueUsername(prefix));
-    const registered = await registerUser(relay.url, chain.domain, u);
-    expect(registered.status, JSON.stringify(registered.body)).to.equal(200);
-    const session = await login(relay.url, chain.domain, u);
-    expect(session.status).to.equal(200);
-    return { ...u, token: session.body.token };
-  }
-
-  async function call(who: Session, deviceId: string, method: string, pathname: string, body?: unknown) {
-    const headers: Record<string, string> = { authorization: `Bearer ${who.token}`, "x-device-id": deviceId };
-    if (body !== undefined) headers["content-type"] = "application/json";
-    const response = await fetch(`${relay.url}${pathname}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await response.text();
-    expect(response.status, `${method} ${pathname}: ${text.slice(0, 300)}`).to.equal(200);
-    return text ? JSON.parse(text) : undefined;
-  }
 
   /** Opens a socket (directly, or through the cutting proxy) and wires a SocketAppends to it. */
   function wire(who: Session, options: { base?: string; timeoutMs?: number; maxPending?: number } = {}): Promise<Wired> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket((options.base ?? relay.url).replace(/^http/, "ws") + WS_PATH, { headers: { authorization: `Bearer ${who.token}` }, perMessageDeflate: false });
+      const ws = new WebSocket((options.base ?? ds.relay().url).replace(/^http/, "ws") + WS_PATH, { headers: { authorization: `Bearer ${who.token}` }, perMessageDeflate: false });
       sockets.push(ws);
       const appends = new SocketAppends({
         send: (text) => {
@@ -117,18 +73,7 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     });
   }
 
-  /** A group of `owner` (device o1) and `members` (device m1 each), at epoch 1 after its first commit. */
-  async function groupOf(owner: Session, members: Session[]): Promise<string> {
-    const groupId = newGroupId();
-    await call(owner, "o1", "POST", "/v2/groups", { groupId, members: [device(owner, "o1")] });
-    const commit = await call(owner, "o1", "POST", `/v2/groups/${groupId}/commits`, { epoch: 0, id: newId("add"), bytes: encodeBase64(rawBytes()), add: members.map((m) => device(m, "m1")) });
-    expect(commit).to.include({ accepted: true, seq: 1 });
-    return groupId;
-  }
-
   const logIds = async (who: Session, deviceId: string, groupId: string) => (await call(who, deviceId, "GET", `/v2/groups/${groupId}/log?after=0&limit=100`)).entries.map((e: any) => e.id);
-  const cursorOf = async (who: Session, deviceId: string, groupId: string, of: { username: string; deviceId: string }) =>
-    ((await call(who, deviceId, "GET", `/v2/groups/${groupId}/members`)).members as any[]).find((m) => m.username === of.username && m.deviceId === of.deviceId)?.cursor as number;
 
   /** What an append does, as the code of its refusal or its result: the same over both paths. */
   const outcome = (task: Promise<unknown>): Promise<{ result?: unknown; code?: string }> =>
@@ -162,7 +107,7 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     const stranger = await user("sr_s");
     const groupId = await groupOf(owner, [member]);
     const [own, theirs] = [await wire(owner), await wire(stranger)];
-    const http = (who: Session, deviceId: string) => new DsClient({ url: relay.url, token: who.token, deviceId });
+    const http = (who: Session, deviceId: string) => new DsClient({ url: ds.relay().url, token: who.token, deviceId });
     const cases: { what: string; who: Session; wired: Wired; deviceId: string; groupId: string; epoch: number }[] = [
       { what: "the previous epoch", who: owner, wired: own, deviceId: "o1", groupId, epoch: 0 },
       { what: "a future epoch", who: owner, wired: own, deviceId: "o1", groupId, epoch: 7 },
@@ -214,7 +159,7 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     expect(after).to.include({ accepted: true, seq: 4, duplicate: false });
     // A large message never rides the socket, even an open one.
     const open = await wire(owner);
-    const large = await new DsClient({ url: relay.url, token: owner.token, deviceId: "o1", socket: open.appends }).sendApplication(groupId, { epoch: 1, id: newId(), bytes: rawBytes(NOTICE_ENTRY_MAX_BYTES + 1) });
+    const large = await new DsClient({ url: ds.relay().url, token: owner.token, deviceId: "o1", socket: open.appends }).sendApplication(groupId, { epoch: 1, id: newId(), bytes: rawBytes(NOTICE_ENTRY_MAX_BYTES + 1) });
     expect(large).to.include({ accepted: true, seq: 5, duplicate: false });
     expect(open.appends.waiting).to.equal(0);
   });
@@ -226,7 +171,7 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     // A socket that takes frames and never delivers them: the relay hears nothing.
     const sent: string[] = [];
     const silent = new SocketAppends({ send: (text) => (sent.push(text), true), timeoutMs: 300, maxPending: 1 });
-    const client = new DsClient({ url: relay.url, token: owner.token, deviceId: "o1", socket: silent });
+    const client = new DsClient({ url: ds.relay().url, token: owner.token, deviceId: "o1", socket: silent });
     const id = newId();
     const result = await client.sendApplication(groupId, { epoch: 1, id, bytes: rawBytes(100) });
     expect(result).to.include({ accepted: true, seq: 2, duplicate: false });
@@ -248,14 +193,14 @@ describe("client-core SocketAppends: appends and cursor moves over a real relay'
     const groupId = await groupOf(owner, [member]);
     for (let i = 0; i < 3; i++) await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: newId(), bytes: encodeBase64(rawBytes()) });
     const { ws, appends } = await wire(member);
-    const client = new DsClient({ url: relay.url, token: member.token, deviceId: "m1", socket: appends });
+    const client = new DsClient({ url: ds.relay().url, token: member.token, deviceId: "m1", socket: appends });
     expect(await client.advanceCursor(groupId, 2)).to.deep.equal({ cursor: 2 });
     await waitFor("the framed cursor move", async () => (await cursorOf(owner, "o1", groupId, device(member, "m1"))) === 2, 15_000, 50);
 
     // The next frame is lost on the way (a socket that drops it), the relay's cursor stays behind.
     let lose = true;
     const lossy = new SocketAppends({ send: (text) => (lose ? ((lose = false), true) : (ws.send(text), true)) });
-    const lossyClient = new DsClient({ url: relay.url, token: member.token, deviceId: "m1", socket: lossy });
+    const lossyClient = new DsClient({ url: ds.relay().url, token: member.token, deviceId: "m1", socket: lossy });
     expect(await lossyClient.advanceCursor(groupId, 4)).to.deep.equal({ cursor: 4 });
     await sleep(300);
     expect(await cursorOf(owner, "o1", groupId, device(member, "m1"))).to.equal(2);
