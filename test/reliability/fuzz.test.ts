@@ -22,7 +22,7 @@ import { newTestUser, registerUsers, relayOptions, relaySecrets, startChain, typ
 
 const SEED = Number(process.env.FC_SEED ?? 20261129);
 const HTTP_CASES_PER_ROUTE = 1_000; // per POST route, the keys path and logout's Authorization header
-const WS_CASES_PER_KIND = 750; // 4 kinds of frame
+const WS_CASES_PER_KIND = 750; // 6 kinds of frame
 
 // --- arbitraries: every value is invalid for its field by construction ------------------------------
 
@@ -125,7 +125,13 @@ function badBody(fields: Record<string, Field>): fc.Arbitrary<HttpCase> {
   return fc.oneof({ arbitrary: broken, weight: 4 }, { arbitrary: junk, weight: 1 });
 }
 
-/** WebSocket frames, invalid by construction: broken send frames, broken acks, unknown types, junk. */
+const isGroupId = (s: string) => /^[0-9a-f]{64}$/.test(s);
+const isDeviceId = (s: string) => /^[A-Za-z0-9_-]{1,64}$/.test(s);
+const groupIdField = fc.oneof(fc.stringMatching(/^[0-9a-f]{64}$/), badValue(isGroupId));
+const deviceIdField = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/), badValue(isDeviceId));
+const countField = fc.oneof(fc.nat(), fc.integer({ max: -1 }), fc.double({ noInteger: true, noNaN: true }), fc.constant(2 ** 60), fc.string({ maxLength: 8 }), fc.constant(null));
+
+/** WebSocket frames, invalid by construction: broken send, ack, append and cursor frames, unknown types, junk. */
 const WS_KINDS: Record<string, fc.Arbitrary<unknown>> = {
   send: fc
     .record({
@@ -137,6 +143,19 @@ const WS_KINDS: Record<string, fc.Arbitrary<unknown>> = {
   ack: fc
     .record({ id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9_-]{8,64}$/), badValue(() => false)), from: fc.oneof(F.username.valid, F.username.invalid) }, { requiredKeys: [] })
     .map((f) => ({ type: "ack", ...f })),
+  append: fc
+    .record({
+      groupId: groupIdField,
+      deviceId: deviceIdField,
+      epoch: countField,
+      id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/), badValue(isDeviceId)),
+      // past 8 KiB of bytes, not standard base64, or not text
+      bytes: fc.oneof(fc.base64String({ minLength: 4, maxLength: 40 }), fc.constant("QUFB".repeat(2731)), badValue((s) => /^[A-Za-z0-9+/]{4,40}={0,2}$/.test(s))),
+    }, { requiredKeys: [] })
+    .map((f) => ({ type: "append", ...f })),
+  cursor: fc
+    .record({ groupId: groupIdField, deviceId: deviceIdField, seq: countField }, { requiredKeys: [] })
+    .map((f) => ({ type: "cursor", ...f })),
   other: fc.record({ type: fc.oneof(fc.constantFrom("message", "ready", "accepted", "error", "SEND", "Ack", "", "send ", "__proto__"), wrongType), id: fc.string({ maxLength: 20 }) }),
   junk: fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.string({ maxLength: 100 }).map((s) => ({ raw: s }))),
 };
