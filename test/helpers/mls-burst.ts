@@ -497,7 +497,9 @@ export interface LostAnswerCase {
  *    is dead;
  *  - optionally one more message from `lostAnswer.participant` into `lostAnswer.groupId` through its own
  *    cutting proxy: stored, answer cut; and likewise `socketLostAnswer`, whose participant sends it on
- *    its WebSocket (the cutter holds that socket's answers).
+ *    its WebSocket (the cutter holds that socket's answers). A socket append left unanswered goes over
+ *    HTTP after SOCKET_APPEND_TIMEOUT_MS, to a relay still alive: so it is written only once all the others
+ *    are in place, and the relay dies as soon as it is stored.
  * `kill` runs once all of them are at that point. Resolves when each has ended (each may fail).
  */
 export async function killMidway(params: {
@@ -519,15 +521,20 @@ export async function killMidway(params: {
   };
   const abandonerReady = deferred();
   const killed = deferred();
+  /** the adopter's answer is held, the abandoner's commit built, the HTTP message stored */
+  const othersReady = deferred();
   const lostCases = [
-    { key: "lostAnswer" as const, params: params.lostAnswer, stored: deferred() },
-    { key: "socketLostAnswer" as const, params: params.socketLostAnswer, stored: deferred() },
+    { key: "lostAnswer" as const, params: params.lostAnswer, stored: deferred(), after: Promise.resolve() },
+    { key: "socketLostAnswer" as const, params: params.socketLostAnswer, stored: deferred(), after: othersReady.promise },
   ];
+  const [httpCase, socketCase] = lostCases;
   for (const c of lostCases) if (!c.params) c.stored.resolve();
   let killing: Promise<void> | undefined;
   const killOnce = () =>
     (killing ??= (async () => {
-      await Promise.all([abandonerReady.promise, ...lostCases.map((c) => c.stored.promise)]);
+      await Promise.all([abandonerReady.promise, httpCase.stored.promise]);
+      othersReady.resolve();
+      await socketCase.stored.promise;
       await params.kill();
       killed.resolve();
     })());
@@ -554,8 +561,9 @@ export async function killMidway(params: {
     },
     outcome.abandoner,
   );
-  const messagesDone = lostCases.map(async ({ key, params: lost, stored }) => {
+  const messagesDone = lostCases.map(async ({ key, params: lost, stored, after }) => {
     if (!lost) return;
+    await after;
     const { participant, cut, groupId } = lost;
     const message: OutgoingMessage = { id: newPayloadId(), sentAt: Date.now(), body: `the answer to this one is lost (${key})`, groupId, from: participant.username };
     const record: LostAnswer = (outcome[key] = { message, accepted: false });

@@ -12,6 +12,8 @@ import { WS_PATH } from "../../protocol/wire";
 export interface SocketAppendCounts {
   /** append frames that went out on the socket */
   frames: number;
+  /** cursor frames that went out (the relay answers none) */
+  cursorFrames: number;
   /** appends the relay answered over the socket, by answer */
   stored: number;
   /** a re-sent id the relay held already */
@@ -23,7 +25,7 @@ export interface SocketAppendCounts {
 
 /** SocketAppends that counts each append's outcome on the socket. */
 class CountingSocketAppends extends SocketAppends {
-  readonly counts: SocketAppendCounts = { frames: 0, stored: 0, duplicates: 0, epochConflicts: 0, unavailable: {} };
+  readonly counts: SocketAppendCounts = { frames: 0, cursorFrames: 0, stored: 0, duplicates: 0, epochConflicts: 0, unavailable: {} };
 
   override async append(...args: Parameters<SocketAppends["append"]>): Promise<DsAppendResult> {
     try {
@@ -57,7 +59,9 @@ export function openRelaySocket(relayUrl: string, token: string, timeoutMs = 30_
       send: (text) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
         ws.send(text);
-        appends.counts.frames++;
+        const type = (JSON.parse(text) as { type?: unknown }).type;
+        if (type === "append") appends.counts.frames++;
+        else if (type === "cursor") appends.counts.cursorFrames++;
         return true;
       },
     });
