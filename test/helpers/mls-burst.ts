@@ -332,11 +332,16 @@ export const relayMessageId = (payloadId: string) => `m${payloadId}`;
  * bytes come back (so the relay has stored what was asked), `onAnswer` runs and the client's connection is
  * reset. With `onAnswer` killing the relay, the caller's request is stored and its answer lost.
  */
-export interface AnswerCuttingProxy {
+export interface AnswerCuttingProxy extends AnswerCutter {
   port: number;
   url: string;
-  cutNextAnswer(onAnswer: () => Promise<void>): void;
   close(): Promise<void>;
+}
+
+/** Something that can lose the relay's answer to the next request or append, once the relay has stored it. */
+export interface AnswerCutter {
+  /** `onAnswer` runs when the relay's answer comes (it is never delivered); the client's connection is then reset. */
+  cutNextAnswer(onAnswer: () => Promise<void>): void;
 }
 
 export async function startAnswerCuttingProxy(targetPort: () => number): Promise<AnswerCuttingProxy> {
@@ -392,6 +397,68 @@ export async function startAnswerCuttingProxy(targetPort: () => number): Promise
   };
 }
 
+/**
+ * A TCP proxy in front of one relay port for WebSocket clients, passing everything through, except that
+ * after `cutNextAnswer` what the relay sends on any connection is held back: once the relay's next
+ * `appended` answer is among it (sent when the message is durable), `onAnswer` runs and the connections
+ * are reset, the answer never delivered. With `onAnswer` killing the relay, an append frame is stored
+ * and its answer lost with the socket. Connections made afterwards pass through again.
+ */
+export async function startSocketAnswerHolder(targetPort: () => number): Promise<AnswerCuttingProxy> {
+  const port = await freePort();
+  const links = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  let armed: { onAnswer: () => Promise<void>; answered: boolean } | undefined;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort(), "127.0.0.1");
+    const link = { client, upstream };
+    links.add(link);
+    const drop = () => {
+      links.delete(link);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.on("data", (chunk: Buffer) => upstream.write(chunk));
+    // Server frames are unmasked: the answer's JSON is plain in the bytes (held per connection).
+    let held = "";
+    upstream.on("data", (chunk: Buffer) => {
+      const cut = armed;
+      if (!cut) return void client.write(chunk);
+      if (cut.answered) return;
+      held += chunk.toString("latin1");
+      if (!held.includes('"type":"appended"')) return;
+      cut.answered = true;
+      void cut
+        .onAnswer()
+        .catch(() => undefined)
+        .finally(() => {
+          if (armed === cut) armed = undefined;
+          for (const l of [...links]) {
+            l.client.destroy();
+            l.upstream.destroy();
+          }
+        });
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve());
+  });
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    cutNextAnswer: (onAnswer) => (armed = { onAnswer, answered: false }),
+    close: async () => {
+      for (const l of links) {
+        l.client.destroy();
+        l.upstream.destroy();
+      }
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 /** The pending commit of a group as its device saved it (id and epoch), if any. */
 const pendingOf = (p: MlsParticipant, groupId: string) => {
   const pending = p.groupFile(groupId)?.pending;
@@ -404,7 +471,22 @@ export interface MidwayKill {
   /** the abandoner's commit: built and saved as pending before the kill, offered only after it */
   abandoner: { pending?: { id: string; epoch: number }; error?: string };
   /** a message stored by the relay whose answer the kill cut (it stays in its sender's outbox) */
-  lostAnswer?: { message: OutgoingMessage; accepted: boolean };
+  lostAnswer?: LostAnswer;
+  /** the same, for a message sent as an append frame on its sender's WebSocket */
+  socketLostAnswer?: LostAnswer;
+}
+
+export interface LostAnswer {
+  message: OutgoingMessage;
+  /** accepted as far as its sender knows */
+  accepted: boolean;
+}
+
+/** A message whose answer is to be lost: `participant` writes it into `groupId`, and `cut` loses the answer. */
+export interface LostAnswerCase {
+  participant: MlsParticipant;
+  cut: AnswerCutter;
+  groupId: string;
 }
 
 /**
@@ -414,8 +496,11 @@ export interface MidwayKill {
  *  - the abandoner's key update: its commit is built and saved as pending, and offered only once the relay
  *    is dead;
  *  - optionally one more message from `lostAnswer.participant` into `lostAnswer.groupId` through its own
- *    cutting proxy: stored, answer cut.
- * `kill` runs once all three are at that point. Resolves when each has ended (each may fail).
+ *    cutting proxy: stored, answer cut; and likewise `socketLostAnswer`, whose participant sends it on
+ *    its WebSocket (the cutter holds that socket's answers). A socket append left unanswered goes over
+ *    HTTP after SOCKET_APPEND_TIMEOUT_MS, to a relay still alive: so it is written only once all the others
+ *    are in place, and the relay dies as soon as it is stored.
+ * `kill` runs once all of them are at that point. Resolves when each has ended (each may fail).
  */
 export async function killMidway(params: {
   armed: Promise<void>;
@@ -423,7 +508,8 @@ export async function killMidway(params: {
   adopter: MlsParticipant;
   adopterCut: AnswerCuttingProxy;
   abandoner: MlsParticipant;
-  lostAnswer?: { participant: MlsParticipant; cut: AnswerCuttingProxy; groupId: string };
+  lostAnswer?: LostAnswerCase;
+  socketLostAnswer?: LostAnswerCase;
   kill: () => Promise<void>;
 }): Promise<MidwayKill> {
   await params.armed;
@@ -434,13 +520,21 @@ export async function killMidway(params: {
     return { promise, resolve };
   };
   const abandonerReady = deferred();
-  const messageStored = deferred();
   const killed = deferred();
-  if (!params.lostAnswer) messageStored.resolve();
+  /** the adopter's answer is held, the abandoner's commit built, the HTTP message stored */
+  const othersReady = deferred();
+  const lostCases = [
+    { key: "lostAnswer" as const, params: params.lostAnswer, stored: deferred(), after: Promise.resolve() },
+    { key: "socketLostAnswer" as const, params: params.socketLostAnswer, stored: deferred(), after: othersReady.promise },
+  ];
+  const [httpCase, socketCase] = lostCases;
+  for (const c of lostCases) if (!c.params) c.stored.resolve();
   let killing: Promise<void> | undefined;
   const killOnce = () =>
     (killing ??= (async () => {
-      await Promise.all([abandonerReady.promise, messageStored.promise]);
+      await Promise.all([abandonerReady.promise, httpCase.stored.promise]);
+      othersReady.resolve();
+      await socketCase.stored.promise;
       await params.kill();
       killed.resolve();
     })());
@@ -467,29 +561,32 @@ export async function killMidway(params: {
     },
     outcome.abandoner,
   );
-  let messageDone: Promise<void> = Promise.resolve();
-  if (params.lostAnswer) {
-    const { participant, cut, groupId } = params.lostAnswer;
-    const message: OutgoingMessage = { id: newPayloadId(), sentAt: Date.now(), body: `the answer to this one is lost`, groupId, from: participant.username };
-    outcome.lostAnswer = { message, accepted: false };
+  const messagesDone = lostCases.map(async ({ key, params: lost, stored, after }) => {
+    if (!lost) return;
+    await after;
+    const { participant, cut, groupId } = lost;
+    const message: OutgoingMessage = { id: newPayloadId(), sentAt: Date.now(), body: `the answer to this one is lost (${key})`, groupId, from: participant.username };
+    const record: LostAnswer = (outcome[key] = { message, accepted: false });
     participant.ds.beforeApplication = async (relayId) => {
       if (relayId !== relayMessageId(message.id)) return;
       participant.ds.beforeApplication = undefined;
       cut.cutNextAnswer(async () => {
-        messageStored.resolve();
+        stored.resolve();
         await killed.promise;
       });
     };
     participant.outbox.push(message);
-    messageDone = participant.flushOutbox().then((accepted) => {
-      outcome.lostAnswer!.accepted = accepted.some((m) => m.id === message.id);
-    });
-  }
+    try {
+      record.accepted = (await participant.flushOutbox()).some((m) => m.id === message.id);
+    } finally {
+      // Whatever happens to it, the relay is killed and nobody waits forever.
+      stored.resolve();
+    }
+  });
   // Whatever happens to one of them, the relay is killed and nobody waits forever.
   void abandonerDone.then(abandonerReady.resolve);
-  void messageDone.then(messageStored.resolve, messageStored.resolve);
   await adopterDone;
   await killOnce();
-  await Promise.all([abandonerDone, messageDone]);
+  await Promise.all([abandonerDone, ...messagesDone]);
   return outcome;
 }

@@ -14,6 +14,7 @@ import type { RegistryDomain } from "../../protocol/eip712";
 import { login } from "../relay/accounts-fixture";
 import type { TestUser } from "./users";
 import { homeDeviceStorage } from "../../cli/mls/device-files";
+import type { SocketAppends } from "../../client-core/socket-appends";
 
 /** What the relay answered one device's appends, as counts. */
 export interface AppendCounts {
@@ -67,7 +68,8 @@ export async function loginDeviceOwner(params: { relayUrl: string; domain: Regis
 
 /**
  * Opens `owner`'s device from its home (creating it on first use) as a new `chat` process would: its own
- * key book over the chain, a fresh DsClient to `relayUrl`, key packages topped up.
+ * key book over the chain, a fresh DsClient to `relayUrl`, key packages topped up. With `socket` (wired to
+ * the relay's WebSocket), small application messages go as append frames, as in `chat talk`.
  */
 export async function openMlsDevice(params: {
   owner: DeviceOwner;
@@ -77,6 +79,7 @@ export async function openMlsDevice(params: {
   reader: ChainReader;
   deliver?: MlsDeviceOptions["deliver"];
   oneTimeKeyPackages?: number;
+  socket?: SocketAppends;
 }): Promise<{ device: MlsDevice; ds: ObservedDsClient }> {
   let ds: ObservedDsClient | undefined;
   const device = await MlsDevice.open({
@@ -86,7 +89,7 @@ export async function openMlsDevice(params: {
     chainId: params.chainId,
     contract: params.contract,
     keyBook: chainKeyBook(params.reader.registry(params.contract)),
-    connect: (deviceId) => (ds = new ObservedDsClient({ url: params.relayUrl, token: params.owner.token, deviceId })),
+    connect: (deviceId) => (ds = new ObservedDsClient({ url: params.relayUrl, token: params.owner.token, deviceId, socket: params.socket })),
     oneTimeKeyPackages: params.oneTimeKeyPackages ?? 3,
     deliver: params.deliver,
   });

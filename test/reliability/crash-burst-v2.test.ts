@@ -4,12 +4,17 @@
  * (MYSQL_URL), and the file store of a relay without MySQL (DATA_DIR/ds, the same folder kept across the
  * kill and the restart). Every user is one MLS device made of the CLI's own client code (MlsDevice over a
  * DsClient, credentials checked against the chain); senders keep each unaccepted message in an outbox with
- * its first id and time. The kill is timed to catch, with certainty, two group members in the middle of a
- * commit (one whose commit the relay stored but whose answer was lost, one whose commit never reached it)
- * and one more message stored but unanswered. After the restart every device
- * is opened again from its home (a new `chat` process), syncs, and re-sends its outbox.
- * Asserted: every message is shown exactly once to each recipient (after the history's check by payload id),
- * each group's log on the relay holds each payload id once, and the group's members end in one epoch.
+ * its first id and time. Half of the users (the even ones, one in each one-to-one chat) hold the relay's
+ * WebSocket as `chat talk` does: their messages go as append frames, answered once durable, and an append
+ * the socket cannot settle goes over HTTP with the same id; the other half send over HTTP. The kill is
+ * timed to catch, with certainty, two group members in the middle of a commit (one whose commit the relay
+ * stored but whose answer was lost, one whose commit never reached it), one more message stored but
+ * unanswered over HTTP, and one stored but unanswered on a socket. After the restart every device is
+ * opened again from its home (a new `chat` process, with a new socket for the socket half), syncs, and
+ * re-sends its outbox.
+ * Asserted: the socket half's messages went as append frames before the kill; every message of either
+ * half is shown exactly once to each recipient (after the history's check by payload id), each group's
+ * log on the relay holds each payload id once, and the group's members end in one epoch.
  */
 import { expect } from "chai";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -26,6 +31,7 @@ import {
   relayLogCounts,
   runBurst,
   startAnswerCuttingProxy,
+  startSocketAnswerHolder,
   startConversations,
   syncUntilDelivered,
   drainOutboxes,
@@ -33,8 +39,10 @@ import {
   type OutgoingMessage,
 } from "../helpers/mls-burst";
 import { loginDeviceOwner, openMlsDevice } from "../helpers/mls-device";
+import { openRelaySocket, type RelaySocket } from "../helpers/mls-socket";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
+import { waitFor } from "../helpers/wait";
 import { newTestUser, registerUsers, relayOptions, relaySecrets, startChain, type Chain } from "./stack";
 
 const USERS = 10;
@@ -44,6 +52,10 @@ const GROUP_MESSAGES = 12;
 /** 10 x 24 + 5 x 12 */
 const MESSAGES = 300;
 const KILL_AFTER_ACCEPTED = 150;
+/** the burst's messages and the two written to have their answers lost */
+const WRITTEN = MESSAGES + 2;
+/** users whose device holds the relay's WebSocket (one in each one-to-one chat, three of the group) */
+const onSocket = (i: number) => i % 2 === 0;
 
 const STORES = [
   { name: "the MySQL store", mysql: true },
@@ -61,6 +73,8 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
     let relay: RelayProcess | undefined;
     let reader: ChainReader | undefined;
     const cuts: AnswerCuttingProxy[] = [];
+    /** each socket user's sockets, the first before the kill and the next after the restart */
+    const sockets = new Map<number, RelaySocket[]>();
     let tmp: string;
 
     before(async () => {
@@ -70,6 +84,7 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
     });
 
     after(async () => {
+      for (const list of sockets.values()) for (const s of list) s.close();
       for (const cut of cuts) await cut.close();
       await relay?.stop();
       reader?.close();
@@ -85,20 +100,27 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       const users = Array.from({ length: USERS }, (_, i) => newTestUser(`mls_crash_${String(i).padStart(2, "0")}`));
       await registerUsers(relay, chain.domain, users);
       reader = await ChainReader.connect(chain.anvil.url);
-      // Two devices reach the relay through proxies that can cut one answer (they follow the relay's fixed
-      // port): the adopter, whose commit will be stored unanswered, and the loser of one message's answer.
-      const roles = { adopter: 3, abandoner: 7, lostAnswer: 1 };
+      // Three devices reach the relay through proxies that can cut one answer (they follow the relay's fixed
+      // port): the adopter, whose commit will be stored unanswered, and the losers of one message's answer,
+      // over HTTP and on the socket (its socket goes through the proxy, its HTTP requests do not).
+      const roles = { adopter: 3, abandoner: 7, lostAnswer: 1, socketLostAnswer: 6 };
       const adopterCut = await startAnswerCuttingProxy(() => relay!.port);
       const messageCut = await startAnswerCuttingProxy(() => relay!.port);
-      cuts.push(adopterCut, messageCut);
+      const socketCut = await startSocketAnswerHolder(() => relay!.port);
+      cuts.push(adopterCut, messageCut, socketCut);
       const participants: MlsParticipant[] = [];
       for (const [i, user] of users.entries()) {
         const owner = await loginDeviceOwner({ relayUrl: relay.url, domain: chain.domain, user, home: path.join(tmp, user.username) });
         const relayUrl = i === roles.adopter ? adopterCut.url : i === roles.lostAnswer ? messageCut.url : relay.url;
+        const open = { owner, relayUrl, chainId: chain.deployed.chainId, contract: chain.deployed.address, reader: reader! };
         participants.push(
-          new MlsParticipant(owner, (deliver) =>
-            openMlsDevice({ owner, relayUrl, chainId: chain.deployed.chainId, contract: chain.deployed.address, reader: reader!, deliver }),
-          ),
+          new MlsParticipant(owner, async (deliver) => {
+            if (!onSocket(i)) return openMlsDevice({ ...open, deliver });
+            // Each opening, as each `chat talk`, holds a new socket (the one before the kill died with the relay).
+            const socket = await openRelaySocket(i === roles.socketLostAnswer ? socketCut.url : relay!.url, owner.token);
+            sockets.set(i, [...(sockets.get(i) ?? []), socket]);
+            return openMlsDevice({ ...open, deliver, socket: socket.appends });
+          }),
         );
       }
       for (const p of participants) await p.open();
@@ -129,6 +151,7 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
           adopterCut,
           abandoner,
           lostAnswer: { participant: participants[roles.lostAnswer], cut: messageCut, groupId: pairs[0].groupId },
+          socketLostAnswer: { participant: participants[roles.socketLostAnswer], cut: socketCut, groupId: pairs[3].groupId },
           kill: async () => {
             await relay!.kill();
             killed = true;
@@ -145,18 +168,42 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
         }),
       ]);
       const burstMs = Date.now() - burstStarted;
-      // The message whose answer was lost was written too (and not accepted, as far as its sender knows).
+      // The messages whose answers were lost were written too (and not accepted, as far as their senders know).
       const lostAnswer = midway.lostAnswer!;
-      expect(lostAnswer.accepted).to.equal(false);
-      written.set(lostAnswer.message.id, lostAnswer.message);
+      const socketLostAnswer = midway.socketLostAnswer!;
+      for (const lost of [lostAnswer, socketLostAnswer]) {
+        expect(lost.accepted, lost.message.body).to.equal(false);
+        written.set(lost.message.id, lost.message);
+      }
       expect(relay.process.signalCode).to.equal("SIGKILL");
       const acceptedBeforeKill = new Set(accepted);
       const waiting = participants.reduce((n, p) => n + p.outbox.length, 0);
-      expect(written.size).to.equal(MESSAGES + 1);
+      expect(written.size).to.equal(WRITTEN);
       expect(acceptedBeforeKill.size).to.be.at.least(KILL_AFTER_ACCEPTED);
       expect(waiting, "messages not accepted stay in the outboxes").to.be.greaterThan(0);
-      expect(acceptedBeforeKill.size + waiting).to.equal(MESSAGES + 1);
+      expect(acceptedBeforeKill.size + waiting).to.equal(WRITTEN);
       expect(participants[roles.lostAnswer].outbox.map((m) => m.id)).to.include(lostAnswer.message.id);
+      expect(participants[roles.socketLostAnswer].outbox.map((m) => m.id)).to.include(socketLostAnswer.message.id);
+
+      // --- the socket half sent as append frames, and its sockets died with the relay ----------------------
+      const socketUsers = participants.map((_, i) => i).filter(onSocket);
+      const firstSockets = socketUsers.map((i) => sockets.get(i)!);
+      expect(firstSockets.map((list) => list.length)).to.deep.equal(socketUsers.map(() => 1));
+      const beforeKill = firstSockets.map(([s]) => s.counts);
+      for (const [k, counts] of beforeKill.entries()) {
+        expect(counts.stored, `${participants[socketUsers[k]].username}'s messages answered on its socket`).to.be.greaterThan(0);
+        expect(counts.frames).to.be.at.least(counts.stored);
+      }
+      for (const [s] of firstSockets) await waitFor("the socket to close with the relay", () => !s.open, 10_000, 20);
+      // The append whose answer was held was given up by the socket when it closed, and went over HTTP
+      // with the same id (the relay was dead: it stays in the outbox).
+      const heldSocket = sockets.get(roles.socketLostAnswer)![0];
+      expect(heldSocket.counts.unavailable.closed ?? 0, "appends the dead socket gave up to HTTP").to.be.at.least(1);
+      const byHalf = (socket: boolean) => new Set([...written.values()].filter((m) => onSocket(participants.findIndex((p) => p.username === m.from)) === socket).map((m) => m.id));
+      const [socketWritten, httpWritten] = [byHalf(true), byHalf(false)];
+      const acceptedOnSocketHalf = [...acceptedBeforeKill].filter((id) => socketWritten.has(id)).length;
+      expect(acceptedOnSocketHalf).to.be.greaterThan(0);
+      expect(acceptedBeforeKill.size - acceptedOnSocketHalf).to.be.greaterThan(0);
       // Both members were in the middle of a commit: saved as pending, no answer.
       expect(midway.adopter.error).to.equal("RELAY_UNREACHABLE");
       expect(midway.abandoner.error).to.equal("RELAY_UNREACHABLE");
@@ -168,6 +215,11 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       relay = await startRelayProcess({ ...options, port: relay.port });
       const restartMs = Date.now() - restartStarted;
       for (const p of participants) await p.open();
+      for (const i of socketUsers) {
+        const list = sockets.get(i)!;
+        expect(list.length, "a new socket after the restart").to.equal(2);
+        expect(list[1].open).to.equal(true);
+      }
       await Promise.all(participants.map((p) => p.sync()));
       const resentStarted = Date.now();
       let resent = 0;
@@ -194,12 +246,19 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       expect(after).to.deep.equal(members.map(() => log.epoch + 1));
 
       // --- count: shown to each recipient, and held by the relay -----------------------------------------
-      // The relay answered the lost answer's re-send as a duplicate (and maybe others that were in flight).
+      // The relay answered each lost answer's re-send as a duplicate (and maybe others that were in flight);
+      // the socket user's re-send went on its new socket.
       const resendsAlreadyStored = participants.reduce((n, p) => n + p.ds.applications.duplicates, 0);
-      expect(resendsAlreadyStored).to.be.at.least(1);
+      expect(participants[roles.lostAnswer].ds.applications.duplicates).to.be.at.least(1);
+      expect(participants[roles.socketLostAnswer].ds.applications.duplicates).to.be.at.least(1);
+      expect(resendsAlreadyStored).to.be.at.least(2);
+      const afterRestart = socketUsers.map((i) => sockets.get(i)![1].counts);
+      expect(sockets.get(roles.socketLostAnswer)![1].counts.frames, "the re-sends went as append frames on the new socket").to.be.at.least(1);
       const counts = countDeliveries(participants, conversations, written);
       expect(counts.wrong).to.deep.equal([]);
       const acceptedNotOnce = notShownOnce(counts, conversations, written, acceptedBeforeKill);
+      const socketHalfNotOnce = notShownOnce(counts, conversations, written, socketWritten);
+      const httpHalfNotOnce = notShownOnce(counts, conversations, written, httpWritten);
       const held = await relayLogCounts(participants, conversations, written);
       const figures = {
         store: mysql ? "mysql" : "file",
@@ -210,6 +269,9 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
         resends_already_stored: resendsAlreadyStored,
         application_epoch_conflicts_after_restart: participants.reduce((n, p) => n + p.ds.applications.epochConflicts, 0),
         key_updates_before_kill: updatesBeforeKill,
+        accepted_before_kill_socket_half: acceptedOnSocketHalf,
+        socket_appends_before_kill: sum(beforeKill),
+        socket_appends_after_restart: sum(afterRestart),
         deliveries_expected: counts.expected,
         lost: counts.lost,
         shown_twice: counts.shownTwice,
@@ -227,12 +289,28 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       };
       console.log(`      crash-burst v2: ${JSON.stringify(figures)}`);
       expect(acceptedNotOnce, "accepted messages not shown exactly once").to.deep.equal([]);
+      expect(socketHalfNotOnce, "messages of the socket half not shown exactly once").to.deep.equal([]);
+      expect(httpHalfNotOnce, "messages of the HTTP half not shown exactly once").to.deep.equal([]);
       expect(counts.lost).to.equal(0);
       expect(counts.shownTwice).to.equal(0);
       expect(held.notOnce, "payload ids not held exactly once by the relay").to.deep.equal([]);
-      expect(held.copies).to.equal(MESSAGES + 1);
+      expect(held.copies).to.equal(WRITTEN);
       expect(held.unknown).to.equal(0);
       expect(resent).to.equal(waiting);
     });
   });
+}
+
+/** Socket append counts of several sockets, added up (the reasons the socket gave appends up, by reason). */
+function sum(all: RelaySocket["counts"][]) {
+  const total = { frames: 0, cursorFrames: 0, stored: 0, duplicates: 0, epochConflicts: 0, unavailable: {} as Record<string, number> };
+  for (const c of all) {
+    total.frames += c.frames;
+    total.cursorFrames += c.cursorFrames;
+    total.stored += c.stored;
+    total.duplicates += c.duplicates;
+    total.epochConflicts += c.epochConflicts;
+    for (const [reason, n] of Object.entries(c.unavailable)) total.unavailable[reason] = (total.unavailable[reason] ?? 0) + (n ?? 0);
+  }
+  return total;
 }
