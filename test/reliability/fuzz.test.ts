@@ -1,7 +1,7 @@
 /**
  * Bad input against a real relay process (MariaDB, anvil):
  *  - property-based fuzzing (fast-check, fixed seed printed; FC_SEED replays another) of every HTTP body
- *    of protocol/wire.ts and of every WebSocket frame type, 14,000 cases in all: each answered with a
+ *    of protocol/wire.ts and of every WebSocket frame type, 15,500 cases in all: each answered with a
  *    4xx ErrorBody or an ErrorFrame, the process never crashes or logs an internal error, and a control
  *    pair of users exchanges messages before, during and after;
  *  - named cases that the relay and CLI suites do not already cover (see README "Security and reliability").
@@ -161,7 +161,7 @@ const WS_KINDS: Record<string, fc.Arbitrary<unknown>> = {
 };
 
 describe("bad input against a real relay process: fuzzing and named cases", function () {
-  this.timeout(600_000); // 14,000 cases against real processes on a shared 2-core machine
+  this.timeout(600_000); // 15,500 cases against real processes on a shared 2-core machine
   let chain: Chain;
   let db: TestDatabase;
   let relay: RelayProcess;
