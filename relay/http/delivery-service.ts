@@ -83,6 +83,8 @@ export type ApplicationAppender = (
   body: { epoch: number; id: string; bytes: string },
   /** the WebSocket connection that appended, which the notice skips */
   origin?: object,
+  /** called with the result as soon as it is durable, right before the entry's notices go out */
+  answer?: (result: AppendResult) => void,
 ) => Promise<AppendResult>;
 
 /** The Delivery Service of one relay: its HTTP routes, and the same calls for the WebSocket's frames. */
@@ -124,15 +126,19 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     if (!notify || !result.accepted) return;
     const groupId = toHex(params.groupId);
     const carried = params.entry && !result.duplicate ? { entry: { ...params.entry, seq: result.seq } } : {};
-    (result.memberUsernames ? Promise.resolve(result.memberUsernames) : store.memberUsernames(params.groupId)).then(
-      (after) => {
-        const users = new Set(after);
-        for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
-        notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried }, params.origin);
-        // A retried commit stored nothing new: its first attempt's welcomes were announced then.
-        const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
-        if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
-      },
+    const tell = (after: Iterable<string>) => {
+      const users = new Set(after);
+      for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
+      notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried }, params.origin);
+      // A retried commit stored nothing new: its first attempt's welcomes were announced then.
+      const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
+      if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
+    };
+    // At once when the store named the members: with the answer just before (see ApplicationAppender), a
+    // socket hears of a batch's entries in seq order, answers and notices alike, and finds no gap to read.
+    if (result.memberUsernames) return tell(result.memberUsernames);
+    store.memberUsernames(params.groupId).then(
+      tell,
       (error) => {
         const now = ctx.clock();
         if (now - announceFailedAt < 5_000) return;
@@ -244,7 +250,13 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
   });
 
   /** One append for both paths: stored durably, then announced (a notice carries the entry when it is small). */
-  async function appendApplication(sender: DeviceRef, groupId: Uint8Array, body: { epoch: number; id: string; bytes: string }, origin?: object): Promise<AppendResult> {
+  async function appendApplication(
+    sender: DeviceRef,
+    groupId: Uint8Array,
+    body: { epoch: number; id: string; bytes: string },
+    origin?: object,
+    answer?: (result: AppendResult) => void,
+  ): Promise<AppendResult> {
     const bytes = fromBase64(body.bytes);
     const receivedAt = ctx.clock();
     const result = await ds(
@@ -260,6 +272,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     );
     // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
     const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
+    answer?.(result);
     announce({ groupId, result, entry, origin });
     return result;
   }
@@ -338,6 +351,6 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     routes: router,
     // The cursor move is the store's own: batched with the others where the store batches.
     moveCursor: async (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: groupIdFrom(groupIdHex), seq })),
-    appendApplication: async (sender, groupIdHex, body, origin) => appendApplication(sender, groupIdFrom(groupIdHex), body, origin),
+    appendApplication: async (sender, groupIdHex, body, origin, answer) => appendApplication(sender, groupIdFrom(groupIdHex), body, origin, answer),
   };
 }

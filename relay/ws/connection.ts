@@ -26,6 +26,8 @@ import type { MessagingMetrics } from "./metrics";
 import { messageFrameText, type RoutedConnection, type Router } from "./router";
 import { createTokenBucket, type TokenBucket } from "./token-bucket";
 
+type AppendOutcome = { accepted: true; seq: number; epoch: number; duplicate: boolean; senderCursor?: number } | { accepted: false; currentEpoch: number };
+
 export interface ConnectionSettings {
   mailboxTtlMs: number;
   messagesPerSecond: number;
@@ -61,7 +63,9 @@ export interface ConnectionSettings {
     body: { epoch: number; id: string; bytes: string },
     /** this connection: the notice of the entry skips it, since its answer tells it */
     origin: object,
-  ) => Promise<{ accepted: true; seq: number; epoch: number; duplicate: boolean; senderCursor?: number } | { accepted: false; currentEpoch: number }>;
+    /** called once the result is durable, right before the entry's notices go out */
+    answer: (result: AppendOutcome) => void,
+  ) => Promise<AppendOutcome>;
 }
 
 /** What every connection of one messaging instance shares. */
@@ -507,17 +511,19 @@ export class Connection implements RoutedConnection {
       return Promise.resolve(this.reject("FORBIDDEN", `this session belongs to device ${this.sessionDevice}; the append frame must name it`, { id }));
     }
     const body = { epoch: frame.epoch, id, bytes: frame.bytes };
-    return appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body, this).then(
-      (result) => {
-        if (this.closed) return;
-        if (result.accepted) {
-          this.deps.metrics.relayed.inc();
-          const cursor = result.senderCursor ?? 0;
-          this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate, cursor });
-          return;
-        }
-        this.sendError("EPOCH_CONFLICT", `the group is at epoch ${result.currentEpoch}; catch up and retry`, { id, currentEpoch: result.currentEpoch });
-      },
+    // Answered before the entry's notices go out, so that this socket hears of entries in seq order.
+    const answer = (result: AppendOutcome) => {
+      if (this.closed) return;
+      if (result.accepted) {
+        this.deps.metrics.relayed.inc();
+        const cursor = result.senderCursor ?? 0;
+        this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate, cursor });
+        return;
+      }
+      this.sendError("EPOCH_CONFLICT", `the group is at epoch ${result.currentEpoch}; catch up and retry`, { id, currentEpoch: result.currentEpoch });
+    };
+    return appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body, this, answer).then(
+      () => undefined,
       (error) => {
         if (this.closed) return;
         if (error instanceof ChatError && error.code !== "STORAGE_UNAVAILABLE") return this.reject(error.code, error.message, { id });

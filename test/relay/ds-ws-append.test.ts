@@ -224,6 +224,26 @@ describe("relay: small application messages appended over the WebSocket", functi
     expect(await ds.cursorOf(owner, "o1", first, device(owner, "o1"))).to.equal(31);
   });
 
+  it("a socket hears of a group's entries in seq order, its own answers and the others' notices alike, also when members' appends are stored together", async () => {
+    const users = [await user("wq_a"), await user("wq_b"), await user("wq_c")];
+    const groupId = await groupOf(users[0], users.slice(1));
+    const sockets = await Promise.all(users.map((u) => listen(u.token)));
+    const devices = ["o1", "m1", "m1"];
+    // All send without waiting. Each socket has one append in flight at a time, and while one batch is
+    // being stored the next gathers the others': two members' appends are stored together again and again.
+    const perSocket = 20;
+    for (let i = 0; i < perSocket; i++) sockets.forEach((socket, k) => socket.send(append(groupId, devices[k], 1, messageId(`q${k}`), bytes(64))));
+    const total = users.length * perSocket;
+    // Own entries come as answers, the others' as notices: every seq after the commit, each once, in order.
+    const heard = (l: Listener) =>
+      l.frames.filter((f) => (f.type === "appended" || (f.type === "group" && f.entry)) && f.groupId === groupId).map((f) => (f.type === "appended" ? f.seq : f.entry.seq));
+    for (const socket of sockets) {
+      await waitFor("every entry heard", () => heard(socket).length >= total, 30_000, 10);
+      expect(socket.frames.filter((f) => f.type === "error")).to.deep.equal([]);
+      expect(heard(socket)).to.deep.equal(Array.from({ length: total }, (_, i) => i + 2));
+    }
+  });
+
   it("an append at an epoch the group cannot take is answered EPOCH_CONFLICT with its id and the current epoch, and nothing is stored", async () => {
     const owner = await user("we_o");
     const member = await user("we_m");
