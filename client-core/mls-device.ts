@@ -678,10 +678,15 @@ export class MlsDevice {
       this.saveGroup(file, sealed.state);
       const result = await this.ds.sendApplication(groupId, { epoch: Number(state.groupContext.epoch), id: `m${id}`, bytes: sealed.message });
       if (!result.accepted) continue;
-      // Caught up, with the relay's cursor moved past this message too: there is nothing to read up to it
-      // (a device skips its own messages), so the next entry, handed in a notice, follows without a gap.
+      // Caught up to just before this message: there is nothing to read up to it (a device skips its own
+      // messages), so the next entry, handed in a notice, follows without a gap. The relay moved its cursor
+      // with the append unless a move of this device was still on its way; then it is told.
       const after = this.store.readGroup(groupId)!;
-      if (result.cursor !== undefined && result.cursor >= result.seq && after.cursor === result.seq - 1) this.store.writeGroup({ ...after, cursor: result.seq });
+      if (after.cursor === result.seq - 1) {
+        this.store.writeGroup({ ...after, cursor: result.seq });
+        // Only a hint for the relay (what it may purge, what sync lists): a failure here costs no message.
+        if ((result.cursor ?? 0) < result.seq) await this.ds.advanceCursor(groupId, result.seq).catch(() => undefined);
+      }
       return { id, seq: result.seq };
     }
     throw new ChatError("EPOCH_CONFLICT", "the group kept moving to new epochs; try again");
