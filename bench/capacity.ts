@@ -6,6 +6,7 @@
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
  *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-idle-ms 0] [--append-ws 1]
+ *                             [--only 0]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
  * at fixed times for `step-seconds`, whatever happens to earlier ones, and latency is measured from the
@@ -29,9 +30,10 @@
  *   entry, its own included, as a real device does. With `append-ws` 1 (the default) the sender appends
  *   with an {type:"append"} frame on its WebSocket, answered {type:"appended"} once durable; with 0 it
  *   POSTs. `--notice-entries 0 --cursor-ws 0 --append-ws 0` is the path before messages went over the
- *   WebSocket.
+ *   WebSocket. A device's own append answered while it had taken every entry before it moves its cursor past
+ *   it without a read, as a real device does (it skips its own messages); each read is counted (`log_reads`).
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
- * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
+ * - fanout_10, fanout_100 (`--only 2`, `10` or `100` runs one scenario): one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
  * The bytes are real MLS: one application message per group sealed ahead (sealing is client CPU, not
  * relay capacity) and resent under fresh ids; the relay stores and serves them without parsing them.
@@ -96,6 +98,8 @@ const opts = options({
   "cursor-ws": 1,
   "cursor-idle-ms": 0,
   "append-ws": 1,
+  /** 0 runs every scenario; 2, 10 or 100 only the one with that many members */
+  only: 0,
 });
 if (opts.start < 1 || opts.max < opts.start) throw new Error("--start must be at least 1 and --max at least --start");
 if (opts.pairs < 1 || opts.sockets < 1 || opts["closed-window"] < 1) throw new Error("--pairs, --sockets and --closed-window must be at least 1");
@@ -124,6 +128,8 @@ interface Driver {
   /** opens the connections a step will use before it starts (the relay closes idle ones after 5 s) */
   prepare(): Promise<void>;
   errors: { count: number; last?: string };
+  /** log reads by members (a notice that could not be applied as it came) */
+  logReads: number;
 }
 
 const noDelivery = () => undefined;
@@ -169,6 +175,12 @@ class RelayMember {
       // Its own append: no notice comes for it. The relay moved the cursor past it when this device was caught up.
       if (frame.seq > this.wanted) this.wanted = frame.seq;
       if (frame.cursor > this.cursor) this.cursor = this.told = frame.cursor;
+      else if (!this.reading && this.cursor === frame.seq - 1) {
+        // Caught up to just before its own message, which it skips: past it without a read. The relay's
+        // cursor missed the append (a move of this device still on its way), so it is told.
+        this.cursor = frame.seq;
+        void this.moveCursor();
+      }
       if (!this.reading && this.wanted > this.cursor) void this.read();
       return;
     }
@@ -221,6 +233,7 @@ class RelayMember {
     this.reading = true;
     try {
       while (this.wanted > this.cursor) {
+        this.driver().logReads++;
         const page = await this.client.request("GET", `/v2/groups/${this.groupId}/log?after=${this.cursor}&limit=1000`);
         if (page.entries.length === 0) break;
         const now = performance.now();
@@ -248,6 +261,7 @@ interface DbProbe {
 interface StepResult {
   attempt: number;
   offered_deliveries_per_s: number;
+  log_reads: number;
   offered_msgs_per_s: number;
   messages: number;
   achieved_send_msgs_per_s: number;
@@ -303,6 +317,7 @@ async function openLoopStep(
   let delivered = 0;
   driver.errors.count = 0;
   driver.errors.last = undefined;
+  const logReadsBefore = driver.logReads;
   driver.onDelivery = (id, now) => {
     if (!id.startsWith(tag)) return;
     const idx = Number(id.slice(tag.length));
@@ -391,6 +406,7 @@ async function openLoopStep(
     backlog_grew: backlogGrew,
     undelivered_after_drain: undelivered,
     errors: driver.errors.count,
+    log_reads: driver.logReads - logReadsBefore,
     server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
     server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
     server_cpu_share: round(serverMs / wallMs, 2),
@@ -559,7 +575,7 @@ async function main() {
     log("registering the groups on the relay and connecting its devices ...");
     const newDriver = (
       target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
-    ): Driver => ({ target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 } });
+    ): Driver => ({ target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 }, logReads: 0 });
     const touchAll = async (members: RelayMember[]) => {
       for (let i = 0; i < members.length; i += 25) await Promise.all(members.slice(i, i + 25).map((m) => m.touch()));
     };
@@ -658,7 +674,8 @@ async function main() {
       { name: "one_to_one", relay: relayDuo, forwarder: fwdDuo },
       { name: "fanout_10", relay: relayFan10.driver, forwarder: fwdFan10 },
       { name: "fanout_100", relay: relayFan100.driver, forwarder: fwdFan100 },
-    ];
+    ].filter((s) => opts.only === 0 || s.relay.recipientsPerMessage + 1 === opts.only);
+    if (scenarios.length === 0) throw new Error("--only must be 0, 2, 10 or 100");
 
     log("warming up (TLS connections, JIT) ...");
     for (const s of scenarios) {
@@ -725,7 +742,7 @@ async function main() {
     // Where the relay's time goes: one more one-to-one step at its knee, profiled on its own.
     let profile: unknown = undefined;
     if (opts.profile) {
-      const duoKnee = [...ladders.one_to_one.relay].reverse().find((x) => x.passed)?.offered_deliveries_per_s ?? opts.start;
+      const duoKnee = [...(ladders.one_to_one?.relay ?? [])].reverse().find((x) => x.passed)?.offered_deliveries_per_s ?? opts.start;
       const step = await openLoopStep(relayDuo, duoKnee, opts["step-seconds"], opts["drain-seconds"], dbProbe, 1, async () => {
         relayChild.child.kill("SIGUSR2");
         await sleep(100);
