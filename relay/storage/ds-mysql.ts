@@ -163,13 +163,15 @@ const APPEND_APPLICATION = "ds_append_application_v2";
 /** A cursor move: a plain read of the end and the cursor (no lock, so it never waits for an append), then the move. */
 const ADVANCE_CURSOR = "ds_advance_cursor_v1";
 /**
- * Application appends that arrive together, in one transaction and one commit: each item goes through the
- * steps of APPEND_APPLICATION in turn (its own verdict; a refused item rolls nothing back), the items
- * sorted by group first so that every batch locks group rows in one order. Items come as a JSON array of
- * {g: group hex, e: epoch, u: username, d: device, m: message id, b: base64 bytes, r: received at}; the
- * verdicts go back as one JSON array in item order, then the member users of the batch's groups.
+ * Application appends that arrive together, in one transaction and one commit: each item gets the verdict
+ * APPEND_APPLICATION would give it (a refused item rolls nothing back), the items sorted by group first so
+ * that every batch locks group rows in one order. Items come as a JSON array of {g: group hex, e: epoch,
+ * u: username, d: device, m: message id, b: base64 bytes, r: received at}, read once through JSON_TABLE; a
+ * group's row is locked and read once for its run of items and written once after it. The verdicts go back
+ * as one text, `;`-separated in item order, each `code,seq,epoch,cursor` (a accepted, d duplicate, c
+ * conflict, u unknown group, n not a member), then the member users of the batch's groups.
  */
-const APPEND_APPLICATIONS = "ds_append_applications_v1";
+const APPEND_APPLICATIONS = "ds_append_applications_v2";
 
 const ROUTINES = [
   `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATION}(
@@ -221,59 +223,73 @@ const ROUTINES = [
   `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS}(IN p_items LONGTEXT, IN p_window BIGINT UNSIGNED)
   MODIFIES SQL DATA
   BEGIN
-    DECLARE v_n INT DEFAULT JSON_LENGTH(p_items);
-    DECLARE v_i INT DEFAULT 0;
-    DECLARE v_item LONGTEXT;
+    DECLARE v_done INT DEFAULT 0;
+    DECLARE v_group_hex CHAR(64);
     DECLARE v_group BINARY(32);
     DECLARE v_epoch_in BIGINT UNSIGNED;
     DECLARE v_username VARCHAR(32);
     DECLARE v_device VARCHAR(64);
     DECLARE v_message_id VARCHAR(64);
+    DECLARE v_bytes LONGTEXT;
+    DECLARE v_received_at BIGINT;
+    DECLARE v_locked BINARY(32) DEFAULT NULL;
     DECLARE v_epoch BIGINT UNSIGNED;
     DECLARE v_last_seq BIGINT UNSIGNED;
+    DECLARE v_locked_seq BIGINT UNSIGNED;
     DECLARE v_cursor BIGINT UNSIGNED;
     DECLARE v_existing_seq BIGINT UNSIGNED;
     DECLARE v_existing_epoch BIGINT UNSIGNED;
-    DECLARE v_out LONGTEXT DEFAULT '[]';
+    DECLARE v_out LONGTEXT DEFAULT '';
+    DECLARE items CURSOR FOR
+      SELECT j.g, j.e, j.u, j.d, j.m, j.b, j.r FROM JSON_TABLE(p_items, '$[*]' COLUMNS (
+        g CHAR(64) PATH '$.g', e BIGINT UNSIGNED PATH '$.e', u VARCHAR(32) PATH '$.u', d VARCHAR(64) PATH '$.d',
+        m VARCHAR(64) PATH '$.m', b LONGTEXT PATH '$.b', r BIGINT PATH '$.r')) AS j;
+    -- Also raised by a SELECT ... INTO that finds no row: v_done is only read right after a FETCH, and reset after each such SELECT.
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     START TRANSACTION;
-    WHILE v_i < v_n DO
-      SET v_item = JSON_QUERY(p_items, CONCAT('$[', v_i, ']'));
-      SET v_group = UNHEX(JSON_VALUE(v_item, '$.g'));
-      SET v_epoch_in = JSON_VALUE(v_item, '$.e');
-      SET v_username = JSON_VALUE(v_item, '$.u');
-      SET v_device = JSON_VALUE(v_item, '$.d');
-      SET v_message_id = JSON_VALUE(v_item, '$.m');
-      SET v_epoch = NULL, v_last_seq = NULL, v_cursor = NULL, v_existing_seq = NULL, v_existing_epoch = NULL;
-      SELECT g.epoch, g.last_seq,
-          (SELECT m.cursor_seq FROM ds_members m WHERE m.group_id = g.id AND m.username = v_username AND m.device_id = v_device),
-          l.seq, l.epoch
-        INTO v_epoch, v_last_seq, v_cursor, v_existing_seq, v_existing_epoch
-        FROM ds_groups g LEFT JOIN ds_log l
-          ON l.group_id = g.id AND l.sender_username = v_username AND l.sender_device = v_device AND l.message_id = v_message_id
-        WHERE g.id = v_group FOR UPDATE;
-      IF v_epoch IS NULL THEN
-        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'unknown'));
-      ELSEIF v_cursor IS NULL THEN
-        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'not-member'));
-      ELSEIF v_existing_seq IS NOT NULL THEN
-        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'duplicate', 's', v_existing_seq, 'e', v_existing_epoch, 'c', v_cursor));
-      ELSEIF v_epoch_in > v_epoch OR v_epoch_in + p_window < v_epoch THEN
-        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'conflict', 'e', v_epoch));
-      ELSE
-        UPDATE ds_groups SET last_seq = v_last_seq + 1 WHERE id = v_group;
-        INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
-          VALUES (v_group, v_last_seq + 1, v_epoch_in, ${KIND_CODE.application}, v_username, v_device, v_message_id,
-            FROM_BASE64(JSON_VALUE(v_item, '$.b')), JSON_VALUE(v_item, '$.r'));
-        IF v_cursor = v_last_seq THEN
-          UPDATE ds_members SET cursor_seq = v_last_seq + 1 WHERE group_id = v_group AND username = v_username AND device_id = v_device;
-          SET v_cursor = v_last_seq + 1;
-        END IF;
-        SET v_out = JSON_ARRAY_APPEND(v_out, '$', JSON_OBJECT('o', 'accepted', 's', v_last_seq + 1, 'e', v_epoch_in, 'c', v_cursor));
+    OPEN items;
+    each_item: LOOP
+      FETCH items INTO v_group_hex, v_epoch_in, v_username, v_device, v_message_id, v_bytes, v_received_at;
+      IF v_done = 1 THEN LEAVE each_item; END IF;
+      SET v_group = UNHEX(v_group_hex);
+      IF v_locked IS NULL OR v_locked <> v_group THEN
+        IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
+        SET v_epoch = NULL, v_last_seq = NULL;
+        SELECT epoch, last_seq INTO v_epoch, v_last_seq FROM ds_groups WHERE id = v_group FOR UPDATE;
+        SET v_done = 0, v_locked = v_group, v_locked_seq = v_last_seq;
       END IF;
-      SET v_i = v_i + 1;
-    END WHILE;
+      SET v_cursor = NULL, v_existing_seq = NULL, v_existing_epoch = NULL;
+      IF v_epoch IS NOT NULL THEN
+        -- Under the group's lock: the sender's membership and cursor, and an entry of the same id (this batch's own included).
+        SELECT m.cursor_seq, l.seq, l.epoch INTO v_cursor, v_existing_seq, v_existing_epoch
+          FROM ds_members m LEFT JOIN ds_log l
+            ON l.group_id = m.group_id AND l.sender_username = m.username AND l.sender_device = m.device_id AND l.message_id = v_message_id
+          WHERE m.group_id = v_group AND m.username = v_username AND m.device_id = v_device;
+        SET v_done = 0;
+      END IF;
+      IF v_epoch IS NULL THEN
+        SET v_out = CONCAT(v_out, 'u,0,0,0;');
+      ELSEIF v_cursor IS NULL THEN
+        SET v_out = CONCAT(v_out, 'n,0,0,0;');
+      ELSEIF v_existing_seq IS NOT NULL THEN
+        SET v_out = CONCAT(v_out, 'd,', v_existing_seq, ',', v_existing_epoch, ',', v_cursor, ';');
+      ELSEIF v_epoch_in > v_epoch OR v_epoch_in + p_window < v_epoch THEN
+        SET v_out = CONCAT(v_out, 'c,0,', v_epoch, ',0;');
+      ELSE
+        SET v_last_seq = v_last_seq + 1;
+        INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
+          VALUES (v_group, v_last_seq, v_epoch_in, ${KIND_CODE.application}, v_username, v_device, v_message_id, FROM_BASE64(v_bytes), v_received_at);
+        IF v_cursor = v_last_seq - 1 THEN
+          UPDATE ds_members SET cursor_seq = v_last_seq WHERE group_id = v_group AND username = v_username AND device_id = v_device;
+          SET v_cursor = v_last_seq;
+        END IF;
+        SET v_out = CONCAT(v_out, 'a,', v_last_seq, ',', v_epoch_in, ',', v_cursor, ';');
+      END IF;
+    END LOOP;
+    CLOSE items;
+    IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
     COMMIT;
     SELECT v_out AS verdicts;
     SELECT DISTINCT HEX(m.group_id) AS group_hex, m.username FROM ds_members m
@@ -541,7 +557,14 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
       }),
     );
     const [verdictRows, memberRows] = await call(`CALL ${APPEND_APPLICATIONS}(?, ?)`, [json, APPLICATION_EPOCH_WINDOW]);
-    const verdicts = JSON.parse(String(verdictRows[0].verdicts)) as { o: string; s?: number; e?: number; c?: number }[];
+    const verdicts = String(verdictRows[0].verdicts)
+      .split(";")
+      .filter((v) => v !== "")
+      .map((v) => {
+        const [o, seq, epoch, cursor] = v.split(",");
+        return { o, s: Number(seq), e: Number(epoch), c: Number(cursor) };
+      });
+    if (verdicts.length !== items.length) throw new Error(`${APPEND_APPLICATIONS}: ${verdicts.length} verdicts for ${items.length} items`);
     const members = new Map<string, string[]>();
     for (const r of memberRows) {
       const key = String(r.group_hex).toLowerCase();
@@ -551,15 +574,15 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
     order.forEach((i, k) => {
       const v = verdicts[k];
       const p = items[i];
-      if (v.o === "unknown") outcomes[i] = { error: new DsError("DS_UNKNOWN_GROUP", "no such group") };
-      else if (v.o === "not-member") outcomes[i] = { error: new DsError("DS_NOT_MEMBER", "the sender is not a member of the group") };
-      else if (v.o === "conflict") outcomes[i] = { accepted: false, currentEpoch: Number(v.e) };
-      else if (v.o === "accepted" || v.o === "duplicate") {
+      if (v.o === "u") outcomes[i] = { error: new DsError("DS_UNKNOWN_GROUP", "no such group") };
+      else if (v.o === "n") outcomes[i] = { error: new DsError("DS_NOT_MEMBER", "the sender is not a member of the group") };
+      else if (v.o === "c") outcomes[i] = { accepted: false, currentEpoch: Number(v.e) };
+      else if (v.o === "a" || v.o === "d") {
         outcomes[i] = {
           accepted: true,
           seq: Number(v.s),
           epoch: Number(v.e),
-          duplicate: v.o === "duplicate",
+          duplicate: v.o === "d",
           senderCursor: Number(v.c),
           ...(p.withMemberUsernames === true ? { memberUsernames: members.get(hexOf[i]) ?? [] } : {}),
         };
