@@ -54,7 +54,7 @@ const ER_SP_ALREADY_EXISTS = 1304;
 const TRANSACTION_ATTEMPTS = 5;
 type SqlParam = string | number | Buffer;
 
-/** Cursor moves written together at most; bounds the statement (4 parameters a move to read, 7 to write). */
+/** Cursor moves written together at most; bounds the statement's JSON parameter. */
 const MAX_CURSOR_BATCH = 128;
 /**
  * How long a cursor move waits for others to share its round trips. Nothing waits on a move sent as a
@@ -227,9 +227,9 @@ const ROUTINES = [
     DECLARE v_group_hex CHAR(64);
     DECLARE v_group BINARY(32);
     DECLARE v_epoch_in BIGINT UNSIGNED;
-    DECLARE v_username VARCHAR(32);
-    DECLARE v_device VARCHAR(64);
-    DECLARE v_message_id VARCHAR(64);
+    DECLARE v_username VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+    DECLARE v_device VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+    DECLARE v_message_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
     DECLARE v_bytes LONGTEXT;
     DECLARE v_received_at BIGINT;
     DECLARE v_locked BINARY(32) DEFAULT NULL;
@@ -242,8 +242,8 @@ const ROUTINES = [
     DECLARE v_out LONGTEXT DEFAULT '';
     DECLARE items CURSOR FOR
       SELECT j.g, j.e, j.u, j.d, j.m, j.b, j.r FROM JSON_TABLE(p_items, '$[*]' COLUMNS (
-        g CHAR(64) PATH '$.g', e BIGINT UNSIGNED PATH '$.e', u VARCHAR(32) PATH '$.u', d VARCHAR(64) PATH '$.d',
-        m VARCHAR(64) PATH '$.m', b LONGTEXT PATH '$.b', r BIGINT PATH '$.r')) AS j;
+        g CHAR(64) PATH '$.g', e BIGINT UNSIGNED PATH '$.e', u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.u', d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.d',
+        m VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.m', b LONGTEXT PATH '$.b', r BIGINT PATH '$.r')) AS j;
     -- Also raised by a SELECT ... INTO that finds no row: v_done is only read right after a FETCH, and reset after each such SELECT.
     DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
@@ -470,17 +470,19 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
    * batch instead of one per move. A move is judged by the read; a device removed between the read and the
    * update is not moved (the UPDATE finds no row) and learns of its removal at its next read.
    */
+  const movesJson = (moves: CursorMove[]) =>
+    JSON.stringify(moves.map((m, i) => ({ i, g: Buffer.from(m.groupId).toString("hex"), u: m.device.username, d: m.device.deviceId, s: m.seq })));
+  // Binary collation, as the tables' (a JSON_TABLE column's default is case-insensitive): no device id matches another by case.
+  const movesTable = `JSON_TABLE(?, '$[*]' COLUMNS (i INT PATH '$.i', g CHAR(64) PATH '$.g', u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.u',
+    d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.d', s BIGINT UNSIGNED PATH '$.s')) AS j`;
   const moveMany = async (moves: CursorMove[]): Promise<CursorOutcome[]> => {
-    // Text protocol (query, not execute): each batch size is another statement, and preparing it would cost
-    // a round trip and a server-side statement per size and connection.
+    // The moves as one JSON parameter, joined through JSON_TABLE: one statement of the same text whatever
+    // the batch's size (text protocol: nothing to prepare), each row found by its primary key.
     const found = await textRows(
-      moves
-        .map(
-          () => `(SELECT ? AS i, g.last_seq, m.cursor_seq FROM ds_groups g
-             LEFT JOIN ds_members m ON m.group_id = g.id AND m.username = ? AND m.device_id = ? WHERE g.id = ?)`,
-        )
-        .join(" UNION ALL "),
-      moves.flatMap((m, i) => [i, m.device.username, m.device.deviceId, bin(m.groupId)]),
+      `SELECT j.i, g.last_seq, m.cursor_seq FROM ${movesTable}
+         JOIN ds_groups g ON g.id = UNHEX(j.g)
+         LEFT JOIN ds_members m ON m.group_id = g.id AND m.username = j.u AND m.device_id = j.d`,
+      [movesJson(moves)],
     );
     const state = new Map(found.map((r) => [Number(r.i), { lastSeq: Number(r.last_seq), cursor: r.cursor_seq === null ? null : Number(r.cursor_seq) }]));
     const outcomes = moves.map((move, i) => judgeMove(move, state.get(i)?.lastSeq, state.get(i)?.cursor ?? null));
@@ -501,14 +503,11 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
       if (last === move && (state.get(i)?.cursor ?? 0) < move.seq) written.push(move);
     });
     if (written.length > 0) {
-      const list = written;
-      const match = "(group_id = ? AND username = ? AND device_id = ?)";
-      const params = (m: CursorMove): SqlParam[] => [bin(m.groupId), m.device.username, m.device.deviceId];
       // GREATEST: a late acknowledgement arriving after a newer one never moves the cursor back.
       await pool.query(
-        `UPDATE ds_members SET cursor_seq = GREATEST(cursor_seq, CASE ${list.map(() => `WHEN ${match} THEN ?`).join(" ")} ELSE cursor_seq END)
-         WHERE ${list.map(() => match).join(" OR ")}`,
-        [...list.flatMap((m) => [...params(m), m.seq]), ...list.flatMap(params)],
+        `UPDATE ${movesTable} JOIN ds_members m ON m.group_id = UNHEX(j.g) AND m.username = j.u AND m.device_id = j.d
+         SET m.cursor_seq = GREATEST(m.cursor_seq, j.s)`,
+        [movesJson(written)],
       );
     }
     return outcomes;

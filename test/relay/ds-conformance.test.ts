@@ -299,6 +299,31 @@ function deliveryServiceContract(name: string, make: () => Promise<Instances>) {
         expect((await ds.members(g1)).find((m) => m.deviceId === "d1" && m.username === "bob")?.cursor).to.equal(10);
       });
 
+      it("tells device ids apart by case, in batches of appends and of cursor moves too", async () => {
+        const groupId = newGroupId();
+        const lower = dev("bob", "pc");
+        const upper = dev("bob", "PC");
+        await ds.createGroup({ groupId, members: [alice, lower], now: NOW });
+        // Together, so that stores that batch take them in one batch: "PC" is no member, whatever "pc" is.
+        const appended = await Promise.all([
+          ds.appendApplication(app(groupId, 0, alice, "a-0")),
+          codeOf(ds.appendApplication(app(groupId, 0, upper, "u-0"))),
+          ds.appendApplication(app(groupId, 0, lower, "l-0")),
+        ]);
+        expect(appended[1]).to.equal("DS_NOT_MEMBER");
+        expect((await ds.read({ groupId, afterSeq: 0, limit: 10 })).map((e) => e.sender)).to.deep.equal([alice, lower]);
+        const moved = await Promise.all([
+          ds.advanceCursor({ device: alice, groupId, seq: 1 }),
+          codeOf(ds.advanceCursor({ device: upper, groupId, seq: 2 })),
+          ds.advanceCursor({ device: lower, groupId, seq: 1 }),
+        ]);
+        expect(moved[1]).to.equal("DS_NOT_MEMBER");
+        expect((await ds.members(groupId)).map((m) => [m.deviceId, m.cursor]).sort()).to.deep.equal([
+          ["d1", 1],
+          ["pc", 1],
+        ]);
+      });
+
       it("stores a commit's welcomes and membership changes with it; welcomes stay until acknowledged or expired", async () => {
         const groupId = newGroupId();
         await ds.createGroup({ groupId, members: [alice, bob], now: NOW });
