@@ -232,6 +232,7 @@ export function createRelay(deps: RelayDeps): Relay {
         users,
         moveCursor: deliveryService?.moveCursor,
         appendApplication: deliveryService?.appendApplication,
+        appendsInCallOrder: deliveryService?.appendsInCallOrder,
         limits: { maxFrameBytes: config.maxFrameBytes, mailboxTtlMs: config.mailboxTtlMs, ...deps.messagingLimits },
       });
       syncer.start();

@@ -92,6 +92,8 @@ export interface DeliveryService {
   routes: Router;
   moveCursor: CursorMover;
   appendApplication: ApplicationAppender;
+  /** whether one group's appends are stored in call order (see DeliveryServiceStore.appendsInCallOrder) */
+  appendsInCallOrder: () => boolean;
 }
 
 const usernamesOf = (members: readonly DeviceRef[]) => new Set(members.map((m) => m.username));
@@ -352,5 +354,6 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     // The cursor move is the store's own: batched with the others where the store batches.
     moveCursor: async (device, groupIdHex, seq) => ds(store.advanceCursor({ device, groupId: groupIdFrom(groupIdHex), seq })),
     appendApplication: async (sender, groupIdHex, body, origin, answer) => appendApplication(sender, groupIdFrom(groupIdHex), body, origin, answer),
+    appendsInCallOrder: () => store.appendsInCallOrder,
   };
 }

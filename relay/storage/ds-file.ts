@@ -166,6 +166,8 @@ export function createFileDeliveryServiceStore(options: FileDeliveryServiceOptio
 
   return {
     kind: "file",
+    // Every call joins one queue, applied in order.
+    appendsInCallOrder: true,
     migrate: () => log.open(),
     putKeyPackages: (p) => call("putKeyPackages", p),
     claimKeyPackages: (p) => call("claimKeyPackages", p),

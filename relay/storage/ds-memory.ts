@@ -126,6 +126,8 @@ export function createMemoryDeliveryServiceStore(): MemoryDeliveryServiceStore {
 
   return {
     kind: "memory",
+    // Each call takes its step at once.
+    appendsInCallOrder: true,
     async migrate() {},
 
     async putKeyPackages(params) {

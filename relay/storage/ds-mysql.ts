@@ -544,8 +544,31 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
    * Appends that arrive while a batch is being stored go out together in the next one: one round trip and
    * one commit (one redo-log flush) for all of them, each still durable before it is answered.
    */
+  const appendAlone = (p: AppendItem): Promise<AppendOutcome> => appendOne(p).catch((error: unknown) => (error instanceof DsError ? { error } : Promise.reject(error)));
+  /**
+   * One flush of the queue: its small appends together, a large one on its own, in the order they came (so
+   * one group's appends are stored in call order whatever their sizes).
+   */
+  const appendQueued = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
+    const out: AppendOutcome[] = [];
+    let run: AppendItem[] = [];
+    const storeRun = async () => {
+      if (run.length > 0) out.push(...(await appendMany(run)));
+      run = [];
+    };
+    for (const item of items) {
+      if (item.bytes.length <= BATCHED_APPEND_MAX_BYTES) {
+        run.push(item);
+        continue;
+      }
+      await storeRun();
+      out.push(await appendAlone(item));
+    }
+    await storeRun();
+    return out;
+  };
   const appendMany = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
-    if (items.length === 1) return [await appendOne(items[0]).catch((error: unknown) => (error instanceof DsError ? { error } : Promise.reject(error)))];
+    if (items.length === 1) return [await appendAlone(items[0])];
     const hexOf = items.map((p) => Buffer.from(p.groupId).toString("hex"));
     // Sorted by group (stable: one group's items keep their order), so batches lock groups in one order.
     const order = items.map((_, i) => i).sort((a, b) => (hexOf[a] < hexOf[b] ? -1 : hexOf[a] > hexOf[b] ? 1 : a - b));
@@ -589,7 +612,7 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
     });
     return outcomes;
   };
-  const appends = createSerialBatcher<AppendItem, AppendOutcome>({ maxBatch: MAX_APPEND_BATCH, flush: appendMany });
+  const appends = createSerialBatcher<AppendItem, AppendOutcome>({ maxBatch: MAX_APPEND_BATCH, flush: appendQueued });
 
   const cursorMoves = createSerialBatcher<CursorMove, CursorOutcome>({
     maxBatch: MAX_CURSOR_BATCH,
@@ -621,6 +644,11 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
 
   return {
     kind: "mysql",
+    // Application appends join one queue of batches, one batch stored at a time; the plain statements
+    // (without the stored procedures) run as concurrent transactions.
+    get appendsInCallOrder() {
+      return procedures;
+    },
     async migrate() {
       for (const ddl of TABLES) await pool.query(ddl);
       for (const ddl of ROUTINES) {
@@ -742,12 +770,9 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
         const members = await rows(pool, "SELECT DISTINCT username FROM ds_members WHERE group_id = ?", [bin(p.groupId)]);
         return { ...result, memberUsernames: members.map((r) => String(r.username)) };
       }
-      if (p.bytes.length <= BATCHED_APPEND_MAX_BYTES) {
-        const outcome = await appends.push({ ...p, withMemberUsernames: params.withMemberUsernames });
-        if ("error" in outcome) throw outcome.error;
-        return outcome;
-      }
-      return appendOne({ ...p, withMemberUsernames: params.withMemberUsernames });
+      const outcome = await appends.push({ ...p, withMemberUsernames: params.withMemberUsernames });
+      if ("error" in outcome) throw outcome.error;
+      return outcome;
     },
 
     async read(params) {

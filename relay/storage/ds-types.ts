@@ -219,6 +219,11 @@ export interface DeliveryServiceStore {
   appendCommit(params: AppendCommitParams): Promise<AppendResult>;
   /** Accepted for epochs from current - APPLICATION_EPOCH_WINDOW to current. */
   appendApplication(params: AppendBase & { withMemberUsernames?: boolean }): Promise<AppendResult>;
+  /**
+   * Whether application appends to one group, called one after another without waiting, are stored in the
+   * order of the calls (a sender may then have several in flight and keep their order).
+   */
+  readonly appendsInCallOrder: boolean;
   /** Entries with seq > afterSeq, in order, at most `limit` (<= MAX_READ_LIMIT). */
   read(params: { groupId: Uint8Array; afterSeq: number; limit: number }): Promise<LogEntry[]>;
 

@@ -94,6 +94,7 @@ export function attachMessaging(params: {
   moveCursor?: ConnectionDeps["settings"]["moveCursor"];
   /** The Delivery Service's application append, for append frames. */
   appendApplication?: ConnectionDeps["settings"]["appendApplication"];
+  appendsInCallOrder?: ConnectionDeps["settings"]["appendsInCallOrder"];
 }): Messaging {
   const { server, mailbox, clock, limits } = params;
   if (!(Number.isInteger(limits.maxFrameBytes) && limits.maxFrameBytes > 0)) throw new Error("limits.maxFrameBytes must be a positive integer");
@@ -132,6 +133,7 @@ export function attachMessaging(params: {
       recipientExists: params.users ? (username) => params.users!.exists(username) : async () => true,
       moveCursor: params.moveCursor,
       appendApplication: params.appendApplication,
+      appendsInCallOrder: params.appendsInCallOrder,
     },
   };
 

@@ -66,6 +66,11 @@ export interface ConnectionSettings {
     /** called once the result is durable, right before the entry's notices go out */
     answer: (result: AppendOutcome) => void,
   ) => Promise<AppendOutcome>;
+  /**
+   * Whether appendApplication stores one group's appends in call order (asked per append: a store may fall
+   * back); if not, a socket's next append to a group waits until the one before is stored.
+   */
+  appendsInCallOrder?: () => boolean;
 }
 
 /** What every connection of one messaging instance shares. */
@@ -494,6 +499,11 @@ export class Connection implements RoutedConnection {
    * without waiting and keep its order (the send rate limit bounds the queue).
    */
   private onAppend(frame: AppendFrame): void {
+    // A store that keeps call order keeps this socket's order with several appends in flight.
+    if (this.deps.settings.appendsInCallOrder?.() && !this.appendsInFlight.has(frame.groupId)) {
+      void this.append(frame);
+      return;
+    }
     const before = this.appendsInFlight.get(frame.groupId) ?? Promise.resolve();
     const done = before.then(() => this.append(frame));
     this.appendsInFlight.set(frame.groupId, done);
