@@ -10,13 +10,13 @@
  * Browser-safe: no Node imports.
  */
 import { ChatError, type ErrorCode } from "../protocol/errors";
-import { AppendedFrame, ErrorFrame, type AppendFrame, type CursorFrame } from "../protocol/wire";
+import { AppendedFrame, ErrorFrame, MAX_APPENDS_WAITING, type AppendFrame, type CursorFrame } from "../protocol/wire";
 import type { DsAppendResult } from "./ds-client";
 
 /** How long an append waits for its answer before the caller goes to HTTP (the relay answers once durable). */
 export const SOCKET_APPEND_TIMEOUT_MS = 10_000;
-/** Appends waiting for an answer at once; one device sends one at a time, so more means something is stuck. */
-export const SOCKET_APPEND_MAX_PENDING = 64;
+/** Appends waiting for an answer at once, the relay's bound; one device sends one at a time, so more means something is stuck. */
+export const SOCKET_APPEND_MAX_PENDING = MAX_APPENDS_WAITING;
 
 /** The socket could not settle an append; the same append is safe to send over HTTP. */
 export class SocketAppendUnavailable extends Error {

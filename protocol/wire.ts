@@ -245,6 +245,11 @@ const GroupIdText = z.string().regex(/^[0-9a-f]{64}$/, "expected 32 bytes as low
 const LogCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 /** The largest log entry (its MLS bytes, before base64) a group notice carries; a larger one is read from the log. */
 export const NOTICE_ENTRY_MAX_BYTES = 8 * 1024;
+/**
+ * Append frames of one socket waiting to be stored at most: the relay refuses more with RATE_LIMITED, and a
+ * client sends what would exceed it over HTTP instead.
+ */
+export const MAX_APPENDS_WAITING = 64;
 /** An MLS message id as the Delivery Service takes it (DsMessageId in wire-v2). */
 const DsMessageIdText = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "1 to 64 characters of A-Z a-z 0-9 _ -");
 /** MLS bytes small enough to ride in one frame each way: at most NOTICE_ENTRY_MAX_BYTES, standard base64. */

@@ -16,7 +16,7 @@ import type pino from "pino";
 import { WebSocket, type RawData } from "ws";
 import type { ErrorCode } from "../../protocol/errors";
 import { ChatError } from "../../protocol/errors";
-import { ClientFrame, CLOSE_CODES, MessageId, type AppendFrame, type CursorFrame, type GroupNotice, type ServerFrame } from "../../protocol/wire";
+import { ClientFrame, CLOSE_CODES, MAX_APPENDS_WAITING, MessageId, type AppendFrame, type CursorFrame, type GroupNotice, type ServerFrame } from "../../protocol/wire";
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
 import { MailboxError, type Mailbox, type StoredMessage } from "../storage/mailbox";
@@ -89,6 +89,8 @@ type State = "syncing" | "live" | "closed";
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 /** How often waiting notices re-check whether a backed-up socket has drained. */
 const NOTICE_RETRY_MS = 25;
+/** When a socket with MAX_APPENDS_WAITING appends waiting (while storage is slow the send rate alone would let it queue thousands) is told to send again. */
+const APPENDS_WAITING_RETRY_MS = 1_000;
 
 const routed = (m: StoredMessage): RoutedMessage => ({ to: m.recipient, from: m.sender, id: m.id, envelope: m.envelope, receivedAt: m.receivedAt });
 const messageKey = (from: string, id: string) => `${from}\n${id}`;
@@ -132,6 +134,8 @@ export class Connection implements RoutedConnection {
   private noticeTimer: NodeJS.Timeout | null = null;
   /** per group, the last append of this socket still being stored: the next one waits for it */
   private readonly appendsInFlight = new Map<string, Promise<void>>();
+  /** appends of this socket taken and not yet answered */
+  private appendsWaiting = 0;
 
   constructor(
     private readonly deps: ConnectionDeps,
@@ -499,13 +503,25 @@ export class Connection implements RoutedConnection {
    * without waiting and keep its order (the send rate limit bounds the queue).
    */
   private onAppend(frame: AppendFrame): void {
+    if (this.appendsWaiting >= MAX_APPENDS_WAITING) {
+      return this.sendError("RATE_LIMITED", `${MAX_APPENDS_WAITING} messages of this connection are still being stored; send again later`, {
+        id: frame.id,
+        retryable: true,
+        retryAfterMs: APPENDS_WAITING_RETRY_MS,
+      });
+    }
+    this.appendsWaiting++;
+    const run = () =>
+      this.append(frame).then(() => {
+        this.appendsWaiting--;
+      });
     // A store that keeps call order keeps this socket's order with several appends in flight.
     if (this.deps.settings.appendsInCallOrder?.() && !this.appendsInFlight.has(frame.groupId)) {
-      void this.append(frame);
+      void run();
       return;
     }
     const before = this.appendsInFlight.get(frame.groupId) ?? Promise.resolve();
-    const done = before.then(() => this.append(frame));
+    const done = before.then(run);
     this.appendsInFlight.set(frame.groupId, done);
     void done.then(() => {
       if (this.appendsInFlight.get(frame.groupId) === done) this.appendsInFlight.delete(frame.groupId);

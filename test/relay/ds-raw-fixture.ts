@@ -37,6 +37,8 @@ export const device = (u: { username: string }, deviceId: string) => ({ username
 export interface RawDs {
   chain(): ChainFixture;
   relay(): RelayProcess;
+  /** the relay's database */
+  database(): TestDatabase;
   /** a registered user, logged in with its identity key (a session bound to no device) */
   user(prefix: string): Promise<Session>;
   /** a /v2 call as `who` acting as `deviceId`, whatever its status */
@@ -88,6 +90,7 @@ export function useRawDs(name: string): RawDs {
   const ds: RawDs = {
     chain: () => started("chain", chain),
     relay: () => started("relay", relay),
+    database: () => started("database", db),
 
     async user(prefix) {
       const u = newTestUser(uniqueUsername(prefix));

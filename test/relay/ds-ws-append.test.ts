@@ -8,9 +8,10 @@
 import { expect } from "chai";
 import { generateKeyPairSync, randomBytes, sign as ed25519Sign } from "node:crypto";
 import { Wallet } from "ethers";
+import mysql from "mysql2/promise";
 import WebSocket from "ws";
 import { authorizeDevice } from "../../protocol/mls/authorize-device";
-import { AppendedFrame, ErrorFrame, GroupFrame, NOTICE_ENTRY_MAX_BYTES } from "../../protocol/wire";
+import { AppendedFrame, ErrorFrame, GroupFrame, MAX_APPENDS_WAITING, NOTICE_ENTRY_MAX_BYTES } from "../../protocol/wire";
 import { deviceLoginText } from "../../protocol/wire-devices";
 import { encodeBase64 } from "../../protocol/wire-v2";
 import { waitFor } from "../helpers/wait";
@@ -369,15 +370,52 @@ describe("relay: small application messages appended over the WebSocket", functi
       expect((await logOf(owner, "o1", groupId)).map((e) => e.seq)).to.deep.equal([1]);
     });
 
+    it(`while storage is stuck, a socket has at most MAX_APPENDS_WAITING (${MAX_APPENDS_WAITING}) appends waiting: the rest are refused RATE_LIMITED at once, and the waiting ones are stored once it moves`, async () => {
+      const owner = await user("wb_o");
+      const member = await user("wb_m");
+      const groupId = await groupOf(owner, [member]);
+      const socket = await listen(owner.token);
+      // Another client of the database holds the group's row: every append to it waits for the lock.
+      const holder = await mysql.createConnection(ds.database().url);
+      try {
+        await holder.query("START TRANSACTION");
+        await holder.query("SELECT id FROM ds_groups WHERE id = UNHEX(?) FOR UPDATE", [groupId]);
+        const ids = Array.from({ length: MAX_APPENDS_WAITING + 10 }, (_, i) => `stuck-${String(i).padStart(3, "0")}-${randomBytes(3).toString("hex")}`);
+        for (const id of ids) socket.send(append(groupId, "o1", 1, id, bytes(32)));
+        const refused = await waitFor("the refusals beyond the bound", () => {
+          const got = socket.frames.filter((f) => f.type === "error" && ids.includes(f.id));
+          return got.length >= 10 && got;
+        }, 15_000, 10);
+        expect(refused.map((f) => f.id)).to.deep.equal(ids.slice(MAX_APPENDS_WAITING));
+        for (const f of refused) expect(f).to.include({ code: "RATE_LIMITED", retryable: true }).and.to.have.property("retryAfterMs").that.is.greaterThan(0);
+        expect(socket.frames.filter((f) => f.type === "appended")).to.deep.equal([]);
+        await holder.query("ROLLBACK");
+        const appended = await waitFor("the waiting appends stored", () => {
+          const got = socket.frames.filter((f) => f.type === "appended" && ids.includes(f.id));
+          return got.length >= MAX_APPENDS_WAITING && got;
+        }, 30_000, 20);
+        expect(appended.map((f) => f.id)).to.deep.equal(ids.slice(0, MAX_APPENDS_WAITING));
+        expect((await logOf(owner, "o1", groupId)).slice(1).map((e) => e.id)).to.deep.equal(ids.slice(0, MAX_APPENDS_WAITING));
+      } finally {
+        await holder.end();
+      }
+    });
+
     it("a burst of appends beyond the connection's send rate gets RATE_LIMITED with each refused id; only the answered appends are stored", async () => {
       const owner = await user("wr_o");
       const member = await user("wr_m");
       const groupId = await groupOf(owner, [member]);
       const socket = await listen(owner.token);
 
-      // The relay takes 100 sends a second per connection with a burst of 200 (relay/ws/attach.ts): 300 at once exceed it.
+      // The relay takes 100 sends a second per connection with a burst of 200 (relay/ws/attach.ts): 300 within
+      // a second exceed it. They go in waves of 50, each once the one before is answered, so that no more than
+      // MAX_APPENDS_WAITING wait to be stored at once (that bound has a test of its own).
       const ids = Array.from({ length: 300 }, (_, i) => `burst-${String(i).padStart(3, "0")}-${randomBytes(3).toString("hex")}`);
-      for (const id of ids) socket.send(append(groupId, "o1", 1, id, bytes(32)));
+      const answered = () => socket.frames.filter((f) => (f.type === "appended" || f.type === "error") && ids.includes(f.id)).length;
+      for (let wave = 0; wave < ids.length; wave += 50) {
+        for (const id of ids.slice(wave, wave + 50)) socket.send(append(groupId, "o1", 1, id, bytes(32)));
+        await waitFor(`the answers to the wave from ${wave}`, () => answered() >= wave + 50, 15_000, 5);
+      }
       const answers = await waitFor(
         "an answer to every append of the burst",
         () => {
