@@ -464,17 +464,17 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
     return outcome === "moved" ? { cursor: Number(answer[0].cursor_seq) } : { error: cursorRefusals[outcome]() };
   };
 
+  const movesJson = (moves: CursorMove[]) =>
+    JSON.stringify(moves.map((m, i) => ({ i, g: Buffer.from(m.groupId).toString("hex"), u: m.device.username, d: m.device.deviceId, s: m.seq })));
+  // Binary collation, as the tables' (a JSON_TABLE column's default is case-insensitive): no device id matches another by case.
+  const movesTable = `JSON_TABLE(?, '$[*]' COLUMNS (i INT PATH '$.i', g CHAR(64) PATH '$.g', u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.u',
+    d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.d', s BIGINT UNSIGNED PATH '$.s')) AS j`;
   /**
    * Cursor moves that arrive together (every member of a group acknowledging the same append) go out as one
    * plain read of their groups' ends and cursors and one UPDATE: one round trip pair and one commit for the
    * batch instead of one per move. A move is judged by the read; a device removed between the read and the
    * update is not moved (the UPDATE finds no row) and learns of its removal at its next read.
    */
-  const movesJson = (moves: CursorMove[]) =>
-    JSON.stringify(moves.map((m, i) => ({ i, g: Buffer.from(m.groupId).toString("hex"), u: m.device.username, d: m.device.deviceId, s: m.seq })));
-  // Binary collation, as the tables' (a JSON_TABLE column's default is case-insensitive): no device id matches another by case.
-  const movesTable = `JSON_TABLE(?, '$[*]' COLUMNS (i INT PATH '$.i', g CHAR(64) PATH '$.g', u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.u',
-    d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.d', s BIGINT UNSIGNED PATH '$.s')) AS j`;
   const moveMany = async (moves: CursorMove[]): Promise<CursorOutcome[]> => {
     // The moves as one JSON parameter, joined through JSON_TABLE: one statement of the same text whatever
     // the batch's size (text protocol: nothing to prepare), each row found by its primary key.
@@ -544,29 +544,6 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
    * Appends that arrive while a batch is being stored go out together in the next one: one round trip and
    * one commit (one redo-log flush) for all of them, each still durable before it is answered.
    */
-  const appendAlone = (p: AppendItem): Promise<AppendOutcome> => appendOne(p).catch((error: unknown) => (error instanceof DsError ? { error } : Promise.reject(error)));
-  /**
-   * One flush of the queue: its small appends together, a large one on its own, in the order they came (so
-   * one group's appends are stored in call order whatever their sizes).
-   */
-  const appendQueued = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
-    const out: AppendOutcome[] = [];
-    let run: AppendItem[] = [];
-    const storeRun = async () => {
-      if (run.length > 0) out.push(...(await appendMany(run)));
-      run = [];
-    };
-    for (const item of items) {
-      if (item.bytes.length <= BATCHED_APPEND_MAX_BYTES) {
-        run.push(item);
-        continue;
-      }
-      await storeRun();
-      out.push(await appendAlone(item));
-    }
-    await storeRun();
-    return out;
-  };
   const appendMany = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
     if (items.length === 1) return [await appendAlone(items[0])];
     const hexOf = items.map((p) => Buffer.from(p.groupId).toString("hex"));
@@ -611,6 +588,29 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
       } else throw new Error(`${APPEND_APPLICATIONS}: unexpected outcome`);
     });
     return outcomes;
+  };
+  const appendAlone = (p: AppendItem): Promise<AppendOutcome> => appendOne(p).catch((error: unknown) => (error instanceof DsError ? { error } : Promise.reject(error)));
+  /**
+   * One flush of the queue: its small appends together, a large one on its own, in the order they came (so
+   * one group's appends are stored in call order whatever their sizes).
+   */
+  const appendQueued = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
+    const out: AppendOutcome[] = [];
+    let run: AppendItem[] = [];
+    const storeRun = async () => {
+      if (run.length > 0) out.push(...(await appendMany(run)));
+      run = [];
+    };
+    for (const item of items) {
+      if (item.bytes.length <= BATCHED_APPEND_MAX_BYTES) {
+        run.push(item);
+        continue;
+      }
+      await storeRun();
+      out.push(await appendAlone(item));
+    }
+    await storeRun();
+    return out;
   };
   const appends = createSerialBatcher<AppendItem, AppendOutcome>({ maxBatch: MAX_APPEND_BATCH, flush: appendQueued });
 
