@@ -3,8 +3,9 @@
  * /proc figures): assembled by the same createRelayStack as relay/main.ts (the MySQL cache and mailbox,
  * the ethers chain on anvil, TLS from TLS_CERT/TLS_KEY), from the same settings parsed by
  * relay/config.ts, with one difference: the per-connection send rate limit (100 msg/s by default, a
- * policy against abusive users, not a capacity) is raised to BENCH_MESSAGES_PER_SECOND, because the
- * benchmark pushes each connection far beyond it. Prints {"ready":true,"port":N} on stdout when
+ * policy against abusive users, not a capacity) is raised to BENCH_MESSAGES_PER_SECOND, and the per-user
+ * limit on POSTed messages (6,000 a minute) to its largest value, because the benchmark pushes each
+ * connection and user far beyond them. Prints {"ready":true,"port":N} on stdout when
  * listening; SIGTERM closes everything. With BENCH_PROFILE_FILE set, SIGUSR2 starts a CPU profile of this
  * process (node:inspector, so that no sampler runs, and costs CPU, outside the window measured) and the
  * next SIGUSR2 writes it there, then prints {"profileWritten":true}.
@@ -51,7 +52,7 @@ function traceQueries(pool: Pool): () => Record<string, { n: number; avgMs: numb
 }
 
 async function main() {
-  const config = parseConfig(process.env);
+  const config = parseConfig({ RATE_LIMIT_APPENDS_PER_USER: "100000000", ...process.env });
   if (!config.mysqlUrl || !config.tlsCertFile || !config.tlsKeyFile) throw new Error("bench relay needs MYSQL_URL, TLS_CERT and TLS_KEY");
   const logger = pino({ level: config.logLevel, base: { service: "bench-relay" } });
   const rate = Number(process.env.BENCH_MESSAGES_PER_SECOND || 1_000_000);

@@ -60,6 +60,8 @@ export interface RelayConfig {
   rateLimitWindowMs: number;
   loginRateLimit: RateLimitConfig;
   registerRateLimit: RateLimitConfig;
+  /** messages and commits one user may POST to /v2 per window, all devices together (WebSocket appends have their own rate) */
+  appendsPerUser: number;
   /** bound of each in-memory limit store (a lone instance's, or a shared store's fallback) */
   rateLimitMaxKeys: number;
   /** the per-user delay after failed password checks */
@@ -233,6 +235,7 @@ export function parseConfig(env: Env): RelayConfig {
       perUser: integer(env, "RATE_LIMIT_REGISTER_PER_USER", 5, 1, 1_000_000),
       perAddress: integer(env, "RATE_LIMIT_REGISTER_PER_ADDRESS", 20, 1, 1_000_000),
     },
+    appendsPerUser: integer(env, "RATE_LIMIT_APPENDS_PER_USER", 6_000, 1, 100_000_000),
     rateLimitMaxKeys: integer(env, "RATE_LIMIT_MAX_KEYS", DEFAULT_MAX_KEYS, 16, 100_000_000),
     passwordBackoff,
     trustProxy,

@@ -44,6 +44,7 @@ export type RelayServerConfig = Pick<
   | "rateLimitWindowMs"
   | "loginRateLimit"
   | "registerRateLimit"
+  | "appendsPerUser"
   | "deployBlock"
   | "syncPollMs"
   | "syncBlockRange"
@@ -160,6 +161,7 @@ export function createRelay(deps: RelayDeps): Relay {
       challengeTtlMs: config.challengeTtlMs,
       loginRateLimit: config.loginRateLimit,
       registerRateLimit: config.registerRateLimit,
+      appendsPerUser: config.appendsPerUser,
       deployBlock: config.deployBlock,
       syncBlockRange: config.syncBlockRange,
       syncConfirmations: config.syncConfirmations,

@@ -28,6 +28,8 @@ export interface HttpContext {
     challengeTtlMs: number;
     loginRateLimit: RateLimitConfig;
     registerRateLimit: RateLimitConfig;
+    /** POSTed messages and commits per user per rate-limit window */
+    appendsPerUser: number;
     deployBlock: number;
     syncBlockRange: number;
     syncConfirmations: number;

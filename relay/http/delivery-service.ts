@@ -222,10 +222,14 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     res.json({ groupId: toHex(group.groupId), epoch: group.epoch, lastSeq: group.lastSeq });
   });
 
+  /** A user's POSTed appends per window, all its devices together (the WebSocket's appends count against the socket's send rate). */
+  const limitAppends = (sender: DeviceRef) => ctx.limits.limiter.hit([{ key: `ds-append:user:${sender.username}`, limit: ctx.settings.appendsPerUser }]);
+
   router.post("/v2/groups/:groupId/commits", async (req, res) => {
     const sender = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(CommitRequest, req.body);
+    await limitAppends(sender);
     const now = ctx.clock();
     // Who was a member before a commit that removes: a removed user hears of the commit that removed it.
     // A failed read only costs those users the hint, never the commit.
@@ -283,6 +287,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     const sender = caller(req, res);
     const groupId = groupIdOf(req);
     const body = parseWith(ApplicationRequest, req.body);
+    await limitAppends(sender);
     sendAppend(res, await appendApplication(sender, groupId, body));
   });
 

@@ -53,10 +53,10 @@ export interface RawDs {
 }
 
 /**
- * Starts the relay (and its chain and database, named after `name`) before the suite's tests and stops
- * everything, sockets included, after them.
+ * Starts the relay (and its chain and database, named after `name`; `env` on top of its settings) before
+ * the suite's tests and stops everything, sockets included, after them.
  */
-export function useRawDs(name: string): RawDs {
+export function useRawDs(name: string, options: { env?: Record<string, string> } = {}): RawDs {
   let chain: ChainFixture | undefined;
   let db: TestDatabase | undefined;
   let relay: RelayProcess | undefined;
@@ -72,7 +72,7 @@ export function useRawDs(name: string): RawDs {
       relayerKey: chain.deployed.relayerKey,
       mysqlUrl: db.url,
       dataDir: mkdtempSync(path.join(tmpdir(), `chat-${name}-`)),
-      env: { INSECURE_HTTP: "1", LOG_LEVEL: "warn" },
+      env: { INSECURE_HTTP: "1", LOG_LEVEL: "warn", ...options.env },
     });
   });
   after(async () => {
