@@ -33,8 +33,9 @@
  *   WebSocket. A device's own append answered while it had taken every entry before it moves its cursor past
  *   it without a read, as a real device does (it skips its own messages); each read is counted (`log_reads`).
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
- * - fanout_10, fanout_100 (`--only 2`, `10` or `100` runs one scenario): one sender, N-1 recipients; one message = N-1 deliveries (rates are
+ * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
+ * `--only 2`, `10` or `100` runs that one scenario (by its member count).
  * The bytes are real MLS: one application message per group sealed ahead (sealing is client CPU, not
  * relay capacity) and resent under fresh ids; the relay stores and serves them without parsing them.
  * Bounded: fixed connections (one WebSocket per recipient device, at most `sockets` HTTPS keep-alive
@@ -261,7 +262,6 @@ interface DbProbe {
 interface StepResult {
   attempt: number;
   offered_deliveries_per_s: number;
-  log_reads: number;
   offered_msgs_per_s: number;
   messages: number;
   achieved_send_msgs_per_s: number;
@@ -274,6 +274,7 @@ interface StepResult {
   backlog_grew: boolean;
   undelivered_after_drain: number;
   errors: number;
+  log_reads: number;
   server_cpu_us_per_msg: number;
   server_cpu_us_per_delivery: number;
   server_cpu_share: number;
