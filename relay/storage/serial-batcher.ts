@@ -16,6 +16,12 @@ export function createSerialBatcher<T, R>(params: {
    * event loop). For writes nobody waits on, where one round trip for many is worth a little delay.
    */
   lingerMs?: number;
+  /**
+   * The least time between the starts of two flushes: under load, items gather for this long into one flush
+   * instead of going out in as many small ones as the store can turn round. A push into an idle batcher that
+   * has not flushed for this long still goes out at once.
+   */
+  minIntervalMs?: number;
   /** Returns one result per item, in order; a rejection fails every item of the batch. */
   flush: (items: T[]) => Promise<R[]>;
 }): SerialBatcher<T, R> {
@@ -24,11 +30,16 @@ export function createSerialBatcher<T, R>(params: {
   let running = false;
   let scheduled = false;
   let idleWaiters: Array<() => void> = [];
+  let lastFlushAt = -Infinity;
+  const minInterval = params.minIntervalMs ?? 0;
 
   const run = async () => {
     scheduled = false;
     running = true;
     while (queue.length > 0) {
+      const wait = lastFlushAt + minInterval - performance.now();
+      if (wait > 0 && queue.length < params.maxBatch) await new Promise((resolve) => setTimeout(resolve, wait));
+      lastFlushAt = performance.now();
       const batch = queue.slice(0, params.maxBatch);
       queue = queue.slice(batch.length);
       try {
@@ -51,7 +62,8 @@ export function createSerialBatcher<T, R>(params: {
         // setImmediate rather than a microtask: frames of every socket read in this turn join the batch.
         if (!running && !scheduled) {
           scheduled = true;
-          if (params.lingerMs) setTimeout(run, params.lingerMs);
+          const paced = lastFlushAt + minInterval - performance.now();
+          if (params.lingerMs || paced > 0) setTimeout(run, Math.max(params.lingerMs ?? 0, paced));
           else setImmediate(run);
         }
       });

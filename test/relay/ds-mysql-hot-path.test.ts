@@ -7,7 +7,7 @@
 import { expect } from "chai";
 import { randomBytes } from "node:crypto";
 import type { Pool } from "mysql2/promise";
-import { createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
+import { BATCHED_APPEND_MAX_BYTES, createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
 import type { AppendResult, DeliveryServiceStore, DeviceRef } from "../../relay/storage/ds-types";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { createTestPool } from "./messaging-helpers";
@@ -111,5 +111,22 @@ describe("delivery service on MySQL: the hot path under concurrency", function (
     expect(page.entries.map((e) => e.seq)).to.deep.equal(seqs);
     const refused = await one.readAsMember({ device: device(7), groupId, afterSeq: 0, limit: 10 }).then(() => "read", (error) => error.code);
     expect(refused).to.equal("DS_NOT_MEMBER");
+  });
+
+  it("stores messages up to the batch bound byte for byte in batches, larger ones alone, all in call order", async () => {
+    const groupId = new Uint8Array(randomBytes(32));
+    const members = [device(0), device(1)];
+    await one.createGroup({ groupId, members, now: 1 });
+    // Around the bound (each base64 padding), and beyond it, interleaved so that batches hold both kinds.
+    const max = BATCHED_APPEND_MAX_BYTES;
+    const sizes = [1, max - 2, max + 1, max - 1, max, 4 * max, max, 3, max + 2];
+    const sent = sizes.map((n) => new Uint8Array(randomBytes(n)));
+    const results = await Promise.all(
+      sent.map((bytes, i) => one.appendApplication({ groupId, epoch: 0, sender: members[i % 2], messageId: `s${i}`, bytes, receivedAt: 2 })),
+    );
+    expect(results.map(seqOf)).to.deep.equal(sizes.map((_, i) => i + 1));
+    const page = await two.readAsMember({ device: members[1], groupId, afterSeq: 0, limit: 100 });
+    expect(page.entries.map((e) => e.messageId)).to.deep.equal(sizes.map((_, i) => `s${i}`));
+    page.entries.forEach((e, i) => expect(Buffer.from(e.bytes).equals(Buffer.from(sent[i])), `s${i} (${sizes[i]} bytes)`).to.equal(true));
   });
 });
