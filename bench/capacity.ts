@@ -5,7 +5,7 @@
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
- *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-idle-ms 0] [--append-ws 1]
+ *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1]
  *                             [--only 0]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
@@ -25,8 +25,10 @@
  *   `notice-entries` 1 (the default) a notice that carries the entry right after the device's cursor is
  *   the delivery; otherwise (or with 0) the device reads GET /v2/groups/:id/log after its cursor:
  *   delivered = read. Then it moves its cursor: with `cursor-ws` 1 (the default) a {type:"cursor"} frame
- *   on its WebSocket, with 0 POST /v2/groups/:id/cursor; with `cursor-idle-ms` T > 0 a move waits until
- *   the device has had no new entry for T ms (client-side batching). Every member does so for every
+ *   on its WebSocket, at most one per `cursor-interval-ms` (by default the client's CURSOR_FRAME_INTERVAL_MS:
+ *   a move within it is held and the furthest goes when it ends, as client-core's DsClient does), with 0
+ *   POST /v2/groups/:id/cursor; with `cursor-idle-ms` T > 0 a move waits until the device has had no new
+ *   entry for T ms instead. Every member does so for every
  *   entry, its own included, as a real device does. With `append-ws` 1 (the default) the sender appends
  *   with an {type:"append"} frame on its WebSocket, answered {type:"appended"} once durable; with 0 it
  *   POSTs. `--notice-entries 0 --cursor-ws 0 --append-ws 0` is the path before messages went over the
@@ -59,6 +61,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import mysql from "mysql2/promise";
 import type WebSocket from "ws";
+import { CURSOR_FRAME_INTERVAL_MS } from "../client-core/ds-client";
 import { encodeBase64 } from "../protocol/wire-v2";
 import { loadOrCreateCertificate } from "../relay/tls";
 import { startAnvil } from "../test/helpers/anvil";
@@ -97,6 +100,7 @@ const opts = options({
   "budget-seconds": 270,
   "notice-entries": 1,
   "cursor-ws": 1,
+  "cursor-interval-ms": CURSOR_FRAME_INTERVAL_MS,
   "cursor-idle-ms": 0,
   "append-ws": 1,
   /** 0 runs every scenario; 2, 10 or 100 only the one with that many members */
@@ -148,6 +152,7 @@ class RelayMember {
   /** the furthest cursor told to the relay */
   private told = 0;
   private cursorTimer: NodeJS.Timeout | null = null;
+  private lastCursorFrameAt = -Infinity;
   ws: WebSocket | null = null;
 
   constructor(
@@ -197,7 +202,10 @@ class RelayMember {
     if (!this.reading && this.wanted > this.cursor) void this.read();
   }
 
-  /** Tells the relay the cursor: now, or once no entry came for `cursor-idle-ms`. */
+  /**
+   * Tells the relay the cursor: now, or (frames) once `cursor-interval-ms` has passed since the last frame,
+   * or once no entry came for `cursor-idle-ms`.
+   */
   private moveCursor(): Promise<void> | void {
     const idle = opts["cursor-idle-ms"];
     if (idle > 0) {
@@ -208,6 +216,14 @@ class RelayMember {
       }, idle);
       return;
     }
+    const wait = opts["cursor-ws"] ? this.lastCursorFrameAt + opts["cursor-interval-ms"] - performance.now() : 0;
+    if (wait > 0) {
+      this.cursorTimer ??= setTimeout(() => {
+        this.cursorTimer = null;
+        void this.tellCursor();
+      }, wait);
+      return;
+    }
     return this.tellCursor();
   }
 
@@ -216,7 +232,10 @@ class RelayMember {
     if (seq <= this.told) return;
     this.told = seq;
     try {
-      if (opts["cursor-ws"]) this.ws!.send(JSON.stringify({ type: "cursor", groupId: this.groupId, deviceId: DEVICE_ID, seq }));
+      if (opts["cursor-ws"]) {
+        this.ws!.send(JSON.stringify({ type: "cursor", groupId: this.groupId, deviceId: DEVICE_ID, seq }));
+        this.lastCursorFrameAt = performance.now();
+      }
       else await this.client.request("POST", `/v2/groups/${this.groupId}/cursor`, { seq });
     } catch (error) {
       const errors = this.driver().errors;
@@ -802,7 +821,13 @@ async function main() {
         path: "v2 (MLS Delivery Service over HTTPS; {type:'group'} notices over the relay's WebSocket)",
         notice_entries: opts["notice-entries"] === 1,
         appends: opts["append-ws"] ? "append frames on the sender's WebSocket" : "POST /v2/groups/:id/messages",
-        cursor_moves: `${opts["cursor-ws"] ? "cursor frames on the WebSocket" : "POST /v2/groups/:id/cursor"}${opts["cursor-idle-ms"] > 0 ? `, after ${opts["cursor-idle-ms"]} ms without a new entry` : ", after every entry"}`,
+        cursor_moves: `${opts["cursor-ws"] ? "cursor frames on the WebSocket" : "POST /v2/groups/:id/cursor"}${
+          opts["cursor-idle-ms"] > 0
+            ? `, after ${opts["cursor-idle-ms"]} ms without a new entry`
+            : opts["cursor-ws"] && opts["cursor-interval-ms"] > 0
+              ? `, after every entry, at most one frame per ${opts["cursor-interval-ms"]} ms per device (the furthest held move goes when it ends)`
+              : ", after every entry"
+        }`,
         loop: "open: fixed send schedule per step; latency from the scheduled send time to the read (relay) or push (forwarder)",
         rates: `deliveries/s doubling from ${opts.start} to at most ${opts.max}; a series stops at its first failed rate`,
         failed_step_rerun_once: opts.confirm === 1,

@@ -66,11 +66,21 @@ export interface DeliveryServiceClientOptions {
 const CURSOR_RESEND_AFTER_MS = 2_000;
 /** Groups whose framed cursor moves are remembered until a sync shows them taken. */
 const MAX_FRAMED_CURSORS = 1_024;
+/**
+ * The least time between two cursor frames for one group. A device reading a busy group then moves the
+ * relay's cursor a few times a second instead of at every entry (each move is a frame to parse and a row
+ * to write); a move within the interval is held and the furthest held one goes out when it ends. The cursor
+ * only says what the relay may list as news and purge, never what this device has read, so a held move
+ * lost with the process costs nothing but a re-sent move at the next sync.
+ */
+export const CURSOR_FRAME_INTERVAL_MS = 200;
 
 export class DeliveryServiceClient {
   private readonly base: URL;
   /** cursor moves sent as frames and not yet seen taken, by group: when each went out */
   private readonly framedCursors = new Map<string, { seq: number; at: number }>();
+  /** by group: when its last cursor frame went out, and the furthest move held since (with its timer) */
+  private readonly cursorFrames = new Map<string, { at: number; held?: number; timer?: ReturnType<typeof setTimeout> }>();
 
   constructor(private readonly options: DeliveryServiceClientOptions) {
     this.base = new URL(options.url);
@@ -194,14 +204,48 @@ export class DeliveryServiceClient {
    * move it finds the relay short of. Otherwise POST, whose answer is the relay's cursor.
    */
   async advanceCursor(groupIdHex: string, seq: number): Promise<{ cursor: number }> {
-    if (this.options.socket && (await this.options.socket.moveCursor(groupIdHex, this.options.deviceId, seq))) {
-      this.framedCursors.delete(groupIdHex);
-      this.framedCursors.set(groupIdHex, { seq, at: Date.now() });
-      // The oldest first: a device in very many groups forgets the longest-standing moves.
-      if (this.framedCursors.size > MAX_FRAMED_CURSORS) this.framedCursors.delete(this.framedCursors.keys().next().value!);
-      return { cursor: seq };
+    if (this.options.socket) {
+      const now = Date.now();
+      const last = this.cursorFrames.get(groupIdHex);
+      if (last && now - last.at < CURSOR_FRAME_INTERVAL_MS) {
+        last.held = Math.max(last.held ?? 0, seq);
+        if (!last.timer) {
+          last.timer = setTimeout(() => this.sendHeldCursor(groupIdHex), CURSOR_FRAME_INTERVAL_MS - (now - last.at));
+          // A pending move never keeps a process alive (see CURSOR_FRAME_INTERVAL_MS).
+          (last.timer as { unref?: () => void }).unref?.();
+        }
+        return { cursor: seq };
+      }
+      if (await this.options.socket.moveCursor(groupIdHex, this.options.deviceId, seq)) {
+        this.cursorFrames.delete(groupIdHex);
+        this.cursorFrames.set(groupIdHex, { at: now });
+        this.forgetOldest(this.cursorFrames, (evicted) => clearTimeout(evicted.timer));
+        this.framedCursors.delete(groupIdHex);
+        this.framedCursors.set(groupIdHex, { seq, at: now });
+        this.forgetOldest(this.framedCursors);
+        return { cursor: seq };
+      }
     }
     return this.call("POST", `/v2/groups/${groupIdHex}/cursor`, { seq }, CursorResponse);
+  }
+
+  /** The furthest move held for a group, once its interval is over: as a frame, or POSTed if the socket went. */
+  private sendHeldCursor(groupIdHex: string): void {
+    const entry = this.cursorFrames.get(groupIdHex);
+    if (!entry || entry.held === undefined) return;
+    const seq = entry.held;
+    entry.held = undefined;
+    entry.timer = undefined;
+    // Not sent now, the relay's cursor stays behind until the next sync re-sends it.
+    this.advanceCursor(groupIdHex, seq).catch(() => undefined);
+  }
+
+  /** The oldest first: a device in very many groups forgets the longest-standing entries. */
+  private forgetOldest<V>(map: Map<string, V>, onEvict?: (value: V) => void): void {
+    if (map.size <= MAX_FRAMED_CURSORS) return;
+    const oldest = map.keys().next().value!;
+    onEvict?.(map.get(oldest)!);
+    map.delete(oldest);
   }
 
   async sync() {

@@ -867,8 +867,17 @@ export class MlsDevice {
         groups.add(local.groupId);
       }
     }
+    const listed = new Map(pending.groups.map((g) => [g.groupId, g]));
     for (const groupId of groups) {
-      if (!this.store.readGroup(groupId)) continue;
+      const local = this.store.readGroup(groupId);
+      if (!local) continue;
+      const relay = listed.get(groupId);
+      // Read already, the relay's cursor only fell behind (a cursor frame held or lost with an earlier
+      // process): a catch-up reads nothing and moves nothing, so the move is sent here, or the group would
+      // be listed with news at every sync.
+      if (relay && relay.cursor < local.cursor && local.cursor >= relay.lastSeq && !local.removed && !local.left) {
+        await this.ds.advanceCursor(groupId, local.cursor).catch(() => undefined);
+      }
       const result = await this.catchUp(groupId);
       messages.push(...result.messages);
       events.push(...result.events);

@@ -17,6 +17,9 @@ import { MlsDevice } from "../../client-core/mls-device";
 import { Home } from "../../cli/home";
 import { homeDeviceStorage } from "../../cli/mls/device-files";
 import { DsClient } from "../../cli/mls/ds-client";
+import { CURSOR_FRAME_INTERVAL_MS } from "../../client-core/ds-client";
+import mysql from "mysql2/promise";
+import { openRelaySocket } from "../helpers/mls-socket";
 import { GroupFrame, NOTICE_ENTRY_MAX_BYTES } from "../../protocol/wire";
 import { LogEntrySchema, encodeBase64, type LogEntryWire } from "../../protocol/wire-v2";
 import { waitFor } from "../helpers/wait";
@@ -116,6 +119,32 @@ describe("relay: group notices carry small log entries; cursor moves over the We
     expect(mine.ws.readyState).to.equal(WebSocket.OPEN);
   });
 
+  it(`a client sends at most one cursor frame per group each ${CURSOR_FRAME_INTERVAL_MS} ms: a burst of moves goes as its first and then its furthest`, async () => {
+    const owner = await user("nf_o");
+    const member = await user("nf_m");
+    const groupId = await groupOf(owner, [member]);
+    for (let i = 0; i < 6; i++) await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: `f-${i}-${randomBytes(4).toString("hex")}`, bytes: bytes() });
+    const socket = await openRelaySocket(ds.relay().url, member.token);
+    try {
+      const client = new DsClient({ url: ds.relay().url, token: member.token, deviceId: "m1", socket: socket.appends });
+      const started = Date.now();
+      for (let seq = 2; seq <= 7; seq++) expect(await client.advanceCursor(groupId, seq)).to.deep.equal({ cursor: seq });
+      // The burst took less than the interval (else more than one frame would rightly have gone).
+      expect(Date.now() - started).to.be.below(CURSOR_FRAME_INTERVAL_MS);
+      expect(socket.counts.cursorFrames).to.equal(1);
+      await waitFor("the held move taken", async () => (await cursorOf(owner, "o1", groupId, device(member, "m1"))) === 7, 15_000, 20);
+      expect(socket.counts.cursorFrames).to.equal(2);
+      // A move after a quiet interval goes at once.
+      await new Promise((resolve) => setTimeout(resolve, CURSOR_FRAME_INTERVAL_MS + 20));
+      await call(owner, "o1", "POST", `/v2/groups/${groupId}/messages`, { epoch: 1, id: `f-last-${randomBytes(4).toString("hex")}`, bytes: bytes() });
+      await client.advanceCursor(groupId, 8);
+      expect(socket.counts.cursorFrames).to.equal(3);
+      await waitFor("the last move taken", async () => (await cursorOf(owner, "o1", groupId, device(member, "m1"))) === 8, 15_000, 20);
+    } finally {
+      socket.close();
+    }
+  });
+
   describe("MLS devices", () => {
     async function mlsDevice(u: Session) {
       const dir = mkdtempSync(path.join(tmpdir(), "chat-notice-home-"));
@@ -195,6 +224,25 @@ describe("relay: group notices carry small log entries; cursor moves over the We
       expect(first.seq + 1).to.equal(second.seq);
       await carol.device.catchUp(groupId);
       await bob.device.catchUp(groupId);
+    });
+
+    it("a sync finds the relay's cursor behind what the device read (a move lost with its process) and moves it, so the group stops being news", async () => {
+      await sendAndHear("read before the loss");
+      await bob.device.catchUp(groupId);
+      const bobDevice = { username: bobUser.username, deviceId: bob.client.deviceId };
+      const read = await cursorOf(bobUser, bob.client.deviceId, groupId, bobDevice);
+      // The loss itself: a cursor frame that never reached the relay, made by moving the row back.
+      const db = await mysql.createConnection(ds.database().url);
+      try {
+        await db.query("UPDATE ds_members SET cursor_seq = ? WHERE group_id = UNHEX(?) AND username = ? AND device_id = ?", [read! - 1, groupId, bobDevice.username, bobDevice.deviceId]);
+      } finally {
+        await db.end();
+      }
+      expect((await bob.client.sync()).groups.map((g) => g.groupId)).to.include(groupId);
+      expect(bodies(await bob.device.sync())).to.deep.equal([]);
+      expect(await cursorOf(bobUser, bob.client.deviceId, groupId, bobDevice)).to.equal(read);
+      expect((await bob.client.sync()).groups.map((g) => g.groupId)).to.not.include(groupId);
+      await carol.device.catchUp(groupId);
     });
 
     it("a forged handed entry is refused by the MLS checks and the log is read instead: nothing forged is shown or skipped", async () => {
