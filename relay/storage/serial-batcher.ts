@@ -17,9 +17,11 @@ export function createSerialBatcher<T, R>(params: {
    */
   lingerMs?: number;
   /**
-   * The least time between the starts of two flushes: under load, items gather for this long into one flush
-   * instead of going out in as many small ones as the store can turn round. A push into an idle batcher that
-   * has not flushed for this long still goes out at once.
+   * The least time between the starts of two flushes while fewer than a quarter of maxBatch items wait: under
+   * light load, items gather for this long into one flush instead of going out in as many small ones as the
+   * store can turn round. A push into an idle batcher that has not flushed for this long still goes out at
+   * once, and so does a queue of a quarter batch or more (its flush is big enough; holding it would only
+   * add latency, and a busy sender's waiting items, to a backlog).
    */
   minIntervalMs?: number;
   /** Returns one result per item, in order; a rejection fails every item of the batch. */
@@ -32,13 +34,25 @@ export function createSerialBatcher<T, R>(params: {
   let idleWaiters: Array<() => void> = [];
   let lastFlushAt = -Infinity;
   const minInterval = params.minIntervalMs ?? 0;
+  const paceBelow = Math.max(1, Math.floor(params.maxBatch / 4));
+  /** ends the current pacing pause early (the queue reached paceBelow) */
+  let wake: (() => void) | null = null;
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(() => wake?.(), ms);
+      wake = () => {
+        clearTimeout(timer);
+        wake = null;
+        resolve();
+      };
+    });
 
   const run = async () => {
     scheduled = false;
     running = true;
     while (queue.length > 0) {
       const wait = lastFlushAt + minInterval - performance.now();
-      if (wait > 0 && queue.length < params.maxBatch) await new Promise((resolve) => setTimeout(resolve, wait));
+      if (wait > 0 && queue.length < paceBelow) await pause(wait);
       lastFlushAt = performance.now();
       const batch = queue.slice(0, params.maxBatch);
       queue = queue.slice(batch.length);
@@ -63,9 +77,10 @@ export function createSerialBatcher<T, R>(params: {
         if (!running && !scheduled) {
           scheduled = true;
           const paced = lastFlushAt + minInterval - performance.now();
-          if (params.lingerMs || paced > 0) setTimeout(run, Math.max(params.lingerMs ?? 0, paced));
+          if (params.lingerMs) setTimeout(run, Math.max(params.lingerMs, paced));
+          else if (paced > 0) void pause(paced).then(run);
           else setImmediate(run);
-        }
+        } else if (wake && queue.length >= paceBelow) wake();
       });
     },
     idle() {

@@ -54,6 +54,27 @@ describe("serial batcher", () => {
     expect(flushes[1].at - pushedAt).to.be.below(60);
   });
 
+  it("with minIntervalMs, a quarter batch waiting goes at once, whether pushed into an idle batcher or during a flush", async () => {
+    const idle = recordingBatcher({ maxBatch: 8, minIntervalMs: 500, flushMs: 1 });
+    await idle.batcher.push(0);
+    const started = performance.now();
+    // Pushed into an idle batcher within the interval: held, until a second item makes a quarter of 8.
+    await Promise.all([idle.batcher.push(1), idle.batcher.push(2)]);
+    expect(idle.flushes.map((f) => f.items)).to.deep.equal([[0], [1, 2]]);
+    expect(performance.now() - started).to.be.below(400);
+
+    const busy = recordingBatcher({ maxBatch: 8, minIntervalMs: 500, flushMs: 50 });
+    const first = busy.batcher.push(0);
+    await sleep(10);
+    // Pushed during the first flush: held after it, until a second item joins.
+    const second = busy.batcher.push(1);
+    await first;
+    await sleep(50);
+    await Promise.all([second, busy.batcher.push(2)]);
+    expect(busy.flushes.map((f) => f.items)).to.deep.equal([[0], [1, 2]]);
+    expect(busy.flushes[1].at - busy.flushes[0].at).to.be.below(400);
+  });
+
   it("with minIntervalMs, a full batch does not wait for the interval", async () => {
     const { batcher, flushes } = recordingBatcher({ maxBatch: 4, minIntervalMs: 500, flushMs: 1 });
     const started = performance.now();
