@@ -199,7 +199,8 @@ export function createRelay(deps: RelayDeps): Relay {
   });
   if (deps.devices) {
     // before the Delivery Service: its session gate covers every /v2 route
-    app.use(deviceRoutes(ctx, deps.devices, { maxDevicesPerUser: config.maxDevicesPerUser, deviceLinkTtlMs: config.deviceLinkTtlMs }));
+    const forgetKeyPackages = deps.deliveryService && ((device: { username: string; deviceId: string }) => deps.deliveryService!.removeDevice(device));
+    app.use(deviceRoutes(ctx, deps.devices, { maxDevicesPerUser: config.maxDevicesPerUser, deviceLinkTtlMs: config.deviceLinkTtlMs }, forgetKeyPackages));
   }
   // Notices go out through messaging once it listens.
   const deliveryService = deps.deliveryService && createDeliveryService(ctx, deps.deliveryService, (usernames, notice, origin) => messaging?.notify(usernames, notice, origin));

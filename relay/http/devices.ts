@@ -110,7 +110,13 @@ function isOpenRoute(req: Request): boolean {
   return (req.method === "POST" && req.path === "/v2/device-links") || (req.method === "GET" && req.path === "/v2/device-links/status");
 }
 
-export function deviceRoutes(ctx: HttpContext, store: DeviceStore, settings: DeviceSettings): Router {
+export function deviceRoutes(
+  ctx: HttpContext,
+  store: DeviceStore,
+  settings: DeviceSettings,
+  /** forgets a revoked device's key packages (the Delivery Service's), so that nobody claims one for it */
+  forgetKeyPackages?: (device: { username: string; deviceId: string }) => Promise<void>,
+): Router {
   const router = Router();
 
   // Last-seen writes, at most one per device per LAST_SEEN_EVERY_MS on this instance.
@@ -338,6 +344,8 @@ export function deviceRoutes(ctx: HttpContext, store: DeviceStore, settings: Dev
     const device = await fromStorage(store.revokeDevice({ username: claims.sub, deviceId, now }));
     if (!device) throw new ChatError("NOT_FOUND", `no device ${deviceId} is registered for ${claims.sub}`);
     await fromStorage(ctx.sessions.revokeDevice({ username: claims.sub, deviceId, sessionTtlMs: ctx.settings.sessionTtlMs }));
+    // Revoking again (after a storage failure here, say) forgets them again.
+    if (forgetKeyPackages) await fromStorage(forgetKeyPackages({ username: claims.sub, deviceId }));
     ctx.logger.info({ username: claims.sub, deviceId }, "device revoked");
     res.json({ deviceId, revokedAt: device.revokedAt ?? now });
   });

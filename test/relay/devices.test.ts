@@ -294,6 +294,13 @@ describe("several devices per user (relay)", function () {
     const revoked = await linked(user, token, device);
     const socket = await connectClient(`ws://127.0.0.1:${relays[1].port}/v1/ws`, revoked.token);
     await socket.next(isType("ready"), 15_000);
+    // Both devices have key packages on the relay; the one about to be revoked has more.
+    const keyPackage = () => ({ bytes: encodeBase64(new Uint8Array(randomBytes(64))), notAfter: Date.now() + 24 * 3600 * 1000 });
+    const uploads = [
+      await call(urlOf(0), "POST", "/v2/key-packages", { token: revoked.token, deviceId: revoked.deviceId, body: { oneTime: [keyPackage(), keyPackage()], lastResort: keyPackage() } }),
+      await call(urlOf(0), "POST", "/v2/key-packages", { token: kept.token, deviceId: kept.deviceId, body: { oneTime: [], lastResort: keyPackage() } }),
+    ];
+    expect(uploads.map((u) => u.status)).to.deep.equal([200, 200]);
 
     const fromDevice = await call(urlOf(0), "POST", `/v2/devices/${kept.deviceId}/revoke`, { token: revoked.token });
     expect(fromDevice.status, "a device login cannot revoke devices").to.equal(403);
@@ -322,6 +329,14 @@ describe("several devices per user (relay)", function () {
     const byId = new Map(list.body.devices.map((d: any) => [d.deviceId, d]));
     expect((byId.get(revoked.deviceId) as any).revokedAt).to.equal(done.body.revokedAt);
     expect((byId.get(kept.deviceId) as any).revokedAt).to.equal(null);
+
+    // Its key packages went with it: a peer claiming the user's packages gets the kept device's only, each time.
+    const { token: peerToken } = await registered("revpeer");
+    for (let i = 0; i < 3; i++) {
+      const claimed = await call(urlOf(i % 2), "POST", `/v2/users/${user.username}/key-packages/claim`, { token: peerToken, deviceId: "p1", body: {} });
+      expect(claimed.status, JSON.stringify(claimed.body)).to.equal(200);
+      expect(claimed.body.keyPackages.map((k: any) => k.deviceId)).to.deep.equal([kept.deviceId]);
+    }
   });
 
   // Last: it moves the chain's clock forward past the reset delay.
