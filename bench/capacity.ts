@@ -47,7 +47,8 @@
  * Per step: achieved rates, p50/p99/max latency from schedule, backlog, CPU per message of the relay
  * (or forwarder) process, of the database server's threads serving the relay's connections (and of the
  * whole server, which other jobs on the machine may share), of this client process, and the machine's
- * busy share.
+ * busy share; for the relay also the frames it wrote per socket write (its /metrics counters: the frames
+ * one socket gets in one turn of its event loop leave in one write).
  * Also a CLOSED-loop figure (each device keeps `closed-window` messages unread) for comparison with
  * bench:mls-relay, the MySQL durability settings read from the server, and (`--profile 1`, the default)
  * where the relay's CPU time went: a CPU profile of one extra one-to-one step at the relay's knee, taken
@@ -57,6 +58,7 @@
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
+import https from "node:https";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import mysql from "mysql2/promise";
@@ -135,6 +137,25 @@ interface Driver {
   errors: { count: number; last?: string };
   /** log reads by members (a notice that could not be applied as it came) */
   logReads: number;
+  /** the server's frames written and socket writes so far (the relay counts them; the forwarder does not) */
+  writeCounts?: () => Promise<{ frames: number; writes: number }>;
+}
+
+/** The relay's counts of frames written to WebSockets and of socket writes that carried them (its /metrics). */
+async function relayWriteCounts(port: number, ca: string): Promise<{ frames: number; writes: number }> {
+  const text = await new Promise<string>((resolve, reject) => {
+    https
+      .get({ host: "127.0.0.1", port, path: "/metrics", ca }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body += chunk));
+        res.on("end", () => resolve(body));
+        res.on("error", reject);
+      })
+      .on("error", reject);
+  });
+  const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? NaN);
+  return { frames: value("chat_ws_frames_sent_total"), writes: value("chat_ws_socket_writes_total") };
 }
 
 const noDelivery = () => undefined;
@@ -294,6 +315,8 @@ interface StepResult {
   undelivered_after_drain: number;
   errors: number;
   log_reads: number;
+  /** frames the relay wrote to WebSockets per socket write (the frames one socket gets in one turn leave together) */
+  relay_frames_per_write?: number;
   server_cpu_us_per_msg: number;
   server_cpu_us_per_delivery: number;
   server_cpu_share: number;
@@ -348,6 +371,7 @@ async function openLoopStep(
 
   await driver.prepare();
   await atStart?.();
+  const writesBefore = await driver.writeCounts?.();
   const dbThreadsBefore = threadsCpuMs(db.pid, await db.threads());
   const connectionsBefore = V2Client.connectionsOpened;
   const serverBefore = cpuMsOrNaN(driver.pid);
@@ -404,6 +428,7 @@ async function openLoopStep(
   for (const [tid, ms] of threadsCpuMs(db.pid, [...dbThreadsBefore.keys()])) dbThreadsMs += ms - dbThreadsBefore.get(tid)!;
   const clientUsage = process.cpuUsage(clientBefore);
   const machineAfter = machineCpuMs();
+  const writesAfter = await driver.writeCounts?.();
   const sorted = latencies.sort();
   const p99 = percentile(sorted, 99);
   const tolerance = Math.max(recipients, 0.005 * total);
@@ -427,6 +452,7 @@ async function openLoopStep(
     undelivered_after_drain: undelivered,
     errors: driver.errors.count,
     log_reads: driver.logReads - logReadsBefore,
+    ...(writesBefore && writesAfter ? { relay_frames_per_write: round((writesAfter.frames - writesBefore.frames) / Math.max(1, writesAfter.writes - writesBefore.writes), 2) } : {}),
     server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
     server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
     server_cpu_share: round(serverMs / wallMs, 2),
@@ -595,7 +621,10 @@ async function main() {
     log("registering the groups on the relay and connecting its devices ...");
     const newDriver = (
       target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
-    ): Driver => ({ target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 }, logReads: 0 });
+    ): Driver => ({
+      target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 }, logReads: 0,
+      ...(target === "relay" ? { writeCounts: () => relayWriteCounts(relayPort, ca) } : {}),
+    });
     const touchAll = async (members: RelayMember[]) => {
       for (let i = 0; i < members.length; i += 25) await Promise.all(members.slice(i, i + 25).map((m) => m.touch()));
     };

@@ -97,6 +97,17 @@ const messageKey = (from: string, id: string) => `${from}\n${id}`;
 const describeIssue = (issue: { path: PropertyKey[]; message: string }) => `${issue.path.map(String).join(".") || "frame"}: ${issue.message}`;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
+/**
+ * Sockets written to in this turn of the event loop, corked until its end: the frames a socket gets in one
+ * turn (the answers and notices of one stored batch, say) leave in one write and one TLS record instead of
+ * one each, which is where a busy relay spends its time.
+ */
+const corkedSockets = new Set<{ uncork(): void }>();
+function uncorkAll(): void {
+  for (const socket of corkedSockets) socket.uncork();
+  corkedSockets.clear();
+}
+
 /** A notice's frame, serialised once for every connection it goes to (a carried entry makes it worth it). */
 const noticeTexts = new WeakMap<GroupNotice, string>();
 function noticeText(n: GroupNotice): string {
@@ -347,8 +358,12 @@ export class Connection implements RoutedConnection {
    * read as well, in case a transport buffers beneath ws's count.
    */
   private buffered(): number {
-    const socket = (this.ws as unknown as { _socket?: { writableLength?: number } })._socket;
-    return Math.max(this.ws.bufferedAmount, socket?.writableLength ?? 0);
+    return Math.max(this.ws.bufferedAmount, this.socket()?.writableLength ?? 0);
+  }
+
+  /** The transport beneath ws (ws keeps it in a private field; absent once the connection is gone). */
+  private socket(): { writableLength: number; cork(): void; uncork(): void } | undefined {
+    return (this.ws as unknown as { _socket?: { writableLength: number; cork(): void; uncork(): void } })._socket;
   }
 
   /** Closes (once) with a code that says why; a peer that does not complete the close within 1 s is cut. */
@@ -368,6 +383,16 @@ export class Connection implements RoutedConnection {
       this.closeFor(CLOSE_CODES.tryAgainLater, "slow consumer: reconnect to fetch the mailbox");
       return false;
     }
+    const socket = this.socket();
+    if (socket && !corkedSockets.has(socket)) {
+      // Uncorked once this turn's callbacks and promise reactions have all run (a tick queued from a promise
+      // reaction runs after the last of them).
+      if (corkedSockets.size === 0) process.nextTick(uncorkAll);
+      socket.cork();
+      corkedSockets.add(socket);
+      this.deps.metrics.socketWrites.inc();
+    }
+    this.deps.metrics.framesSent.inc();
     this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
     return true;
   }

@@ -56,6 +56,8 @@ export function messagingMetrics(registry: Registry, depth: () => Promise<number
     closedByRelay: counter("chat_ws_closed_by_relay_total", "Connections the relay closed for a bound (slow reader, abuse, backlog timeout), by close code", ["code"]),
     noticesSent: counter("chat_ws_group_notices_sent_total", "Delivery Service notices (group, welcome) written to connections"),
     noticesCoalesced: counter("chat_ws_group_notices_coalesced_total", "Delivery Service notices merged into one already waiting for a backed-up connection"),
+    framesSent: counter("chat_ws_frames_sent_total", "Frames written to WebSocket connections (messages, notices, answers, errors)"),
+    socketWrites: counter("chat_ws_socket_writes_total", "Writes to WebSocket connections: the frames one connection gets in one turn of the event loop leave in one"),
     refusedUpgrades: counter("chat_ws_upgrades_refused_total", "WebSocket upgrades refused before a socket was accepted, by cap", ["cap"]),
     // The relay's server registers it first with the configured refresh; alone (tests), the default applies.
     mailboxDepth: mailboxDepthGauge(registry, depth),

@@ -225,6 +225,42 @@ describe("relay: small application messages appended over the WebSocket", functi
     expect(await ds.cursorOf(owner, "o1", first, device(owner, "o1"))).to.equal(31);
   });
 
+  it("the answers and notices of appends stored together leave in one write per socket, whole and in order", async () => {
+    const owner = await user("wk_o");
+    const member = await user("wk_m");
+    const groupId = await groupOf(owner, [member]);
+    const ownerSocket = await listen(owner.token);
+    const memberSocket = await listen(member.token);
+    const metric = async (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(await (await fetch(`${ds.relay().url}/metrics`)).text())?.[1]);
+    const framesBefore = await metric("chat_ws_frames_sent_total");
+    const writesBefore = await metric("chat_ws_socket_writes_total");
+    // Reads of each socket's TLS stream, counted from here on (a read may carry several frames).
+    const reads = (l: Listener) => {
+      const counter = { n: 0 };
+      (l.ws as unknown as { _socket: NodeJS.EventEmitter })._socket.on("data", () => counter.n++);
+      return counter;
+    };
+    const ownerReads = reads(ownerSocket);
+    const memberReads = reads(memberSocket);
+
+    // Ten appends in one write: the relay reads them in one turn and stores them in one batch.
+    const ids = Array.from({ length: 10 }, (_, i) => `k-${i}-${randomBytes(3).toString("hex")}`);
+    const transport = (ownerSocket.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+    transport.cork();
+    for (const id of ids) ownerSocket.send(append(groupId, "o1", 1, id, bytes(100)));
+    transport.uncork();
+
+    const answers = await waitFor("the ten answers", () => ownerSocket.frames.filter((f) => f.type === "appended").length >= 10 && ownerSocket.frames.filter((f) => f.type === "appended"), 15_000, 10);
+    await waitFor("the ten notices", () => memberSocket.groupFrames(groupId).length >= 10, 15_000, 10);
+    expect(answers.map((f) => [f.id, f.seq])).to.deep.equal(ids.map((id, i) => [id, i + 2]));
+    expect(memberSocket.groupFrames(groupId).map((f) => f.entry.id)).to.deep.equal(ids);
+    // One write each way would arrive as one read; a write per frame would mostly arrive as several.
+    expect(ownerReads.n, "reads of the owner's ten answers").to.be.at.most(2);
+    expect(memberReads.n, "reads of the member's ten notices").to.be.at.most(2);
+    expect((await metric("chat_ws_frames_sent_total")) - framesBefore).to.equal(20);
+    expect((await metric("chat_ws_socket_writes_total")) - writesBefore).to.be.at.most(4);
+  });
+
   it("a socket hears of a group's entries in seq order, its own answers and the others' notices alike, also when members' appends are stored together", async () => {
     const users = [await user("wq_a"), await user("wq_b"), await user("wq_c")];
     const groupId = await groupOf(users[0], users.slice(1));
