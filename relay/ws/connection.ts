@@ -99,8 +99,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 /**
  * Sockets written to in this turn of the event loop, corked until its end: the frames a socket gets in one
- * turn (the answers and notices of one stored batch, say) leave in one write and one TLS record instead of
- * one each, which is where a busy relay spends its time.
+ * turn (the answers and notices of one stored batch, say) leave in one write instead of one each: socket
+ * writes take the largest share of a busy relay's time.
  */
 const corkedSockets = new Set<{ uncork(): void }>();
 function uncorkAll(): void {
