@@ -47,8 +47,9 @@
  * Per step: achieved rates, p50/p99/max latency from schedule, backlog, CPU per message of the relay
  * (or forwarder) process, of the database server's threads serving the relay's connections (and of the
  * whole server, which other jobs on the machine may share), of this client process, and the machine's
- * busy share; for the relay also the frames it wrote per socket write (its /metrics counters: the frames
- * one socket gets in one turn of its event loop leave in one write).
+ * busy share; for the relay also, from its /metrics counters, the frames it wrote per socket write (the frames
+ * one socket gets in one turn of its event loop leave in one write), the appends per batch its store wrote,
+ * and the share of the step's time such a batch was in flight (near 1: appends queue behind the store).
  * Also a CLOSED-loop figure (each device keeps `closed-window` messages unread) for comparison with
  * bench:mls-relay, the MySQL durability settings read from the server, and (`--profile 1`, the default)
  * where the relay's CPU time went: a CPU profile of one extra one-to-one step at the relay's knee, taken
@@ -137,12 +138,21 @@ interface Driver {
   errors: { count: number; last?: string };
   /** log reads by members (a notice that could not be applied as it came) */
   logReads: number;
-  /** the server's frames written and socket writes so far (the relay counts them; the forwarder does not) */
-  writeCounts?: () => Promise<{ frames: number; writes: number }>;
+  /** the relay's running totals from its /metrics (the forwarder keeps none) */
+  relayCounts?: () => Promise<RelayCounts>;
 }
 
-/** The relay's counts of frames written to WebSockets and of socket writes that carried them (its /metrics). */
-async function relayWriteCounts(port: number, ca: string): Promise<{ frames: number; writes: number }> {
+/** Frames written to WebSockets and the socket writes that carried them; the store's batches of appends. */
+interface RelayCounts {
+  frames: number;
+  writes: number;
+  appendBatches: number;
+  appendBatchItems: number;
+  appendBatchBusySeconds: number;
+}
+
+/** The relay's running totals (its /metrics). */
+async function relayCounts(port: number, ca: string): Promise<RelayCounts> {
   const text = await new Promise<string>((resolve, reject) => {
     https
       .get({ host: "127.0.0.1", port, path: "/metrics", ca }, (res) => {
@@ -154,8 +164,24 @@ async function relayWriteCounts(port: number, ca: string): Promise<{ frames: num
       })
       .on("error", reject);
   });
-  const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? NaN);
-  return { frames: value("chat_ws_frames_sent_total"), writes: value("chat_ws_socket_writes_total") };
+  const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(text)?.[1] ?? NaN);
+  return {
+    frames: value("chat_ws_frames_sent_total"),
+    writes: value("chat_ws_socket_writes_total"),
+    appendBatches: value("chat_ds_append_batches_total"),
+    appendBatchItems: value("chat_ds_append_batch_items_total"),
+    appendBatchBusySeconds: value("chat_ds_append_batch_busy_seconds_total"),
+  };
+}
+
+/** A relay step's share of the counts: frames per socket write, and how busy the store's batches kept it. */
+function relayStepCounts(before: RelayCounts, after: RelayCounts, wallMs: number) {
+  const batches = after.appendBatches - before.appendBatches;
+  return {
+    relay_frames_per_write: round((after.frames - before.frames) / Math.max(1, after.writes - before.writes), 2),
+    append_batch_items_mean: round((after.appendBatchItems - before.appendBatchItems) / Math.max(1, batches), 1),
+    append_batch_busy_share: round((1000 * (after.appendBatchBusySeconds - before.appendBatchBusySeconds)) / wallMs, 2),
+  };
 }
 
 const noDelivery = () => undefined;
@@ -317,6 +343,10 @@ interface StepResult {
   log_reads: number;
   /** frames the relay wrote to WebSockets per socket write (the frames one socket gets in one turn leave together) */
   relay_frames_per_write?: number;
+  /** appends per batch the store wrote them in (one round trip and one commit each) */
+  append_batch_items_mean?: number;
+  /** the share of the step's time a batch of appends was in flight: near 1, appends queue behind the store */
+  append_batch_busy_share?: number;
   server_cpu_us_per_msg: number;
   server_cpu_us_per_delivery: number;
   server_cpu_share: number;
@@ -371,7 +401,7 @@ async function openLoopStep(
 
   await driver.prepare();
   await atStart?.();
-  const writesBefore = await driver.writeCounts?.();
+  const countsBefore = await driver.relayCounts?.();
   const dbThreadsBefore = threadsCpuMs(db.pid, await db.threads());
   const connectionsBefore = V2Client.connectionsOpened;
   const serverBefore = cpuMsOrNaN(driver.pid);
@@ -428,7 +458,7 @@ async function openLoopStep(
   for (const [tid, ms] of threadsCpuMs(db.pid, [...dbThreadsBefore.keys()])) dbThreadsMs += ms - dbThreadsBefore.get(tid)!;
   const clientUsage = process.cpuUsage(clientBefore);
   const machineAfter = machineCpuMs();
-  const writesAfter = await driver.writeCounts?.();
+  const countsAfter = await driver.relayCounts?.();
   const sorted = latencies.sort();
   const p99 = percentile(sorted, 99);
   const tolerance = Math.max(recipients, 0.005 * total);
@@ -452,7 +482,7 @@ async function openLoopStep(
     undelivered_after_drain: undelivered,
     errors: driver.errors.count,
     log_reads: driver.logReads - logReadsBefore,
-    ...(writesBefore && writesAfter ? { relay_frames_per_write: round((writesAfter.frames - writesBefore.frames) / Math.max(1, writesAfter.writes - writesBefore.writes), 2) } : {}),
+    ...(countsBefore && countsAfter ? relayStepCounts(countsBefore, countsAfter, wallMs) : {}),
     server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
     server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
     server_cpu_share: round(serverMs / wallMs, 2),
@@ -623,7 +653,7 @@ async function main() {
       target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
     ): Driver => ({
       target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 }, logReads: 0,
-      ...(target === "relay" ? { writeCounts: () => relayWriteCounts(relayPort, ca) } : {}),
+      ...(target === "relay" ? { relayCounts: () => relayCounts(relayPort, ca) } : {}),
     });
     const touchAll = async (members: RelayMember[]) => {
       for (let i = 0; i < members.length; i += 25) await Promise.all(members.slice(i, i + 25).map((m) => m.touch()));

@@ -29,6 +29,7 @@ import type { SessionGuard } from "./sessions";
 import type { SessionRevocations } from "./storage/revocations";
 import type { CacheStore } from "./storage/cache-types";
 import type { Mailbox } from "./storage/mailbox";
+import type { SerialBatcherStats } from "./storage/serial-batcher";
 import { attachMessaging, type Messaging, type MessagingLimits } from "./ws/attach";
 import { mailboxDepthGauge } from "./ws/metrics";
 import { createUserDirectory } from "./ws/user-directory";
@@ -143,6 +144,9 @@ export function createRelay(deps: RelayDeps): Relay {
     labelNames: ["cap"] as const,
     registers: [metrics],
   });
+
+  const appendBatchStats = deps.deliveryService?.appendBatchStats?.bind(deps.deliveryService);
+  if (appendBatchStats) appendBatchMetrics(metrics, appendBatchStats);
 
   const ctx: HttpContext = {
     chain,
@@ -325,4 +329,28 @@ function createBoundedServer(params: {
 function normalisedAddress(address: string | undefined): string {
   if (!address) return "unknown";
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
+
+/**
+ * The store's batches of application appends, read at each scrape. The rate of the busy seconds is the share
+ * of time a batch was in flight: near 1, every append waits for the batch before it, and a stall of the
+ * database shows at once as latency (this is where the relay's 1:1 capacity ends on a small machine).
+ */
+function appendBatchMetrics(registry: Registry, stats: () => SerialBatcherStats): void {
+  const counter = (name: string, help: string, value: (totals: SerialBatcherStats) => number) => {
+    let reported = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const now = value(stats());
+        if (now > reported) this.inc(now - reported);
+        reported = Math.max(reported, now);
+      },
+    });
+  };
+  counter("chat_ds_append_batches_total", "Batches the store wrote application appends in (one round trip and one commit each)", (t) => t.flushes);
+  counter("chat_ds_append_batch_items_total", "Application appends written in those batches", (t) => t.items);
+  counter("chat_ds_append_batch_busy_seconds_total", "Time a batch of application appends was in flight", (t) => t.busyMs / 1000);
 }

@@ -663,6 +663,8 @@ export function createMysqlDeliveryServiceStore(pool: Pool, onRoutinesUnavailabl
     get appendsInCallOrder() {
       return procedures;
     },
+    // Without the stored procedures nothing is batched, and the totals stay at zero.
+    appendBatchStats: () => appends.stats(),
     async migrate() {
       for (const ddl of TABLES) await pool.query(ddl);
       for (const ddl of ROUTINES) {

@@ -10,6 +10,7 @@
  * a smaller number. Cursors are per device, not per user.
  */
 import { isValidUsername } from "../../protocol/username";
+import type { SerialBatcherStats } from "./serial-batcher";
 
 /** A fresh ts-mls group (createGroup) reports epoch 0; the commit that adds the first peers makes it 1. */
 export const INITIAL_EPOCH = 0;
@@ -224,6 +225,11 @@ export interface DeliveryServiceStore {
    * order of the calls (a sender may then have several in flight and keep their order).
    */
   readonly appendsInCallOrder: boolean;
+  /**
+   * Running totals of the batches application appends were stored in (each one round trip and one commit);
+   * absent for a store that does not batch them.
+   */
+  appendBatchStats?(): SerialBatcherStats;
   /** Entries with seq > afterSeq, in order, at most `limit` (<= MAX_READ_LIMIT). */
   read(params: { groupId: Uint8Array; afterSeq: number; limit: number }): Promise<LogEntry[]>;
 

@@ -7,6 +7,18 @@ export interface SerialBatcher<T, R> {
   push(item: T): Promise<R>;
   /** Resolves when nothing is queued or in flight. */
   idle(): Promise<void>;
+  /** Running totals since the batcher was made. */
+  stats(): SerialBatcherStats;
+}
+
+/**
+ * What a batcher has flushed so far. `busyMs` grows by each flush's duration: its rate is the share of time
+ * a flush was in flight, and near 1 the store is the bottleneck (pushed items queue behind it).
+ */
+export interface SerialBatcherStats {
+  flushes: number;
+  items: number;
+  busyMs: number;
 }
 
 export function createSerialBatcher<T, R>(params: {
@@ -33,6 +45,7 @@ export function createSerialBatcher<T, R>(params: {
   let scheduled = false;
   let idleWaiters: Array<() => void> = [];
   let lastFlushAt = -Infinity;
+  const totals: SerialBatcherStats = { flushes: 0, items: 0, busyMs: 0 };
   const minInterval = params.minIntervalMs ?? 0;
   const paceBelow = Math.max(1, Math.floor(params.maxBatch / 4));
   /** ends the current pacing pause early (the queue reached paceBelow) */
@@ -61,6 +74,10 @@ export function createSerialBatcher<T, R>(params: {
         batch.forEach((e, i) => e.resolve(results[i]));
       } catch (error) {
         for (const e of batch) e.reject(error);
+      } finally {
+        totals.flushes++;
+        totals.items += batch.length;
+        totals.busyMs += performance.now() - lastFlushAt;
       }
     }
     running = false;
@@ -87,5 +104,6 @@ export function createSerialBatcher<T, R>(params: {
       if (!running && !scheduled && queue.length === 0) return Promise.resolve();
       return new Promise<void>((resolve) => idleWaiters.push(resolve));
     },
+    stats: () => ({ ...totals }),
   };
 }

@@ -38,6 +38,9 @@ describe("relay: small application messages appended over the WebSocket", functi
     return answerTo(l, frame.id, from);
   }
 
+  /** One counter of the relay's /metrics. */
+  const metric = async (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(await (await fetch(`${ds.relay().url}/metrics`)).text())?.[1]);
+
   /** The whole log of a small group, read as `who`'s member device. */
   const logOf = async (who: Session, deviceId: string, groupId: string): Promise<any[]> =>
     (await call(who, deviceId, "GET", `/v2/groups/${groupId}/log?after=0&limit=500`)).entries;
@@ -231,7 +234,6 @@ describe("relay: small application messages appended over the WebSocket", functi
     const groupId = await groupOf(owner, [member]);
     const ownerSocket = await listen(owner.token);
     const memberSocket = await listen(member.token);
-    const metric = async (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(await (await fetch(`${ds.relay().url}/metrics`)).text())?.[1]);
     const framesBefore = await metric("chat_ws_frames_sent_total");
     const writesBefore = await metric("chat_ws_socket_writes_total");
     // Reads of each socket's TLS stream, counted from here on (a read may carry several frames).
@@ -259,6 +261,30 @@ describe("relay: small application messages appended over the WebSocket", functi
     expect(memberReads.n, "reads of the member's ten notices").to.be.at.most(2);
     expect((await metric("chat_ws_frames_sent_total")) - framesBefore).to.equal(20);
     expect((await metric("chat_ws_socket_writes_total")) - writesBefore).to.be.at.most(4);
+  });
+
+  it("counts the store's batches of appends in /metrics: appends sent together share a batch, and its time in flight is added", async () => {
+    const owner = await user("wb_o");
+    const member = await user("wb_m");
+    const groupId = await groupOf(owner, [member]);
+    const ownerSocket = await listen(owner.token);
+    const totals = async () => ({
+      batches: await metric("chat_ds_append_batches_total"),
+      items: await metric("chat_ds_append_batch_items_total"),
+      busy: await metric("chat_ds_append_batch_busy_seconds_total"),
+    });
+    const before = await totals();
+    const ids = Array.from({ length: 8 }, (_, i) => `b-${i}-${randomBytes(3).toString("hex")}`);
+    const transport = (ownerSocket.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+    transport.cork();
+    for (const id of ids) ownerSocket.send(append(groupId, "o1", 1, id, bytes(100)));
+    transport.uncork();
+    await waitFor("the eight answers", () => ownerSocket.frames.filter((f) => f.type === "appended").length >= 8, 15_000, 10);
+    const after = await totals();
+    expect(after.items - before.items, "appends written in batches").to.equal(8);
+    // Read in one turn (or two, if the stream was split), they share a batch: fewer batches than appends.
+    expect(after.batches - before.batches).to.be.within(1, 2);
+    expect(after.busy - before.busy, "seconds a batch was in flight").to.be.above(0);
   });
 
   it("a socket hears of a group's entries in seq order, its own answers and the others' notices alike, also when members' appends are stored together", async () => {

@@ -32,6 +32,23 @@ describe("serial batcher", () => {
     for (const f of flushes) expect(f.items.length).to.be.at.most(3);
   });
 
+  it("keeps running totals: flushes, items, and the time flushes were in flight", async () => {
+    const { batcher, flushes } = recordingBatcher({ maxBatch: 4, flushMs: 20 });
+    expect(batcher.stats()).to.deep.equal({ flushes: 0, items: 0, busyMs: 0 });
+    const started = performance.now();
+    await Promise.all(Array.from({ length: 10 }, (_, i) => batcher.push(i)));
+    const wallMs = performance.now() - started;
+    const totals = batcher.stats();
+    expect(totals.flushes).to.equal(flushes.length);
+    expect(totals.items).to.equal(10);
+    // Each flush sleeps 20 ms (timers may fire a millisecond early), one at a time: never more than the wall time.
+    expect(totals.busyMs).to.be.at.least(19 * flushes.length);
+    expect(totals.busyMs).to.be.at.most(wallMs);
+    // A copy: the caller cannot change the batcher's totals.
+    totals.items = 0;
+    expect(batcher.stats().items).to.equal(10);
+  });
+
   it("with minIntervalMs, items pushed during a flush wait out the interval and go together", async () => {
     const { batcher, flushes } = recordingBatcher({ maxBatch: 100, minIntervalMs: 60, flushMs: 1 });
     const first = batcher.push(0);
