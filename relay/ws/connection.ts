@@ -20,6 +20,7 @@ import { ClientFrame, CLOSE_CODES, MAX_APPENDS_WAITING, MessageId, type AppendFr
 import type { RoutedMessage } from "../bus/bus";
 import type { SessionClaims } from "../sessions";
 import { MailboxError, type Mailbox, type StoredMessage } from "../storage/mailbox";
+import { corkForThisTurn, transportOf } from "./cork";
 import type { FailureLog } from "./failure-log";
 import { pendingPages } from "./mailbox-reader";
 import type { MessagingMetrics } from "./metrics";
@@ -96,17 +97,6 @@ const routed = (m: StoredMessage): RoutedMessage => ({ to: m.recipient, from: m.
 const messageKey = (from: string, id: string) => `${from}\n${id}`;
 const describeIssue = (issue: { path: PropertyKey[]; message: string }) => `${issue.path.map(String).join(".") || "frame"}: ${issue.message}`;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
-
-/**
- * Sockets written to in this turn of the event loop, corked until its end: the frames a socket gets in one
- * turn (the answers and notices of one stored batch, say) leave in one write instead of one each: socket
- * writes take the largest share of a busy relay's time.
- */
-const corkedSockets = new Set<{ uncork(): void }>();
-function uncorkAll(): void {
-  for (const socket of corkedSockets) socket.uncork();
-  corkedSockets.clear();
-}
 
 /** A notice's frame, serialised once for every connection it goes to (a carried entry makes it worth it). */
 const noticeTexts = new WeakMap<GroupNotice, string>();
@@ -358,12 +348,7 @@ export class Connection implements RoutedConnection {
    * read as well, in case a transport buffers beneath ws's count.
    */
   private buffered(): number {
-    return Math.max(this.ws.bufferedAmount, this.socket()?.writableLength ?? 0);
-  }
-
-  /** The transport beneath ws (ws keeps it in a private field; absent once the connection is gone). */
-  private socket(): { writableLength: number; cork(): void; uncork(): void } | undefined {
-    return (this.ws as unknown as { _socket?: { writableLength: number; cork(): void; uncork(): void } })._socket;
+    return Math.max(this.ws.bufferedAmount, transportOf(this.ws)?.writableLength ?? 0);
   }
 
   /** Closes (once) with a code that says why; a peer that does not complete the close within 1 s is cut. */
@@ -383,15 +368,8 @@ export class Connection implements RoutedConnection {
       this.closeFor(CLOSE_CODES.tryAgainLater, "slow consumer: reconnect to fetch the mailbox");
       return false;
     }
-    const socket = this.socket();
-    if (socket && !corkedSockets.has(socket)) {
-      // Uncorked once this turn's callbacks and promise reactions have all run (a tick queued from a promise
-      // reaction runs after the last of them).
-      if (corkedSockets.size === 0) process.nextTick(uncorkAll);
-      socket.cork();
-      corkedSockets.add(socket);
-      this.deps.metrics.socketWrites.inc();
-    }
+    const socket = transportOf(this.ws);
+    if (socket && corkForThisTurn(socket)) this.deps.metrics.socketWrites.inc();
     this.deps.metrics.framesSent.inc();
     this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
     return true;
