@@ -29,13 +29,15 @@ export function createSerialBatcher<T, R>(params: {
    */
   lingerMs?: number;
   /**
-   * The least time between the starts of two flushes while fewer than a quarter of maxBatch items wait: under
+   * The least time between the starts of two flushes while fewer than `paceBelow` items wait: under
    * light load, items gather for this long into one flush instead of going out in as many small ones as the
    * store can turn round. A push into an idle batcher that has not flushed for this long still goes out at
-   * once, and so does a queue of a quarter batch or more (its flush is big enough; holding it would only
+   * once, and so does a queue of `paceBelow` items or more (its flush is big enough; holding it would only
    * add latency, and a busy sender's waiting items, to a backlog).
    */
   minIntervalMs?: number;
+  /** How many waiting items end a pacing pause (by default a quarter of maxBatch). */
+  paceBelow?: number;
   /** Returns one result per item, in order; a rejection fails every item of the batch. */
   flush: (items: T[]) => Promise<R[]>;
 }): SerialBatcher<T, R> {
@@ -47,7 +49,7 @@ export function createSerialBatcher<T, R>(params: {
   let lastFlushAt = -Infinity;
   const totals: SerialBatcherStats = { flushes: 0, items: 0, busyMs: 0 };
   const minInterval = params.minIntervalMs ?? 0;
-  const paceBelow = Math.max(1, Math.floor(params.maxBatch / 4));
+  const paceBelow = params.paceBelow ?? Math.max(1, Math.floor(params.maxBatch / 4));
   /** ends the current pacing pause early (the queue reached paceBelow) */
   let wake: (() => void) | null = null;
   const pause = (ms: number) =>

@@ -15,7 +15,8 @@ import { createTestPool } from "./messaging-helpers";
 const device = (i: number): DeviceRef => ({ username: `member${i}`, deviceId: "d1" });
 const seqOf = (r: AppendResult) => (r.accepted ? r.seq : -1);
 
-describe("delivery service on MySQL: the hot path under concurrency", function () {
+// Batches of appends go to one of two procedures by their shape: each is run alone here, and by its rule.
+for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`delivery service on MySQL: the hot path under concurrency (set-based batches: ${setBasedBatches})`, function () {
   this.timeout(120_000);
   let db: TestDatabase;
   let pools: Pool[] = [];
@@ -25,8 +26,8 @@ describe("delivery service on MySQL: the hot path under concurrency", function (
   before(async () => {
     db = await createTestDatabase("chat_ds_hot");
     pools = [createTestPool(db.url), createTestPool(db.url)];
-    one = createMysqlDeliveryServiceStore(pools[0]);
-    two = createMysqlDeliveryServiceStore(pools[1]);
+    one = createMysqlDeliveryServiceStore(pools[0], undefined, { setBasedBatches });
+    two = createMysqlDeliveryServiceStore(pools[1], undefined, { setBasedBatches });
     await one.migrate();
     await two.migrate();
   });
@@ -111,6 +112,46 @@ describe("delivery service on MySQL: the hot path under concurrency", function (
     expect(page.entries.map((e) => e.seq)).to.deep.equal(seqs);
     const refused = await one.readAsMember({ device: device(7), groupId, afterSeq: 0, limit: 10 }).then(() => "read", (error) => error.code);
     expect(refused).to.equal("DS_NOT_MEMBER");
+  });
+
+  it("gives every append of one batch across 20 groups its own verdict: seqs per group in call order, a repeated id, an unknown group, a stranger, a stale epoch", async () => {
+    const groups = Array.from({ length: 20 }, () => new Uint8Array(randomBytes(32)));
+    for (const groupId of groups) await one.createGroup({ groupId, members: [device(0), device(1)], now: 1 });
+    const append = (groupId: Uint8Array, sender: DeviceRef, messageId: string, epoch = 0) =>
+      one.appendApplication({ groupId, epoch, sender, messageId, bytes: new Uint8Array(Buffer.from(messageId)), receivedAt: 2 }).then(
+        (r) => r,
+        (error) => error.code as string,
+      );
+    const before = one.appendBatchStats!();
+    // Pushed in one turn: one batch of 44, two appends per group (two rounds) and four odd ones.
+    const pending = [
+      ...groups.flatMap((g, i) => [append(g, device(0), `a${i}`), append(g, device(1), `b${i}`)]),
+      append(groups[0], device(0), "a0"),
+      append(new Uint8Array(randomBytes(32)), device(0), "nowhere"),
+      append(groups[1], device(7), "stranger"),
+      append(groups[2], device(0), "stale", 5),
+    ];
+    const results = await Promise.all(pending);
+    const after = one.appendBatchStats!();
+    expect([after.items - before.items, after.flushes - before.flushes]).to.deep.equal([44, 1]);
+    groups.forEach((_, i) => {
+      // The first sender was caught up (cursor 0 at seq 0): its cursor moves past its message; the second's stays.
+      expect(results[2 * i], `a${i}`).to.deep.equal({ accepted: true, seq: 1, epoch: 0, duplicate: false, senderCursor: 1 });
+      expect(results[2 * i + 1], `b${i}`).to.deep.equal({ accepted: true, seq: 2, epoch: 0, duplicate: false, senderCursor: 0 });
+    });
+    expect(results.slice(40)).to.deep.equal([
+      { accepted: true, seq: 1, epoch: 0, duplicate: true, senderCursor: 1 },
+      "DS_UNKNOWN_GROUP",
+      "DS_NOT_MEMBER",
+      { accepted: false, currentEpoch: 0 },
+    ]);
+    for (const [i, groupId] of groups.entries()) {
+      const page = await two.readAsMember({ device: device(1), groupId, afterSeq: 0, limit: 10 });
+      expect(page.entries.map((e) => [e.seq, e.messageId, Buffer.from(e.bytes).toString()])).to.deep.equal([
+        [1, `a${i}`, `a${i}`],
+        [2, `b${i}`, `b${i}`],
+      ]);
+    }
   });
 
   it("stores messages up to the batch bound byte for byte in batches, larger ones alone, all in call order", async () => {
