@@ -165,8 +165,13 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     );
   }
   const deliveryService = pool
-    ? createMysqlDeliveryServiceStore(pool, (reason) =>
-        logger.warn({ reason }, "the delivery service's stored procedures could not be created (CREATE ROUTINE and EXECUTE are needed); using plain statements"),
+    ? createMysqlDeliveryServiceStore(
+        pool,
+        (reason) => logger.warn({ reason }, "the delivery service's stored procedures could not be created (CREATE ROUTINE and EXECUTE are needed); using plain statements"),
+        {
+          onSetBasedUnavailable: (reason) =>
+            logger.warn({ reason }, "batches of messages cannot use the set-based procedure (CREATE TEMPORARY TABLES is needed); using the slower loop"),
+        },
       )
     : overrides.memoryMailbox ? createMemoryDeliveryServiceStore() : createFileDeliveryServiceStore({ dir: path.join(config.dataDir, "ds") });
   // Devices are shared state: in MySQL when there is one, else in this process (a lone instance).

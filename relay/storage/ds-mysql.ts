@@ -414,8 +414,13 @@ const ROUTINES = [
 ];
 
 export interface MysqlDeliveryServiceOptions {
-  /** Which batches of appends go to the set-based procedure: by their shape (the default), all, or none (for tests and measurements). */
+  /**
+   * Which batches of appends go to the set-based procedure: by their shape (the default), all, or none (for
+   * tests and measurements). None either way when its user may not create temporary tables.
+   */
   setBasedBatches?: "auto" | "always" | "never";
+  /** Told at migrate() why the set-based procedure cannot run (every batch then goes to the loop). */
+  onSetBasedUnavailable?: (reason: string) => void;
 }
 
 /**
@@ -429,6 +434,8 @@ export function createMysqlDeliveryServiceStore(
 ): DeliveryServiceStore {
   /** whether migrate() could create the stored procedures (until it runs, they are assumed) */
   let procedures = true;
+  /** whether the set-based batch procedure can run: it needs the right to create temporary tables */
+  let setBasedUsable = true;
   const inTransaction = async <T>(work: (conn: PoolConnection) => Promise<T>): Promise<T> => {
     for (let attempt = 1; ; attempt++) {
       const conn = await pool.getConnection();
@@ -693,8 +700,9 @@ export function createMysqlDeliveryServiceStore(
   };
   /** The procedure for a batch of appends to these groups (see SET_BASED_MIN_ITEMS). */
   const batchProcedure = (groupHexes: string[]): string => {
+    if (!setBasedUsable || options.setBasedBatches === "never") return APPEND_APPLICATIONS;
     if (options.setBasedBatches === "always") return APPEND_APPLICATIONS_SET;
-    if (options.setBasedBatches === "never" || groupHexes.length < SET_BASED_MIN_ITEMS) return APPEND_APPLICATIONS;
+    if (groupHexes.length < SET_BASED_MIN_ITEMS) return APPEND_APPLICATIONS;
     const perGroup = new Map<string, number>();
     for (const g of groupHexes) perGroup.set(g, (perGroup.get(g) ?? 0) + 1);
     const rounds = Math.max(...perGroup.values());
@@ -781,6 +789,17 @@ export function createMysqlDeliveryServiceStore(
           onRoutinesUnavailable?.(error instanceof Error ? error.message : String(error));
           return;
         }
+      }
+      // The set-based procedure runs with its creator's rights and keeps its items in temporary tables.
+      const conn = await pool.getConnection();
+      try {
+        await conn.query("CREATE TEMPORARY TABLE IF NOT EXISTS ds_temporary_probe (x INT) ENGINE=MEMORY");
+        await conn.query("DROP TEMPORARY TABLE IF EXISTS ds_temporary_probe");
+      } catch (error) {
+        setBasedUsable = false;
+        options.onSetBasedUnavailable?.(error instanceof Error ? error.message : String(error));
+      } finally {
+        conn.release();
       }
     },
 

@@ -540,13 +540,11 @@ describe("delivery service on MySQL", function () {
   });
 });
 
-describe("delivery service on MySQL without stored procedures", function () {
-  // A relay whose MySQL user may not create routines runs the same steps as plain statements: a real
-  // user without CREATE ROUTINE, on a database of its own where no routine exists yet.
-  let db: TestDatabase;
-  let pools: Pool[] = [];
-  const account = `chat_plain_${randomBytes(4).toString("hex")}`;
-  const reasons: string[] = [];
+/** A real MySQL user with only `grants` on a database of its own (dropped after), and two pools as that user. */
+function useRestrictedDatabase(prefix: string, grants: string): { pools: Pool[] } {
+  const state: { pools: Pool[] } = { pools: [] };
+  let db: TestDatabase | undefined;
+  const account = `${prefix}_${randomBytes(4).toString("hex")}`;
   const asAdmin = async (sql: string, values: unknown[] = []) => {
     const admin = await mysql.createConnection(MYSQL_ADMIN_URL);
     try {
@@ -556,34 +554,65 @@ describe("delivery service on MySQL without stored procedures", function () {
     }
   };
   before(async () => {
-    db = await createTestDatabase("chat_ds_plain");
+    db = await createTestDatabase(prefix);
     const password = randomBytes(12).toString("hex");
     await asAdmin("CREATE USER ?@'127.0.0.1' IDENTIFIED BY ?", [account, password]);
-    await asAdmin(`GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER ON \`${db.name}\`.* TO ?@'127.0.0.1'`, [account]);
+    await asAdmin(`GRANT ${grants} ON \`${db.name}\`.* TO ?@'127.0.0.1'`, [account]);
     const url = new URL(db.url);
     url.hostname = "127.0.0.1";
     url.username = account;
     url.password = password;
-    pools = [createTestPool(url.toString()), createTestPool(url.toString())];
+    state.pools = [createTestPool(url.toString()), createTestPool(url.toString())];
   });
   after(async () => {
-    await Promise.all(pools.map((p) => p.end()));
+    await Promise.all(state.pools.map((p) => p.end()));
     await asAdmin("DROP USER IF EXISTS ?@'127.0.0.1'", [account]);
     await db?.drop();
   });
+  return state;
+}
+
+describe("delivery service on MySQL without stored procedures", function () {
+  // A relay whose MySQL user may not create routines runs the same steps as plain statements: a real
+  // user without CREATE ROUTINE, on a database of its own where no routine exists yet.
+  const restricted = useRestrictedDatabase("chat_ds_plain", "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER");
+  const reasons: string[] = [];
 
   deliveryServiceContract("mysql, plain statements", async () => {
     for (const table of ["ds_key_package_owners", "ds_devices", "ds_key_packages", "ds_last_resort_key_packages", "ds_groups", "ds_members", "ds_log", "ds_welcomes"]) {
-      await pools[0].query(`DROP TABLE IF EXISTS ${table}`);
+      await restricted.pools[0].query(`DROP TABLE IF EXISTS ${table}`);
     }
     reasons.length = 0;
-    const one = createMysqlDeliveryServiceStore(pools[0], (reason) => reasons.push(reason));
+    const one = createMysqlDeliveryServiceStore(restricted.pools[0], (reason) => reasons.push(reason));
     await one.migrate();
-    const two = createMysqlDeliveryServiceStore(pools[1], (reason) => reasons.push(reason));
+    const two = createMysqlDeliveryServiceStore(restricted.pools[1], (reason) => reasons.push(reason));
     await two.migrate();
     expect(reasons, "both stores run without routines").to.have.length(2);
-    const [routines] = await pools[0].query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()");
+    const [routines] = await restricted.pools[0].query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()");
     expect(Number(routines[0].n)).to.equal(0);
     return { one, two };
+  });
+});
+
+describe("delivery service on MySQL without the right to create temporary tables", function () {
+  // The set-based batch procedure keeps its items in temporary tables: a user who may create routines but
+  // not temporary tables gets every batch from the loop procedure, and is told so once.
+  const restricted = useRestrictedDatabase("chat_ds_notemp", "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, INDEX, ALTER, CREATE ROUTINE, ALTER ROUTINE, EXECUTE");
+
+  it("stores a batch that would go to the set-based procedure through the loop, with every verdict", async () => {
+    const reasons: string[] = [];
+    const store = createMysqlDeliveryServiceStore(restricted.pools[0], undefined, { setBasedBatches: "always", onSetBasedUnavailable: (reason) => reasons.push(reason) });
+    await store.migrate();
+    expect(reasons, "told once, at migrate").to.have.length(1);
+    const groups = Array.from({ length: 10 }, newGroupId);
+    for (const groupId of groups) await store.createGroup({ groupId, members: [alice, bob], now: NOW });
+    const before = store.appendBatchStats!();
+    const results = await Promise.all(
+      groups.flatMap((groupId, i) => [alice, bob].map((sender) => store.appendApplication({ groupId, epoch: 0, sender, messageId: `${sender.username}-${i}`, bytes: bytes(`${i}`), receivedAt: NOW }))),
+    );
+    expect(store.appendBatchStats!().flushes - before.flushes, "one batch").to.equal(1);
+    expect(results.map((r) => r.accepted && r.seq)).to.deep.equal(groups.flatMap(() => [1, 2]));
+    const page = await store.readAsMember({ device: bob, groupId: groups[9], afterSeq: 0, limit: 10 });
+    expect(page.entries.map((e) => [e.messageId, text(e.bytes)])).to.deep.equal([["alice-9", "9"], ["bob-9", "9"]]);
   });
 });
