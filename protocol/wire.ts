@@ -203,6 +203,12 @@ export const WS_PATH = "/v1/ws";
 
 /** The subprotocol a client offers (and the relay selects) when it sends its token as a subprotocol. */
 export const WS_SUBPROTOCOL = "eth-chat";
+
+/**
+ * Query parameter of WS_PATH (`?early=1`) by which a client asks for EarlyFrames: the application messages
+ * of its groups handed on while they are being made durable, before they have a seq.
+ */
+export const WS_EARLY_PARAM = "early";
 /** Prefix of the subprotocol that carries the session token: `bearer.<token>`. */
 export const WS_BEARER_SUBPROTOCOL_PREFIX = "bearer.";
 /** RFC 6455 subprotocols are RFC 7230 tokens: a session token with other characters must use the header. */
@@ -362,6 +368,21 @@ export type NoticeEntry = z.infer<typeof NoticeEntry>;
  * socket is backed up; a coalesced one carries no entry) and may arrive out of order.
  */
 export const GroupFrame = z.object({ type: z.literal("group"), groupId: GroupIdText, seq: LogCount, epoch: LogCount, entry: NoticeEntry.optional().catch(undefined) });
+/** An application message as an EarlyFrame carries it: a NoticeEntry without its seq, which it does not have yet. */
+export const EarlyEntry = NoticeEntry.omit({ seq: true }).extend({ kind: z.literal("application") });
+export type EarlyEntry = z.infer<typeof EarlyEntry>;
+/**
+ * relay -> the member users' sockets on this relay instance that asked for them (WS_EARLY_PARAM), but the
+ * appending one: a small application message of group `groupId`, handed on as the relay starts to make it
+ * durable, before it has a seq and before the sender hears "appended". It may never be stored (refused, or
+ * lost with the relay), and it comes again with its seq (a GroupFrame, or a log read) when it is. A device
+ * in the entry's epoch may apply it at once, with every check of a log read, and must then remember its
+ * `id`: the log entry with that id is passed over (its cursor moves, nothing is applied or shown again).
+ * A device that cannot apply it (another epoch, a refusal) drops it and reads the log entry as usual.
+ * Only a hint, never trusted more than the log: dropped while the socket is backed up.
+ */
+export const EarlyFrame = z.object({ type: z.literal("early"), groupId: GroupIdText, entry: EarlyEntry });
+export type EarlyFrame = z.infer<typeof EarlyFrame>;
 /** relay -> a user one of whose devices has a new Welcome into `groupId`: read it with GET /v2/sync. */
 export const WelcomeFrame = z.object({ type: z.literal("welcome"), groupId: GroupIdText });
 /** The Delivery Service's live hints, as routed between relay instances. */
@@ -377,6 +398,7 @@ export const ServerFrame = z.discriminatedUnion("type", [
   GroupFrame,
   WelcomeFrame,
   AppendedFrame,
+  EarlyFrame,
 ]);
 export type ServerFrame = z.infer<typeof ServerFrame>;
 

@@ -207,7 +207,14 @@ export function createRelay(deps: RelayDeps): Relay {
     app.use(deviceRoutes(ctx, deps.devices, { maxDevicesPerUser: config.maxDevicesPerUser, deviceLinkTtlMs: config.deviceLinkTtlMs }, forgetKeyPackages));
   }
   // Notices go out through messaging once it listens.
-  const deliveryService = deps.deliveryService && createDeliveryService(ctx, deps.deliveryService, (usernames, notice, origin) => messaging?.notify(usernames, notice, origin));
+  const deliveryService =
+    deps.deliveryService &&
+    createDeliveryService(
+      ctx,
+      deps.deliveryService,
+      (usernames, notice, origin) => messaging?.notify(usernames, notice, origin),
+      (usernames, text, origin) => messaging?.notifyEarly(usernames, text, origin),
+    );
   // before the 16 kB parser: /v2 bodies carry welcomes
   if (deliveryService) app.use(deliveryService.routes);
   app.use(express.json({ limit: "16kb" }));

@@ -70,6 +70,18 @@ function fromDs(error: unknown): never {
  */
 export type GroupNotify = (usernames: Iterable<string>, notice: GroupNotice, origin?: object) => void;
 
+/**
+ * Hands an early frame (`text`, see EarlyFrame in protocol/wire.ts) to the connections of `usernames` on this
+ * relay instance that asked for them, except `origin` (the connection that appended).
+ */
+export type EarlyNotify = (usernames: Iterable<string>, text: string, origin?: object) => void;
+
+/**
+ * Groups whose member users and epoch this relay instance remembers, from their last stored application
+ * message, to hand the next one on early. Bounded: the longest unused are forgotten.
+ */
+const MAX_EARLY_GROUPS = 10_000;
+
 /** Moves `device`'s cursor in group `groupIdHex` (as POST /v2/groups/:groupId/cursor); refusals as ChatErrors. */
 export type CursorMover = (device: DeviceRef, groupIdHex: string, seq: number) => Promise<number>;
 
@@ -106,9 +118,31 @@ async function ds<T>(task: Promise<T>): Promise<T> {
   }
 }
 
-export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceStore, notify?: GroupNotify): DeliveryService {
+export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceStore, notify?: GroupNotify, early?: EarlyNotify): DeliveryService {
   const router = Router();
   let announceFailedAt = -Infinity;
+
+  /**
+   * By group (hex): its member users and epoch as the store named them with its last stored application
+   * message here. Another instance's commit leaves it stale until the next one is stored here; an early
+   * frame it sends meanwhile names its epoch, and members of another epoch drop it (EarlyFrame's rules).
+   */
+  const earlyGroups = new Map<string, { epoch: number; users: ReadonlySet<string> }>();
+  const rememberGroup = (groupIdHex: string, result: AppendResult) => {
+    if (!early || !result.accepted || !result.memberUsernames) return;
+    const known = earlyGroups.get(groupIdHex);
+    earlyGroups.delete(groupIdHex);
+    // A late message (of an epoch before the group's) does not take the group back to its epoch.
+    earlyGroups.set(groupIdHex, { epoch: Math.max(result.epoch, known?.epoch ?? 0), users: new Set(result.memberUsernames) });
+    if (earlyGroups.size > MAX_EARLY_GROUPS) earlyGroups.delete(earlyGroups.keys().next().value!);
+  };
+  /** Before the durable write: the members' connections here hear of a small message at once. */
+  const handOnEarly = (groupIdHex: string, entry: Omit<NoticeEntry, "seq">, origin?: object) => {
+    const known = earlyGroups.get(groupIdHex);
+    // A sender the store did not name is refused by it anyway: nothing goes out for it.
+    if (!early || !known || known.epoch !== entry.epoch || !known.users.has(entry.sender.username)) return;
+    early(known.users, JSON.stringify({ type: "early", groupId: groupIdHex, entry }), origin);
+  };
 
   /**
    * After the answer: tells the group's member users (as the store has them after the append) that the log
@@ -234,6 +268,8 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     // Who was a member before a commit that removes: a removed user hears of the commit that removed it.
     // A failed read only costs those users the hint, never the commit.
     const membersBefore = notify && body.remove.length > 0 ? await store.members(groupId).catch(() => []) : [];
+    // The group's members and epoch change with the commit: no early frame until its next message is stored.
+    earlyGroups.delete(toHex(groupId));
     const result = await ds(
       store.appendCommit({
         groupId,
@@ -251,6 +287,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
         })),
       }),
     );
+    earlyGroups.delete(toHex(groupId));
     sendAppend(res, result);
     announce({ groupId, result, membersBefore, welcomeRecipients: body.welcomes.map((w) => ({ username: w.username, deviceId: w.deviceId })) });
   });
@@ -265,6 +302,10 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
   ): Promise<AppendResult> {
     const bytes = fromBase64(body.bytes);
     const receivedAt = ctx.clock();
+    const groupIdHex = toHex(groupId);
+    // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
+    const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
+    if (entry) handOnEarly(groupIdHex, entry, origin);
     const result = await ds(
       store.appendApplication({
         groupId,
@@ -276,8 +317,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
         withMemberUsernames: notify !== undefined,
       }),
     );
-    // The request's base64 is the log's own encoding of the same bytes: handed on as it came.
-    const entry = bytes.length <= NOTICE_ENTRY_MAX_BYTES ? { epoch: body.epoch, kind: "application" as const, sender, id: body.id, bytes: body.bytes, receivedAt } : undefined;
+    rememberGroup(groupIdHex, result);
     answer?.(result);
     announce({ groupId, result, entry, origin });
     return result;

@@ -71,9 +71,13 @@ export interface Messaging {
   connectionCount(): number;
   /** Runs the mailbox purge now (it also runs every purgeIntervalMs); returns how many were purged. */
   purgeExpired(): Promise<number>;
-  /** Sends a Delivery Service notice to every connection of `usernames`, on this instance and the others. */
-  /** `origin`: a connection of this instance that is not told (it appended the entry and has its answer) */
+  /**
+   * Sends a Delivery Service notice to every connection of `usernames`, on this instance and the others, but
+   * `origin` (a connection of this instance that appended the entry and has its answer).
+   */
   notify(usernames: Iterable<string>, notice: GroupNotice, origin?: object): void;
+  /** Sends an early frame to the connections of `usernames` on this instance that asked for them, but `origin`. */
+  notifyEarly(usernames: Iterable<string>, text: string, origin?: object): void;
 }
 
 export function attachMessaging(params: {
@@ -156,9 +160,9 @@ export function attachMessaging(params: {
     maxConnectionsPerUser: limits.maxConnectionsPerUser ?? 8,
     maxConnectionsPerAddress: limits.maxConnectionsPerAddress ?? 32,
     onRefused: (cap) => metrics.refusedUpgrades.inc({ cap }),
-    onConnection: (ws, claims, release) => {
+    onConnection: (ws, claims, release, asked) => {
       ws.once("close", release);
-      const conn = new Connection(deps, ws, claims);
+      const conn = new Connection(deps, ws, claims, asked.early);
       claimsOf.set(conn, claims);
       connectedNames.set(usernameHash(claims.sub), claims.sub);
     },
@@ -206,6 +210,9 @@ export function attachMessaging(params: {
     purgeExpired: purge.purgeExpired,
     notify(usernames, notice, origin) {
       if (!closing) router.notify(usernames, notice, origin);
+    },
+    notifyEarly(usernames, text, origin) {
+      if (!closing) router.notifyEarly(usernames, text, origin);
     },
     async close() {
       closing = true;

@@ -142,6 +142,8 @@ export class Connection implements RoutedConnection {
     private readonly deps: ConnectionDeps,
     private readonly ws: WebSocket,
     claims: SessionClaims,
+    /** whether the client asked for early frames (WS_EARLY_PARAM) */
+    readonly wantsEarly = false,
   ) {
     const { settings, metrics, logger } = deps;
     this.username = claims.sub;
@@ -246,6 +248,20 @@ export class Connection implements RoutedConnection {
     }
     this.notices.set(key, n);
     if (!this.noticeTimer) this.flushNotices();
+  }
+
+  /**
+   * Writes an early frame (`text`, serialised once for every connection) if this client asked for them.
+   * Never queued: while the socket is backed up it is dropped, and the entry comes with its seq anyway.
+   */
+  early(text: string): void {
+    if (!this.wantsEarly || this.state === "closed") return;
+    const { settings, metrics } = this.deps;
+    if (this.buffered() > settings.noticeWatermarkBytes) {
+      metrics.earlyDropped.inc();
+      return;
+    }
+    if (this.send(text)) metrics.earlySent.inc();
   }
 
   /** Writes waiting notices while the socket keeps up; otherwise checks again shortly. */

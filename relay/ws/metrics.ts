@@ -56,6 +56,8 @@ export function messagingMetrics(registry: Registry, depth: () => Promise<number
     closedByRelay: counter("chat_ws_closed_by_relay_total", "Connections the relay closed for a bound (slow reader, abuse, backlog timeout), by close code", ["code"]),
     noticesSent: counter("chat_ws_group_notices_sent_total", "Delivery Service notices (group, welcome) written to connections"),
     noticesCoalesced: counter("chat_ws_group_notices_coalesced_total", "Delivery Service notices merged into one already waiting for a backed-up connection"),
+    earlySent: counter("chat_ws_early_entries_sent_total", "Application messages handed to members' connections before they were durable (early frames)"),
+    earlyDropped: counter("chat_ws_early_entries_dropped_total", "Early frames not written because the connection was backed up (the entry follows with its seq)"),
     framesSent: counter("chat_ws_frames_sent_total", "Frames written to WebSocket connections (messages, notices, answers, errors)"),
     socketWrites: counter("chat_ws_socket_writes_total", "Writes to WebSocket connections: the frames one connection gets in one turn of the event loop leave in one"),
     refusedUpgrades: counter("chat_ws_upgrades_refused_total", "WebSocket upgrades refused before a socket was accepted, by cap", ["cap"]),

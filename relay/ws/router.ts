@@ -14,6 +14,8 @@ export interface RoutedConnection {
   push(message: RoutedMessage, text: string): void;
   /** Pushes a Delivery Service notice (coalesced per group while the socket is backed up). */
   notice(notice: GroupNotice): void;
+  /** Writes an early frame (`text`) if the client asked for them; never queued. */
+  early(text: string): void;
   /** Re-reads the mailbox after a bus outage, for what other instances stored meanwhile. */
   catchUp(): Promise<void>;
 }
@@ -27,9 +29,10 @@ export interface Router<C extends RoutedConnection> {
   remove(conn: C): void;
   /** Hands a newly stored message to its recipient's connections here and on other instances. */
   deliver(message: RoutedMessage): void;
-  /** Hands a Delivery Service notice to every connection of `usernames`, here and on other instances. */
-  /** to every connection of `usernames` but `origin` (the one whose append it announces), here and on other instances */
+  /** Hands a Delivery Service notice to every connection of `usernames` but `origin` (the one whose append it announces), here and on other instances. */
   notify(usernames: Iterable<string>, notice: GroupNotice, origin?: object): void;
+  /** Hands an early frame to this instance's connections of `usernames` but `origin` (never to other instances). */
+  notifyEarly(usernames: Iterable<string>, text: string, origin?: object): void;
   size(): number;
   connections(): Iterable<C>;
   /** This instance's open connections of `username`. */
@@ -99,6 +102,9 @@ export function createRouter<C extends RoutedConnection>(params: {
       const distinct = [...new Set(usernames)];
       for (const username of distinct) for (const conn of byUser.get(username) ?? []) if (conn !== origin) conn.notice(notice);
       bus?.publishNotice(distinct, notice).catch((error) => logFailure("bus publish of a group notice failed; members read the log when they next sync", error));
+    },
+    notifyEarly(usernames, text, origin) {
+      for (const username of usernames) for (const conn of byUser.get(username) ?? []) if (conn !== origin) conn.early(text);
     },
     size: () => all.size,
     connections: () => all,

@@ -10,7 +10,7 @@ import type { Duplex } from "node:stream";
 import type { WebSocket, WebSocketServer } from "ws";
 import { isChatError, type ErrorCode } from "../../protocol/errors";
 import { bearerToken, subprotocolToken, type SessionClaims } from "../sessions";
-import { WS_PATH } from "../../protocol/wire";
+import { WS_EARLY_PARAM, WS_PATH } from "../../protocol/wire";
 
 function refuse(socket: Duplex, status: number, code: ErrorCode, message: string, headers: string[] = []): void {
   const body = JSON.stringify({ error: { code, message } });
@@ -41,7 +41,7 @@ export function createUpgradeHandler(params: {
   /** told which cap refused an upgrade */
   onRefused?: (cap: "global" | "user" | "address") => void;
   /** `release` must be called when the connection closes: it frees the address's slot */
-  onConnection: (ws: WebSocket, claims: SessionClaims, release: () => void) => void;
+  onConnection: (ws: WebSocket, claims: SessionClaims, release: () => void, asked: { early: boolean }) => void;
 }): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   // Counted from the upgrade request on (authentication pending included), so that a burst of upgrades
   // from one address cannot pass the cap while their tokens are being checked.
@@ -55,8 +55,11 @@ export function createUpgradeHandler(params: {
   return (req, socket, head) => {
     socket.on("error", () => socket.destroy());
     let pathname = "";
+    let early = false;
     try {
-      pathname = new URL(req.url ?? "/", "http://relay").pathname;
+      const url = new URL(req.url ?? "/", "http://relay");
+      pathname = url.pathname;
+      early = url.searchParams.get(WS_EARLY_PARAM) === "1";
     } catch {}
     if (pathname !== WS_PATH) return refuse(socket, 404, "NOT_FOUND", `no WebSocket endpoint here; use ${WS_PATH}`);
     if (params.isClosing()) return refuse(socket, 503, "RELAY_UNREACHABLE", "relay shutting down", ["Retry-After: 1"]);
@@ -94,7 +97,7 @@ export function createUpgradeHandler(params: {
         }
         // handleUpgrade completes synchronously here (no verifyClient), so the user's count is exact.
         socket.once("close", free);
-        params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims, free));
+        params.wss.handleUpgrade(req, socket, head, (ws) => params.onConnection(ws, claims, free, { early }));
       },
       (error) => {
         free();

@@ -9,7 +9,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import WebSocket from "ws";
-import { WS_PATH } from "../../protocol/wire";
+import { WS_EARLY_PARAM, WS_PATH } from "../../protocol/wire";
 import { encodeBase64 } from "../../protocol/wire-v2";
 import { startChain, type ChainFixture } from "../helpers/chain";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
@@ -45,8 +45,8 @@ export interface RawDs {
   request(who: { token: string }, deviceId: string, method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }>;
   /** a /v2 call that must answer 200; its body */
   call(who: { token: string }, deviceId: string, method: string, pathname: string, body?: unknown): Promise<any>;
-  /** a socket of `token`'s session, resolved once the relay said it is ready */
-  listen(token: string): Promise<Listener>;
+  /** a socket of `token`'s session, resolved once the relay said it is ready; `early`: it asks for early frames */
+  listen(token: string, options?: { early?: boolean }): Promise<Listener>;
   /** a group of `owner` (device o1) and `members` (device m1 each), added by its first commit: epoch 1, seq 1 */
   groupOf(owner: Session, members: Session[]): Promise<string>;
   cursorOf(who: Session, deviceId: string, groupId: string, of: { username: string; deviceId: string }): Promise<number | undefined>;
@@ -115,9 +115,10 @@ export function useRawDs(name: string, options: { env?: Record<string, string> }
       return answer;
     },
 
-    listen(token) {
+    listen(token, options = {}) {
       return new Promise((resolve, reject) => {
-        const ws = new WebSocket(ds.relay().url.replace(/^http/, "ws") + WS_PATH, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
+        const query = options.early ? `?${WS_EARLY_PARAM}=1` : "";
+        const ws = new WebSocket(ds.relay().url.replace(/^http/, "ws") + WS_PATH + query, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
         sockets.push(ws);
         const listener: Listener = {
           ws,
