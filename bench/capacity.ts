@@ -5,7 +5,7 @@
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
- *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1]
+ *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1] [--early 1]
  *                             [--only 0]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
@@ -31,7 +31,9 @@
  *   entry for T ms instead. Every member does so for every
  *   entry, its own included, as a real device does. With `append-ws` 1 (the default) the sender appends
  *   with an {type:"append"} frame on its WebSocket, answered {type:"appended"} once durable; with 0 it
- *   POSTs. `--notice-entries 0 --cursor-ws 0 --append-ws 0` is the path before messages went over the
+ *   POSTs. With `early` 1 (the default, as `chat talk`) the recipient's WebSocket asks for early frames: a
+ *   message handed on while the relay makes it durable is the delivery, and its entry with the seq then
+ *   only moves the cursor. `--notice-entries 0 --cursor-ws 0 --append-ws 0` is the path before messages went over the
  *   WebSocket. A device's own append answered while it had taken every entry before it moves its cursor past
  *   it without a read, as a real device does (it skips its own messages); each read is counted (`log_reads`).
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
@@ -65,6 +67,7 @@ import { performance } from "node:perf_hooks";
 import mysql from "mysql2/promise";
 import type WebSocket from "ws";
 import { CURSOR_FRAME_INTERVAL_MS } from "../client-core/ds-client";
+import { WS_EARLY_PARAM } from "../protocol/wire";
 import { encodeBase64 } from "../protocol/wire-v2";
 import { loadOrCreateCertificate } from "../relay/tls";
 import { startAnvil } from "../test/helpers/anvil";
@@ -106,6 +109,7 @@ const opts = options({
   "cursor-interval-ms": CURSOR_FRAME_INTERVAL_MS,
   "cursor-idle-ms": 0,
   "append-ws": 1,
+  early: 1,
   /** 0 runs every scenario; 2, 10 or 100 only the one with that many members */
   only: 0,
 });
@@ -117,6 +121,8 @@ const P99_GOAL_MS = 50;
 /** Deliveries scheduled longer ago than this and not yet made count as backlog. */
 const OVERDUE_MS = 50;
 const FANOUT_SENDER_SOCKETS = 8;
+/** Early-taken ids a member remembers (every one meets its entry within the step in a run that passes). */
+const MAX_TAKEN_EARLY = 100_000;
 const WS_PATH = "/v1/ws";
 
 type TargetKind = "relay" | "forwarder";
@@ -201,6 +207,8 @@ class RelayMember {
   private cursorTimer: NodeJS.Timeout | null = null;
   private lastCursorFrameAt = -Infinity;
   ws: WebSocket | null = null;
+  /** ids taken from early frames whose entry has not come with its seq yet */
+  private readonly takenEarly = new Set<string>();
 
   constructor(
     readonly name: string,
@@ -210,7 +218,8 @@ class RelayMember {
   ) {}
 
   async open(port: number, ca: string, token: string): Promise<void> {
-    this.ws = await connectWebSocket(`wss://127.0.0.1:${port}${WS_PATH}`, ca, { authorization: `Bearer ${token}` }, (frame) => this.onFrame(frame));
+    const query = opts.early ? `?${WS_EARLY_PARAM}=1` : "";
+    this.ws = await connectWebSocket(`wss://127.0.0.1:${port}${WS_PATH}${query}`, ca, { authorization: `Bearer ${token}` }, (frame) => this.onFrame(frame));
     // Start after what the group holds already (its creation and add commit).
     const page = await this.client.request("GET", `/v2/groups/${this.groupId}/log?after=0&limit=1`);
     this.cursor = Math.max(this.cursor, page.lastSeq);
@@ -237,16 +246,27 @@ class RelayMember {
       if (!this.reading && this.wanted > this.cursor) void this.read();
       return;
     }
+    if (frame.type === "early" && frame.groupId === this.groupId && frame.entry && frame.entry.sender.username !== this.name) {
+      // Taken at once, as a device in its epoch does; the entry with its seq only moves the cursor then.
+      if (this.takenEarly.size < MAX_TAKEN_EARLY) this.takenEarly.add(frame.entry.id);
+      this.driver().onDelivery(frame.entry.id, performance.now());
+      return;
+    }
     if (frame.type !== "group" || frame.groupId !== this.groupId || typeof frame.seq !== "number") return;
     if (frame.seq > this.wanted) this.wanted = frame.seq;
     const entry = frame.entry;
     if (opts["notice-entries"] && !this.reading && entry && entry.seq === this.cursor + 1) {
-      if (entry.sender.username !== this.name) this.driver().onDelivery(entry.id, performance.now());
+      if (entry.sender.username !== this.name) this.delivered(entry.id, performance.now());
       this.cursor = entry.seq;
       void this.moveCursor();
       return;
     }
     if (!this.reading && this.wanted > this.cursor) void this.read();
+  }
+
+  /** An entry with its seq: a delivery unless it came early already. */
+  private delivered(id: string, now: number, driver = this.driver()): void {
+    if (!this.takenEarly.delete(id)) driver.onDelivery(id, now);
   }
 
   /**
@@ -305,7 +325,7 @@ class RelayMember {
         if (page.entries.length === 0) break;
         const now = performance.now();
         const driver = this.driver();
-        for (const entry of page.entries) if (entry.sender.username !== this.name) driver.onDelivery(entry.id, now);
+        for (const entry of page.entries) if (entry.sender.username !== this.name) this.delivered(entry.id, now, driver);
         this.cursor = page.entries[page.entries.length - 1].seq;
         await this.moveCursor();
       }
@@ -880,6 +900,9 @@ async function main() {
         path: "v2 (MLS Delivery Service over HTTPS; {type:'group'} notices over the relay's WebSocket)",
         notice_entries: opts["notice-entries"] === 1,
         appends: opts["append-ws"] ? "append frames on the sender's WebSocket" : "POST /v2/groups/:id/messages",
+        early_frames: opts.early
+          ? "asked for: a message handed on to the recipient's WebSocket before it is durable is the delivery (its durable entry only moves the cursor)"
+          : "not asked for: the delivery is the notice of the durable entry (or a log read)",
         cursor_moves: `${opts["cursor-ws"] ? "cursor frames on the WebSocket" : "POST /v2/groups/:id/cursor"}${
           opts["cursor-idle-ms"] > 0
             ? `, after ${opts["cursor-idle-ms"]} ms without a new entry`
