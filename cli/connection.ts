@@ -4,7 +4,7 @@
  */
 import WebSocket from "ws";
 import { ChatError, type ErrorCode } from "../protocol/errors";
-import { ServerFrame, CLOSE_CODES, ErrorBody, MAX_STATUS_IDS, MessageStatusResponse, type ClientFrame } from "../protocol/wire";
+import { ServerFrame, CLOSE_CODES, ErrorBody, MAX_STATUS_IDS, MessageStatusResponse, WS_EARLY_PARAM, type ClientFrame } from "../protocol/wire";
 import type { Context } from "./context";
 import { exchangeText } from "./mls/ds-client";
 import type { Output } from "./output";
@@ -67,10 +67,14 @@ export class RelayConnection {
     ws.on("error", () => undefined); // reported through close
   }
 
-  /** The relay's transport was checked when the context built it (Context.relay). */
-  static async open(ctx: ConnectionDeps, session: Session): Promise<RelayConnection> {
+  /**
+   * The relay's transport was checked when the context built it (Context.relay). `early`: ask for early
+   * frames (the group's messages before they are stored), for a client that shows them as they come.
+   */
+  static async open(ctx: ConnectionDeps, session: Session, options: { early?: boolean } = {}): Promise<RelayConnection> {
     const tlsOptions = await ctx.relay.tls();
-    const url = ctx.relay.wsUrl();
+    const url = new URL(ctx.relay.wsUrl());
+    if (options.early) url.searchParams.set(WS_EARLY_PARAM, "1");
     const ws = new WebSocket(url, {
       headers: { authorization: `Bearer ${session.token}` },
       perMessageDeflate: false,

@@ -130,7 +130,19 @@ export interface GroupFile {
   leaveRequests?: string[];
   /** this device asked to leave: it no longer reads or sends */
   left?: boolean;
+  /**
+   * Relay ids of application messages applied from early frames (before they had a seq), oldest first: the
+   * log entry with such an id is passed over, since its message key is used up. At most MAX_EARLY_IDS.
+   */
+  early?: string[];
 }
+
+/**
+ * Early ids kept per group. Some are never met in the log (a message never stored, or the re-send of one
+ * read already, which the relay hands on before it finds the id stored), so the list is bounded. An id
+ * dropped before its log entry came makes that entry fail to open: reported as refused, the message shown.
+ */
+export const MAX_EARLY_IDS = 256;
 
 export class DeviceStore {
   constructor(

@@ -40,10 +40,11 @@ import {
   type PendingCommit,
 } from "../protocol/mls";
 import { LogEntrySchema, MAX_V2_BODY_BYTES, decodeBase64, encodeBase64, type LogEntryWire } from "../protocol/wire-v2";
+import { EarlyEntry, EarlyFrame } from "../protocol/wire";
 import { bytesToHex, hexToBytes, randomBytes } from "../protocol/bytes";
 import type { DeviceView } from "../protocol/wire-devices";
 import type { DeliveryServiceClient, DsDeviceRef } from "./ds-client";
-import { DeviceStore, openBytes, sealBytes, type DeviceDocuments, type GroupFile, type KeyPackageEntry, type UnlockedKey } from "./device-store";
+import { DeviceStore, MAX_EARLY_IDS, openBytes, sealBytes, type DeviceDocuments, type GroupFile, type KeyPackageEntry, type UnlockedKey } from "./device-store";
 
 export const DEFAULT_ONE_TIME_KEY_PACKAGES = 10;
 /** What one add commit's request may take, below the relay's body limit (MAX_V2_BODY_BYTES) for headroom. */
@@ -56,10 +57,13 @@ export const DEFAULT_KEY_PACKAGE_LIFETIME_SECONDS = 30 * 24 * 3600;
 const LOG_PAGE = 200;
 /** A commit that keeps losing its epoch to others is given up after this many tries. */
 const MAX_COMMIT_ATTEMPTS = 8;
+/** The relay's id of an application message: its payload id, prefixed, so a re-sent message keeps its id. */
+const applicationEntryId = (payloadId: string) => `m${payloadId}`;
 
 export interface ReceivedMessage {
   groupId: string;
-  seq: number;
+  /** its position in the group's log; absent when applied from an early frame, before the relay gave it one */
+  seq?: number;
   from: string;
   /** the payload id: a message seen twice (after a crash) has the same id */
   id: string;
@@ -676,7 +680,7 @@ export class MlsDevice {
       const sealed = await sealApplicationMessage({ state, payload: { kind, id, sentAt, body } });
       // The message key is used up whether or not the relay takes the message: save before sending.
       this.saveGroup(file, sealed.state);
-      const result = await this.ds.sendApplication(groupId, { epoch: Number(state.groupContext.epoch), id: `m${id}`, bytes: sealed.message });
+      const result = await this.ds.sendApplication(groupId, { epoch: Number(state.groupContext.epoch), id: applicationEntryId(id), bytes: sealed.message });
       if (!result.accepted) continue;
       // Caught up to just before this message: there is nothing to read up to it (a device skips its own
       // messages), so the next entry, handed in a notice, follows without a gap. The relay moved its cursor
@@ -712,6 +716,47 @@ export class MlsDevice {
     const parsed = LogEntrySchema.array().max(LOG_PAGE).safeParse(entries);
     const handed = parsed.success && parsed.data.every((e, i) => i === 0 || e.seq === parsed.data[i - 1].seq + 1) ? parsed.data : undefined;
     return this.options.storage.exclusive(() => this.catchUpLocked(groupId, handed));
+  }
+
+  /**
+   * Applies an application message the relay handed on before storing it (an early frame), with the checks
+   * of a log read, and remembers its id: the log entry that comes later with that id is passed over, as its
+   * message key is used up. Only a text of this device's current epoch is applied, and only when its
+   * authenticated sender and payload id are the ones the relay named (so a remembered id can only pass over
+   * a copy of this very message); anything else is dropped with nothing saved, and the log entry is read
+   * as usual.
+   */
+  applyEarly(groupId: string, entry: EarlyEntry): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
+    const parsed = EarlyEntry.safeParse(entry);
+    if (!parsed.success || !EarlyFrame.shape.groupId.safeParse(groupId).success) return Promise.resolve({ messages: [], events: [] });
+    return this.options.storage.exclusive(async () => {
+      const message = await this.openEarly(groupId, parsed.data);
+      if (!message) return { messages: [], events: [] };
+      await this.options.deliver?.([message.received]);
+      const early = [...(message.file.early ?? []), parsed.data.id].slice(-MAX_EARLY_IDS);
+      this.saveGroup({ ...message.file, early }, message.state);
+      return { messages: [message.received], events: [] };
+    });
+  }
+
+  /** The text an early entry carries and the state after opening it, or undefined when it is not to be applied now. */
+  private async openEarly(groupId: string, entry: EarlyEntry): Promise<{ received: ReceivedMessage; file: GroupFile; state: ClientState } | undefined> {
+    const file = this.store.readGroup(groupId);
+    if (!file || file.removed || file.left || file.early?.includes(entry.id)) return undefined;
+    if (entry.sender.username === this.options.username && entry.sender.deviceId === this.deviceId) return undefined;
+    try {
+      const { state } = this.loadGroup(groupId);
+      if (Number(state.groupContext.epoch) !== entry.epoch) return undefined;
+      const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) });
+      if (result.kind !== "application" || (result.payload.kind ?? "text") !== "text") return undefined;
+      if (result.sender.username !== entry.sender.username || applicationEntryId(result.payload.id) !== entry.id) return undefined;
+      const { id, sentAt, body } = result.payload;
+      return { received: { groupId, from: result.sender.username, id, sentAt, body, fromDeviceId: entry.sender.deviceId }, file, state: result.state };
+    } catch (error) {
+      // Refused or unreadable: the log entry is read as usual, and decides.
+      if (isChatError(error)) return undefined;
+      throw error;
+    }
   }
 
   private async catchUpLocked(groupId: string, handed?: LogEntryWire[]): Promise<{ messages: ReceivedMessage[]; events: GroupEvent[] }> {
@@ -790,6 +835,10 @@ export class MlsDevice {
               refuse(error);
             }
           }
+        } else if (!own && file.early?.includes(entry.id)) {
+          // Applied and shown from an early frame: its message key is used up, so it is passed over.
+          const early = file.early.filter((id) => id !== entry.id);
+          file = { ...file, early: early.length > 0 ? early : undefined };
         } else if (!own) {
           try {
             const result = await processIncomingMessage({ state, message: decodeBase64(entry.bytes) });

@@ -89,7 +89,8 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
     );
   }
 
-  let conn = await RelayConnection.open(ctx, session);
+  // Early frames: the other members' lines appear as the relay starts storing them, not once it has.
+  let conn = await RelayConnection.open(ctx, session, { early: true });
   const tty = Boolean(process.stdin.isTTY) && !ctx.options.passwordStdin;
   const prompt = `${me}> `;
   const rl = tty ? readline.createInterface({ input: process.stdin, output: process.stderr, prompt }) : undefined;
@@ -302,6 +303,18 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
     c.onFrame((frame: ServerFrame) => {
       if (frame.type === "group" && frame.entry && isOurs(frame.groupId)) {
         hand(frame.groupId, frame.entry);
+      } else if (frame.type === "early" && isOurs(frame.groupId)) {
+        // Shown now if the device can apply it; if not, its log entry brings it as usual.
+        chat.applyEarly(frame.groupId, frame.entry).then(
+          (events) => {
+            showFresh();
+            for (const event of events) showEvent(event);
+          },
+          (error) => {
+            showFresh();
+            failed("could not read an early message")(error);
+          },
+        );
       } else if (peer && frame.type === "message" && frame.from === peer) {
         // An older client of the peer's, on envelope v1.
         receiving = receiving
@@ -341,7 +354,7 @@ export async function talk(ctx: TalkDeps, rawPeer?: string): Promise<void> {
         await sleep(reconnectDelayMs(attempt), quitSignal);
         if (quitting) return;
         try {
-          conn = await RelayConnection.open(ctx, session);
+          conn = await RelayConnection.open(ctx, session, { early: true });
           note("reconnected.");
           recheckOwnAccount();
           break;

@@ -14,7 +14,7 @@ import { Messenger, type MessengerDeps } from "../messaging";
 import { checkOwnAccount, type OwnAccountDeps } from "../own-account";
 import { requireSession, type Session } from "../session";
 import { groupConversation, type HistoryEntry, type OutboxEntry } from "../stores";
-import { MAX_STATUS_IDS } from "../../protocol/wire";
+import { MAX_STATUS_IDS, type EarlyEntry } from "../../protocol/wire";
 import type { LogEntryWire } from "../../protocol/wire-v2";
 import type { WaitingMessage } from "../messaging";
 import { describeGroupEvent } from "../../client-core/describe-event";
@@ -34,7 +34,8 @@ export interface ChatMessage {
   from: string;
   id: string;
   sentAt: number;
-  seq: number;
+  /** its position in the group's log; absent when it came in an early frame, before it had one */
+  seq?: number;
   body: string;
   /** sent by this user from another of its devices: saved and shown as sent, not received */
   fromOtherDevice?: boolean;
@@ -176,6 +177,14 @@ export class MlsChat {
     const result = await this.device.applyNotice(groupId, entries);
     await this.device.honourLeaveRequests(groupId);
     return result.events;
+  }
+
+  /**
+   * Applies a message the relay handed on before storing it (an early frame), when the device can apply it
+   * now; its text is in take(). Otherwise nothing happens and the log brings it as usual.
+   */
+  async applyEarly(groupId: string, entry: EarlyEntry): Promise<GroupEvent[]> {
+    return (await this.device.applyEarly(groupId, entry)).events;
   }
 
   /** Puts a text for `peer` (a one-to-one chat) or a group (its conversation key) in the outbox. */

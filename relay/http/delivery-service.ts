@@ -128,12 +128,12 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
    * frame it sends meanwhile names its epoch, and members of another epoch drop it (EarlyFrame's rules).
    */
   const earlyGroups = new Map<string, { epoch: number; users: ReadonlySet<string> }>();
-  const rememberGroup = (groupIdHex: string, result: AppendResult) => {
-    if (!early || !result.accepted || !result.memberUsernames) return;
+  const rememberGroup = (groupIdHex: string, epoch: number, usernames: ReadonlySet<string>) => {
+    if (!early) return;
     const known = earlyGroups.get(groupIdHex);
     earlyGroups.delete(groupIdHex);
     // A late message (of an epoch before the group's) does not take the group back to its epoch.
-    earlyGroups.set(groupIdHex, { epoch: Math.max(result.epoch, known?.epoch ?? 0), users: new Set(result.memberUsernames) });
+    earlyGroups.set(groupIdHex, { epoch: Math.max(epoch, known?.epoch ?? 0), users: usernames });
     if (earlyGroups.size > MAX_EARLY_GROUPS) earlyGroups.delete(earlyGroups.keys().next().value!);
   };
   /** Before the durable write: the members' connections here hear of a small message at once. */
@@ -164,7 +164,9 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     const carried = params.entry && !result.duplicate ? { entry: { ...params.entry, seq: result.seq } } : {};
     const tell = (after: Iterable<string>) => {
       const users = new Set(after);
-      for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
+      // An application message's members are the group's as the store has it: the next one may go early.
+      if (params.entry) rememberGroup(groupId, result.epoch, users);
+      else for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
       notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried }, params.origin);
       // A retried commit stored nothing new: its first attempt's welcomes were announced then.
       const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
@@ -317,7 +319,6 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
         withMemberUsernames: notify !== undefined,
       }),
     );
-    rememberGroup(groupIdHex, result);
     answer?.(result);
     announce({ groupId, result, entry, origin });
     return result;

@@ -7,9 +7,10 @@
 import net from "node:net";
 import { Home } from "../../cli/home";
 import type { GroupFile } from "../../client-core/device-store";
-import type { MlsDevice, ReceivedMessage } from "../../client-core/mls-device";
+import type { GroupEvent, MlsDevice, ReceivedMessage } from "../../client-core/mls-device";
 import { isChatError } from "../../protocol/errors";
 import { newPayloadId } from "../../protocol/mls";
+import type { EarlyFrame } from "../../protocol/wire";
 import { V2_LIMITS } from "../../protocol/wire-v2";
 import type { DeviceOwner, ObservedDsClient } from "./mls-device";
 import { freePort } from "./ports";
@@ -45,8 +46,17 @@ export class MlsParticipant {
   readonly shown: ReceivedMessage[] = [];
   /** messages handed over again after they were shown, and dropped by the history */
   redelivered = 0;
+  /** the payload ids of those */
+  readonly redeliveredIds = new Set<string>();
   /** operations that failed because the relay was unreachable (retried later) */
   unreachable = 0;
+  /** messages shown from early frames (before their log entries), and early frames the device dropped */
+  earlyApplied = 0;
+  earlyDropped = 0;
+  /** failures of applying an early frame (there should be none: what cannot be applied is dropped) */
+  readonly earlyErrors: unknown[] = [];
+  /** log entries the device refused while syncing */
+  readonly refused: GroupEvent[] = [];
   /** told of each message the relay accepts, whoever flushed the outbox */
   onAccepted?: (message: OutgoingMessage) => void;
   private lock: Promise<unknown> = Promise.resolve();
@@ -71,6 +81,7 @@ export class MlsParticipant {
     for (const message of messages) {
       if (this.seen.has(message.id)) {
         this.redelivered++;
+        this.redeliveredIds.add(message.id);
         continue;
       }
       this.seen.add(message.id);
@@ -113,7 +124,25 @@ export class MlsParticipant {
   }
 
   sync(): Promise<boolean> {
-    return this.exclusive(() => this.tolerant(() => this.device.sync()));
+    return this.exclusive(() =>
+      this.tolerant(async () => {
+        const { events } = await this.device.sync();
+        this.refused.push(...events.filter((e) => e.kind === "refused"));
+      }),
+    );
+  }
+
+  /**
+   * Applies an early frame from this user's socket as `chat talk` does: at once, ordered only by the
+   * device's own lock, not behind the participant's other work.
+   */
+  applyEarly(frame: EarlyFrame): void {
+    // A frame that comes before the first opening has no device to go to; none of its groups exist yet.
+    if (!this.device) return;
+    this.device.applyEarly(frame.groupId, frame.entry).then(
+      ({ messages }) => (messages.length > 0 ? (this.earlyApplied += messages.length) : this.earlyDropped++),
+      (error) => this.earlyErrors.push(error),
+    );
   }
 
   updateKeys(groupId: string): Promise<boolean> {

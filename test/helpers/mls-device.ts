@@ -29,8 +29,8 @@ export class ObservedDsClient extends DsClient {
   readonly commits: AppendCounts = { stored: 0, duplicates: 0, epochConflicts: 0 };
   /** Runs once, just before the next commit is offered (after the device saved it as pending). */
   beforeNextCommit?: () => Promise<void>;
-  /** Runs before every application message is offered, with the relay's id of it. */
-  beforeApplication?: (relayId: string) => Promise<void>;
+  /** Runs before every application message is offered, with the relay's id of it and what is offered. */
+  beforeApplication?: (relayId: string, offered: Parameters<DsClient["sendApplication"]>[1]) => Promise<void>;
 
   private static count(counts: AppendCounts, result: DsAppendResult): DsAppendResult {
     if (!result.accepted) counts.epochConflicts++;
@@ -47,7 +47,7 @@ export class ObservedDsClient extends DsClient {
   }
 
   override async sendApplication(...args: Parameters<DsClient["sendApplication"]>): Promise<DsAppendResult> {
-    await this.beforeApplication?.(args[1].id);
+    await this.beforeApplication?.(args[1].id, args[1]);
     return ObservedDsClient.count(this.applications, await super.sendApplication(...args));
   }
 }

@@ -2,12 +2,13 @@
  * A device's WebSocket to the relay, held as `chat talk` holds it: a SocketAppends wired to it (incoming
  * frames handed to it, the socket's end told to it), so a DsClient given it sends small application
  * messages as append frames. Counts what went over the socket and what the socket gave up to HTTP, so a
- * test can tell which path carried a device's messages. No tests here.
+ * test can tell which path carried a device's messages. Opened with `early`, it asks for early frames and
+ * keeps them, and hands each to `onEarly` as it comes. No tests here.
  */
 import WebSocket from "ws";
 import type { DsAppendResult } from "../../client-core/ds-client";
 import { SocketAppends, SocketAppendUnavailable } from "../../client-core/socket-appends";
-import { WS_PATH } from "../../protocol/wire";
+import { WS_EARLY_PARAM, WS_PATH, type EarlyFrame } from "../../protocol/wire";
 
 export interface SocketAppendCounts {
   /** append frames that went out on the socket */
@@ -45,16 +46,23 @@ export interface RelaySocket {
   appends: SocketAppends;
   counts: SocketAppendCounts;
   readonly open: boolean;
+  /** the early frames this socket received, as the relay sent them, in arrival order */
+  readonly earlyFrames: EarlyFrame[];
+  /** called with each early frame as it arrives (set it before the frames that matter are sent) */
+  onEarly?: (frame: EarlyFrame) => void;
   close(): void;
 }
 
 /**
  * Opens an authenticated WebSocket to the relay at `relayUrl` (http: or https: origin) with `token`'s
- * session, and resolves once the relay has said "ready" (the socket then carries appends).
+ * session, and resolves once the relay has said "ready" (the socket then carries appends). `early`: with
+ * `?early=1`, as `chat talk` opens it.
  */
-export function openRelaySocket(relayUrl: string, token: string, timeoutMs = 30_000): Promise<RelaySocket> {
+export function openRelaySocket(relayUrl: string, token: string, options: { early?: boolean; timeoutMs?: number } = {}): Promise<RelaySocket> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(relayUrl.replace(/^http/, "ws") + WS_PATH, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
+    const query = options.early ? `?${WS_EARLY_PARAM}=1` : "";
+    const ws = new WebSocket(relayUrl.replace(/^http/, "ws") + WS_PATH + query, { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
     const appends = new CountingSocketAppends({
       send: (text) => {
         if (ws.readyState !== WebSocket.OPEN) return false;
@@ -68,6 +76,7 @@ export function openRelaySocket(relayUrl: string, token: string, timeoutMs = 30_
     const socket: RelaySocket = {
       appends,
       counts: appends.counts,
+      earlyFrames: [],
       get open() {
         return ws.readyState === WebSocket.OPEN;
       },
@@ -86,6 +95,11 @@ export function openRelaySocket(relayUrl: string, token: string, timeoutMs = 30_
         return;
       }
       if (appends.handle(frame)) return;
+      if ((frame as { type?: unknown }).type === "early") {
+        socket.earlyFrames.push(frame as EarlyFrame);
+        socket.onEarly?.(frame as EarlyFrame);
+        return;
+      }
       // Group notices and the rest are not needed: the devices read their groups by sync.
       if (!ready && (frame as { type?: unknown }).type === "ready") {
         ready = true;

@@ -6,15 +6,18 @@
  * DsClient, credentials checked against the chain); senders keep each unaccepted message in an outbox with
  * its first id and time. Half of the users (the even ones, one in each one-to-one chat) hold the relay's
  * WebSocket as `chat talk` does: their messages go as append frames, answered once durable, and an append
- * the socket cannot settle goes over HTTP with the same id; the other half send over HTTP. The kill is
- * timed to catch, with certainty, two group members in the middle of a commit (one whose commit the relay
- * stored but whose answer was lost, one whose commit never reached it), one more message stored but
- * unanswered over HTTP, and one stored but unanswered on a socket. After the restart every device is
- * opened again from its home (a new `chat` process, with a new socket for the socket half), syncs, and
- * re-sends its outbox.
- * Asserted: the socket half's messages went as append frames before the kill; every message of either
- * half is shown exactly once to each recipient (after the history's check by payload id), each group's
- * log on the relay holds each payload id once, and the group's members end in one epoch.
+ * the socket cannot settle goes over HTTP with the same id; their sockets ask for early frames, and the
+ * messages those carry are shown at once and passed over when met in the log; the other half send and read
+ * over HTTP. The kill is timed to catch, with certainty, two group members in the middle of a commit (one
+ * whose commit the relay stored but whose answer was lost, one whose commit never reached it), one more
+ * message stored but unanswered over HTTP, and one stored but unanswered on a socket. After the restart
+ * every device is opened again from its home (a new `chat` process, with a new socket for the socket half),
+ * syncs, and re-sends its outbox.
+ * Asserted: the socket half's messages went as append frames before the kill, and messages were shown from
+ * early frames before it; every message of either half is shown exactly once to each recipient
+ * (after the history's check by payload id), no log entry is refused (none is applied twice), each group's
+ * log on the relay holds each payload id once, every id remembered from an early frame was met in the log
+ * (but a re-send's, of a message read already), and the group's members end in one epoch.
  */
 import { expect } from "chai";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -29,6 +32,7 @@ import {
   planMessages,
   readRelayLog,
   relayLogCounts,
+  relayMessageId,
   runBurst,
   startAnswerCuttingProxy,
   startSocketAnswerHolder,
@@ -113,15 +117,16 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
         const owner = await loginDeviceOwner({ relayUrl: relay.url, domain: chain.domain, user, home: path.join(tmp, user.username) });
         const relayUrl = i === roles.adopter ? adopterCut.url : i === roles.lostAnswer ? messageCut.url : relay.url;
         const open = { owner, relayUrl, chainId: chain.deployed.chainId, contract: chain.deployed.address, reader: reader! };
-        participants.push(
-          new MlsParticipant(owner, async (deliver) => {
-            if (!onSocket(i)) return openMlsDevice({ ...open, deliver });
-            // Each opening, as each `chat talk`, holds a new socket (the one before the kill died with the relay).
-            const socket = await openRelaySocket(i === roles.socketLostAnswer ? socketCut.url : relay!.url, owner.token);
-            sockets.set(i, [...(sockets.get(i) ?? []), socket]);
-            return openMlsDevice({ ...open, deliver, socket: socket.appends });
-          }),
-        );
+        const participant: MlsParticipant = new MlsParticipant(owner, async (deliver) => {
+          if (!onSocket(i)) return openMlsDevice({ ...open, deliver });
+          // Each opening, as each `chat talk`, holds a new socket (the one before the kill died with the relay),
+          // and shows the messages its early frames carry.
+          const socket = await openRelaySocket(i === roles.socketLostAnswer ? socketCut.url : relay!.url, owner.token, { early: true });
+          socket.onEarly = (frame) => participant.applyEarly(frame);
+          sockets.set(i, [...(sockets.get(i) ?? []), socket]);
+          return openMlsDevice({ ...open, deliver, socket: socket.appends });
+        });
+        participants.push(participant);
       }
       for (const p of participants) await p.open();
       const [adopter, abandoner] = [participants[roles.adopter], participants[roles.abandoner]];
@@ -143,6 +148,7 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       for (const p of participants) p.onAccepted = onAccepted;
       const burstStarted = Date.now();
       let updatesBeforeKill = 0;
+      let earlyAppliedBeforeKill = 0;
       const [midway, written] = await Promise.all([
         killMidway({
           armed,
@@ -155,6 +161,7 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
           kill: async () => {
             await relay!.kill();
             killed = true;
+            earlyAppliedBeforeKill = participants.reduce((n, p) => n + p.earlyApplied, 0);
           },
         }),
         runBurst({
@@ -202,6 +209,8 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       const byHalf = (socket: boolean) => new Set([...written.values()].filter((m) => onSocket(participants.findIndex((p) => p.username === m.from)) === socket).map((m) => m.id));
       const [socketWritten, httpWritten] = [byHalf(true), byHalf(false)];
       const acceptedOnSocketHalf = [...acceptedBeforeKill].filter((id) => socketWritten.has(id)).length;
+      // Messages were shown from early frames, before their log entries, while the relay lived.
+      expect(earlyAppliedBeforeKill, "messages shown from early frames before the kill").to.be.greaterThan(0);
       expect(acceptedOnSocketHalf).to.be.greaterThan(0);
       expect(acceptedBeforeKill.size - acceptedOnSocketHalf).to.be.greaterThan(0);
       // Both members were in the middle of a commit: saved as pending, no answer.
@@ -272,6 +281,10 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
         accepted_before_kill_socket_half: acceptedOnSocketHalf,
         socket_appends_before_kill: sum(beforeKill),
         socket_appends_after_restart: sum(afterRestart),
+        early_applied_before_kill: earlyAppliedBeforeKill,
+        early_applied: participants.reduce((n, p) => n + p.earlyApplied, 0),
+        early_dropped: participants.reduce((n, p) => n + p.earlyDropped, 0),
+        refused_entries: participants.reduce((n, p) => n + p.refused.length, 0),
         deliveries_expected: counts.expected,
         lost: counts.lost,
         shown_twice: counts.shownTwice,
@@ -297,6 +310,20 @@ function describeCrashBurstV2({ name, mysql }: { name: string; mysql: boolean })
       expect(held.copies).to.equal(WRITTEN);
       expect(held.unknown).to.equal(0);
       expect(resent).to.equal(waiting);
+      // Applying early frames never failed, and no log entry was applied a second time (it would have been
+      // refused). Every id remembered from an early frame was met in the log and passed over, but that of a
+      // re-send of a message read already (the relay hands a re-send on before it finds the id stored): its
+      // second showing was dropped by the history.
+      expect(participants.flatMap((p) => p.earlyErrors.map(String))).to.deep.equal([]);
+      expect(participants.flatMap((p) => p.refused)).to.deep.equal([]);
+      const neverMet = participants.flatMap((p) =>
+        conversations
+          .filter((c) => c.members.includes(p.username))
+          .flatMap((c) => p.groupFile(c.groupId)?.early ?? [])
+          .filter((id) => ![...p.redeliveredIds].some((payloadId) => relayMessageId(payloadId) === id))
+          .map((id) => `${p.username} ${id}`),
+      );
+      expect(neverMet, "early ids never met in the log, of messages shown once").to.deep.equal([]);
     });
   });
 }
