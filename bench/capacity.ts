@@ -52,7 +52,7 @@
  * busy share; for the relay also, from its /metrics counters, the frames it wrote per socket write (the frames
  * one socket gets in one turn of its event loop leave in one write), the appends per batch its store wrote,
  * and the share of the step's time such a batch was in flight (near 1: appends queue behind the store).
- * Also a CLOSED-loop figure (each device keeps `closed-window` messages unread) for comparison with
+ * Also a CLOSED-loop figure (each device keeps `closed-window` messages in flight: not yet delivered or, on the relay, not yet answered durable) for comparison with
  * bench:mls-relay, the MySQL durability settings read from the server, and (`--profile 1`, the default)
  * where the relay's CPU time went: a CPU profile of one extra one-to-one step at the relay's knee, taken
  * after the ladders (a sampler running during them would cost the relay CPU the forwarder does not pay).
@@ -138,6 +138,8 @@ interface Driver {
   /** the server process whose CPU is measured */
   pid: number;
   onDelivery: (id: string, now: number) => void;
+  /** the relay's answer that message `id` is durable (the forwarder stores nothing and never calls it) */
+  onStored: (id: string) => void;
   send(slot: number, id: string): void;
   /** opens the connections a step will use before it starts (the relay closes idle ones after 5 s) */
   prepare(): Promise<void>;
@@ -191,6 +193,7 @@ function relayStepCounts(before: RelayCounts, after: RelayCounts, wallMs: number
 }
 
 const noDelivery = () => undefined;
+const noStored = () => undefined;
 
 /**
  * A relay member device: its WebSocket hears that its group's log grew. A notice carrying the entry right
@@ -234,6 +237,7 @@ class RelayMember {
       return;
     }
     if (frame.type === "appended" && frame.groupId === this.groupId && typeof frame.seq === "number" && typeof frame.cursor === "number") {
+      this.driver().onStored(String(frame.id));
       // Its own append: no notice comes for it. The relay moved the cursor past it when this device was caught up.
       if (frame.seq > this.wanted) this.wanted = frame.seq;
       if (frame.cursor > this.cursor) this.cursor = this.told = frame.cursor;
@@ -518,12 +522,21 @@ async function openLoopStep(
   return out;
 }
 
-/** Closed loop on a one-to-one driver: each device keeps `window` messages unread, sending for `seconds`. */
+/**
+ * Closed loop on a one-to-one driver: each device keeps `window` messages in flight, sending for `seconds`.
+ * A message is in flight until it is delivered and, on the relay, answered durable: with early frames it is
+ * delivered first, and a loop on delivery alone would outrun the store.
+ */
 async function closedLoop(driver: Driver, window: number, seconds: number, drainSeconds: number) {
   const capacity = 2_000_000;
   const tag = `c${++stepCounter}_`;
   const sentAt = new Float64Array(capacity);
   const slotOf = new Int32Array(capacity);
+  /** per message: what it still waits for (delivery, and the relay's answer) */
+  const waitingFor = new Uint8Array(capacity);
+  const settle = (idx: number) => {
+    if (--waitingFor[idx] === 0) sendFrom(slotOf[idx]);
+  };
   const latencies: number[] = [];
   let next = 0;
   let sending = true;
@@ -534,15 +547,22 @@ async function closedLoop(driver: Driver, window: number, seconds: number, drain
     const idx = next++;
     sentAt[idx] = performance.now();
     slotOf[idx] = slot;
+    waitingFor[idx] = driver.target === "relay" ? 2 : 1;
     driver.send(slot, `${tag}${idx}`);
   };
   driver.errors.count = 0;
+  driver.errors.last = undefined;
+  const indexOf = (id: string) => (id.startsWith(tag) ? Number(id.slice(tag.length)) : -1);
   driver.onDelivery = (id, now) => {
-    if (!id.startsWith(tag)) return;
-    const idx = Number(id.slice(tag.length));
+    const idx = indexOf(id);
+    if (idx < 0) return;
     latencies.push(now - sentAt[idx]);
     lastDelivery = now;
-    sendFrom(slotOf[idx]);
+    settle(idx);
+  };
+  driver.onStored = (id) => {
+    const idx = indexOf(id);
+    if (idx >= 0) settle(idx);
   };
   for (let slot = 0; slot < driver.slots; slot++) for (let w = 0; w < window; w++) sendFrom(slot);
   await sleep(seconds * 1000);
@@ -550,6 +570,7 @@ async function closedLoop(driver: Driver, window: number, seconds: number, drain
   const drainUntil = performance.now() + drainSeconds * 1000;
   while (latencies.length < next && performance.now() < drainUntil) await sleep(5);
   driver.onDelivery = noDelivery;
+  driver.onStored = noStored;
   const sorted = Float64Array.from(latencies).sort();
   return {
     window_per_device: window,
@@ -561,6 +582,7 @@ async function closedLoop(driver: Driver, window: number, seconds: number, drain
     p99_ms: round(percentile(sorted, 99), 1),
     undelivered: next - latencies.length,
     errors: driver.errors.count,
+    ...(driver.errors.last ? { last_error: driver.errors.last } : {}),
   };
 }
 
@@ -672,7 +694,7 @@ async function main() {
     const newDriver = (
       target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
     ): Driver => ({
-      target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, errors: { count: 0 }, logReads: 0,
+      target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, onStored: noStored, errors: { count: 0 }, logReads: 0,
       ...(target === "relay" ? { relayCounts: () => relayCounts(relayPort, ca) } : {}),
     });
     const touchAll = async (members: RelayMember[]) => {
@@ -699,7 +721,7 @@ async function main() {
         ws()!.send(JSON.stringify({ type: "append", groupId: group.groupId, deviceId: DEVICE_ID, epoch: group.epoch, id, bytes }));
         return;
       }
-      client.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).catch(failSend(driver));
+      client.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).then(() => driver().onStored(id), failSend(driver));
     };
     const relayDuo: Driver = newDriver("relay", "one_to_one", 1, pairMembers.length, relayPid, (slot, id) => {
       const member = pairMembers[slot];
