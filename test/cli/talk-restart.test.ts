@@ -15,7 +15,7 @@ import { freePort } from "../helpers/ports";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
 import { WatchedProcess } from "../helpers/watched-process";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
-import { runChat, type ChatResult } from "../helpers/chat-process";
+import { runChat, startChat, type ChatResult } from "../helpers/chat-process";
 import { Context } from "../../cli/context";
 import { MlsChat } from "../../cli/mls/chat";
 
@@ -64,13 +64,9 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
 
   /** `chat talk ARGS` as `who`, reading standard input (a script, not a terminal). */
   const talkProcess = (who: string, args: string[]) => {
-    const child = spawn(process.execPath, [CHAT, "--home", homes[who], "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", ...args], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "", HOME: homes[who], ...CLIENT_ENV },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    children.push(child);
-    return new WatchedProcess(child, [child.stdout!, child.stderr!]);
+    const watched = startChat({ home: homes[who], relay: relay.url, rpc: anvil.url, contract: registry.address, args: ["talk", ...args], env: CLIENT_ENV });
+    children.push(watched.child);
+    return watched;
   };
 
   // A test that failed half-way leaves its talks running: they would read the next test's messages.
@@ -193,19 +189,13 @@ describe("chat talk across a relay restart (real relay, anvil, pseudo-terminal)"
   });
 
   it("a key bob rotates during the conversation is noticed before alice's next line, which bob's device reads", async () => {
-    const aliceChild = spawn(process.execPath, [CHAT, "--home", homes.alice, "--relay", relay.url, "--rpc", anvil.url, "--contract", registry.address, "talk", "bob"], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "", HOME: homes.alice, ...CLIENT_ENV },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    children.push(aliceChild);
-    const alice = new WatchedProcess(aliceChild, [aliceChild.stdout!, aliceChild.stderr!]);
+    const alice = talkProcess("alice", ["bob"]);
     await alice.waitFor("Talking with bob");
     ok(await chat("bob", ["--password-stdin", "rotate-key"], `${PASSWORDS.bob}\n`), "bob rotates");
-    aliceChild.stdin!.write("after your rotation\n");
+    alice.child.stdin!.write("after your rotation\n");
     const warned = await alice.waitFor("bob changed keys");
     await alice.waitFor("alice: after your rotation", warned);
-    aliceChild.stdin!.end("/quit\n");
+    alice.child.stdin!.end("/quit\n");
     expect(await alice.exited()).to.equal(0);
     const inbox = ok(await chat("bob", ["--json", "inbox"]), "bob reads after his rotation");
     const message = inbox.json.find((o) => o.type === "message" && o.body === "after your rotation");

@@ -3,27 +3,26 @@
  * append loses nothing and shows nothing twice: real relay (plain HTTP on loopback, its stores in files),
  * anvil, two `chat talk` processes. alice reaches the relay through a proxy that sees her frames and
  * requests, and cuts her socket right after the relay stored a line, before its answer reaches her.
+ * `chat talk` also asks for early frames: a line it shows from one, before the relay stored it, is saved
+ * without a log position, and its log entry, met later, is passed over without a refusal.
  */
 import { expect } from "chai";
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { startAnvil, type AnvilNode } from "../helpers/anvil";
-import { runChat, type ChatResult } from "../helpers/chat-process";
+import { runChat, startChat, type ChatResult } from "../helpers/chat-process";
 import { deployRegistry, type DeployedRegistry } from "../helpers/registry";
-import { WatchedProcess } from "../helpers/watched-process";
 import { startRelayProcess, type RelayProcess } from "../helpers/relay-process";
 import { waitFor } from "../helpers/wait";
 import { startCutProxy, type CutProxy } from "../helpers/ws-cut-proxy";
 
-const ROOT = path.resolve(__dirname, "../..");
-const CHAT = path.join(ROOT, "bin/chat.js");
 const PASSWORDS = { alice: "alice-Secret-pw-1", bob: "bob-Secret-pw-2" };
 /** Test-only fast key derivation for the client: the subject here is the conversation, not the KDF. */
 const CLIENT_ENV = { CHAT_INSECURE_FAST_KDF: "1" };
 
-describe("chat talk sends over its WebSocket; a socket cut mid-append falls back to HTTP with the same id", function () {
+describe("chat talk sends over its WebSocket (a socket cut mid-append falls back to HTTP with the same id) and shows early frames", function () {
   this.timeout(240_000);
   let anvil: AnvilNode;
   let registry: DeployedRegistry;
@@ -71,13 +70,9 @@ describe("chat talk sends over its WebSocket; a socket cut mid-append falls back
 
   /** `chat talk PEER` as `who`, reading standard input. */
   const talk = (who: string, peer: string) => {
-    const child = spawn(process.execPath, [CHAT, "--home", homes[who], "--relay", relayOf[who], "--rpc", anvil.url, "--contract", registry.address, "talk", peer], {
-      cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "", HOME: homes[who], ...CLIENT_ENV },
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    children.push(child);
-    return new WatchedProcess(child);
+    const watched = startChat({ home: homes[who], relay: relayOf[who], rpc: anvil.url, contract: registry.address, args: ["talk", peer], env: CLIENT_ENV });
+    children.push(watched.child);
+    return watched;
   };
 
   it("lines go as append frames, not POSTs; the line whose answer is cut is POSTed with the same id, stored once, shown once", async () => {
@@ -130,5 +125,41 @@ describe("chat talk sends over its WebSocket; a socket cut mid-append falls back
     // And once in bob's next inbox-less look at the history: the relay's log holds it once.
     const history = ok(await runChat({ home: homes.bob, relay: relayOf.bob, rpc: anvil.url, args: ["--json", "talk", "alice"], input: "/quit\n", env: CLIENT_ENV, contract: registry.address }), "bob's history");
     expect(history.json.filter((o) => o.type === "history" && o.body === "cut mid-way")).to.have.length(1);
+  });
+
+  it("talk asks for early frames: each of alice's lines shows on bob's talk once, some before the relay stored them, nothing refused", async () => {
+    const lines = ["early one", "early two", "early three", "early four", "early five", "early six"];
+    const bob = talk("bob", "alice");
+    const live = await bob.waitFor("Talking with alice");
+    const alice = talk("alice", "bob");
+    await alice.waitFor("Talking with bob");
+    for (const line of lines) {
+      alice.child.stdin!.write(`${line}\n`);
+      await bob.waitFor(`alice: ${line}`, live);
+    }
+    // bob answers, so that the log entries of alice's lines are surely read (or passed over) before leaving.
+    bob.child.stdin!.write("got the early ones\n");
+    await alice.waitFor("bob: got the early ones");
+    await bob.waitFor(`✓✓ delivered to alice's device: "got the early ones"`, live);
+    alice.child.stdin!.end("/quit\n");
+    bob.child.stdin!.end("/quit\n");
+    expect(await alice.exited()).to.equal(0);
+    expect(await bob.exited()).to.equal(0);
+
+    const shown = bob.text
+      .slice(live)
+      .split("\n")
+      .filter((line) => /^\[[^\]]+\] alice: early /.test(line))
+      .map((line) => line.replace(/^.*alice: /, ""));
+    expect(shown).to.deep.equal(lines);
+    expect(bob.text).to.not.include("GROUP_ENTRY_REFUSED");
+    // A line shown from an early frame is saved before it has a log position: its history entry has no seq.
+    const received = readFileSync(path.join(homes.bob, "users/bob/history/alice.jsonl"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.direction === "in" && lines.includes(e.body));
+    expect(received.map((e) => e.body)).to.deep.equal(lines);
+    expect(received.filter((e) => e.seq === undefined).length, "lines shown from early frames").to.be.greaterThan(0);
   });
 });

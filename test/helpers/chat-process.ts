@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import http from "node:http";
 import https from "node:https";
 import path from "node:path";
+import { WatchedProcess } from "./watched-process";
 
 const ROOT = path.resolve(__dirname, "../..");
 
@@ -101,4 +102,17 @@ export async function runChat(params: {
     });
     child.stdin.end(params.input ?? "");
   });
+}
+
+/**
+ * Starts a `chat` process that stays (`talk PEER`, say) with standard input open, as a script typing into it:
+ * its output is watched (WatchedProcess), and the caller ends or kills it.
+ */
+export function startChat(params: { home: string; relay: string; rpc: string; contract: string; args: string[]; env?: Record<string, string> }): WatchedProcess {
+  const child = spawn(process.execPath, [path.join(ROOT, "bin/chat.js"), "--home", params.home, "--relay", params.relay, "--rpc", params.rpc, "--contract", params.contract, ...params.args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", HOME: params.home, ...params.env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  return new WatchedProcess(child);
 }
