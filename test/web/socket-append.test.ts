@@ -2,7 +2,8 @@
  * The web client sends its texts over the notice WebSocket it holds (append frames, cursor frames), and a
  * socket that drops once the relay stored a text, before its answer reaches the page, costs nothing: the
  * page sends the same id over HTTP and the text is stored and shown once. Real Chromium, relay, chain and
- * MariaDB; the page's socket goes through Playwright's WebSocket route, which sees and cuts it.
+ * MariaDB; the page's socket goes through Playwright's WebSocket route, which sees and cuts it. The page asks
+ * for early frames: the others' texts reach it before the relay stored them, and each shows once.
  */
 import { expect } from "chai";
 import { loginInBrowser, openConversation, registerInBrowser, sendText, startChat, timelineTexts, useWebStack, waitForText } from "./app";
@@ -30,7 +31,9 @@ describe("web client: texts over the WebSocket, HTTP with the same id when it dr
     const sent: any[] = [];
     const cut: any[] = [];
     let cutNext = false;
-    await ann.page.routeWebSocket(/\/v1\/ws$/, (page) => {
+    const received: any[] = [];
+    let logOutOfReach = false;
+    await ann.page.routeWebSocket(/\/v1\/ws(\?.*)?$/, (page) => {
       const relay = page.connectToServer();
       let cutting: any;
       page.onMessage((message) => {
@@ -43,6 +46,10 @@ describe("web client: texts over the WebSocket, HTTP with the same id when it dr
         relay.send(message);
       });
       relay.onMessage((message) => {
+        const frame = JSON.parse(String(message));
+        received.push(frame);
+        // While the log is out of the page's reach, so are the notices that would send it there.
+        if (logOutOfReach && frame.type === "group") return;
         if (!cutting) return page.send(message);
         // Nothing reaches the page any more; the relay's answer (sent once the text is durable) cuts the socket.
         if (String(message).includes('"type":"appended"')) {
@@ -78,11 +85,31 @@ describe("web client: texts over the WebSocket, HTTP with the same id when it dr
     await waitForText(ann.page, "ben", "got it");
     expect(await waitForFrame(sent, "cursor"), "a cursor frame").to.equal(true);
 
+    // The page asked for early frames: ben's texts show from them alone, while every way to the log (its
+    // reads, syncs and notices) is cut; then they show once, their log entries passed over.
+    await ann.page.route(/\/v2\/(sync|groups\/[0-9a-f]{64}\/log)/, (route) => (logOutOfReach ? route.abort() : route.continue()));
+    logOutOfReach = true;
+    for (const body of ["early one", "early two"]) {
+      await sendText(ben.page, "ann", body);
+      await waitForText(ann.page, "ben", body);
+    }
+    logOutOfReach = false;
+    expect(received.filter((f) => f.type === "early").map((f) => f.groupId)).to.have.length.greaterThan(1);
+
     const count = (texts: string[], body: string) => texts.filter((t) => t.includes(body)).length;
     for (const body of ["over the socket", "cut mid-way"]) {
       expect(count(await timelineTexts(ben.page, "ann"), body), `ben: ${body}`).to.equal(1);
       expect(count(await timelineTexts(ann.page, "ben"), body), `ann: ${body}`).to.equal(1);
     }
+    // Shown once even after the sync that reads their log entries (a reload reads the stored timeline).
+    await ann.page.reload();
+    await loginInBrowser(ann);
+    await openConversation(ann.page, "ben");
+    for (const body of ["got it", "early one", "early two"]) {
+      await waitForText(ann.page, "ben", body);
+      expect(count(await timelineTexts(ann.page, "ben"), body), `ann: ${body}`).to.equal(1);
+    }
+    expect(count(await timelineTexts(ann.page, "ben"), "refused an entry"), "no entry refused").to.equal(0);
   });
 });
 

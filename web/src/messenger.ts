@@ -16,7 +16,7 @@ import { publicKeyOf, publicKeyToAddress } from "../../protocol/keys";
 import { MAX_BODY_BYTES, newPayloadId } from "../../protocol/mls";
 import { formatSafetyNumber, safetyNumber } from "../../protocol/safety-number";
 import { assertUsername } from "../../protocol/username";
-import { KeysResponse, WS_PATH, wsAuthSubprotocols } from "../../protocol/wire";
+import { EarlyFrame, KeysResponse, WS_EARLY_PARAM, WS_PATH, wsAuthSubprotocols } from "../../protocol/wire";
 import type { AccountHooks, LinkedDeviceParts, Session } from "./account";
 import { openDeviceStorage, type BrowserDeviceStorage } from "./device-storage";
 import type { ConversationSummary, DeliveryState, Messenger, TimelineItem } from "./messenger-types";
@@ -571,6 +571,8 @@ class BrowserMessenger implements Messenger {
     if (this.closed) return;
     const url = new URL(WS_PATH, this.session.relayOrigin);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    // The others' texts as the relay starts to store them (early frames), not once it has.
+    url.searchParams.set(WS_EARLY_PARAM, "1");
     const socket = new WebSocket(url, wsAuthSubprotocols(this.session.token));
     this.socket = socket;
     socket.onopen = () => {
@@ -587,6 +589,7 @@ class BrowserMessenger implements Messenger {
       if (this.appends.handle(frame)) return;
       const type = (frame as { type?: unknown }).type;
       if (type === "group" || type === "welcome") this.scheduleSync();
+      else if (type === "early") this.applyEarly(frame);
     };
     socket.onclose = (event) => {
       // Appends unanswered when the socket goes are sent again over HTTP with the same id.
@@ -597,6 +600,21 @@ class BrowserMessenger implements Messenger {
       this.timers.push(setTimeout(() => this.connect(), this.reconnectMs));
       this.reconnectMs = Math.min(this.reconnectMs * 2, MAX_RECONNECT_MS);
     };
+  }
+
+  /**
+   * Shows another user's text the relay handed on before storing it, when the device can apply it now (its
+   * log entry is then passed over); otherwise the next sync brings it. A text of this user's other devices
+   * waits for the log: its delivery state needs the seq, which an early frame does not have.
+   */
+  private applyEarly(frame: unknown): void {
+    const parsed = EarlyFrame.safeParse(frame);
+    if (!parsed.success || parsed.data.entry.sender.username === this.me) return;
+    const { groupId, entry } = parsed.data;
+    this.run(async () => this.showEvents((await this.device.applyEarly(groupId, entry)).events)).then(
+      () => this.notify(),
+      () => this.scheduleSync(),
+    );
   }
 
   /**
