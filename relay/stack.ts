@@ -170,7 +170,7 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
         (reason) => logger.warn({ reason }, "the delivery service's stored procedures could not be created (CREATE ROUTINE and EXECUTE are needed); using plain statements"),
         {
           onSetBasedUnavailable: (reason) =>
-            logger.warn({ reason }, "batches of messages cannot use the set-based procedure (CREATE TEMPORARY TABLES is needed); using the slower loop"),
+            logger.warn({ reason }, "batches of messages cannot use temporary tables (CREATE TEMPORARY TABLES is needed); using the slower JSON loop"),
         },
       )
     : overrides.memoryMailbox ? createMemoryDeliveryServiceStore() : createFileDeliveryServiceStore({ dir: path.join(config.dataDir, "ds") });

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import type { Pool } from "mysql2/promise";
 import { BATCHED_APPEND_MAX_BYTES, createMysqlDeliveryServiceStore } from "../../relay/storage/ds-mysql";
 import type { AppendResult, DeliveryServiceStore, DeviceRef } from "../../relay/storage/ds-types";
+import { createMysqlPool } from "../../relay/storage/mysql-pool";
 import { createTestDatabase, type TestDatabase } from "../helpers/mysql";
 import { createTestPool } from "./messaging-helpers";
 
@@ -169,5 +170,33 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
     const page = await two.readAsMember({ device: members[1], groupId, afterSeq: 0, limit: 100 });
     expect(page.entries.map((e) => e.messageId)).to.deep.equal(sizes.map((_, i) => `s${i}`));
     page.entries.forEach((e, i) => expect(Buffer.from(e.bytes).equals(Buffer.from(sent[i])), `s${i} (${sizes[i]} bytes)`).to.equal(true));
+  });
+
+  it("stores only a batch's own items: rows another batch left on its connection are neither stored nor answered, and are cleared", async () => {
+    // One connection, so that this test reaches the temporary table the store's batches pass their items in.
+    const pool = createMysqlPool(db.url, { connectionLimit: 1 });
+    try {
+      const store = createMysqlDeliveryServiceStore(pool, undefined, { setBasedBatches });
+      await store.migrate();
+      const groupId = new Uint8Array(randomBytes(32));
+      const members = [device(0), device(1)];
+      await store.createGroup({ groupId, members, now: 1 });
+      const batch = (prefix: string) =>
+        Promise.all([0, 1, 2].map((i) => store.appendApplication({ groupId, epoch: 0, sender: members[i % 2], messageId: `${prefix}${i}`, bytes: new Uint8Array([i + 1]), receivedAt: 2 })));
+      expect((await batch("a")).map(seqOf)).to.deep.equal([1, 2, 3]);
+      const [[{ used }]] = (await pool.query("SELECT COUNT(*) AS used FROM ds_append_items")) as unknown as [[{ used: number }]];
+      expect(Number(used), "a batch empties the table").to.equal(0);
+      // As a batch whose CALL never ran would leave them: valid items of a batch number that is not the next one's.
+      for (let k = 1; k <= 3; k++) {
+        await pool.execute("INSERT INTO ds_append_items (batch, k, rnd, g, e, u, d, m, b, r) VALUES (0, ?, ?, ?, 0, ?, 'd1', ?, x'ff', 2)", [k, k, Buffer.from(groupId), members[0].username, `left${k}`]);
+      }
+      expect((await batch("b")).map(seqOf)).to.deep.equal([4, 5, 6]);
+      const page = await store.readAsMember({ device: members[1], groupId, afterSeq: 0, limit: 100 });
+      expect(page.entries.map((e) => e.messageId)).to.deep.equal(["a0", "a1", "a2", "b0", "b1", "b2"]);
+      const [[{ n: left }]] = (await pool.query("SELECT COUNT(*) AS n FROM ds_append_items")) as unknown as [[{ n: number }]];
+      expect(Number(left)).to.equal(0);
+    } finally {
+      await pool.end();
+    }
   });
 });
