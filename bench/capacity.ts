@@ -183,10 +183,11 @@ async function relayCounts(port: number, ca: string): Promise<RelayCounts> {
 }
 
 /** A relay step's share of the counts: frames per socket write, and how busy the store's batches kept it. */
-function relayStepCounts(before: RelayCounts, after: RelayCounts, wallMs: number) {
+function relayStepCounts(before: RelayCounts, after: RelayCounts, wallMs: number, messages: number) {
   const batches = after.appendBatches - before.appendBatches;
   return {
     relay_frames_per_write: round((after.frames - before.frames) / Math.max(1, after.writes - before.writes), 2),
+    relay_writes_per_msg: round((after.writes - before.writes) / Math.max(1, messages), 2),
     append_batch_items_mean: round((after.appendBatchItems - before.appendBatchItems) / Math.max(1, batches), 1),
     append_batch_busy_share: round((1000 * (after.appendBatchBusySeconds - before.appendBatchBusySeconds)) / wallMs, 2),
   };
@@ -367,6 +368,8 @@ interface StepResult {
   log_reads: number;
   /** frames the relay wrote to WebSockets per socket write (the frames one socket gets in one turn leave together) */
   relay_frames_per_write?: number;
+  /** socket writes per message sent (answers, early frames and notices together) */
+  relay_writes_per_msg?: number;
   /** appends per batch the store wrote them in (one round trip and one commit each) */
   append_batch_items_mean?: number;
   /** the share of the step's time a batch of appends was in flight: near 1, appends queue behind the store */
@@ -506,7 +509,7 @@ async function openLoopStep(
     undelivered_after_drain: undelivered,
     errors: driver.errors.count,
     log_reads: driver.logReads - logReadsBefore,
-    ...(countsBefore && countsAfter ? relayStepCounts(countsBefore, countsAfter, wallMs) : {}),
+    ...(countsBefore && countsAfter ? relayStepCounts(countsBefore, countsAfter, wallMs, count) : {}),
     server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
     server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
     server_cpu_share: round(serverMs / wallMs, 2),
