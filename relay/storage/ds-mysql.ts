@@ -239,6 +239,96 @@ const appendItemsInserts = Array.from(
   (_, count) => `INSERT INTO ds_append_items (batch, k, rnd, g, e, u, d, m, b, r) VALUES ${Array(count).fill(`(${Array(APPEND_ITEM_COLUMNS).fill("?").join(", ")})`).join(", ")}`,
 );
 
+/**
+ * The loop of APPEND_APPLICATIONS_JSON and APPEND_APPLICATIONS, for either source of a batch's items (in group
+ * order): `items` selects (group, epoch, user, device, id, bytes, received at), `group` and `bytes` turn what
+ * it gives into the group id and the message's bytes, `groups` selects the batch's group ids, and `cleanUp`
+ * runs once the batch is done or has failed.
+ */
+function appendLoopProcedure(from: {
+  name: string;
+  input: string;
+  groupType: string;
+  bytesType: string;
+  items: string;
+  group: (column: string) => string;
+  bytes: (column: string) => string;
+  groups: string;
+  cleanUp: string;
+}): string {
+  return `CREATE PROCEDURE IF NOT EXISTS ${from.name}(${from.input}, IN p_window BIGINT UNSIGNED)
+  MODIFIES SQL DATA
+  BEGIN
+    DECLARE v_done INT DEFAULT 0;
+    DECLARE v_group_in ${from.groupType};
+    DECLARE v_group BINARY(32);
+    DECLARE v_epoch_in BIGINT UNSIGNED;
+    DECLARE v_username VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+    DECLARE v_device VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+    DECLARE v_message_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+    DECLARE v_bytes ${from.bytesType};
+    DECLARE v_received_at BIGINT;
+    DECLARE v_locked BINARY(32) DEFAULT NULL;
+    DECLARE v_epoch BIGINT UNSIGNED;
+    DECLARE v_last_seq BIGINT UNSIGNED;
+    DECLARE v_locked_seq BIGINT UNSIGNED;
+    DECLARE v_cursor BIGINT UNSIGNED;
+    DECLARE v_existing_seq BIGINT UNSIGNED;
+    DECLARE v_existing_epoch BIGINT UNSIGNED;
+    DECLARE v_out LONGTEXT DEFAULT '';
+    DECLARE items CURSOR FOR ${from.items};
+    -- Also raised by a SELECT ... INTO that finds no row: v_done is only read right after a FETCH, and reset after each such SELECT.
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK;${from.cleanUp} RESIGNAL; END;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    START TRANSACTION;
+    OPEN items;
+    each_item: LOOP
+      FETCH items INTO v_group_in, v_epoch_in, v_username, v_device, v_message_id, v_bytes, v_received_at;
+      IF v_done = 1 THEN LEAVE each_item; END IF;
+      SET v_group = ${from.group("v_group_in")};
+      IF v_locked IS NULL OR v_locked <> v_group THEN
+        IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
+        SET v_epoch = NULL, v_last_seq = NULL;
+        SELECT epoch, last_seq INTO v_epoch, v_last_seq FROM ds_groups WHERE id = v_group FOR UPDATE;
+        SET v_done = 0, v_locked = v_group, v_locked_seq = v_last_seq;
+      END IF;
+      SET v_cursor = NULL, v_existing_seq = NULL, v_existing_epoch = NULL;
+      IF v_epoch IS NOT NULL THEN
+        -- Under the group's lock: the sender's membership and cursor, and an entry of the same id (this batch's own included).
+        SELECT m.cursor_seq, l.seq, l.epoch INTO v_cursor, v_existing_seq, v_existing_epoch
+          FROM ds_members m LEFT JOIN ds_log l
+            ON l.group_id = m.group_id AND l.sender_username = m.username AND l.sender_device = m.device_id AND l.message_id = v_message_id
+          WHERE m.group_id = v_group AND m.username = v_username AND m.device_id = v_device;
+        SET v_done = 0;
+      END IF;
+      IF v_epoch IS NULL THEN
+        SET v_out = CONCAT(v_out, 'u,0,0,0;');
+      ELSEIF v_cursor IS NULL THEN
+        SET v_out = CONCAT(v_out, 'n,0,0,0;');
+      ELSEIF v_existing_seq IS NOT NULL THEN
+        SET v_out = CONCAT(v_out, 'd,', v_existing_seq, ',', v_existing_epoch, ',', v_cursor, ';');
+      ELSEIF v_epoch_in > v_epoch OR v_epoch_in + p_window < v_epoch THEN
+        SET v_out = CONCAT(v_out, 'c,0,', v_epoch, ',0;');
+      ELSE
+        SET v_last_seq = v_last_seq + 1;
+        INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
+          VALUES (v_group, v_last_seq, v_epoch_in, ${KIND_CODE.application}, v_username, v_device, v_message_id, ${from.bytes("v_bytes")}, v_received_at);
+        IF v_cursor = v_last_seq - 1 THEN
+          UPDATE ds_members SET cursor_seq = v_last_seq WHERE group_id = v_group AND username = v_username AND device_id = v_device;
+          SET v_cursor = v_last_seq;
+        END IF;
+        SET v_out = CONCAT(v_out, 'a,', v_last_seq, ',', v_epoch_in, ',', v_cursor, ';');
+      END IF;
+    END LOOP;
+    CLOSE items;
+    IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
+    COMMIT;
+    SELECT v_out AS verdicts;
+    SELECT DISTINCT HEX(m.group_id) AS group_hex, m.username FROM ds_members m WHERE m.group_id IN (${from.groups});${from.cleanUp}
+  END`;
+}
+
 const ROUTINES = [
   `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATION}(
     IN p_group BINARY(32), IN p_epoch BIGINT UNSIGNED, IN p_window BIGINT UNSIGNED, IN p_username VARCHAR(32),
@@ -286,152 +376,30 @@ const ROUTINES = [
       SELECT DISTINCT username FROM ds_members WHERE group_id = p_group;
     END IF;
   END`,
-  `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS_JSON}(IN p_items LONGTEXT, IN p_window BIGINT UNSIGNED)
-  MODIFIES SQL DATA
-  BEGIN
-    DECLARE v_done INT DEFAULT 0;
-    DECLARE v_group_hex CHAR(64);
-    DECLARE v_group BINARY(32);
-    DECLARE v_epoch_in BIGINT UNSIGNED;
-    DECLARE v_username VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-    DECLARE v_device VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-    DECLARE v_message_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-    DECLARE v_bytes VARCHAR(${BATCHED_APPEND_MAX_BASE64}) CHARACTER SET ascii;
-    DECLARE v_received_at BIGINT;
-    DECLARE v_locked BINARY(32) DEFAULT NULL;
-    DECLARE v_epoch BIGINT UNSIGNED;
-    DECLARE v_last_seq BIGINT UNSIGNED;
-    DECLARE v_locked_seq BIGINT UNSIGNED;
-    DECLARE v_cursor BIGINT UNSIGNED;
-    DECLARE v_existing_seq BIGINT UNSIGNED;
-    DECLARE v_existing_epoch BIGINT UNSIGNED;
-    DECLARE v_out LONGTEXT DEFAULT '';
-    DECLARE items CURSOR FOR
-      SELECT j.g, j.e, j.u, j.d, j.m, j.b, j.r FROM JSON_TABLE(p_items, '$[*]' COLUMNS (
+  appendLoopProcedure({
+    name: APPEND_APPLICATIONS_JSON,
+    input: "IN p_items LONGTEXT",
+    groupType: "CHAR(64)",
+    bytesType: `VARCHAR(${BATCHED_APPEND_MAX_BASE64}) CHARACTER SET ascii`,
+    items: `SELECT j.g, j.e, j.u, j.d, j.m, j.b, j.r FROM JSON_TABLE(p_items, '$[*]' COLUMNS (
         g CHAR(64) PATH '$.g', e BIGINT UNSIGNED PATH '$.e', u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.u', d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.d',
-        m VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.m', b VARCHAR(${BATCHED_APPEND_MAX_BASE64}) CHARACTER SET ascii PATH '$.b', r BIGINT PATH '$.r')) AS j;
-    -- Also raised by a SELECT ... INTO that finds no row: v_done is only read right after a FETCH, and reset after each such SELECT.
-    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
-    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
-    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
-    START TRANSACTION;
-    OPEN items;
-    each_item: LOOP
-      FETCH items INTO v_group_hex, v_epoch_in, v_username, v_device, v_message_id, v_bytes, v_received_at;
-      IF v_done = 1 THEN LEAVE each_item; END IF;
-      SET v_group = UNHEX(v_group_hex);
-      IF v_locked IS NULL OR v_locked <> v_group THEN
-        IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
-        SET v_epoch = NULL, v_last_seq = NULL;
-        SELECT epoch, last_seq INTO v_epoch, v_last_seq FROM ds_groups WHERE id = v_group FOR UPDATE;
-        SET v_done = 0, v_locked = v_group, v_locked_seq = v_last_seq;
-      END IF;
-      SET v_cursor = NULL, v_existing_seq = NULL, v_existing_epoch = NULL;
-      IF v_epoch IS NOT NULL THEN
-        -- Under the group's lock: the sender's membership and cursor, and an entry of the same id (this batch's own included).
-        SELECT m.cursor_seq, l.seq, l.epoch INTO v_cursor, v_existing_seq, v_existing_epoch
-          FROM ds_members m LEFT JOIN ds_log l
-            ON l.group_id = m.group_id AND l.sender_username = m.username AND l.sender_device = m.device_id AND l.message_id = v_message_id
-          WHERE m.group_id = v_group AND m.username = v_username AND m.device_id = v_device;
-        SET v_done = 0;
-      END IF;
-      IF v_epoch IS NULL THEN
-        SET v_out = CONCAT(v_out, 'u,0,0,0;');
-      ELSEIF v_cursor IS NULL THEN
-        SET v_out = CONCAT(v_out, 'n,0,0,0;');
-      ELSEIF v_existing_seq IS NOT NULL THEN
-        SET v_out = CONCAT(v_out, 'd,', v_existing_seq, ',', v_existing_epoch, ',', v_cursor, ';');
-      ELSEIF v_epoch_in > v_epoch OR v_epoch_in + p_window < v_epoch THEN
-        SET v_out = CONCAT(v_out, 'c,0,', v_epoch, ',0;');
-      ELSE
-        SET v_last_seq = v_last_seq + 1;
-        INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
-          VALUES (v_group, v_last_seq, v_epoch_in, ${KIND_CODE.application}, v_username, v_device, v_message_id, FROM_BASE64(v_bytes), v_received_at);
-        IF v_cursor = v_last_seq - 1 THEN
-          UPDATE ds_members SET cursor_seq = v_last_seq WHERE group_id = v_group AND username = v_username AND device_id = v_device;
-          SET v_cursor = v_last_seq;
-        END IF;
-        SET v_out = CONCAT(v_out, 'a,', v_last_seq, ',', v_epoch_in, ',', v_cursor, ';');
-      END IF;
-    END LOOP;
-    CLOSE items;
-    IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
-    COMMIT;
-    SELECT v_out AS verdicts;
-    SELECT DISTINCT HEX(m.group_id) AS group_hex, m.username FROM ds_members m
-      WHERE m.group_id IN (SELECT UNHEX(j.g) FROM JSON_TABLE(p_items, '$[*]' COLUMNS (g CHAR(64) PATH '$.g')) AS j);
-  END`,
-  `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS}(IN p_batch BIGINT UNSIGNED, IN p_window BIGINT UNSIGNED)
-  MODIFIES SQL DATA
-  BEGIN
-    DECLARE v_done INT DEFAULT 0;
-    DECLARE v_group BINARY(32);
-    DECLARE v_epoch_in BIGINT UNSIGNED;
-    DECLARE v_username VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-    DECLARE v_device VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-    DECLARE v_message_id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
-    DECLARE v_bytes VARBINARY(${BATCHED_APPEND_MAX_BYTES});
-    DECLARE v_received_at BIGINT;
-    DECLARE v_locked BINARY(32) DEFAULT NULL;
-    DECLARE v_epoch BIGINT UNSIGNED;
-    DECLARE v_last_seq BIGINT UNSIGNED;
-    DECLARE v_locked_seq BIGINT UNSIGNED;
-    DECLARE v_cursor BIGINT UNSIGNED;
-    DECLARE v_existing_seq BIGINT UNSIGNED;
-    DECLARE v_existing_epoch BIGINT UNSIGNED;
-    DECLARE v_out LONGTEXT DEFAULT '';
-    DECLARE items CURSOR FOR SELECT i.g, i.e, i.u, i.d, i.m, i.b, i.r FROM ds_append_items i WHERE i.batch = p_batch ORDER BY i.k;
-    -- Also raised by a SELECT ... INTO that finds no row: v_done is only read right after a FETCH, and reset after each such SELECT.
-    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
-    DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; DELETE FROM ds_append_items; RESIGNAL; END;
-    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
-    START TRANSACTION;
-    OPEN items;
-    each_item: LOOP
-      FETCH items INTO v_group, v_epoch_in, v_username, v_device, v_message_id, v_bytes, v_received_at;
-      IF v_done = 1 THEN LEAVE each_item; END IF;
-      IF v_locked IS NULL OR v_locked <> v_group THEN
-        IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
-        SET v_epoch = NULL, v_last_seq = NULL;
-        SELECT epoch, last_seq INTO v_epoch, v_last_seq FROM ds_groups WHERE id = v_group FOR UPDATE;
-        SET v_done = 0, v_locked = v_group, v_locked_seq = v_last_seq;
-      END IF;
-      SET v_cursor = NULL, v_existing_seq = NULL, v_existing_epoch = NULL;
-      IF v_epoch IS NOT NULL THEN
-        -- Under the group's lock: the sender's membership and cursor, and an entry of the same id (this batch's own included).
-        SELECT m.cursor_seq, l.seq, l.epoch INTO v_cursor, v_existing_seq, v_existing_epoch
-          FROM ds_members m LEFT JOIN ds_log l
-            ON l.group_id = m.group_id AND l.sender_username = m.username AND l.sender_device = m.device_id AND l.message_id = v_message_id
-          WHERE m.group_id = v_group AND m.username = v_username AND m.device_id = v_device;
-        SET v_done = 0;
-      END IF;
-      IF v_epoch IS NULL THEN
-        SET v_out = CONCAT(v_out, 'u,0,0,0;');
-      ELSEIF v_cursor IS NULL THEN
-        SET v_out = CONCAT(v_out, 'n,0,0,0;');
-      ELSEIF v_existing_seq IS NOT NULL THEN
-        SET v_out = CONCAT(v_out, 'd,', v_existing_seq, ',', v_existing_epoch, ',', v_cursor, ';');
-      ELSEIF v_epoch_in > v_epoch OR v_epoch_in + p_window < v_epoch THEN
-        SET v_out = CONCAT(v_out, 'c,0,', v_epoch, ',0;');
-      ELSE
-        SET v_last_seq = v_last_seq + 1;
-        INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
-          VALUES (v_group, v_last_seq, v_epoch_in, ${KIND_CODE.application}, v_username, v_device, v_message_id, v_bytes, v_received_at);
-        IF v_cursor = v_last_seq - 1 THEN
-          UPDATE ds_members SET cursor_seq = v_last_seq WHERE group_id = v_group AND username = v_username AND device_id = v_device;
-          SET v_cursor = v_last_seq;
-        END IF;
-        SET v_out = CONCAT(v_out, 'a,', v_last_seq, ',', v_epoch_in, ',', v_cursor, ';');
-      END IF;
-    END LOOP;
-    CLOSE items;
-    IF v_last_seq > v_locked_seq THEN UPDATE ds_groups SET last_seq = v_last_seq WHERE id = v_locked; END IF;
-    COMMIT;
-    SELECT v_out AS verdicts;
-    SELECT DISTINCT HEX(m.group_id) AS group_hex, m.username FROM ds_members m
-      WHERE m.group_id IN (SELECT i.g FROM ds_append_items i WHERE i.batch = p_batch);
-    DELETE FROM ds_append_items;
-  END`,
+        m VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PATH '$.m', b VARCHAR(${BATCHED_APPEND_MAX_BASE64}) CHARACTER SET ascii PATH '$.b', r BIGINT PATH '$.r')) AS j`,
+    group: (column) => `UNHEX(${column})`,
+    bytes: (column) => `FROM_BASE64(${column})`,
+    groups: "SELECT UNHEX(j.g) FROM JSON_TABLE(p_items, '$[*]' COLUMNS (g CHAR(64) PATH '$.g')) AS j",
+    cleanUp: "",
+  }),
+  appendLoopProcedure({
+    name: APPEND_APPLICATIONS,
+    input: "IN p_batch BIGINT UNSIGNED",
+    groupType: "BINARY(32)",
+    bytesType: `VARBINARY(${BATCHED_APPEND_MAX_BYTES})`,
+    items: "SELECT i.g, i.e, i.u, i.d, i.m, i.b, i.r FROM ds_append_items i WHERE i.batch = p_batch ORDER BY i.k",
+    group: (column) => column,
+    bytes: (column) => column,
+    groups: "SELECT i.g FROM ds_append_items i WHERE i.batch = p_batch",
+    cleanUp: " DELETE FROM ds_append_items;",
+  }),
   `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS_SET}(IN p_batch BIGINT UNSIGNED, IN p_rounds INT, IN p_window BIGINT UNSIGNED)
   MODIFIES SQL DATA
   BEGIN
