@@ -716,7 +716,9 @@ export function createMysqlDeliveryServiceStore(
     const hexOf = items.map((p) => Buffer.from(p.groupId).toString("hex"));
     // Sorted by group (stable: one group's items keep their order), so batches lock groups in one order.
     const order = items.map((_, i) => i).sort((a, b) => (hexOf[a] < hexOf[b] ? -1 : hexOf[a] > hexOf[b] ? 1 : a - b));
-    const [verdictRows, memberRows] = temporaryTablesUsable ? await callWithItems(order.map((i) => items[i]), order.map((i) => hexOf[i])) : await callWithJson(order.map((i) => items[i]), order.map((i) => hexOf[i]));
+    const sorted = order.map((i) => items[i]);
+    const sortedHexes = order.map((i) => hexOf[i]);
+    const [verdictRows, memberRows] = temporaryTablesUsable ? await callWithItems(sorted, sortedHexes) : await callWithJson(sorted, sortedHexes);
     const verdicts = String(verdictRows[0].verdicts)
       .split(";")
       .filter((v) => v !== "")
@@ -773,6 +775,10 @@ export function createMysqlDeliveryServiceStore(
     });
     const rounds = Math.max(...round.values());
     const procedure = batchProcedure(groupHexes.length, rounds);
+    const [callSql, callParams] =
+      procedure === APPEND_APPLICATIONS_SET
+        ? [`CALL ${procedure}(?, ?, ?)`, [batch, rounds, APPLICATION_EPOCH_WINDOW]]
+        : [`CALL ${procedure}(?, ?)`, [batch, APPLICATION_EPOCH_WINDOW]];
     for (let attempt = 1; ; attempt++) {
       const conn = await pool.getConnection();
       try {
@@ -785,10 +791,7 @@ export function createMysqlDeliveryServiceStore(
           await conn.query(APPEND_ITEMS_TABLE);
           await conn.execute(appendItemsInserts[sorted.length], params);
         }
-        const [results] = await conn.execute<RowDataPacket[][]>(
-          procedure === APPEND_APPLICATIONS_SET ? `CALL ${procedure}(?, ?, ?)` : `CALL ${procedure}(?, ?)`,
-          procedure === APPEND_APPLICATIONS_SET ? [batch, rounds, APPLICATION_EPOCH_WINDOW] : [batch, APPLICATION_EPOCH_WINDOW],
-        );
+        const [results] = await conn.execute<RowDataPacket[][]>(callSql, callParams);
         return results.filter((r) => Array.isArray(r));
       } catch (error) {
         const code = errno(error);
