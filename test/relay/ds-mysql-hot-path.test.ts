@@ -172,6 +172,46 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
     page.entries.forEach((e, i) => expect(Buffer.from(e.bytes).equals(Buffer.from(sent[i])), `s${i} (${sizes[i]} bytes)`).to.equal(true));
   });
 
+  it("stores a batch by its own groups alone: among 3,000 other groups, one held by another transaction, it reads few rows and waits for none", async () => {
+    // One connection, so that the session's row counters are the batch's.
+    const pool = createMysqlPool(db.url, { connectionLimit: 1 });
+    const holder = await pools[1].getConnection();
+    try {
+      const store = createMysqlDeliveryServiceStore(pool, undefined, { setBasedBatches });
+      await store.migrate();
+      const others = Array.from({ length: 3000 }, () => [randomBytes(32), 1, 0, 1]);
+      await pool.query("INSERT INTO ds_groups (id, epoch, last_seq, created_at) VALUES ?", [others]);
+      const groups = Array.from({ length: 6 }, () => new Uint8Array(randomBytes(32)));
+      const members = [device(0), device(1)];
+      for (const groupId of groups) await store.createGroup({ groupId, members, now: 1 });
+      // As a commit in flight on another group holds its row.
+      await holder.query("START TRANSACTION");
+      await holder.query("SELECT epoch FROM ds_groups WHERE id = ? FOR UPDATE", [others[0][0]]);
+      const rowsRead = async () => {
+        const [found] = (await pool.query("SHOW SESSION STATUS LIKE 'Handler_read%'")) as unknown as [{ Value: string }[]];
+        return found.reduce((sum, r) => sum + Number(r.Value), 0);
+      };
+      const before = await rowsRead();
+      // Pushed in one turn: one batch of 8, two groups with two items each (two rounds: set-based under "auto").
+      const appended = Promise.all(
+        [0, 1, 2, 3, 4, 5, 0, 1].map((g, i) =>
+          store.appendApplication({ groupId: groups[g], epoch: 0, sender: members[i < 6 ? 0 : 1], messageId: `m${i}`, bytes: new Uint8Array([i]), receivedAt: 2 }),
+        ),
+      );
+      const waited = new Promise<"waited">((resolve) => setTimeout(() => resolve("waited"), 5_000).unref());
+      const results = await Promise.race([appended, waited]);
+      expect(results, "answered while an unrelated group is held").to.not.equal("waited");
+      expect((results as AppendResult[]).map(seqOf)).to.deep.equal([1, 1, 1, 1, 1, 1, 2, 2]);
+      const read = (await rowsRead()) - before;
+      // A few dozen per item; a scan of the groups would read thousands.
+      expect(read, "rows the batch read").to.be.below(1_000);
+    } finally {
+      await holder.query("ROLLBACK");
+      holder.release();
+      await pool.end();
+    }
+  });
+
   it("stores only a batch's own items: rows another batch left on its connection are neither stored nor answered, and are cleared", async () => {
     // One connection, so that this test reaches the temporary table the store's batches pass their items in.
     const pool = createMysqlPool(db.url, { connectionLimit: 1 });
