@@ -6,7 +6,7 @@
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
  *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1] [--early 1]
- *                             [--only 0]
+ *                             [--only 0] [--idle-groups 20000]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
  * at fixed times for `step-seconds`, whatever happens to earlier ones, and latency is measured from the
@@ -40,6 +40,9 @@
  * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
  * `--only 2`, `10` or `100` runs that one scenario (by its member count).
+ * `idle-groups` groups of two members and one stored message each are written straight into the relay's
+ * database before the ladders: its store then works among as many groups as a deployment's, not only the
+ * benchmark's few (a statement that reads every group would show here).
  * The bytes are real MLS: one application message per group sealed ahead (sealing is client CPU, not
  * relay capacity) and resent under fresh ids; the relay stores and serves them without parsing them.
  * Bounded: fixed connections (one WebSocket per recipient device, at most `sockets` HTTPS keep-alive
@@ -112,10 +115,12 @@ const opts = options({
   early: 1,
   /** 0 runs every scenario; 2, 10 or 100 only the one with that many members */
   only: 0,
+  "idle-groups": 20_000,
 });
 if (opts.start < 1 || opts.max < opts.start) throw new Error("--start must be at least 1 and --max at least --start");
 if (opts.pairs < 1 || opts.sockets < 1 || opts["closed-window"] < 1) throw new Error("--pairs, --sockets and --closed-window must be at least 1");
 if (opts["step-seconds"] <= 0) throw new Error("--step-seconds must be positive");
+if (!Number.isInteger(opts["idle-groups"]) || opts["idle-groups"] < 0) throw new Error("--idle-groups must be a whole number, 0 or more");
 
 const P99_GOAL_MS = 50;
 /** Deliveries scheduled longer ago than this and not yet made count as backlog. */
@@ -191,6 +196,22 @@ function relayStepCounts(before: RelayCounts, after: RelayCounts, wallMs: number
     append_batch_items_mean: round((after.appendBatchItems - before.appendBatchItems) / Math.max(1, batches), 1),
     append_batch_busy_share: round((1000 * (after.appendBatchBusySeconds - before.appendBatchBusySeconds)) / wallMs, 2),
   };
+}
+
+/** Groups nobody in the benchmark uses, as a deployment holds them: rows only, written in chunks of 1,000. */
+async function writeIdleGroups(conn: mysql.Connection, count: number): Promise<void> {
+  if (count <= 0) return;
+  log(`writing ${count} idle groups into the relay's database ...`);
+  for (let first = 0; first < count; first += 1000) {
+    const ids = Array.from({ length: Math.min(1000, count - first) }, () => randomBytes(32));
+    await conn.query("INSERT INTO ds_groups (id, epoch, last_seq, created_at) VALUES ?", [ids.map((id) => [id, 1, 1, 0])]);
+    await conn.query("INSERT INTO ds_members (group_id, username, device_id, cursor_seq) VALUES ?", [
+      ids.flatMap((id, i) => [[id, `idle${first + i}_a`, DEVICE_ID, 1], [id, `idle${first + i}_b`, DEVICE_ID, 1]]),
+    ]);
+    await conn.query("INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at) VALUES ?", [
+      ids.map((id, i) => [id, 1, 1, 1, `idle${first + i}_a`, DEVICE_ID, "idle", randomBytes(300), Date.now()]),
+    ]);
+  }
 }
 
 const noDelivery = () => undefined;
@@ -678,6 +699,7 @@ async function main() {
     const dbAdmin = await mysql.createConnection(db.url);
     cleanups.push(() => dbAdmin.end());
     const dbProbe: DbProbe = { pid: databaseServerPid(), threads: () => databaseConnectionThreads(dbAdmin, db.name) };
+    await writeIdleGroups(dbAdmin, opts["idle-groups"]);
     const dbPid = dbProbe.pid;
 
     const sockets: WebSocket[] = [];
@@ -944,6 +966,7 @@ async function main() {
         bytes: "real MLS: one application message per group sealed ahead, resent under fresh ids (the relay stores and serves it without parsing it)",
         mls_message_bytes: { two_members: pairGroups[0].message.length, ten_members: fan10Group.message.length, hundred_members: fan100Group.message.length },
         pairs: opts.pairs,
+        idle_groups: opts["idle-groups"],
         https_sockets_per_device: `${opts.sockets} (FIFO, opened before each step; the relay closes idle ones after its 5 s keep-alive timeout)`,
         fanout_sender_sockets: FANOUT_SENDER_SOCKETS,
         relay_websockets: allMembers.length,
