@@ -172,7 +172,7 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
     page.entries.forEach((e, i) => expect(Buffer.from(e.bytes).equals(Buffer.from(sent[i])), `s${i} (${sizes[i]} bytes)`).to.equal(true));
   });
 
-  it("stores a batch by its own groups alone: among 3,000 other groups, one held by another transaction, it reads few rows and waits for none", async () => {
+  it("stores a batch by its own groups alone: among 3,000 other groups, one held by another transaction, it reads few rows and waits for none but its own", async () => {
     // One connection, so that the session's row counters are the batch's.
     const pool = createMysqlPool(db.url, { connectionLimit: 1 });
     const holder = await pools[1].getConnection();
@@ -205,6 +205,25 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
       const read = (await rowsRead()) - before;
       // A few dozen per item; a scan of the groups would read thousands.
       expect(read, "rows the batch read").to.be.below(1_000);
+      await holder.query("ROLLBACK");
+
+      // Its own groups it locks before it reads them: another instance's append to one of them, in flight
+      // (row locked, entry 3 written, not committed), is waited for, and the batch's entry comes after it.
+      await holder.query("START TRANSACTION");
+      await holder.query("SELECT last_seq FROM ds_groups WHERE id = ? FOR UPDATE", [Buffer.from(groups[0])]);
+      await holder.query(
+        "INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at) VALUES (?, 3, 0, 1, ?, 'd1', 'elsewhere', x'00', 2)",
+        [Buffer.from(groups[0]), members[1].username],
+      );
+      await holder.query("UPDATE ds_groups SET last_seq = 3 WHERE id = ?", [Buffer.from(groups[0])]);
+      let settled = false;
+      const later = Promise.all(
+        [0, 1, 2, 3].map((g) => store.appendApplication({ groupId: groups[g], epoch: 0, sender: members[0], messageId: `later${g}`, bytes: new Uint8Array([g]), receivedAt: 3 })),
+      ).finally(() => (settled = true));
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(settled, "answered while one of its groups is held").to.equal(false);
+      await holder.query("COMMIT");
+      expect((await later).map(seqOf)).to.deep.equal([4, 3, 2, 2]);
     } finally {
       await holder.query("ROLLBACK");
       holder.release();
