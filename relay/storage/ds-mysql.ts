@@ -57,6 +57,9 @@ type SqlParam = string | number | Buffer;
 
 /** Cursor moves written together at most; bounds the statement's JSON parameter. */
 const MAX_CURSOR_BATCH = 128;
+/** Log entries a purge reads at once, and the most chunks one purge goes through (the rest waits for the next). */
+const PURGE_CHUNK = 500;
+const PURGE_MAX_CHUNKS = 200;
 /**
  * How long a cursor move waits for others to share its round trips. Nothing waits on a move sent as a
  * WebSocket frame, a lost one only makes its device skip entries it has again, and under load one batch
@@ -685,6 +688,43 @@ export function createMysqlDeliveryServiceStore(
     return outcomes;
   };
 
+  /**
+   * Deletes the log entries received before `cutoff` that every current member's cursor has passed (a group
+   * nobody is left in keeps nothing worth delivering), oldest first, PURGE_CHUNK at a time and at most
+   * PURGE_MAX_CHUNKS per call. Each chunk is found by a plain read, which takes no lock and so never waits
+   * for an append or a cursor move in flight (one DELETE joined to the members would lock every member row it
+   * read, and wait for any a transaction holds), then deleted one by one by primary key under READ COMMITTED (no
+   * gap locks). An entry found deletable stays so: cursors only move forward, and a device added later starts
+   * at the group's end.
+   */
+  const purgeLog = async (cutoff: number): Promise<number> => {
+    let deleted = 0;
+    let after: { receivedAt: number; groupId: Buffer; seq: number } | undefined;
+    for (let chunk = 0; chunk < PURGE_MAX_CHUNKS; chunk++) {
+      const found = await rows(
+        pool,
+        `SELECT l.received_at, l.group_id, l.seq, (SELECT MIN(m.cursor_seq) FROM ds_members m WHERE m.group_id = l.group_id) AS low
+         FROM ds_log l WHERE l.received_at < ?${after ? " AND (l.received_at > ? OR (l.received_at = ? AND (l.group_id > ? OR (l.group_id = ? AND l.seq > ?))))" : ""}
+         ORDER BY l.received_at, l.group_id, l.seq LIMIT ${PURGE_CHUNK}`,
+        after ? [cutoff, after.receivedAt, after.receivedAt, after.groupId, after.groupId, after.seq] : [cutoff],
+      );
+      const gone = found.filter((r) => r.low === null || Number(r.seq) <= Number(r.low));
+      if (gone.length > 0) {
+        // One statement per entry, by its primary key: a lookup that locks that row alone. A statement naming
+        // several may be run as a scan (small tables), which waits for any row in flight it passes.
+        deleted += await inTransaction(async (conn) => {
+          let n = 0;
+          for (const r of gone) n += (await write(conn, "DELETE FROM ds_log WHERE group_id = ? AND seq = ?", [r.group_id as Buffer, Number(r.seq)])).affectedRows;
+          return n;
+        });
+      }
+      if (found.length < PURGE_CHUNK) break;
+      const end = found[found.length - 1];
+      after = { receivedAt: Number(end.received_at), groupId: end.group_id as Buffer, seq: Number(end.seq) };
+    }
+    return deleted;
+  };
+
   /** One application append, one CALL: what a batch of one costs least as (the batch procedure parses JSON). */
   const appendOne = async (p: AppendItem): Promise<AppendResult> => {
     const args = [bin(p.groupId), p.epoch, APPLICATION_EPOCH_WINDOW, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt];
@@ -1134,15 +1174,7 @@ export function createMysqlDeliveryServiceStore(
       const oneTime = await write(pool, "DELETE FROM ds_key_packages WHERE not_after <= ?", [now]);
       const last = await write(pool, "DELETE FROM ds_last_resort_key_packages WHERE not_after <= ?", [now]);
       const welcomes = await write(pool, "DELETE FROM ds_welcomes WHERE expires_at <= ?", [now]);
-      // An entry goes only once every current member's cursor has passed it; a group nobody is left in
-      // keeps nothing worth delivering.
-      const log = await write(
-        pool,
-        `DELETE l FROM ds_log l LEFT JOIN (SELECT group_id, MIN(cursor_seq) AS low FROM ds_members GROUP BY group_id) c ON c.group_id = l.group_id
-         WHERE l.received_at < ? AND (c.low IS NULL OR l.seq <= c.low)`,
-        [now - logTtlMs],
-      );
-      return { keyPackages: oneTime.affectedRows + last.affectedRows, welcomes: welcomes.affectedRows, logEntries: log.affectedRows };
+      return { keyPackages: oneTime.affectedRows + last.affectedRows, welcomes: welcomes.affectedRows, logEntries: await purgeLog(now - logTtlMs) };
     },
 
     async close() {},

@@ -259,3 +259,86 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
     }
   });
 });
+
+describe("delivery service on MySQL: the log's purge beside appends in flight", function () {
+  this.timeout(120_000);
+  let db: TestDatabase;
+  let pool: Pool;
+  let store: DeliveryServiceStore;
+  const members = [device(0), device(1)];
+  const NOW = 100_000;
+  const DAY = 50_000;
+
+  before(async () => {
+    db = await createTestDatabase("chat_ds_purge");
+    pool = createTestPool(db.url);
+    store = createMysqlDeliveryServiceStore(pool);
+    await store.migrate();
+  });
+  after(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  const seqsOf = async (groupId: Uint8Array) => (await store.read({ groupId, afterSeq: 0, limit: 1000 })).map((e) => e.seq);
+  const appendOld = (groupId: Uint8Array, messageId: string, sender = members[0]) =>
+    store.appendApplication({ groupId, epoch: 0, sender, messageId, bytes: new Uint8Array([1]), receivedAt: 1_000 });
+
+  it("waits for no append or cursor move in flight, and deletes only what every member has read", async () => {
+    const read = new Uint8Array(randomBytes(32));
+    const busy = new Uint8Array(randomBytes(32));
+    for (const groupId of [read, busy]) await store.createGroup({ groupId, members, now: 1 });
+    for (let i = 0; i < 5; i++) await appendOld(read, `r${i}`);
+    await appendOld(busy, "b0");
+    for (const d of members) {
+      await store.advanceCursor({ device: d, groupId: read, seq: 3 });
+      await store.advanceCursor({ device: d, groupId: busy, seq: 1 });
+    }
+    // As another instance holds them mid-transaction: an append to `busy` (its row, a member's cursor and an
+    // entry as old as the rest, not committed) and a cursor move in `read`.
+    const holder = await pool.getConnection();
+    try {
+      await holder.query("START TRANSACTION");
+      await holder.query("SELECT last_seq FROM ds_groups WHERE id = ? FOR UPDATE", [Buffer.from(busy)]);
+      await holder.query(
+        "INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at) VALUES (?, 2, 0, 1, ?, 'd1', 'b1', x'01', 1000)",
+        [Buffer.from(busy), members[0].username],
+      );
+      await holder.query("UPDATE ds_groups SET last_seq = 2 WHERE id = ?", [Buffer.from(busy)]);
+      await holder.query("UPDATE ds_members SET cursor_seq = 2 WHERE group_id = ? AND username = ?", [Buffer.from(busy), members[0].username]);
+      await holder.query("UPDATE ds_members SET cursor_seq = 4 WHERE group_id = ? AND username = ?", [Buffer.from(read), members[1].username]);
+      const purged = store.purge({ now: NOW, logTtlMs: DAY });
+      const waited = new Promise<"waited">((resolve) => setTimeout(() => resolve("waited"), 5_000).unref());
+      const result = await Promise.race([purged, waited]);
+      expect(result, "purged while others hold rows").to.deep.equal({ keyPackages: 0, welcomes: 0, logEntries: 4 });
+      await holder.query("COMMIT");
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      holder.release();
+    }
+    expect(await seqsOf(read), "4 and 5 are unread by one member").to.deep.equal([4, 5]);
+    expect(await seqsOf(busy), "the entry stored meanwhile stays").to.deep.equal([2]);
+    // Young entries stay whoever read them.
+    await store.advanceCursor({ device: members[0], groupId: read, seq: 5 });
+    await store.advanceCursor({ device: members[1], groupId: read, seq: 5 });
+    expect((await store.purge({ now: 1_000 + DAY, logTtlMs: DAY })).logEntries).to.equal(0);
+    expect((await store.purge({ now: NOW, logTtlMs: DAY })).logEntries).to.equal(2);
+    expect(await seqsOf(read)).to.deep.equal([]);
+  });
+
+  it("goes past a run of older entries nobody may delete: the ones after it still go", async () => {
+    const unread = new Uint8Array(randomBytes(32));
+    const done = new Uint8Array(randomBytes(32));
+    for (const groupId of [unread, done]) await store.createGroup({ groupId, members, now: 1 });
+    // More entries than one chunk reads, older than the rest and unread by one member.
+    const rows = Array.from({ length: 700 }, (_, i) => [Buffer.from(unread), i + 1, 0, 1, members[0].username, "d1", `u${i}`, Buffer.from([1]), 500]);
+    await pool.query("INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at) VALUES ?", [rows]);
+    await pool.query("UPDATE ds_groups SET last_seq = 700 WHERE id = ?", [Buffer.from(unread)]);
+    await store.advanceCursor({ device: members[0], groupId: unread, seq: 700 });
+    for (let i = 0; i < 3; i++) await appendOld(done, `d${i}`);
+    for (const d of members) await store.advanceCursor({ device: d, groupId: done, seq: 3 });
+    expect((await store.purge({ now: NOW, logTtlMs: DAY })).logEntries).to.equal(3);
+    expect(await seqsOf(done)).to.deep.equal([]);
+    expect((await seqsOf(unread)).length).to.equal(700);
+  });
+});
