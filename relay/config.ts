@@ -50,6 +50,10 @@ export interface RelayConfig {
   dataDir: string;
   maxFrameBytes: number;
   mailboxTtlMs: number;
+  /** how long a v2 group's log keeps an entry every member has read (DS_LOG_TTL_DAYS) */
+  dsLogTtlMs: number;
+  /** how often the relay purges the v2 store: that log, expired key packages and welcomes (DS_PURGE_INTERVAL_SECONDS) */
+  dsPurgeIntervalMs: number;
   logLevel: LogLevel;
   /** relay tuning */
   syncPollMs: number;
@@ -220,6 +224,8 @@ export function parseConfig(env: Env): RelayConfig {
     dataDir,
     maxFrameBytes,
     mailboxTtlMs,
+    dsLogTtlMs: Math.round(positiveNumber(env, "DS_LOG_TTL_DAYS", 30) * 86_400_000),
+    dsPurgeIntervalMs: integer(env, "DS_PURGE_INTERVAL_SECONDS", 600, 1, 86_400) * 1000,
     logLevel,
     syncPollMs: integer(env, "SYNC_POLL_MS", 500, 10, 600_000),
     syncBlockRange: integer(env, "SYNC_BLOCK_RANGE", 2000, 1, 1_000_000),

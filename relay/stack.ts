@@ -204,6 +204,22 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     devices.sweep({ now, revokedBefore: now - config.sessionTtlMs }).catch((error) => logger.warn({ err: String(error?.message ?? error) }, "device sweep failed"));
   };
 
+  // The v2 store's expired key packages and welcomes go, and log entries past DS_LOG_TTL_DAYS that every
+  // member has read: without it the log would grow with every message ever sent. One purge at a time.
+  let dsPurge: NodeJS.Timeout | null = null;
+  let dsPurging: Promise<void> | null = null;
+  const purgeDeliveryService = () => {
+    dsPurging ??= deliveryService
+      .purge({ now: Date.now(), logTtlMs: config.dsLogTtlMs })
+      .then(
+        (purged) => {
+          if (purged.keyPackages + purged.welcomes + purged.logEntries > 0) logger.info({ purged }, "delivery service purged");
+        },
+        (error) => logger.warn({ err: String(error?.message ?? error) }, "delivery service purge failed"),
+      )
+      .finally(() => (dsPurging = null));
+  };
+
   let closed: Promise<void> | null = null;
   return {
     ...parts,
@@ -229,11 +245,16 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
       await devices.migrate();
       deviceSweep = setInterval(sweepDevices, 60_000);
       deviceSweep.unref();
+      dsPurge = setInterval(purgeDeliveryService, config.dsPurgeIntervalMs);
+      dsPurge.unref();
+      purgeDeliveryService();
       return relay.listen();
     },
     close() {
       closed ??= (async () => {
         if (deviceSweep) clearInterval(deviceSweep);
+        if (dsPurge) clearInterval(dsPurge);
+        await dsPurging;
         await relay.close().catch((error) => logger.error({ err: String(error?.message ?? error) }, "close failed"));
         await mailbox.close().catch(() => undefined);
         await deliveryService.close().catch(() => undefined);

@@ -245,12 +245,21 @@ describe("bounds settings", function () {
     });
   });
 
+  it("keeps a v2 log entry every member has read for 30 days and purges every 10 minutes, unless told otherwise", () => {
+    const defaults = parseConfig(base);
+    expect([defaults.dsLogTtlMs, defaults.dsPurgeIntervalMs]).to.deep.equal([30 * 86_400_000, 600_000]);
+    const set = parseConfig({ ...base, DS_LOG_TTL_DAYS: "0.5", DS_PURGE_INTERVAL_SECONDS: "60" });
+    expect([set.dsLogTtlMs, set.dsPurgeIntervalMs]).to.deep.equal([43_200_000, 60_000]);
+  });
+
   for (const [name, value, pattern] of [
     ["METRICS_TOKEN", "short", /METRICS_TOKEN: expected 16 to 256 printable/],
     ["METRICS_TOKEN", "with a space in the middle", /METRICS_TOKEN/],
     ["HTTP_HEADERS_TIMEOUT_SECONDS", "60", /HTTP_HEADERS_TIMEOUT_SECONDS: must not exceed HTTP_REQUEST_TIMEOUT_SECONDS/],
     ["HTTP_MAX_CONNECTIONS_PER_ADDRESS", "0", /HTTP_MAX_CONNECTIONS_PER_ADDRESS: expected 1 to/],
     ["MAILBOX_QUOTA_MESSAGES", "many", /MAILBOX_QUOTA_MESSAGES: expected a whole number/],
+    ["DS_LOG_TTL_DAYS", "0", /DS_LOG_TTL_DAYS: expected a positive number/],
+    ["DS_PURGE_INTERVAL_SECONDS", "0", /DS_PURGE_INTERVAL_SECONDS: expected 1 to 86400/],
   ] as const) {
     it(`rejects ${name}=${JSON.stringify(value)} naming it, without echoing a token`, () => {
       let error: unknown;
