@@ -205,19 +205,25 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
   };
 
   // The v2 store's expired key packages and welcomes go, and log entries past DS_LOG_TTL_DAYS that every
-  // member has read: without it the log would grow with every message ever sent. One purge at a time.
+  // member has read: without it the log would grow with every message ever sent. One purge at a time; one
+  // cut short by close() is simply done again by the next start (it deletes only what is due).
   let dsPurge: NodeJS.Timeout | null = null;
-  let dsPurging: Promise<void> | null = null;
+  let dsPurging = false;
+  let stopping = false;
   const purgeDeliveryService = () => {
-    dsPurging ??= deliveryService
+    if (dsPurging) return;
+    dsPurging = true;
+    deliveryService
       .purge({ now: Date.now(), logTtlMs: config.dsLogTtlMs })
       .then(
         (purged) => {
           if (purged.keyPackages + purged.welcomes + purged.logEntries > 0) logger.info({ purged }, "delivery service purged");
         },
-        (error) => logger.warn({ err: String(error?.message ?? error) }, "delivery service purge failed"),
+        (error) => {
+          if (!stopping) logger.warn({ err: String(error?.message ?? error) }, "delivery service purge failed");
+        },
       )
-      .finally(() => (dsPurging = null));
+      .finally(() => (dsPurging = false));
   };
 
   let closed: Promise<void> | null = null;
@@ -253,8 +259,8 @@ export async function createRelayStack(params: { config: RelayConfig; logger: Lo
     close() {
       closed ??= (async () => {
         if (deviceSweep) clearInterval(deviceSweep);
+        stopping = true;
         if (dsPurge) clearInterval(dsPurge);
-        await dsPurging;
         await relay.close().catch((error) => logger.error({ err: String(error?.message ?? error) }, "close failed"));
         await mailbox.close().catch(() => undefined);
         await deliveryService.close().catch(() => undefined);
