@@ -108,6 +108,17 @@ export interface DeliveryService {
   appendsInCallOrder: () => boolean;
 }
 
+/** An append the Delivery Service announces to the group's members once it is stored. */
+interface Announcement {
+  groupId: Uint8Array;
+  result: AppendResult;
+  membersBefore?: GroupMember[];
+  welcomeRecipients?: DeviceRef[];
+  /** the stored entry, handed along when small (never for a duplicate: its first attempt's entry is the stored one) */
+  entry?: Omit<NoticeEntry, "seq">;
+  origin?: object;
+}
+
 const usernamesOf = (members: readonly DeviceRef[]) => new Set(members.map((m) => m.username));
 
 async function ds<T>(task: Promise<T>): Promise<T> {
@@ -144,39 +155,35 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     early(known.users, JSON.stringify({ type: "early", groupId: groupIdHex, entry }), origin);
   };
 
+  /** The notices of an accepted append, to the group's member users `after` it (see announce). */
+  function tellMembers(params: Announcement, result: AppendResult & { accepted: true }, after: Iterable<string>): void {
+    if (!notify) return;
+    const groupId = toHex(params.groupId);
+    const users = new Set(after);
+    // An application message's members are the group's as the store has it: the next one may go early.
+    if (params.entry) rememberGroup(groupId, result.epoch, users);
+    else for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
+    const notice: GroupNotice = { type: "group", groupId, seq: result.seq, epoch: result.epoch };
+    if (params.entry && !result.duplicate) notice.entry = { ...params.entry, seq: result.seq };
+    notify(users, notice, params.origin);
+    // A retried commit stored nothing new: its first attempt's welcomes were announced then.
+    const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
+    if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
+  }
+
   /**
    * After the answer: tells the group's member users (as the store has them after the append) that the log
    * grew, plus, for a commit, the users it removed entirely (they learn of their removal) and the recipients
    * of its new welcomes. A failure only delays them until they next read the log, so it is logged, not returned.
    */
-  function announce(params: {
-    groupId: Uint8Array;
-    result: AppendResult;
-    membersBefore?: GroupMember[];
-    welcomeRecipients?: DeviceRef[];
-    /** the stored entry, handed along when small (never for a duplicate: its first attempt's entry is the stored one) */
-    entry?: Omit<NoticeEntry, "seq">;
-    origin?: object;
-  }): void {
+  function announce(params: Announcement): void {
     const { result } = params;
     if (!notify || !result.accepted) return;
-    const groupId = toHex(params.groupId);
-    const carried = params.entry && !result.duplicate ? { entry: { ...params.entry, seq: result.seq } } : {};
-    const tell = (after: Iterable<string>) => {
-      const users = new Set(after);
-      // An application message's members are the group's as the store has it: the next one may go early.
-      if (params.entry) rememberGroup(groupId, result.epoch, users);
-      else for (const username of usernamesOf(params.membersBefore ?? [])) users.add(username);
-      notify(users, { type: "group", groupId, seq: result.seq, epoch: result.epoch, ...carried }, params.origin);
-      // A retried commit stored nothing new: its first attempt's welcomes were announced then.
-      const welcomed = result.duplicate ? [] : (params.welcomeRecipients ?? []);
-      if (welcomed.length > 0) notify(usernamesOf(welcomed), { type: "welcome", groupId });
-    };
     // At once when the store named the members: with the answer just before (see ApplicationAppender), a
     // socket hears of a batch's entries in seq order, answers and notices alike, and finds no gap to read.
-    if (result.memberUsernames) return tell(result.memberUsernames);
+    if (result.memberUsernames) return tellMembers(params, result, result.memberUsernames);
     store.memberUsernames(params.groupId).then(
-      tell,
+      (members) => tellMembers(params, result, members),
       (error) => {
         const now = ctx.clock();
         if (now - announceFailedAt < 5_000) return;

@@ -536,21 +536,38 @@ export class Connection implements RoutedConnection {
       });
     }
     this.appendsWaiting++;
-    const run = () =>
-      this.append(frame).then(() => {
-        this.appendsWaiting--;
-      });
     // A store that keeps call order keeps this socket's order with several appends in flight.
     if (this.deps.settings.appendsInCallOrder?.() && !this.appendsInFlight.has(frame.groupId)) {
-      void run();
+      void this.appendCounted(frame);
       return;
     }
     const before = this.appendsInFlight.get(frame.groupId) ?? Promise.resolve();
-    const done = before.then(run);
+    const done = before.then(() => this.appendCounted(frame));
     this.appendsInFlight.set(frame.groupId, done);
     void done.then(() => {
       if (this.appendsInFlight.get(frame.groupId) === done) this.appendsInFlight.delete(frame.groupId);
     });
+  }
+
+  /** Stores one append and answers it, then counts it out of appendsWaiting; never rejects. */
+  private appendCounted(frame: AppendFrame): Promise<void> {
+    // (Functions made per message are anonymous here: tsx names every named one at its creation, at a cost.)
+    return this.append(frame).then(() => {
+      this.appendsWaiting--;
+    });
+  }
+
+  /** Answers an append once it is durable (or refused for its epoch). */
+  private answerAppend(frame: AppendFrame, result: AppendOutcome): void {
+    if (this.closed) return;
+    const id = frame.id;
+    if (result.accepted) {
+      this.deps.metrics.relayed.inc();
+      const cursor = result.senderCursor ?? 0;
+      this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate, cursor });
+      return;
+    }
+    this.sendError("EPOCH_CONFLICT", `the group is at epoch ${result.currentEpoch}; catch up and retry`, { id, currentEpoch: result.currentEpoch });
   }
 
   /** Stores one append and answers it; never rejects. */
@@ -563,17 +580,7 @@ export class Connection implements RoutedConnection {
     }
     const body = { epoch: frame.epoch, id, bytes: frame.bytes };
     // Answered before the entry's notices go out, so that this socket hears of entries in seq order.
-    const answer = (result: AppendOutcome) => {
-      if (this.closed) return;
-      if (result.accepted) {
-        this.deps.metrics.relayed.inc();
-        const cursor = result.senderCursor ?? 0;
-        this.send({ type: "appended", groupId: frame.groupId, id, seq: result.seq, epoch: result.epoch, duplicate: result.duplicate, cursor });
-        return;
-      }
-      this.sendError("EPOCH_CONFLICT", `the group is at epoch ${result.currentEpoch}; catch up and retry`, { id, currentEpoch: result.currentEpoch });
-    };
-    return appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body, this, answer).then(
+    return appendApplication({ username: this.username, deviceId: frame.deviceId }, frame.groupId, body, this, (result) => this.answerAppend(frame, result)).then(
       () => undefined,
       (error) => {
         if (this.closed) return;
