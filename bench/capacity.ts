@@ -39,6 +39,8 @@
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
  * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
+ *   With append frames the sender keeps at most MAX_APPENDS_WAITING unanswered on its socket (the relay
+ *   refuses more) and sends the next over HTTP, as client-core's SocketAppends does (`append_http_fallbacks`).
  * `--only 2`, `10` or `100` runs that one scenario (by its member count).
  * `idle-groups` groups of two members and one stored message each are written straight into the relay's
  * database before the ladders: its store then works among as many groups as a deployment's, not only the
@@ -70,7 +72,7 @@ import { performance } from "node:perf_hooks";
 import mysql from "mysql2/promise";
 import type WebSocket from "ws";
 import { CURSOR_FRAME_INTERVAL_MS } from "../client-core/ds-client";
-import { WS_EARLY_PARAM } from "../protocol/wire";
+import { MAX_APPENDS_WAITING, WS_EARLY_PARAM } from "../protocol/wire";
 import { encodeBase64 } from "../protocol/wire-v2";
 import { loadOrCreateCertificate } from "../relay/tls";
 import { startAnvil } from "../test/helpers/anvil";
@@ -151,6 +153,8 @@ interface Driver {
   errors: { count: number; last?: string };
   /** log reads by members (a notice that could not be applied as it came) */
   logReads: number;
+  /** appends sent over HTTP because MAX_APPENDS_WAITING of the sender's were waiting on its socket */
+  httpFallbacks: number;
   /** the relay's running totals from its /metrics (the forwarder keeps none) */
   relayCounts?: () => Promise<RelayCounts>;
 }
@@ -387,6 +391,8 @@ interface StepResult {
   undelivered_after_drain: number;
   errors: number;
   log_reads: number;
+  /** appends a fan-out sender sent over HTTP, with MAX_APPENDS_WAITING of its own waiting on its socket */
+  append_http_fallbacks: number;
   /** frames the relay wrote to WebSockets per socket write (the frames one socket gets in one turn leave together) */
   relay_frames_per_write?: number;
   /** socket writes per message sent (answers, early frames and notices together) */
@@ -439,6 +445,7 @@ async function openLoopStep(
   driver.errors.count = 0;
   driver.errors.last = undefined;
   const logReadsBefore = driver.logReads;
+  const fallbacksBefore = driver.httpFallbacks;
   driver.onDelivery = (id, now) => {
     if (!id.startsWith(tag)) return;
     const idx = Number(id.slice(tag.length));
@@ -530,6 +537,7 @@ async function openLoopStep(
     undelivered_after_drain: undelivered,
     errors: driver.errors.count,
     log_reads: driver.logReads - logReadsBefore,
+    append_http_fallbacks: driver.httpFallbacks - fallbacksBefore,
     ...(countsBefore && countsAfter ? relayStepCounts(countsBefore, countsAfter, wallMs, count) : {}),
     server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
     server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
@@ -719,7 +727,7 @@ async function main() {
     const newDriver = (
       target: TargetKind, scenario: string, recipientsPerMessage: number, slots: number, pid: number, send: Driver["send"], prepare: Driver["prepare"] = async () => undefined,
     ): Driver => ({
-      target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, onStored: noStored, errors: { count: 0 }, logReads: 0,
+      target, scenario, recipientsPerMessage, slots, pid, send, prepare, onDelivery: noDelivery, onStored: noStored, errors: { count: 0 }, logReads: 0, httpFallbacks: 0,
       ...(target === "relay" ? { relayCounts: () => relayCounts(relayPort, ca) } : {}),
     });
     const touchAll = async (members: RelayMember[]) => {
@@ -760,15 +768,28 @@ async function main() {
       const members = names.slice(1).map((name) => new RelayMember(name, client(name, opts.sockets), group.groupId, () => driver));
       // With append frames the sender holds a WebSocket as a device does (and hears its own group's notices).
       let senderWs: WebSocket | null = null;
+      /** append frames on the sender's socket not answered yet */
+      let waiting = 0;
       if (opts["append-ws"]) {
         senderWs = await connectWebSocket(`wss://127.0.0.1:${relayPort}${WS_PATH}`, ca, { authorization: `Bearer ${tokenOf(names[0])}` }, (frame) => {
+          if ((frame.type === "appended" || frame.type === "error") && frame.id !== undefined) waiting = Math.max(0, waiting - 1);
           if (frame.type === "error") failSend(() => driver)(new Error(`${frame.code}: ${frame.message}`));
         });
         sockets.push(senderWs);
       }
       const driver: Driver = newDriver(
         "relay", scenario, names.length - 1, 1, relayPid,
-        (_slot, id) => appendFrom(sender, () => senderWs, group, bytes, id, () => driver),
+        (_slot, id) => {
+          // As client-core's SocketAppends: with MAX_APPENDS_WAITING of its appends waiting on the socket
+          // (the relay refuses more), a device sends the next over HTTP.
+          if (opts["append-ws"] && waiting >= MAX_APPENDS_WAITING) {
+            driver.httpFallbacks++;
+            sender.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).then(() => driver.onStored(id), failSend(() => driver));
+            return;
+          }
+          if (opts["append-ws"]) waiting++;
+          appendFrom(sender, () => senderWs, group, bytes, id, () => driver);
+        },
         async () => {
           await Promise.all(Array.from({ length: sender.sockets }, () => sender.request("GET", `/v2/groups/${group.groupId}/members`)));
           await touchAll(members);
