@@ -80,14 +80,11 @@ const MAX_APPEND_BATCH = 64;
 const APPEND_MIN_INTERVAL_MS = 8;
 const APPEND_PACE_BELOW = 48;
 /**
- * A batch goes to the set-based procedure when it holds at least this many appends and at least
- * SET_BASED_ITEMS_PER_ROUND per round (its rounds are the most appends one group has in it): each round
- * costs a few statements whatever its size, so one group's burst goes to the loop instead. With the items
- * passed in ds_append_items, a batch of 4-12 appends to as many groups cost MariaDB 2.5-3.2 ms of CPU there
- * against 2.5-4.3 in the loop (2 appends: the same).
+ * A batch goes to the set-based procedure when it holds at least this many appends (and no message id
+ * repeats in it). With the items passed in ds_append_items, a batch of 4-12 appends to as many groups cost
+ * MariaDB 2.5-3.2 ms of CPU there against 2.5-4.3 in the loop (2 appends: the same).
  */
 const SET_BASED_MIN_ITEMS = 4;
-const SET_BASED_ITEMS_PER_ROUND = 4;
 /**
  * The largest message stored in a batch (larger ones go alone). It must fit ds_append_items' VARBINARY column,
  * and its base64 text the JSON loop's VARCHAR one (BATCHED_APPEND_MAX_BASE64), so that the items' cursor stays
@@ -213,36 +210,34 @@ const APPEND_APPLICATIONS_JSON = "ds_append_applications_v3";
 const APPEND_APPLICATIONS = "ds_append_applications_v4";
 /**
  * The same batch, the same verdicts and answer, as set statements instead of a loop over the items (read from
- * ds_append_items as the loop reads them): every group of the batch is locked at once in key order (by primary
- * key lookups from the batch's items: a statement that scanned ds_groups would take time in proportion to all
- * groups and wait for any group another transaction holds), and then in
- * round n the n-th item of each group is judged by one INSERT ... SELECT (no two items of a round share a
- * group, so each is judged against its group as the earlier rounds left it), stored by one INSERT, and its
- * group's seq and its caught-up sender's cursor written by one UPDATE each. About 30 µs of MariaDB's CPU per
- * item against 90 in the loop, but about 1.3 ms per call: it pays for larger batches of many groups.
+ * ds_append_items as the loop reads them), for a batch in which no message id repeats: every group of the
+ * batch is locked at once in key order (by primary key lookups from the batch's items: a statement that
+ * scanned ds_groups would take time in proportion to all groups and wait for any group another transaction
+ * holds), every item is judged by one INSERT ... SELECT (window functions count what the items before it in
+ * its group did), stored by one INSERT, and the groups' seqs and the caught-up senders' cursors written by
+ * one UPDATE each. A repeated id is judged against the batch's own first copy, which only the loop sees.
  */
-const APPEND_APPLICATIONS_SET = "ds_append_applications_set_v3";
+const APPEND_APPLICATIONS_SET = "ds_append_applications_set_v4";
 /**
- * The items of one batch of appends, per connection (a temporary table): `rnd` is the item's place among its
- * group's items in the batch (1 for the first), as the set-based procedure's rounds need. A MEMORY table:
+ * The items of one batch of appends, per connection (a temporary table). A MEMORY table:
  * VARBINARY, not BLOB, so that it and the loop's cursor over it stay in memory. BTREE keys (a MEMORY table's
  * default is HASH, which cannot look up a prefix): a batch's items are read by its number, in item order.
  */
 const APPEND_ITEMS_TABLE = `CREATE TEMPORARY TABLE IF NOT EXISTS ds_append_items (
-  batch BIGINT UNSIGNED NOT NULL, k INT NOT NULL, rnd INT NOT NULL, g BINARY(32) NOT NULL, e BIGINT UNSIGNED NOT NULL,
+  batch BIGINT UNSIGNED NOT NULL, k INT NOT NULL, g BINARY(32) NOT NULL, e BIGINT UNSIGNED NOT NULL,
   u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   m VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, b VARBINARY(${BATCHED_APPEND_MAX_BYTES}) NOT NULL, r BIGINT NOT NULL,
-  PRIMARY KEY (batch, k) USING BTREE, KEY (batch, rnd) USING BTREE) ENGINE=MEMORY`;
+  PRIMARY KEY (batch, k) USING BTREE) ENGINE=MEMORY`;
 /** The set-based procedure's verdicts, one row per item; created before ds_append_items, so that a connection with that one has both. */
 const APPEND_VERDICTS_TABLE = `CREATE TEMPORARY TABLE IF NOT EXISTS ds_append_verdicts (
-  k INT NOT NULL, rnd INT NOT NULL, g BINARY(32) NOT NULL, u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  k INT NOT NULL, g BINARY(32) NOT NULL, u VARCHAR(32) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
   d VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, o CHAR(1) NOT NULL, s BIGINT UNSIGNED NOT NULL,
-  e BIGINT UNSIGNED NOT NULL, c BIGINT UNSIGNED NOT NULL, moved TINYINT NOT NULL, PRIMARY KEY (k), KEY (rnd)) ENGINE=MEMORY`;
-const APPEND_ITEM_COLUMNS = 10;
+  e BIGINT UNSIGNED NOT NULL, c BIGINT UNSIGNED NOT NULL, moved TINYINT NOT NULL, PRIMARY KEY (k)) ENGINE=MEMORY`;
+const APPEND_ITEM_COLUMNS = 9;
 /** The INSERT of `count` items into ds_append_items, one text per count (each prepared once per connection). */
 const appendItemsInserts = Array.from(
   { length: MAX_APPEND_BATCH + 1 },
-  (_, count) => `INSERT INTO ds_append_items (batch, k, rnd, g, e, u, d, m, b, r) VALUES ${Array(count).fill(`(${Array(APPEND_ITEM_COLUMNS).fill("?").join(", ")})`).join(", ")}`,
+  (_, count) => `INSERT INTO ds_append_items (batch, k, g, e, u, d, m, b, r) VALUES ${Array(count).fill(`(${Array(APPEND_ITEM_COLUMNS).fill("?").join(", ")})`).join(", ")}`,
 );
 
 /**
@@ -406,10 +401,9 @@ const ROUTINES = [
     groups: "SELECT i.g FROM ds_append_items i WHERE i.batch = p_batch",
     cleanUp: " DELETE FROM ds_append_items;",
   }),
-  `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS_SET}(IN p_batch BIGINT UNSIGNED, IN p_rounds INT, IN p_window BIGINT UNSIGNED)
+  `CREATE PROCEDURE IF NOT EXISTS ${APPEND_APPLICATIONS_SET}(IN p_batch BIGINT UNSIGNED, IN p_window BIGINT UNSIGNED)
   MODIFIES SQL DATA
   BEGIN
-    DECLARE v_round INT DEFAULT 0;
     DECLARE v_locked INT DEFAULT 0;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; DELETE FROM ds_append_items; RESIGNAL; END;
     DELETE FROM ds_append_verdicts;
@@ -418,35 +412,46 @@ const ROUTINES = [
     -- Every group of the batch locked at once, in key order as every batch locks them: the items in their
     -- order (sorted by group) through their key, each group's row found by its primary key.
     SELECT COUNT(*) INTO v_locked FROM ds_append_items i STRAIGHT_JOIN ds_groups g ON g.id = i.g WHERE i.batch = p_batch FOR UPDATE;
-    -- Round n holds each group's n-th item: within a round no two items share a group, so each is judged
-    -- against its group as the rounds before left it.
-    WHILE v_round < p_rounds DO
-      SET v_round = v_round + 1;
-      INSERT INTO ds_append_verdicts (k, rnd, g, u, d, o, s, e, c, moved)
-        SELECT t.k, t.rnd, t.g, t.u, t.d,
-          CASE WHEN gr.id IS NULL THEN 'u' WHEN mb.cursor_seq IS NULL THEN 'n' WHEN l.seq IS NOT NULL THEN 'd'
-               WHEN t.e > gr.epoch OR t.e + p_window < gr.epoch THEN 'c' ELSE 'a' END,
-          CASE WHEN gr.id IS NULL OR mb.cursor_seq IS NULL THEN 0 WHEN l.seq IS NOT NULL THEN l.seq
-               WHEN t.e > gr.epoch OR t.e + p_window < gr.epoch THEN 0 ELSE gr.last_seq + 1 END,
-          CASE WHEN gr.id IS NULL OR mb.cursor_seq IS NULL THEN 0 WHEN l.seq IS NOT NULL THEN l.epoch
-               WHEN t.e > gr.epoch OR t.e + p_window < gr.epoch THEN gr.epoch ELSE t.e END,
-          CASE WHEN gr.id IS NULL OR mb.cursor_seq IS NULL THEN 0 WHEN l.seq IS NOT NULL THEN mb.cursor_seq
-               WHEN t.e > gr.epoch OR t.e + p_window < gr.epoch THEN 0
-               WHEN mb.cursor_seq = gr.last_seq THEN gr.last_seq + 1 ELSE mb.cursor_seq END,
-          CASE WHEN gr.id IS NOT NULL AND mb.cursor_seq IS NOT NULL AND l.seq IS NULL AND t.e <= gr.epoch AND t.e + p_window >= gr.epoch
-                    AND mb.cursor_seq = gr.last_seq THEN 1 ELSE 0 END
-        FROM ds_append_items t
-          LEFT JOIN ds_groups gr ON gr.id = t.g
-          LEFT JOIN ds_members mb ON mb.group_id = t.g AND mb.username = t.u AND mb.device_id = t.d
-          LEFT JOIN ds_log l ON l.group_id = t.g AND l.sender_username = t.u AND l.sender_device = t.d AND l.message_id = t.m
-        WHERE t.batch = p_batch AND t.rnd = v_round;
-      INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
-        SELECT t.g, v.s, t.e, ${KIND_CODE.application}, t.u, t.d, t.m, t.b, t.r
-        FROM ds_append_verdicts v JOIN ds_append_items t ON t.batch = p_batch AND t.k = v.k WHERE v.rnd = v_round AND v.o = 'a';
-      UPDATE ds_groups gr JOIN ds_append_verdicts v ON v.g = gr.id AND v.rnd = v_round AND v.o = 'a' SET gr.last_seq = v.s;
-      UPDATE ds_members mb JOIN ds_append_verdicts v ON v.g = mb.group_id AND v.u = mb.username AND v.d = mb.device_id AND v.rnd = v_round AND v.moved = 1
-        SET mb.cursor_seq = v.s;
-    END WHILE;
+    -- Each item's verdict as the loop would give it, in one pass: it depends only on the group and the log
+    -- as they were (no id repeats within the batch), but for its seq, which counts the group's accepted
+    -- items up to it (ga), and its sender's cursor. A caught-up sender's cursor moves with each of its own
+    -- items while they follow it without a gap: its i-th accepted item of the group (xa) moves it when that
+    -- item's seq is the cursor it started from plus i (the items before it then moved it too), and the
+    -- cursor an item reports is that start plus the moves up to it (mv).
+    INSERT INTO ds_append_verdicts (k, g, u, d, o, s, e, c, moved)
+      SELECT w.k, w.g, w.u, w.d, w.o,
+        CASE w.o WHEN 'a' THEN w.last_seq + w.ga WHEN 'd' THEN w.ls ELSE 0 END,
+        CASE w.o WHEN 'a' THEN w.te WHEN 'd' THEN w.le WHEN 'c' THEN w.ge ELSE 0 END,
+        CASE WHEN w.o IN ('a', 'd') THEN w.c0 + w.mv ELSE 0 END,
+        w.moves
+      FROM (
+        SELECT x.*, SUM(x.moves) OVER (PARTITION BY x.g, x.u, x.d ORDER BY x.k ROWS UNBOUNDED PRECEDING) AS mv
+        FROM (
+          SELECT y.*, CASE WHEN y.o = 'a' AND y.last_seq + y.ga = y.c0 + y.xa THEN 1 ELSE 0 END AS moves
+          FROM (
+            SELECT z.*,
+              SUM(z.o = 'a') OVER (PARTITION BY z.g ORDER BY z.k ROWS UNBOUNDED PRECEDING) AS ga,
+              SUM(z.o = 'a') OVER (PARTITION BY z.g, z.u, z.d ORDER BY z.k ROWS UNBOUNDED PRECEDING) AS xa
+            FROM (
+              SELECT t.k, t.g, t.u, t.d, t.e AS te, gr.epoch AS ge, gr.last_seq, mb.cursor_seq AS c0, l.seq AS ls, l.epoch AS le,
+                CASE WHEN gr.id IS NULL THEN 'u' WHEN mb.cursor_seq IS NULL THEN 'n' WHEN l.seq IS NOT NULL THEN 'd'
+                     WHEN t.e > gr.epoch OR t.e + p_window < gr.epoch THEN 'c' ELSE 'a' END AS o
+              FROM ds_append_items t
+                LEFT JOIN ds_groups gr ON gr.id = t.g
+                LEFT JOIN ds_members mb ON mb.group_id = t.g AND mb.username = t.u AND mb.device_id = t.d
+                LEFT JOIN ds_log l ON l.group_id = t.g AND l.sender_username = t.u AND l.sender_device = t.d AND l.message_id = t.m
+              WHERE t.batch = p_batch
+            ) z
+          ) y
+        ) x
+      ) w;
+    INSERT INTO ds_log (group_id, seq, epoch, kind, sender_username, sender_device, message_id, bytes, received_at)
+      SELECT t.g, v.s, t.e, ${KIND_CODE.application}, t.u, t.d, t.m, t.b, t.r
+      FROM ds_append_verdicts v JOIN ds_append_items t ON t.batch = p_batch AND t.k = v.k WHERE v.o = 'a';
+    UPDATE ds_groups gr JOIN (SELECT g, MAX(s) AS s FROM ds_append_verdicts WHERE o = 'a' GROUP BY g) v ON v.g = gr.id SET gr.last_seq = v.s;
+    UPDATE ds_members mb JOIN (SELECT g, u, d, MAX(s) AS s FROM ds_append_verdicts WHERE moved = 1 GROUP BY g, u, d) v
+        ON v.g = mb.group_id AND v.u = mb.username AND v.d = mb.device_id
+      SET mb.cursor_seq = v.s;
     COMMIT;
     SELECT GROUP_CONCAT(CONCAT_WS(',', o, s, e, c) ORDER BY k SEPARATOR ';') AS verdicts FROM ds_append_verdicts;
     SELECT DISTINCT HEX(m.group_id) AS group_hex, m.username FROM ds_members m WHERE m.group_id IN (SELECT g FROM ds_append_items WHERE batch = p_batch);
@@ -810,20 +815,15 @@ export function createMysqlDeliveryServiceStore(
    * the table) runs both again, as call() does.
    */
   const callWithItems = async (sorted: AppendItem[], groupHexes: string[]): Promise<RowDataPacket[][]> => {
-    const round = new Map<string, number>();
     const params: SqlParam[] = [];
     const batch = ++batchesStarted;
+    const messages = new Set<string>();
     sorted.forEach((p, k) => {
-      const rnd = (round.get(groupHexes[k]) ?? 0) + 1;
-      round.set(groupHexes[k], rnd);
-      params.push(batch, k + 1, rnd, bin(p.groupId), p.epoch, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt);
+      messages.add(`${groupHexes[k]}\n${p.sender.username}\n${p.sender.deviceId}\n${p.messageId}`);
+      params.push(batch, k + 1, bin(p.groupId), p.epoch, p.sender.username, p.sender.deviceId, p.messageId, bin(p.bytes), p.receivedAt);
     });
-    const rounds = Math.max(...round.values());
-    const procedure = batchProcedure(groupHexes.length, rounds);
-    const [callSql, callParams] =
-      procedure === APPEND_APPLICATIONS_SET
-        ? [`CALL ${procedure}(?, ?, ?)`, [batch, rounds, APPLICATION_EPOCH_WINDOW]]
-        : [`CALL ${procedure}(?, ?)`, [batch, APPLICATION_EPOCH_WINDOW]];
+    const callSql = `CALL ${batchProcedure(sorted.length, messages.size < sorted.length)}(?, ?)`;
+    const callParams = [batch, APPLICATION_EPOCH_WINDOW];
     for (let attempt = 1; ; attempt++) {
       const conn = await pool.getConnection();
       try {
@@ -847,11 +847,11 @@ export function createMysqlDeliveryServiceStore(
       }
     }
   };
-  /** The procedure for a batch of `items` appends whose group with the most has `rounds` (see SET_BASED_MIN_ITEMS). */
-  const batchProcedure = (items: number, rounds: number): string => {
-    if (options.setBasedBatches === "never") return APPEND_APPLICATIONS;
+  /** The procedure for a batch of `items` appends, in which some message id may be `repeated` (see SET_BASED_MIN_ITEMS). */
+  const batchProcedure = (items: number, repeated: boolean): string => {
+    if (options.setBasedBatches === "never" || repeated) return APPEND_APPLICATIONS;
     if (options.setBasedBatches === "always") return APPEND_APPLICATIONS_SET;
-    return items >= SET_BASED_MIN_ITEMS && items >= rounds * SET_BASED_ITEMS_PER_ROUND ? APPEND_APPLICATIONS_SET : APPEND_APPLICATIONS;
+    return items >= SET_BASED_MIN_ITEMS ? APPEND_APPLICATIONS_SET : APPEND_APPLICATIONS;
   };
   const appendAlone = (p: AppendItem): Promise<AppendOutcome> => appendOne(p).catch((error: unknown) => (error instanceof DsError ? { error } : Promise.reject(error)));
   /**

@@ -247,7 +247,7 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
       expect(Number(used), "a batch empties the table").to.equal(0);
       // As a batch whose CALL never ran would leave them: valid items of a batch number that is not the next one's.
       for (let k = 1; k <= 3; k++) {
-        await pool.execute("INSERT INTO ds_append_items (batch, k, rnd, g, e, u, d, m, b, r) VALUES (0, ?, ?, ?, 0, ?, 'd1', ?, x'ff', 2)", [k, k, Buffer.from(groupId), members[0].username, `left${k}`]);
+        await pool.execute("INSERT INTO ds_append_items (batch, k, g, e, u, d, m, b, r) VALUES (0, ?, ?, 0, ?, 'd1', ?, x'ff', 2)", [k, Buffer.from(groupId), members[0].username, `left${k}`]);
       }
       expect((await batch("b")).map(seqOf)).to.deep.equal([4, 5, 6]);
       const page = await store.readAsMember({ device: members[1], groupId, afterSeq: 0, limit: 100 });
