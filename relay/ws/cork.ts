@@ -1,7 +1,9 @@
 /**
  * Sockets written to in this turn of the event loop, corked until its end: the frames a socket gets in one
- * turn (the answers and notices of one stored batch, say) leave in one write instead of one each: socket
- * writes take the largest share of a busy relay's time.
+ * turn leave in one write instead of one each, since socket writes take the largest share of a busy relay's
+ * time. A turn is one pass of the loop over the I/O that is ready, so the busier the relay, the more its
+ * writes share: an early frame read from one socket, the answers and notices of a batch its database just
+ * returned, and those of other sockets read in the same pass.
  */
 interface Corkable {
   cork(): void;
@@ -18,9 +20,9 @@ function uncorkAll(): void {
 /** Corks `socket` until the end of this turn; true when it was not corked yet (its frames of this turn make one write). */
 export function corkForThisTurn(socket: Corkable): boolean {
   if (corkedSockets.has(socket)) return false;
-  // Uncorked once this turn's callbacks and promise reactions have all run (a tick queued from a promise
-  // reaction runs after the last of them).
-  if (corkedSockets.size === 0) process.nextTick(uncorkAll);
+  // Uncorked once every I/O callback of this pass, with its promise reactions, has run: immediates run right
+  // after the loop's poll phase (one queued from an immediate runs after the next pass, which does not block).
+  if (corkedSockets.size === 0) setImmediate(uncorkAll);
   socket.cork();
   corkedSockets.add(socket);
   return true;
