@@ -39,8 +39,8 @@
  *   Forwarder: a send frame, pushed to the peer's socket, which acknowledges it.
  * - fanout_10, fanout_100: one sender, N-1 recipients; one message = N-1 deliveries (rates are
  *   deliveries/s). Forwarder: the recipients' sockets share one user name, so one frame reaches them all.
- *   With append frames the sender keeps at most MAX_APPENDS_WAITING unanswered on its socket (the relay
- *   refuses more) and sends the next over HTTP, as client-core's SocketAppends does (`append_http_fallbacks`).
+ *   With append frames every sending device keeps at most MAX_APPENDS_WAITING unanswered on its socket (the
+ *   relay refuses more) and sends the next over HTTP, as client-core's SocketAppends does (`append_http_fallbacks`).
  * `--only 2`, `10` or `100` runs that one scenario (by its member count).
  * `idle-groups` groups of two members and one stored message each are written straight into the relay's
  * database before the ladders: its store then works among as many groups as a deployment's, not only the
@@ -236,6 +236,8 @@ class RelayMember {
   private cursorTimer: NodeJS.Timeout | null = null;
   private lastCursorFrameAt = -Infinity;
   ws: WebSocket | null = null;
+  /** append frames sent on `ws` and not answered yet */
+  appendsWaiting = 0;
   /** ids taken from early frames whose entry has not come with its seq yet */
   private readonly takenEarly = new Set<string>();
 
@@ -256,6 +258,7 @@ class RelayMember {
   }
 
   private onFrame(frame: Frame): void {
+    if ((frame.type === "appended" || frame.type === "error") && frame.id !== undefined) this.appendsWaiting = Math.max(0, this.appendsWaiting - 1);
     if (frame.type === "error") {
       const errors = this.driver().errors;
       errors.count++;
@@ -391,7 +394,7 @@ interface StepResult {
   undelivered_after_drain: number;
   errors: number;
   log_reads: number;
-  /** appends a fan-out sender sent over HTTP, with MAX_APPENDS_WAITING of its own waiting on its socket */
+  /** appends a device sent over HTTP, with MAX_APPENDS_WAITING of its own waiting on its socket */
   append_http_fallbacks: number;
   /** frames the relay wrote to WebSockets per socket write (the frames one socket gets in one turn leave together) */
   relay_frames_per_write?: number;
@@ -747,18 +750,24 @@ async function main() {
       pairMembers.push(...members);
     }
     const pairBytes = pairGroups.map((g) => encodeBase64(g.message));
-    /** One application message from a device: an append frame on its WebSocket, or a POST (`append-ws`). */
-    const appendFrom = (client: V2Client, ws: () => WebSocket | null, group: RealGroup, bytes: string, id: string, driver: () => Driver) => {
-      if (opts["append-ws"]) {
+    /**
+     * One application message from a device: an append frame on its WebSocket, or a POST (`append-ws`). As
+     * client-core's SocketAppends, a device with MAX_APPENDS_WAITING of its appends waiting on its socket (the
+     * relay refuses more) sends the next over HTTP.
+     */
+    const appendFrom = (client: V2Client, socket: { ws: WebSocket | null; appendsWaiting: number }, group: RealGroup, bytes: string, id: string, driver: () => Driver) => {
+      if (opts["append-ws"] && socket.appendsWaiting < MAX_APPENDS_WAITING) {
         // The answer ("appended", or an error frame counted by the socket's frame handler) needs no waiting here.
-        ws()!.send(JSON.stringify({ type: "append", groupId: group.groupId, deviceId: DEVICE_ID, epoch: group.epoch, id, bytes }));
+        socket.appendsWaiting++;
+        socket.ws!.send(JSON.stringify({ type: "append", groupId: group.groupId, deviceId: DEVICE_ID, epoch: group.epoch, id, bytes }));
         return;
       }
+      if (opts["append-ws"]) driver().httpFallbacks++;
       client.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).then(() => driver().onStored(id), failSend(driver));
     };
     const relayDuo: Driver = newDriver("relay", "one_to_one", 1, pairMembers.length, relayPid, (slot, id) => {
       const member = pairMembers[slot];
-      appendFrom(member.client, () => member.ws, pairGroups[slot >> 1], pairBytes[slot >> 1], id, () => relayDuo);
+      appendFrom(member.client, member, pairGroups[slot >> 1], pairBytes[slot >> 1], id, () => relayDuo);
     }, () => touchAll(pairMembers));
 
     const relayFanout = async (names: string[], group: RealGroup, scenario: string) => {
@@ -767,29 +776,17 @@ async function main() {
       const bytes = encodeBase64(group.message);
       const members = names.slice(1).map((name) => new RelayMember(name, client(name, opts.sockets), group.groupId, () => driver));
       // With append frames the sender holds a WebSocket as a device does (and hears its own group's notices).
-      let senderWs: WebSocket | null = null;
-      /** append frames on the sender's socket not answered yet */
-      let waiting = 0;
+      const senderSocket: { ws: WebSocket | null; appendsWaiting: number } = { ws: null, appendsWaiting: 0 };
       if (opts["append-ws"]) {
-        senderWs = await connectWebSocket(`wss://127.0.0.1:${relayPort}${WS_PATH}`, ca, { authorization: `Bearer ${tokenOf(names[0])}` }, (frame) => {
-          if ((frame.type === "appended" || frame.type === "error") && frame.id !== undefined) waiting = Math.max(0, waiting - 1);
+        senderSocket.ws = await connectWebSocket(`wss://127.0.0.1:${relayPort}${WS_PATH}`, ca, { authorization: `Bearer ${tokenOf(names[0])}` }, (frame) => {
+          if ((frame.type === "appended" || frame.type === "error") && frame.id !== undefined) senderSocket.appendsWaiting = Math.max(0, senderSocket.appendsWaiting - 1);
           if (frame.type === "error") failSend(() => driver)(new Error(`${frame.code}: ${frame.message}`));
         });
-        sockets.push(senderWs);
+        sockets.push(senderSocket.ws);
       }
       const driver: Driver = newDriver(
         "relay", scenario, names.length - 1, 1, relayPid,
-        (_slot, id) => {
-          // As client-core's SocketAppends: with MAX_APPENDS_WAITING of its appends waiting on the socket
-          // (the relay refuses more), a device sends the next over HTTP.
-          if (opts["append-ws"] && waiting >= MAX_APPENDS_WAITING) {
-            driver.httpFallbacks++;
-            sender.request("POST", `/v2/groups/${group.groupId}/messages`, { epoch: group.epoch, id, bytes }).then(() => driver.onStored(id), failSend(() => driver));
-            return;
-          }
-          if (opts["append-ws"]) waiting++;
-          appendFrom(sender, () => senderWs, group, bytes, id, () => driver);
-        },
+        (_slot, id) => appendFrom(sender, senderSocket, group, bytes, id, () => driver),
         async () => {
           await Promise.all(Array.from({ length: sender.sockets }, () => sender.request("GET", `/v2/groups/${group.groupId}/members`)));
           await touchAll(members);
