@@ -172,6 +172,27 @@ for (const setBasedBatches of ["auto", "never", "always"] as const) describe(`de
     page.entries.forEach((e, i) => expect(Buffer.from(e.bytes).equals(Buffer.from(sent[i])), `s${i} (${sizes[i]} bytes)`).to.equal(true));
   });
 
+  it("stores 200 appends sent together, more than one INSERT of items holds, each once and in call order per group", async () => {
+    const groups = Array.from({ length: 10 }, () => new Uint8Array(randomBytes(32)));
+    for (const groupId of groups) await one.createGroup({ groupId, members: [device(0), device(1)], now: 1 });
+    const batchesBefore = one.appendBatchStats!();
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        one.appendApplication({ groupId: groups[i % 10], epoch: 0, sender: device(i % 2), messageId: `w${i}`, bytes: new Uint8Array([i % 256, 7]), receivedAt: 2 }),
+      ),
+    );
+    // Group g got appends g, g + 10, g + 20, ...: seqs 1 to 20 in that order.
+    expect(results.map(seqOf)).to.deep.equal(Array.from({ length: 200 }, (_, i) => Math.floor(i / 10) + 1));
+    const batches = one.appendBatchStats!();
+    expect(batches.items - batchesBefore.items).to.equal(200);
+    expect(batches.flushes - batchesBefore.flushes, "flushes for 200 appends").to.be.at.most(2);
+    for (const [g, groupId] of groups.entries()) {
+      const page = await two.readAsMember({ device: device(1), groupId, afterSeq: 0, limit: 100 });
+      expect(page.entries.map((e) => e.messageId)).to.deep.equal(Array.from({ length: 20 }, (_, n) => `w${g + 10 * n}`));
+      expect(page.entries.map((e) => [...e.bytes])).to.deep.equal(Array.from({ length: 20 }, (_, n) => [(g + 10 * n) % 256, 7]));
+    }
+  });
+
   it("stores a batch by its own groups alone: among 3,000 other groups, one held by another transaction, it reads few rows and waits for none but its own", async () => {
     // One connection, so that the session's row counters are the batch's.
     const pool = createMysqlPool(db.url, { connectionLimit: 1 });
