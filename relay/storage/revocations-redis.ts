@@ -9,6 +9,8 @@ import { deviceRevocationKey, listenerSet, parseSessionEvent, type SessionRevoca
 const PREFIX = "eth-chat:revoked:";
 const DEVICE_PREFIX = "eth-chat:revoked-device:";
 const CHANNEL = "eth-chat:session-events";
+/** How long migrate() waits for the command connection before the relay starts without it (checks then fail fast). */
+const READY_WAIT_MS = 5_000;
 
 export function createRedisRevocations(options: { url: string; clock?: () => number }): SessionRevocations {
   const clock = options.clock ?? Date.now;
@@ -25,10 +27,26 @@ export function createRedisRevocations(options: { url: string; clock?: () => num
     if (event) listeners.emit(event);
   });
 
+  /** Resolves once the command connection is ready, or after `ms`: without an offline queue a command sent before would fail. */
+  const commandsReady = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (redis.status === "ready") return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        redis.off("ready", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      redis.once("ready", done);
+    });
+
   return {
     kind: "redis",
     migrate: async () => {
       await subscribed;
+      // The subscriber's connection being up says nothing of the command connection's: the first session
+      // check right after start would otherwise be refused as if Redis were away.
+      await commandsReady(READY_WAIT_MS);
     },
     async revoke(jti, expiresAt) {
       const ttl = expiresAt - clock();
