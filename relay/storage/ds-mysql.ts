@@ -244,8 +244,8 @@ const APPEND_VERDICTS_TABLE = `CREATE TEMPORARY TABLE IF NOT EXISTS ds_append_ve
 const APPEND_ITEM_COLUMNS = 9;
 /**
  * The INSERT of `count` items into ds_append_items, one text per count, each prepared once per connection:
- * counts up to APPEND_INSERT_ROWS and its multiples only, so that a connection holds a few dozen prepared
- * statements (MariaDB bounds them server-wide by max_prepared_stmt_count), and a batch goes in at most two.
+ * counts up to APPEND_INSERT_ROWS and its multiples only, so that a connection holds at most 67 of them
+ * (MariaDB bounds prepared statements server-wide by max_prepared_stmt_count), and a batch goes in at most two.
  */
 const appendItemsInserts = new Map<number, string>();
 function appendItemsInsert(count: number): string {
