@@ -4,7 +4,7 @@
  *
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
- *                             [--closed-window 1] [--profile 1] [--budget-seconds 270]
+ *                             [--closed-window 1] [--profile 1] [--budget-seconds 270] [--refine 2]
  *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1] [--early 1]
  *                             [--only 0] [--idle-groups 20000]
  *
@@ -15,9 +15,12 @@
  * (deliveries more than 50 ms overdue at the step's end exceed those at mid-step by more than
  * max(recipients per message, 0.5 % of the step's deliveries)) and everything arrived within
  * `drain-seconds` after it. With `confirm` 1 a failed step is run once more (the machine may be shared:
- * one stall of another job fails a p99), and the rate passes if that attempt does. The knee is the
- * highest offered rate that passed; a series stops at its first failed rate. Relay and forwarder steps
- * alternate at each rate (same machine load).
+ * one stall of another job fails a p99), and the rate passes if that attempt does. A series stops at its
+ * first failed rate; then `refine` steps halve the gap between its last passed rate and that one (the
+ * first at 1.5 times the rate that passed, the next at 1.25 or 1.75 times), so that a knee, and the ratio
+ * of two, is known within an eighth rather than a factor of two. The knee is the highest offered rate
+ * that passed. Relay and forwarder steps alternate at each rate of the doubling, and at each round of
+ * the halving (same machine load).
  *
  * Scenarios (all loopback, TLS):
  * - one_to_one: `pairs` two-member MLS groups, each device sends to its peer. Relay: the sender POSTs
@@ -109,6 +112,8 @@ const opts = options({
   "closed-window": 1,
   profile: 1,
   "budget-seconds": 270,
+  /** steps that halve the gap between a series' last passed and first failed rate */
+  refine: 2,
   "notice-entries": 1,
   "cursor-ws": 1,
   "cursor-interval-ms": CURSOR_FRAME_INTERVAL_MS,
@@ -122,6 +127,7 @@ const opts = options({
 if (opts.start < 1 || opts.max < opts.start) throw new Error("--start must be at least 1 and --max at least --start");
 if (opts.pairs < 1 || opts.sockets < 1 || opts["closed-window"] < 1) throw new Error("--pairs, --sockets and --closed-window must be at least 1");
 if (opts["step-seconds"] <= 0) throw new Error("--step-seconds must be positive");
+if (!Number.isInteger(opts.refine) || opts.refine < 0 || opts.refine > 4) throw new Error("--refine must be a whole number from 0 to 4");
 if (!Number.isInteger(opts["idle-groups"]) || opts["idle-groups"] < 0) throw new Error("--idle-groups must be a whole number, 0 or more");
 
 const P99_GOAL_MS = 50;
@@ -424,6 +430,11 @@ function overdue(scheduledAt: Float64Array, left: Int32Array, before: number): n
   let n = 0;
   for (let i = 0; i < scheduledAt.length && scheduledAt[i] <= before; i++) n += left[i];
   return n;
+}
+
+/** The passed step of the highest rate (the halving may pass a rate below one run after it). */
+function highestPassed(steps: StepResult[]): StepResult | undefined {
+  return steps.filter((x) => x.passed).reduce<StepResult | undefined>((best, x) => (best && best.offered_deliveries_per_s >= x.offered_deliveries_per_s ? best : x), undefined);
 }
 
 /** One open-loop step: `deliveriesPerSecond` offered for `seconds`, then up to `drainSeconds` to finish. */
@@ -867,32 +878,49 @@ async function main() {
     for (const s of scenarios) {
       const steps = { relay: [] as StepResult[], forwarder: [] as StepResult[] };
       ladders[s.name] = steps;
+      /** Runs `kind` at `rate` (once more on a failure with `confirm`); whether the rate passed, or null when the time box cut it. */
+      const runRate = async (kind: TargetKind, rate: number): Promise<boolean | null> => {
+        for (let attempt = 1; attempt <= 1 + opts.confirm; attempt++) {
+          if (elapsed() + stepCost > opts["budget-seconds"]) {
+            cutByTimeBox = true;
+            return attempt === 1 ? null : false;
+          }
+          const step = await openLoopStep(s[kind], rate, opts["step-seconds"], opts["drain-seconds"], dbProbe, attempt);
+          steps[kind].push(step);
+          log(`${s.name} ${kind} ${rate}/s #${attempt}: ${step.passed ? "pass" : "FAIL"} ${JSON.stringify(step)}`);
+          // Let the step's stragglers and cursor moves settle before the next one.
+          await sleep(300);
+          if (step.passed) return true;
+        }
+        return false;
+      };
+      // The doubling: each series up to its first failed rate. `gap` keeps its last passed and first failed rate.
+      const gap: Record<TargetKind, { passed: number; failed: number } | null> = { relay: null, forwarder: null };
       const alive = { relay: true, forwarder: true };
       let turn = 0;
       for (let rate = opts.start; rate <= opts.max; rate *= 2, turn++) {
         const order: TargetKind[] = turn % 2 === 0 ? ["relay", "forwarder"] : ["forwarder", "relay"];
         for (const kind of order) {
           if (!alive[kind]) continue;
-          if (elapsed() + stepCost > opts["budget-seconds"]) {
-            cutByTimeBox = true;
-            alive[kind] = false;
-            continue;
-          }
-          for (let attempt = 1; attempt <= 1 + opts.confirm; attempt++) {
-            if (attempt > 1 && elapsed() + stepCost > opts["budget-seconds"]) {
-              cutByTimeBox = true;
-              break;
-            }
-            const step = await openLoopStep(s[kind], rate, opts["step-seconds"], opts["drain-seconds"], dbProbe, attempt);
-            steps[kind].push(step);
-            log(`${s.name} ${kind} ${rate}/s #${attempt}: ${step.passed ? "pass" : "FAIL"} ${JSON.stringify(step)}`);
-            // Let the step's stragglers and cursor moves settle before the next one.
-            await sleep(300);
-            if (step.passed) break;
-          }
-          if (!steps[kind].some((x) => x.passed && x.offered_deliveries_per_s === rate)) alive[kind] = false;
+          const passed = await runRate(kind, rate);
+          if (passed) continue;
+          alive[kind] = false;
+          if (passed === false && rate > opts.start) gap[kind] = { passed: rate / 2, failed: rate };
         }
         if (!alive.relay && !alive.forwarder) break;
+      }
+      // The halving: a midpoint that passes becomes the gap's lower end, one that fails its upper end.
+      for (let round = 0; round < opts.refine; round++, turn++) {
+        const order: TargetKind[] = turn % 2 === 0 ? ["relay", "forwarder"] : ["forwarder", "relay"];
+        for (const kind of order) {
+          const g = gap[kind];
+          if (!g) continue;
+          const rate = Math.round((g.passed + g.failed) / 2);
+          const passed = await runRate(kind, rate);
+          if (passed === null) gap[kind] = null;
+          else if (passed) g.passed = rate;
+          else g.failed = rate;
+        }
       }
     }
     const idleAfter = await idle(2_000);
@@ -906,7 +934,7 @@ async function main() {
     // Where the relay's time goes: one more one-to-one step at its knee, profiled on its own.
     let profile: unknown = undefined;
     if (opts.profile) {
-      const duoKnee = [...(ladders.one_to_one?.relay ?? [])].reverse().find((x) => x.passed)?.offered_deliveries_per_s ?? opts.start;
+      const duoKnee = highestPassed(ladders.one_to_one?.relay ?? [])?.offered_deliveries_per_s ?? opts.start;
       const step = await openLoopStep(relayDuo, duoKnee, opts["step-seconds"], opts["drain-seconds"], dbProbe, 1, async () => {
         relayChild.child.kill("SIGUSR2");
         await sleep(100);
@@ -923,8 +951,7 @@ async function main() {
     }
 
     const kneeOf = (steps: StepResult[]) => {
-      const passed = steps.filter((x) => x.passed);
-      const knee = passed.length ? passed[passed.length - 1] : undefined;
+      const knee = highestPassed(steps);
       const failedAbove = steps.some((x) => x.offered_deliveries_per_s > (knee?.offered_deliveries_per_s ?? 0) && !x.passed);
       // What one core of the server would carry at the CPU cost per delivery of the knee (or lowest) step.
       const costStep = knee ?? steps[0];
@@ -976,7 +1003,7 @@ async function main() {
               : ", after every entry"
         }`,
         loop: "open: fixed send schedule per step; latency from the scheduled send time to the read (relay) or push (forwarder)",
-        rates: `deliveries/s doubling from ${opts.start} to at most ${opts.max}; a series stops at its first failed rate`,
+        rates: `deliveries/s doubling from ${opts.start} to at most ${opts.max}; a series stops at its first failed rate, then ${opts.refine} step(s) halve the gap between its last passed and first failed rate`,
         failed_step_rerun_once: opts.confirm === 1,
         step_seconds: opts["step-seconds"],
         drain_seconds: opts["drain-seconds"],
