@@ -4,7 +4,7 @@
  *
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
- *                             [--closed-window 1] [--profile 1] [--budget-seconds 270] [--refine 2]
+ *                             [--closed-window 1] [--profile 1] [--budget-seconds 420] [--refine 2]
  *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1] [--early 1]
  *                             [--only 0] [--idle-groups 20000]
  *
@@ -54,7 +54,8 @@
  * connections per device, 32 for a fan-out sender), each step time-boxed, the ladder cut at
  * `budget-seconds` of run time.
  *
- * Per step: achieved rates, p50/p99/max latency from schedule, backlog, CPU per message of the relay
+ * Per step: achieved rates, p50/p99/max latency from schedule (for the relay also until the sender hears its
+ * message is durable), backlog, CPU per message of the relay
  * (or forwarder) process, of the database server's threads serving the relay's connections (and of the
  * whole server, which other jobs on the machine may share), of this client process, and the machine's
  * busy share; for the relay also, from its /metrics counters, the frames it wrote per socket write (the frames
@@ -111,7 +112,7 @@ const opts = options({
   "closed-seconds": 4,
   "closed-window": 1,
   profile: 1,
-  "budget-seconds": 270,
+  "budget-seconds": 420,
   /** steps that halve the gap between a series' last passed and first failed rate */
   refine: 2,
   "notice-entries": 1,
@@ -394,6 +395,9 @@ interface StepResult {
   p50_ms: number;
   p99_ms: number;
   max_ms: number;
+  /** relay: from the scheduled send to the sender hearing that its message is durable (the answer to its append), of those answered by the drain's end */
+  durable_p50_ms?: number;
+  durable_p99_ms?: number;
   overdue_at_mid: number;
   overdue_at_end: number;
   backlog_grew: boolean;
@@ -460,6 +464,13 @@ async function openLoopStep(
   driver.errors.last = undefined;
   const logReadsBefore = driver.logReads;
   const fallbacksBefore = driver.httpFallbacks;
+  const durable = new Float64Array(count);
+  let answered = 0;
+  driver.onStored = (id) => {
+    if (!id.startsWith(tag) || answered >= count) return;
+    const idx = Number(id.slice(tag.length));
+    if (idx >= 0 && idx < count) durable[answered++] = performance.now() - scheduledAt[idx];
+  };
   driver.onDelivery = (id, now) => {
     if (!id.startsWith(tag)) return;
     const idx = Number(id.slice(tag.length));
@@ -519,6 +530,8 @@ async function openLoopStep(
   let filled = delivered;
   for (let i = 0; i < count; i++) for (let k = 0; k < left[i]; k++) latencies[filled++] = finished - scheduledAt[i];
   driver.onDelivery = noDelivery;
+  driver.onStored = noStored;
+  const durableSorted = durable.subarray(0, answered).sort();
 
   const serverMs = cpuMsOrNaN(driver.pid) - serverBefore;
   const dbMs = cpuMsOrNaN(db.pid) - dbBefore;
@@ -545,6 +558,7 @@ async function openLoopStep(
     p50_ms: round(percentile(sorted, 50), 1),
     p99_ms: round(p99, 1),
     max_ms: round(sorted[sorted.length - 1], 1),
+    ...(answered > 0 ? { durable_p50_ms: round(percentile(durableSorted, 50), 1), durable_p99_ms: round(percentile(durableSorted, 99), 1) } : {}),
     overdue_at_mid: overdueAtMid,
     overdue_at_end: overdueAtEnd,
     backlog_grew: backlogGrew,
@@ -792,6 +806,7 @@ async function main() {
         senderSocket.ws = await connectWebSocket(`wss://127.0.0.1:${relayPort}${WS_PATH}`, ca, { authorization: `Bearer ${tokenOf(names[0])}` }, (frame) => {
           if ((frame.type === "appended" || frame.type === "error") && frame.id !== undefined) senderSocket.appendsWaiting = Math.max(0, senderSocket.appendsWaiting - 1);
           if (frame.type === "error") failSend(() => driver)(new Error(`${frame.code}: ${frame.message}`));
+          else if (frame.type === "appended" && frame.id !== undefined) driver.onStored(String(frame.id));
         });
         sockets.push(senderSocket.ws);
       }
