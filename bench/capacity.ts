@@ -60,7 +60,9 @@
  * whole server, which other jobs on the machine may share), of this client process, and the machine's
  * busy share; for the relay also, from its /metrics counters, the frames it wrote per socket write (the frames
  * one socket gets in one turn of its event loop leave in one write), the appends per batch its store wrote,
- * and the share of the step's time such a batch was in flight (near 1: appends queue behind the store).
+ * and the share of the step's time such a batch was in flight (near 1: appends queue behind the store),
+ * and its time in garbage collection; and this process's own pauses (GC time and longest pause, event-loop
+ * delay): one process plays every device, so its pause holds up all of them and is charged to the server.
  * Also a CLOSED-loop figure (each device keeps `closed-window` messages in flight: not yet delivered or, on the relay, not yet answered durable) for comparison with
  * bench:mls-relay, the MySQL durability settings read from the server, and (`--profile 1`, the default)
  * where the relay's CPU time went: a CPU profile of one extra one-to-one step at the relay's knee, taken
@@ -72,7 +74,7 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import https from "node:https";
 import path from "node:path";
-import { performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, PerformanceObserver, performance } from "node:perf_hooks";
 import mysql from "mysql2/promise";
 import type WebSocket from "ws";
 import { CURSOR_FRAME_INTERVAL_MS } from "../client-core/ds-client";
@@ -173,6 +175,8 @@ interface RelayCounts {
   appendBatches: number;
   appendBatchItems: number;
   appendBatchBusySeconds: number;
+  /** time in garbage collection, all kinds */
+  gcSeconds: number;
 }
 
 /** The relay's running totals (its /metrics). */
@@ -189,12 +193,15 @@ async function relayCounts(port: number, ca: string): Promise<RelayCounts> {
       .on("error", reject);
   });
   const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, "m").exec(text)?.[1] ?? NaN);
+  let gcSeconds = 0;
+  for (const m of text.matchAll(/^chat_relay_nodejs_gc_duration_seconds_sum\{[^}]*\} ([0-9.e+-]+)$/gm)) gcSeconds += Number(m[1]);
   return {
     frames: value("chat_ws_frames_sent_total"),
     writes: value("chat_ws_socket_writes_total"),
     appendBatches: value("chat_ds_append_batches_total"),
     appendBatchItems: value("chat_ds_append_batch_items_total"),
     appendBatchBusySeconds: value("chat_ds_append_batch_busy_seconds_total"),
+    gcSeconds,
   };
 }
 
@@ -206,6 +213,37 @@ function relayStepCounts(before: RelayCounts, after: RelayCounts, wallMs: number
     relay_writes_per_msg: round((after.writes - before.writes) / Math.max(1, messages), 2),
     append_batch_items_mean: round((after.appendBatchItems - before.appendBatchItems) / Math.max(1, batches), 1),
     append_batch_busy_share: round((1000 * (after.appendBatchBusySeconds - before.appendBatchBusySeconds)) / wallMs, 2),
+    relay_gc_ms_per_s: round((1e6 * (after.gcSeconds - before.gcSeconds)) / wallMs, 0),
+  };
+}
+
+/**
+ * This process's own pauses while a step runs. One process plays every device, so a pause of its own (a
+ * major GC, say) holds up every device at once, and the server it measures is charged for it: a failed step
+ * whose generator stalled says as much.
+ */
+function watchGeneratorStalls(): () => { client_gc_ms_per_s: number; client_gc_max_ms: number; client_loop_delay_p99_ms: number; client_loop_delay_max_ms: number } {
+  const started = performance.now();
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  let gcMs = 0;
+  let gcMaxMs = 0;
+  const gc = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      gcMs += entry.duration;
+      gcMaxMs = Math.max(gcMaxMs, entry.duration);
+    }
+  });
+  gc.observe({ entryTypes: ["gc"] });
+  delay.enable();
+  return () => {
+    delay.disable();
+    gc.disconnect();
+    return {
+      client_gc_ms_per_s: round((1000 * gcMs) / Math.max(1, performance.now() - started), 0),
+      client_gc_max_ms: round(gcMaxMs, 1),
+      client_loop_delay_p99_ms: round(delay.percentile(99) / 1e6, 1),
+      client_loop_delay_max_ms: round(delay.max / 1e6, 1),
+    };
   };
 }
 
@@ -414,6 +452,8 @@ interface StepResult {
   append_batch_items_mean?: number;
   /** the share of the step's time a batch of appends was in flight: near 1, appends queue behind the store */
   append_batch_busy_share?: number;
+  /** milliseconds a second the relay spent in garbage collection */
+  relay_gc_ms_per_s?: number;
   server_cpu_us_per_msg: number;
   server_cpu_us_per_delivery: number;
   server_cpu_share: number;
@@ -422,6 +462,11 @@ interface StepResult {
   db_threads: number;
   relay_tls_connections_opened: number;
   client_cpu_us_per_msg: number;
+  /** this process's (the load generator's) own pauses during the step: see watchGeneratorStalls */
+  client_gc_ms_per_s: number;
+  client_gc_max_ms: number;
+  client_loop_delay_p99_ms: number;
+  client_loop_delay_max_ms: number;
   machine_busy_share: number;
   passed: boolean;
   last_error?: string;
@@ -488,6 +533,7 @@ async function openLoopStep(
   const dbBefore = cpuMsOrNaN(db.pid);
   const clientBefore = process.cpuUsage();
   const machineBefore = machineCpuMs();
+  const generatorStalls = watchGeneratorStalls();
   const t0 = performance.now() + 2;
   for (let i = 0; i < count; i++) scheduledAt[i] = t0 + (i * 1000) / msgRate;
   const tEnd = t0 + seconds * 1000;
@@ -525,6 +571,7 @@ async function openLoopStep(
   const drainUntil = performance.now() + drainSeconds * 1000;
   while (delivered < total && performance.now() < drainUntil) await sleep(5);
   const finished = performance.now();
+  const stalls = generatorStalls();
   const undelivered = total - delivered;
   // What never arrived counts with at least the time it waited: a lower bound that still fails the goal.
   let filled = delivered;
@@ -575,6 +622,7 @@ async function openLoopStep(
     db_threads: dbThreadsBefore.size,
     relay_tls_connections_opened: V2Client.connectionsOpened - connectionsBefore,
     client_cpu_us_per_msg: round((clientUsage.user + clientUsage.system) / count, 0),
+    ...stalls,
     machine_busy_share: round((machineAfter.busy - machineBefore.busy) / Math.max(1, machineAfter.total - machineBefore.total), 2),
     passed: p99 < P99_GOAL_MS && !backlogGrew && undelivered === 0 && driver.errors.count === 0,
     ...(lastError ? { last_error: lastError.slice(0, 200) } : {}),
