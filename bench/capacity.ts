@@ -2,14 +2,17 @@
  * bench:capacity — the relay's capacity on the v2 (MLS Delivery Service) path as the knee of its latency
  * curve, against the bare `ws` forwarder (bench/forwarder.ts) in the same run.
  *
- *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--drain-seconds 3]
+ *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--lead-in-ms 1000] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
  *                             [--closed-window 1] [--profile 1] [--budget-seconds 420] [--refine 2]
  *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1] [--early 1]
  *                             [--only 0] [--idle-groups 20000]
  *
  * OPEN LOOP: offered rates (deliveries/s) double from `start` to `max`; each step schedules its messages
- * at fixed times for `step-seconds`, whatever happens to earlier ones, and latency is measured from the
+ * at fixed times for `step-seconds`, whatever happens to earlier ones, after a lead-in of `lead-in-ms` at
+ * the same rate whose messages are not measured (a server idle between steps, as each is while the other
+ * runs, starts a step slower: the relay's first half second after idle ran at a full core), and latency
+ * is measured from the
  * SCHEDULED send time to the delivery (so a stalled sender or server is charged for every message it
  * held up: no coordinated omission). A step passes when its p99 is under 50 ms and no backlog grew
  * (deliveries more than 50 ms overdue at the step's end exceed those at mid-step by more than
@@ -107,6 +110,7 @@ const opts = options({
   start: 50,
   max: 16_000,
   "step-seconds": 5,
+  "lead-in-ms": 1_000,
   "drain-seconds": 3,
   confirm: 1,
   pairs: 50,
@@ -526,18 +530,35 @@ async function openLoopStep(
 
   await driver.prepare();
   await atStart?.();
-  const countsBefore = await driver.relayCounts?.();
-  const dbThreadsBefore = threadsCpuMs(db.pid, await db.threads());
-  const connectionsBefore = V2Client.connectionsOpened;
-  const serverBefore = cpuMsOrNaN(driver.pid);
-  const dbBefore = cpuMsOrNaN(db.pid);
-  const clientBefore = process.cpuUsage();
-  const machineBefore = machineCpuMs();
-  const generatorStalls = watchGeneratorStalls();
-  const t0 = performance.now() + 2;
+  const dbThreads = await db.threads();
+  // The lead-in: the step's rate for `lead-in-ms` before the messages measured, under other ids.
+  const leadCount = Math.round((msgRate * opts["lead-in-ms"]) / 1000);
+  const leadAt = performance.now() + 2;
+  const t0 = leadAt + (leadCount * 1000) / msgRate;
   for (let i = 0; i < count; i++) scheduledAt[i] = t0 + (i * 1000) / msgRate;
   const tEnd = t0 + seconds * 1000;
+  // Taken as the first measured message goes out: the lead-in's work before it is not the step's.
+  let countsBefore: Promise<RelayCounts> | undefined;
+  let dbThreadsBefore = new Map<number, number>();
+  let connectionsBefore = 0;
+  let serverBefore = NaN;
+  let dbBefore = NaN;
+  let clientBefore = process.cpuUsage();
+  let machineBefore = machineCpuMs();
+  let generatorStalls = watchGeneratorStalls();
+  const measureFromHere = () => {
+    countsBefore = driver.relayCounts?.();
+    dbThreadsBefore = threadsCpuMs(db.pid, dbThreads);
+    connectionsBefore = V2Client.connectionsOpened;
+    serverBefore = cpuMsOrNaN(driver.pid);
+    dbBefore = cpuMsOrNaN(db.pid);
+    clientBefore = process.cpuUsage();
+    machineBefore = machineCpuMs();
+    generatorStalls();
+    generatorStalls = watchGeneratorStalls();
+  };
 
+  let leadSent = 0;
   let sent = 0;
   let sentByEnd = 0;
   let deliveredByEnd = 0;
@@ -547,8 +568,13 @@ async function openLoopStep(
     let midTaken = false;
     const tick = () => {
       const now = performance.now();
+      while (leadSent < leadCount && leadAt + (leadSent * 1000) / msgRate <= now) {
+        driver.send(leadSent % driver.slots, `${tag}lead${leadSent}`);
+        leadSent++;
+      }
+      if (sent === 0 && scheduledAt[0] <= now) measureFromHere();
       while (sent < count && scheduledAt[sent] <= now) {
-        driver.send(sent % driver.slots, `${tag}${sent}`);
+        driver.send((leadCount + sent) % driver.slots, `${tag}${sent}`);
         sent++;
       }
       if (!midTaken && now >= t0 + seconds * 500) {
@@ -563,10 +589,10 @@ async function openLoopStep(
       }
       setTimeout(tick, 1);
     };
-    setTimeout(tick, Math.max(0, t0 - performance.now()));
+    setTimeout(tick, Math.max(0, leadAt - performance.now()));
   });
   // Whatever the schedule still holds goes out now (the client fell behind), then the drain.
-  while (sent < count) driver.send(sent % driver.slots, `${tag}${sent++}`);
+  while (sent < count) driver.send((leadCount + sent) % driver.slots, `${tag}${sent++}`);
   const total = count * recipients;
   const drainUntil = performance.now() + drainSeconds * 1000;
   while (delivered < total && performance.now() < drainUntil) await sleep(5);
@@ -588,6 +614,7 @@ async function openLoopStep(
   const clientUsage = process.cpuUsage(clientBefore);
   const machineAfter = machineCpuMs();
   const countsAfter = await driver.relayCounts?.();
+  const countsAtStart = await countsBefore;
   const sorted = latencies.sort();
   const p99 = percentile(sorted, 99);
   const tolerance = Math.max(recipients, 0.005 * total);
@@ -613,7 +640,7 @@ async function openLoopStep(
     errors: driver.errors.count,
     log_reads: driver.logReads - logReadsBefore,
     append_http_fallbacks: driver.httpFallbacks - fallbacksBefore,
-    ...(countsBefore && countsAfter ? relayStepCounts(countsBefore, countsAfter, wallMs, count) : {}),
+    ...(countsAtStart && countsAfter ? relayStepCounts(countsAtStart, countsAfter, wallMs, count) : {}),
     server_cpu_us_per_msg: round((serverMs * 1000) / count, 0),
     server_cpu_us_per_delivery: round((serverMs * 1000) / total, 1),
     server_cpu_share: round(serverMs / wallMs, 2),
