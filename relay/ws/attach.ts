@@ -4,7 +4,7 @@
  * pushed to the recipient's connections here and, through the bus, on other relay instances.
  * The wire format is protocol/wire.ts, documented in protocol/README.md ("WebSocket").
  * The jobs live beside this file: upgrade.ts (admission, auth), connection.ts (one connection's
- * state machine), router.ts (who is connected where), mailbox-purge.ts (expiry).
+ * state machine), router.ts (who is connected where), heartbeats.ts (dead peers), mailbox-purge.ts (expiry).
  * A session that ends (logout, or the user's key or password changed on chain) has its sockets closed with
  * 4001 on every instance: each hears the session event and re-checks the tokens of its own sockets.
  */
@@ -21,6 +21,7 @@ import type { MessageBus } from "../bus/bus";
 import type { Mailbox } from "../storage/mailbox";
 import { Connection, type ConnectionDeps } from "./connection";
 import { throttledFailureLog } from "./failure-log";
+import { startHeartbeats } from "./heartbeats";
 import { startMailboxPurge } from "./mailbox-purge";
 import { messagingMetrics } from "./metrics";
 import { createRouter } from "./router";
@@ -198,10 +199,7 @@ export function attachMessaging(params: {
   });
 
   // Dead peers: a connection that did not answer the previous ping is dropped.
-  const pingTimer = setInterval(() => {
-    for (const conn of router.connections()) conn.heartbeat();
-  }, limits.pingIntervalMs ?? 30_000);
-  pingTimer.unref();
+  const heartbeats = startHeartbeats({ connections: () => router.connections(), intervalMs: limits.pingIntervalMs ?? 30_000 });
 
   const purge = startMailboxPurge({ mailbox, clock, intervalMs: limits.purgeIntervalMs ?? 60_000, metrics, logFailure });
 
@@ -217,7 +215,7 @@ export function attachMessaging(params: {
     async close() {
       closing = true;
       server.off("upgrade", onUpgrade);
-      clearInterval(pingTimer);
+      heartbeats.stop();
       purge.stop();
       await Promise.all([...router.connections()].map((conn) => conn.close(CLOSE_CODES.goingAway, "relay shutting down")));
       await new Promise<void>((resolve) => wss.close(() => resolve()));

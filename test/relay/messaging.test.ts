@@ -304,4 +304,37 @@ describe("messaging: limits, expiry and failures", function () {
     (a.ws as any)._socket.pause();
     await waitFor("every connection closed", () => relay.messaging.connectionCount() === 0, 3_000, 20);
   });
+
+  it("pings each connection once an interval, spread over it rather than all in one turn, and still drops the silent one", async () => {
+    const mailbox = createMysqlMailbox(pool);
+    await mailbox.migrate();
+    // 1 s interval: four slices of 250 ms.
+    const relay = await relayWith({ mailbox, limits: { pingIntervalMs: 1_000 } });
+    const COUNT = 12;
+    const pings: number[][] = [];
+    const connected: TestClient[] = [];
+    for (let i = 0; i < COUNT; i++) {
+      const { client: c } = await client(relay.url, `spread_${i}`);
+      const times: number[] = [];
+      c.ws.on("ping", () => times.push(Date.now()));
+      pings.push(times);
+      connected.push(c);
+    }
+    const silent = connected[5];
+    (silent.ws as any)._socket.pause();
+    await waitFor("every answering connection pinged three times", () => pings.every((t, i) => i === 5 || t.length >= 3), 10_000, 20);
+
+    // Each answering connection: one ping an interval (a busy machine may delay a tick, never double it).
+    for (const [i, times] of pings.entries()) {
+      if (i === 5) continue;
+      for (let k = 1; k < times.length; k++) expect(times[k] - times[k - 1], `connection ${i}`).to.be.within(700, 1_600);
+    }
+    // Spread: the first pings came in at least three ticks, not one turn for all.
+    const firstPings = pings.filter((_, i) => i !== 5).map((t) => t[0]);
+    const ticks = new Set(firstPings.map((t) => Math.round((t - Math.min(...firstPings)) / 250)));
+    expect(ticks.size, JSON.stringify(firstPings.map((t) => t - Math.min(...firstPings)))).to.be.at.least(3);
+    // The silent one is dropped, the others stay.
+    await waitFor("the silent connection closed", () => relay.messaging.connectionCount() === COUNT - 1, 5_000, 20);
+    expect(connected.filter((c, i) => i !== 5 && c.ws.readyState !== c.ws.OPEN)).to.have.length(0);
+  });
 });
