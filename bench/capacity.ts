@@ -4,7 +4,7 @@
  *
  *   npm run bench:capacity -- [--start 50]  [--max 16000] [--step-seconds 5] [--lead-in-ms 1000] [--drain-seconds 3]
  *                             [--confirm 1] [--pairs 50] [--sockets 2] [--closed-seconds 4]
- *                             [--closed-window 1] [--profile 1] [--budget-seconds 420] [--refine 2]
+ *                             [--closed-window 1] [--profile 1] [--budget-seconds 480] [--refine 2]
  *                             [--notice-entries 1] [--cursor-ws 1] [--cursor-interval-ms 200] [--cursor-idle-ms 0] [--append-ws 1] [--early 1]
  *                             [--only 0] [--idle-groups 20000]
  *
@@ -118,7 +118,7 @@ const opts = options({
   "closed-seconds": 4,
   "closed-window": 1,
   profile: 1,
-  "budget-seconds": 420,
+  "budget-seconds": 480,
   /** steps that halve the gap between a series' last passed and first failed rate */
   refine: 2,
   "notice-entries": 1,
@@ -962,7 +962,7 @@ async function main() {
     log(`CPU ms/s while this benchmark sends nothing: ${JSON.stringify(idleBefore)}`);
 
     // ---- the ladders ----
-    const stepCost = opts["step-seconds"] + 1;
+    const stepCost = opts["step-seconds"] + opts["lead-in-ms"] / 1000 + 1;
     let cutByTimeBox = false;
     const ladders: Record<string, { relay: StepResult[]; forwarder: StepResult[] }> = {};
     for (const s of scenarios) {
