@@ -327,7 +327,7 @@ describe("messaging: limits, expiry and failures", function () {
     // Each answering connection: one ping an interval (a busy machine may delay a tick, never double it).
     for (const [i, times] of pings.entries()) {
       if (i === 5) continue;
-      for (let k = 1; k < times.length; k++) expect(times[k] - times[k - 1], `connection ${i}`).to.be.within(700, 1_600);
+      for (let k = 1; k < times.length; k++) expect(times[k] - times[k - 1], `connection ${i}`).to.be.within(700, 1_900);
     }
     // Spread: the first pings came in at least three ticks, not one turn for all.
     const firstPings = pings.filter((_, i) => i !== 5).map((t) => t[0]);
