@@ -50,7 +50,10 @@ export function decodeBase64(text: string): Uint8Array {
   return out;
 }
 
-export const GroupIdHex = z.string().regex(/^[0-9a-f]{64}$/, "expected 32 bytes as lowercase hex");
+const GROUP_ID_HEX_PATTERN = /^[0-9a-f]{64}$/;
+export const GroupIdHex = z.string().regex(GROUP_ID_HEX_PATTERN, "expected 32 bytes as lowercase hex");
+/** GroupIdHex as a plain test, for paths that check every message (a zod parse costs more than the rest of the check). */
+export const isGroupIdHex = (value: unknown): value is string => typeof value === "string" && GROUP_ID_HEX_PATTERN.test(value);
 export const DeviceId = z.string().regex(DEVICE_ID_PATTERN, "1 to 64 characters of A-Z a-z 0-9 _ -");
 /** Chosen by the sender; a retried append with the same id is stored once. */
 export const DsMessageId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "1 to 64 characters of A-Z a-z 0-9 _ -");

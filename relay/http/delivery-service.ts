@@ -20,6 +20,7 @@ import {
   DEVICE_ID_HEADER,
   DEVICE_ID_PATTERN,
   GroupIdHex,
+  isGroupIdHex,
   MAX_V2_BODY_BYTES,
   PutKeyPackagesRequest,
   V2_LIMITS,
@@ -401,7 +402,7 @@ export function createDeliveryService(ctx: HttpContext, store: DeliveryServiceSt
     res.json({ ok: true });
   });
 
-  const groupIdFrom = (groupIdHex: string) => fromHex(parseWith(GroupIdHex, groupIdHex, "groupId"));
+  const groupIdFrom = (groupIdHex: string) => fromHex(isGroupIdHex(groupIdHex) ? groupIdHex : parseWith(GroupIdHex, groupIdHex, "groupId"));
   return {
     routes: router,
     // The cursor move is the store's own: batched with the others where the store batches.

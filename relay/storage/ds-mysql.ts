@@ -787,7 +787,7 @@ export function createMysqlDeliveryServiceStore(
    */
   const appendMany = async (items: AppendItem[]): Promise<AppendOutcome[]> => {
     if (items.length === 1) return [await appendAlone(items[0])];
-    const hexOf = items.map((p) => Buffer.from(p.groupId).toString("hex"));
+    const hexOf = items.map((p) => bin(p.groupId).toString("hex"));
     // Sorted by group (stable: one group's items keep their order), so batches lock groups in one order.
     const order = items.map((_, i) => i).sort((a, b) => (hexOf[a] < hexOf[b] ? -1 : hexOf[a] > hexOf[b] ? 1 : a - b));
     const sorted = order.map((i) => items[i]);

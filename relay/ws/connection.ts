@@ -233,6 +233,11 @@ export class Connection implements RoutedConnection {
    */
   notice(n: GroupNotice): void {
     if (this.state === "closed") return;
+    // Nothing waiting and room in the socket, as almost always: written at once, without the queue.
+    if (this.notices.size === 0 && this.ws.readyState === WebSocket.OPEN && this.buffered() <= this.deps.settings.noticeWatermarkBytes) {
+      if (this.send(noticeText(n))) this.deps.metrics.noticesSent.inc();
+      return;
+    }
     const key = `${n.type} ${n.groupId}`;
     const waiting = this.notices.get(key);
     if (waiting) {

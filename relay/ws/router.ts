@@ -99,9 +99,12 @@ export function createRouter<C extends RoutedConnection>(params: {
       bus?.publish(m).catch((error) => logFailure("bus publish failed; the recipient gets the message from the mailbox", error));
     },
     notify(usernames, notice, origin) {
-      const distinct = [...new Set(usernames)];
-      for (const username of distinct) for (const conn of byUser.get(username) ?? []) if (conn !== origin) conn.notice(notice);
-      bus?.publishNotice(distinct, notice).catch((error) => logFailure("bus publish of a group notice failed; members read the log when they next sync", error));
+      const distinct = usernames instanceof Set ? (usernames as ReadonlySet<string>) : new Set(usernames);
+      for (const username of distinct) {
+        const conns = byUser.get(username);
+        if (conns) for (const conn of conns) if (conn !== origin) conn.notice(notice);
+      }
+      bus?.publishNotice([...distinct], notice).catch((error) => logFailure("bus publish of a group notice failed; members read the log when they next sync", error));
     },
     notifyEarly(usernames, text, origin) {
       for (const username of usernames) for (const conn of byUser.get(username) ?? []) if (conn !== origin) conn.early(text);
