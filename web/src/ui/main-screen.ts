@@ -44,10 +44,35 @@ function safetyNumberLines(value: string): string {
   return /^\d{60}$/.test(digits) ? formatSafetyNumber(digits, { lines: true }) : value;
 }
 
+/** The conversation list's nodes, kept between renders. */
+interface ConversationList {
+  newChat: HTMLButtonElement;
+  newGroup: HTMLButtonElement;
+  /** "No conversations yet." */
+  empty: HTMLElement;
+  items: HTMLElement;
+  /** by conversation id */
+  entries: Map<string, ListEntry>;
+}
+
+interface ListEntry {
+  li: HTMLElement;
+  button: HTMLButtonElement;
+  title: HTMLElement;
+  badge: HTMLElement;
+  when: HTMLElement;
+}
+
+/** Sets a node's text only when it differs (an unchanged entry is not touched). */
+function setText(node: HTMLElement, text: string): void {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 export class MainScreen {
   readonly element: HTMLElement;
   private readonly banner: HTMLElement;
   private readonly listNode: HTMLElement;
+  private readonly conversations: ConversationList;
   private readonly conversationNode: HTMLElement;
   private readonly layout: HTMLElement;
   private readonly engineNote: HTMLElement;
@@ -114,6 +139,7 @@ export class MainScreen {
     this.banner = el("div", { class: "banner alarm", role: "alert", hidden: true });
     this.engineNote = el("p", { class: "engine-note", role: "status" }, "Messaging is starting…");
     this.listNode = el("nav", { class: "conversations", "aria-label": "Conversations" });
+    this.conversations = this.conversationList();
     this.conversationNode = el("section", { class: "conversation", "aria-label": "Conversation" });
     this.layout = el("div", { class: "layout" }, this.listNode, this.conversationNode);
     this.element = el(
@@ -221,11 +247,13 @@ export class MainScreen {
     this.layout.classList.toggle("showing-conversation", this.openId !== undefined);
   }
 
-  private renderList(): void {
-    const focusedId = (document.activeElement as HTMLElement | null)?.dataset?.conversation;
-    clear(this.listNode);
-    const newChat = el("button", { type: "button", disabled: !this.messenger }, "New chat");
-    const newGroup = el("button", { type: "button", disabled: !this.messenger }, "New group");
+  /**
+   * Builds the list's fixed parts once: the list is then updated in place, never rebuilt, so that a click
+   * pressed on an entry while the list changes (a message arriving) is not lost with the node it was pressed on.
+   */
+  private conversationList(): ConversationList {
+    const newChat = el("button", { type: "button" }, "New chat");
+    const newGroup = el("button", { type: "button" }, "New group");
     newChat.addEventListener("click", () =>
       formDialog({
         title: "New chat",
@@ -249,23 +277,50 @@ export class MainScreen {
         },
       }),
     );
-    this.listNode.append(el("div", { class: "actions" }, newChat, newGroup));
+    const empty = el("p", { class: "hint", hidden: true }, "No conversations yet.");
+    const items = el("ul", { class: "conversation-list" });
+    this.listNode.append(el("div", { class: "actions" }, newChat, newGroup), empty, items);
+    return { newChat, newGroup, empty, items, entries: new Map() };
+  }
+
+  /** One conversation's entry in the list (its texts are set by renderList). */
+  private listEntry(id: string): ListEntry {
+    const title = el("span", { class: "title" });
+    const badge = el("span", { class: "badge", hidden: true });
+    const when = el("span", { class: "when" });
+    const button = el("button", { type: "button", class: "conversation-item", "data-conversation": id }, title, badge, when);
+    button.addEventListener("click", () => this.open(id));
+    return { li: el("li", {}, button), button, title, badge, when };
+  }
+
+  private renderList(): void {
+    const { newChat, newGroup, empty, items, entries } = this.conversations;
+    const focused = document.activeElement;
+    newChat.disabled = newGroup.disabled = !this.messenger;
     const conversations = [...(this.messenger?.conversations() ?? [])].sort((a, b) => b.lastActivity - a.lastActivity);
-    if (this.messenger && conversations.length === 0) this.listNode.append(el("p", { class: "hint" }, "No conversations yet."));
-    const list = el("ul", { class: "conversation-list" });
-    for (const c of conversations) {
-      const button = el(
-        "button",
-        { type: "button", class: "conversation-item", "data-conversation": c.id, "aria-current": c.id === this.openId ? "true" : undefined },
-        el("span", { class: "title" }, c.title), // a group's title already starts with "#"
-        c.unread > 0 ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, String(c.unread)) : null,
-        el("span", { class: "when" }, c.lastActivity > 0 ? localTime(c.lastActivity) : ""),
-      );
-      button.addEventListener("click", () => this.open(c.id));
-      list.append(el("li", {}, button));
+    empty.hidden = !this.messenger || conversations.length > 0;
+    const wanted = new Set(conversations.map((c) => c.id));
+    for (const [id, entry] of entries) {
+      if (wanted.has(id)) continue;
+      entry.li.remove();
+      entries.delete(id);
     }
-    this.listNode.append(list);
-    if (focusedId) (this.listNode.querySelector(`[data-conversation="${CSS.escape(focusedId)}"]`) as HTMLElement | null)?.focus();
+    conversations.forEach((c, i) => {
+      let entry = entries.get(c.id);
+      if (!entry) entries.set(c.id, (entry = this.listEntry(c.id)));
+      setText(entry.title, c.title); // a group's title already starts with "#"
+      setText(entry.badge, c.unread > 0 ? String(c.unread) : "");
+      entry.badge.hidden = c.unread === 0;
+      if (c.unread > 0) entry.badge.setAttribute("aria-label", `${c.unread} unread`);
+      setText(entry.when, c.lastActivity > 0 ? localTime(c.lastActivity) : "");
+      if (c.id === this.openId) entry.button.setAttribute("aria-current", "true");
+      else entry.button.removeAttribute("aria-current");
+      // Moved only when its place changed: the entries stay the same nodes.
+      const at = items.children[i];
+      if (at !== entry.li) items.insertBefore(entry.li, at ?? null);
+    });
+    // A moved entry loses focus in some browsers: the one that had it gets it back.
+    if (focused instanceof HTMLElement && focused !== document.activeElement && focused.isConnected) focused.focus();
   }
 
   /** Opens conversation `id` and focuses its composer; returns the composer (a dialog that opened it focuses it once closed). */
