@@ -83,6 +83,39 @@ describe("relay: early frames hand small messages on before they are durable", f
     expect(await metricAtLeast("chat_ws_early_entries_sent_total", 2)).to.equal(true);
   });
 
+  it("in a burst, each message's notice follows its early frame, the notices in seq order, none lost or repeated", async () => {
+    const owner = await user("eh_o");
+    const member = await user("eh_m");
+    const groupId = await groupOf(owner, [member]);
+    const ownerSocket = await listen(owner.token, { early: true });
+    const asked = await listen(member.token, { early: true });
+    const notAsked = await listen(member.token);
+    const first = messageId();
+    ownerSocket.send(append(groupId, "o1", 1, first, bytes(100)));
+    await waitFor("the first message's notice", () => asked.groupFrames(groupId).some((f) => f.entry?.id === first), 15_000, 10);
+
+    // A burst: early frames and notices of many messages in flight at once interleave on the socket.
+    const ids = Array.from({ length: 12 }, () => messageId("b"));
+    for (const id of ids) ownerSocket.send(append(groupId, "o1", 1, id, bytes(120)));
+    await waitFor("every notice", () => ids.every((id) => asked.groupFrames(groupId).some((f) => f.entry?.id === id)), 15_000, 10);
+    const answers = ownerSocket.frames.filter((f) => f.type === "appended" && ids.includes(f.id));
+    expect(answers.map((f) => f.id)).to.deep.equal(ids);
+    const seqOf = new Map(answers.map((f) => [f.id, f.seq]));
+    const heard = asked.frames.filter((f) => (f.type === "early" || f.type === "group") && f.groupId === groupId && ids.includes(f.entry?.id));
+    for (const id of ids) {
+      const early = heard.findIndex((f) => f.type === "early" && f.entry.id === id);
+      const notice = heard.findIndex((f) => f.type === "group" && f.entry.id === id);
+      expect(early, `${id}: early frame first`).to.be.at.least(0);
+      expect(notice, `${id}: then its notice`).to.be.above(early);
+      expect(heard[notice].seq).to.equal(seqOf.get(id));
+    }
+    // No notice is overtaken by a later message's: the seqs the socket hears only grow.
+    expect(heard.filter((f) => f.type === "group").map((f) => f.seq)).to.deep.equal([...seqOf.values()]);
+    // Each socket hears each notice once.
+    expect(notAsked.groupFrames(groupId).filter((f) => ids.includes(f.entry?.id)).map((f) => f.entry.id)).to.deep.equal(ids);
+    expect(asked.groupFrames(groupId).filter((f) => ids.includes(f.entry?.id)).map((f) => f.entry.id)).to.deep.equal(ids);
+  });
+
   /** Whether a counter of the relay's /metrics is at least `n`. */
   async function metricAtLeast(name: string, n: number): Promise<boolean> {
     const text = await (await fetch(`${ds.relay().url}/metrics`)).text();
