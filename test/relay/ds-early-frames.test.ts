@@ -33,17 +33,26 @@ describe("relay: early frames hand small messages on before they are durable", f
     };
   }
 
-  it("a member's socket that asked hears the message while it is in flight; its notice with the seq follows with the same entry", async () => {
-    const owner = await user("ef_o");
-    const member = await user("ef_m");
+  /**
+   * A group of an owner and a member; the owner's socket and two of the member's, one asking for early frames
+   * and one not; and the group's first message stored. The relay learns a group's members and epoch from a
+   * stored message, so the first goes out durable only: none of the sockets has an early frame yet.
+   */
+  async function groupWithSockets(prefix: string) {
+    const owner = await user(`${prefix}_o`);
+    const member = await user(`${prefix}_m`);
     const groupId = await groupOf(owner, [member]);
     const ownerSocket = await listen(owner.token, { early: true });
     const asked = await listen(member.token, { early: true });
     const notAsked = await listen(member.token);
-    // The relay learns the group's members and epoch from a stored message: the first goes out durable only.
     const first = messageId();
     ownerSocket.send(append(groupId, "o1", 1, first, bytes(100)));
     await waitFor("the first message's notice", () => asked.groupFrames(groupId).some((f) => f.entry?.id === first), 15_000, 10);
+    return { owner, member, groupId, ownerSocket, asked, notAsked };
+  }
+
+  it("a member's socket that asked hears the message while it is in flight; its notice with the seq follows with the same entry", async () => {
+    const { owner, member, groupId, ownerSocket, asked, notAsked } = await groupWithSockets("ef");
     expect(earlyIds(asked)).to.deep.equal([]);
 
     const id = messageId();
@@ -84,15 +93,7 @@ describe("relay: early frames hand small messages on before they are durable", f
   });
 
   it("in a burst, each message's notice follows its early frame, the notices in seq order, none lost or repeated", async () => {
-    const owner = await user("eh_o");
-    const member = await user("eh_m");
-    const groupId = await groupOf(owner, [member]);
-    const ownerSocket = await listen(owner.token, { early: true });
-    const asked = await listen(member.token, { early: true });
-    const notAsked = await listen(member.token);
-    const first = messageId();
-    ownerSocket.send(append(groupId, "o1", 1, first, bytes(100)));
-    await waitFor("the first message's notice", () => asked.groupFrames(groupId).some((f) => f.entry?.id === first), 15_000, 10);
+    const { groupId, ownerSocket, asked, notAsked } = await groupWithSockets("eb");
 
     // A burst: early frames and notices of many messages in flight at once interleave on the socket.
     const ids = Array.from({ length: 12 }, () => messageId("b"));
